@@ -1,0 +1,352 @@
+//! The one place the order of checks lives (SPEC §4).
+
+use core::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{self, Cost, LeaseId, Quota, Scope, UsageState};
+use crate::permission;
+use crate::policy::{KeyPolicy, Status, ToolPolicy, WorkspacePolicy};
+use crate::time::UnixMillis;
+use crate::token::{self, TokenError};
+use crate::verdict::{Code, Verdict};
+
+/// What a request asks for, besides its credential.
+#[derive(Clone, Debug, Default)]
+pub struct Request<'a> {
+    /// Client address, if known. With IP rules in place, unknown fails closed.
+    pub ip: Option<IpAddr>,
+    /// Tool being called, if any.
+    pub tool: Option<&'a str>,
+    /// Permissions the caller requires, all of them.
+    pub permissions: &'a [&'a str],
+    /// What the call costs.
+    pub cost: Cost<'a>,
+    /// The time of the decision.
+    pub now: UnixMillis,
+}
+
+/// Result of looking the requested tool up.
+#[derive(Clone, Copy, Debug)]
+pub enum ToolLookup<'a> {
+    /// The request names no tool.
+    NotRequested,
+    /// The request names a tool that does not exist.
+    Unknown,
+    /// The tool.
+    Found(&'a ToolPolicy),
+}
+
+/// Which counters a concurrency lease was taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeaseScope {
+    /// The key's own limits.
+    Key,
+    /// The tool's limits for this key.
+    Tool,
+    /// The key's limits for this tool.
+    KeyTool,
+}
+
+/// The counters `decide` may charge.
+#[derive(Debug)]
+pub struct Usage<'a> {
+    /// The key's counters.
+    pub key: &'a mut UsageState,
+    /// This key's counters under the tool's limits (needed when a tool is found).
+    pub tool: Option<&'a mut UsageState>,
+    /// This key's counters under its own key×tool limits.
+    pub key_tool: Option<&'a mut UsageState>,
+}
+
+/// The format step: a token that fails [`token::check`] is `MALFORMED`.
+pub fn format_check(raw: &str) -> Result<(), Code> {
+    token::check(raw).map_err(|_: TokenError| Code::Malformed)
+}
+
+/// Decides a request for a key that was found, applying SPEC §4's order:
+/// revoked/expired/disabled → plan → IP → tool → permissions → limits.
+/// Limits are charged only if every other check passed, and all-or-nothing.
+///
+/// Format (`MALFORMED`) and lookup (`NOT_FOUND`) come before this: see
+/// [`format_check`] and [`Verdict::bare`].
+pub fn decide(
+    key: &KeyPolicy,
+    workspace: &WorkspacePolicy,
+    tool: ToolLookup<'_>,
+    req: &Request<'_>,
+    usage: Usage<'_>,
+) -> Verdict {
+    let mut v = Verdict::bare(Code::Valid);
+    v.key_id = Some(key.id);
+    v.workspace_id = Some(key.workspace);
+    let refuse = |mut v: Verdict, code: Code| {
+        v.code = code;
+        v
+    };
+    if let Err(code) = admit(key, workspace, req.ip, req.now) {
+        return refuse(v, code);
+    }
+    let tool = match (req.tool, tool) {
+        (None, _) | (Some(_), ToolLookup::NotRequested) => None,
+        (Some(_), ToolLookup::Unknown) => return refuse(v, Code::UnknownTool),
+        (Some(name), ToolLookup::Found(t)) => {
+            if t.name != name || t.workspace != key.workspace {
+                return refuse(v, Code::UnknownTool);
+            }
+            if !t.enabled {
+                return refuse(v, Code::ToolDisabled);
+            }
+            Some(t)
+        }
+    };
+    if let Some(t) = tool {
+        if !key.tools.is_empty() && !key.tools.contains(&t.name) {
+            return refuse(v, Code::InsufficientPermissions);
+        }
+        if let Some(p) = &t.permission
+            && !permission::granted(&key.permissions, p.as_str())
+        {
+            return refuse(v, Code::InsufficientPermissions);
+        }
+    }
+    if !req.permissions.iter().all(|p| permission::granted(&key.permissions, p)) {
+        return refuse(v, Code::InsufficientPermissions);
+    }
+
+    // Limits: key, then the tool's limits for this key, then key×tool.
+    let Usage { key: key_state, tool: tool_state, key_tool: key_tool_state } = usage;
+    let mut scopes: [Option<Scope<'_>>; 3] = [None, None, None];
+    scopes[0] = Some(Scope { limits: &key.limits, state: key_state });
+    let mut order = [LeaseScope::Key, LeaseScope::Tool, LeaseScope::KeyTool];
+    let mut n = 1;
+    if let Some(t) = tool {
+        if let (false, Some(state)) = (t.limits.is_empty(), tool_state) {
+            scopes[n] = Some(Scope { limits: &t.limits, state });
+            order[n] = LeaseScope::Tool;
+            n += 1;
+        }
+        if let (Some(limits), Some(state)) = (key.limits_for_tool(&t.name), key_tool_state) {
+            scopes[n] = Some(Scope { limits, state });
+            order[n] = LeaseScope::KeyTool;
+            n += 1;
+        }
+    }
+    let mut list: Vec<Scope<'_>> = Vec::with_capacity(n);
+    list.extend(scopes.into_iter().flatten());
+    match limits::charge(&mut list, req.now, &req.cost) {
+        Ok(grant) => {
+            v.quota = grant.quota;
+            v.leases = grant.leases.into_iter().map(|(i, id)| (order[i], id)).collect();
+            v
+        }
+        Err(refusal) => {
+            v.code = refusal.code;
+            v.retry_after_ms = refusal.retry_after_ms;
+            v.quota = refusal.quota;
+            v
+        }
+    }
+}
+
+/// Checks a key's status, plan and IP only: the part of [`decide`] that the
+/// signed scheme runs before it verifies a signature.
+pub fn admit(key: &KeyPolicy, workspace: &WorkspacePolicy, ip: Option<IpAddr>, now: UnixMillis) -> Result<(), Code> {
+    match key.status(now) {
+        Status::Active => {}
+        Status::Revoked => return Err(Code::Revoked),
+        Status::Expired => return Err(Code::Expired),
+        Status::Disabled => return Err(Code::Disabled),
+    }
+    if !workspace.api_access || workspace.id != key.workspace {
+        return Err(Code::PlanInactive);
+    }
+    if !key.ip_rules.permits(ip) || !workspace.ip_rules.permits(ip) {
+        return Err(Code::IpDenied);
+    }
+    Ok(())
+}
+
+/// Quota figures without charging anything (for usage reports).
+pub fn quota_of(limits: &limits::Limits, state: &UsageState, now: UnixMillis) -> Quota {
+    let free = Cost { credits: 0, rates: &[] };
+    match limits::peek(limits, state, now, &free) {
+        Ok(q) => q,
+        Err(r) => r.quota,
+    }
+}
+
+/// Releases a lease taken by [`decide`].
+pub fn release(usage: Usage<'_>, scope: LeaseScope, lease: LeaseId) -> bool {
+    match scope {
+        LeaseScope::Key => usage.key.release(lease),
+        LeaseScope::Tool => usage.tool.is_some_and(|s| s.release(lease)),
+        LeaseScope::KeyTool => usage.key_tool.is_some_and(|s| s.release(lease)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{KeyId, WorkspaceId};
+    use crate::ip::{IpRule, IpRules};
+    use crate::limits::{Concurrency, Credits, Limits, RateLimit};
+    use crate::permission::Permission;
+    use crate::token::{KeyHash, Prefix};
+
+    fn ws() -> WorkspacePolicy {
+        WorkspacePolicy {
+            id: WorkspaceId([1; 16]),
+            name: "acme".into(),
+            api_access: true,
+            prefix: Prefix::default_live(),
+            ip_rules: IpRules::none(),
+            default_limits: Limits::default(),
+        }
+    }
+
+    fn key() -> KeyPolicy {
+        KeyPolicy {
+            id: KeyId([2; 16]),
+            workspace: WorkspaceId([1; 16]),
+            hash: KeyHash::of("x"),
+            name: "k".into(),
+            revoked_at: None,
+            expires_at: None,
+            disabled: false,
+            permissions: vec![Permission::parse("tools:*").unwrap(), Permission::parse("keys:read").unwrap()],
+            ip_rules: IpRules::none(),
+            limits: Limits::default(),
+            tool_limits: vec![],
+            tools: vec![],
+            meta: String::new(),
+            imported: false,
+        }
+    }
+
+    fn tool(name: &str, enabled: bool, perm: Option<&str>) -> ToolPolicy {
+        ToolPolicy {
+            workspace: WorkspaceId([1; 16]),
+            name: name.into(),
+            enabled,
+            permission: perm.map(|p| Permission::parse(p).unwrap()),
+            limits: Limits::default(),
+        }
+    }
+
+    fn run(k: &KeyPolicy, w: &WorkspacePolicy, t: ToolLookup<'_>, req: &Request<'_>, s: &mut UsageState) -> Verdict {
+        let mut ts = UsageState::default();
+        let mut kts = UsageState::default();
+        decide(k, w, t, req, Usage { key: s, tool: Some(&mut ts), key_tool: Some(&mut kts) })
+    }
+
+    fn code(k: &KeyPolicy, w: &WorkspacePolicy, t: ToolLookup<'_>, req: &Request<'_>) -> Code {
+        run(k, w, t, req, &mut UsageState::default()).code
+    }
+
+    #[test]
+    fn each_code_in_order() {
+        let w = ws();
+        let now = UnixMillis(1_000);
+        let base = Request { now, ip: Some("10.0.0.1".parse().unwrap()), ..Request::default() };
+        let k = key();
+        assert_eq!(code(&k, &w, ToolLookup::NotRequested, &base), Code::Valid);
+
+        let mut revoked = key();
+        revoked.revoked_at = Some(UnixMillis(5));
+        revoked.disabled = true;
+        revoked.expires_at = Some(UnixMillis(0));
+        assert_eq!(code(&revoked, &w, ToolLookup::NotRequested, &base), Code::Revoked, "revoked beats expired");
+
+        let mut expired = key();
+        expired.expires_at = Some(now);
+        expired.disabled = true;
+        assert_eq!(code(&expired, &w, ToolLookup::NotRequested, &base), Code::Expired, "expired at exactly expires_at");
+        expired.expires_at = Some(UnixMillis(1_001));
+        assert_eq!(code(&expired, &w, ToolLookup::NotRequested, &base), Code::Disabled);
+
+        let mut inactive = ws();
+        inactive.api_access = false;
+        assert_eq!(code(&k, &inactive, ToolLookup::NotRequested, &base), Code::PlanInactive);
+
+        let mut ipk = key();
+        ipk.ip_rules = IpRules(vec![IpRule::parse("deny", "10.0.0.0/8").unwrap()]);
+        assert_eq!(code(&ipk, &inactive, ToolLookup::NotRequested, &base), Code::PlanInactive, "plan before IP");
+        assert_eq!(code(&ipk, &w, ToolLookup::NotRequested, &base), Code::IpDenied);
+        let mut wip = ws();
+        wip.ip_rules = IpRules(vec![IpRule::parse("allow", "192.168.0.0/16").unwrap()]);
+        assert_eq!(code(&k, &wip, ToolLookup::NotRequested, &base), Code::IpDenied, "workspace rules apply too");
+
+        let with_tool = Request { tool: Some("gl_ping"), ..base.clone() };
+        assert_eq!(code(&ipk, &w, ToolLookup::Unknown, &with_tool), Code::IpDenied, "IP before tool");
+        assert_eq!(code(&k, &w, ToolLookup::Unknown, &with_tool), Code::UnknownTool);
+        let disabled_tool = tool("gl_ping", false, Some("admin"));
+        assert_eq!(
+            code(&k, &w, ToolLookup::Found(&disabled_tool), &with_tool),
+            Code::ToolDisabled,
+            "tool before permissions"
+        );
+        let admin_tool = tool("gl_ping", true, Some("admin"));
+        assert_eq!(code(&k, &w, ToolLookup::Found(&admin_tool), &with_tool), Code::InsufficientPermissions);
+        let open_tool = tool("gl_ping", true, Some("tools:gl_ping"));
+        assert_eq!(code(&k, &w, ToolLookup::Found(&open_tool), &with_tool), Code::Valid);
+        let mut only_other = key();
+        only_other.tools = vec!["generate_image".into()];
+        assert_eq!(code(&only_other, &w, ToolLookup::Found(&open_tool), &with_tool), Code::InsufficientPermissions);
+
+        let needs = Request { permissions: &["keys:write"], ..base.clone() };
+        assert_eq!(code(&k, &w, ToolLookup::NotRequested, &needs), Code::InsufficientPermissions);
+        let has = Request { permissions: &["keys:read", "tools:x"], ..base.clone() };
+        assert_eq!(code(&k, &w, ToolLookup::NotRequested, &has), Code::Valid);
+    }
+
+    #[test]
+    fn refusals_before_limits_charge_nothing() {
+        let w = ws();
+        let mut k = key();
+        k.limits = Limits { credits: Some(Credits { initial: 2, refill: None }), ..Limits::default() };
+        let mut s = UsageState::default();
+        let ok = Request { now: UnixMillis(0), ..Request::default() };
+        let denied = Request { now: UnixMillis(0), permissions: &["keys:write"], ..Request::default() };
+        for _ in 0..5 {
+            assert_eq!(run(&k, &w, ToolLookup::NotRequested, &denied, &mut s).code, Code::InsufficientPermissions);
+        }
+        let v = run(&k, &w, ToolLookup::NotRequested, &ok, &mut s);
+        assert_eq!((v.code, v.quota.credits_remaining), (Code::Valid, Some(1)));
+        assert_eq!(run(&k, &w, ToolLookup::NotRequested, &ok, &mut s).quota.credits_remaining, Some(0));
+        assert_eq!(run(&k, &w, ToolLookup::NotRequested, &ok, &mut s).code, Code::UsageExhausted);
+    }
+
+    #[test]
+    fn tool_and_key_tool_limits() {
+        let w = ws();
+        let mut k = key();
+        k.limits.rates = vec![RateLimit { name: "default".into(), limit: 100, window_ms: 1000, auto_apply: true }];
+        k.tool_limits = vec![(
+            "gl_ping".into(),
+            Limits { concurrency: Some(Concurrency { max: 1, lease_ms: 60_000 }), ..Limits::default() },
+        )];
+        let mut t = tool("gl_ping", true, None);
+        t.limits.cooldown_ms = Some(10);
+        let req = |ms| Request { now: UnixMillis(ms), tool: Some("gl_ping"), ..Request::default() };
+        let (mut s, mut ts, mut kts) = (UsageState::default(), UsageState::default(), UsageState::default());
+        let call = |ms, s: &mut UsageState, ts: &mut UsageState, kts: &mut UsageState| {
+            decide(&k, &w, ToolLookup::Found(&t), &req(ms), Usage { key: s, tool: Some(ts), key_tool: Some(kts) })
+        };
+        let v = call(0, &mut s, &mut ts, &mut kts);
+        assert_eq!(v.code, Code::Valid);
+        assert_eq!(v.leases, vec![(LeaseScope::KeyTool, crate::limits::LeaseId(0))]);
+        assert_eq!(call(5, &mut s, &mut ts, &mut kts).code, Code::Cooldown);
+        assert_eq!(call(10, &mut s, &mut ts, &mut kts).code, Code::ConcurrencyLimit);
+        assert!(release(
+            Usage { key: &mut s, tool: Some(&mut ts), key_tool: Some(&mut kts) },
+            LeaseScope::KeyTool,
+            v.leases[0].1
+        ));
+        assert_eq!(call(10, &mut s, &mut ts, &mut kts).code, Code::Valid);
+        // Two admitted calls charged the key's rate limit twice; the 10 ms
+        // between them gave one back (100/s is one call per 10 ms).
+        assert_eq!(quota_of(&k.limits, &s, UnixMillis(10)).rate.map(|r| r.remaining), Some(99));
+        assert_eq!(quota_of(&k.limits, &s, UnixMillis(0)).rate.map(|r| r.remaining), Some(98));
+    }
+}

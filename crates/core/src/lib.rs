@@ -1,0 +1,119 @@
+//! keyward-core: every decision keyward makes, as pure functions.
+//!
+//! Tokens, IP rules, permissions, quotas, signatures, credential parsing,
+//! verdicts and the snapshot format live here, free of I/O: time arrives as a
+//! [`UnixMillis`] argument and randomness through a caller-supplied
+//! [`rand_core::CryptoRng`]. The storage engine, the HTTP server and the WASM
+//! verifier are thin adapters around this crate, so they all decide alike.
+//!
+//! ```
+//! use keyward_core::{
+//!     decide, Code, Cost, IpRule, IpRules, KeyId, KeyPolicy, Limits, Permission, Prefix,
+//!     RateLimit, Request, Token, ToolLookup, UnixMillis, Usage, UsageState, WorkspaceId,
+//!     WorkspacePolicy,
+//! };
+//! # let mut rng = rand::rng();
+//! // Issue a token; only its hash is kept.
+//! let prefix = Prefix::parse("sk_live").unwrap();
+//! let token = Token::generate(&prefix, &mut rng);
+//! let workspace = WorkspacePolicy {
+//!     id: WorkspaceId::generate(&mut rng),
+//!     name: "acme".into(),
+//!     api_access: true,
+//!     prefix,
+//!     ip_rules: IpRules::none(),
+//!     default_limits: Limits::default(),
+//! };
+//! let key = KeyPolicy {
+//!     id: KeyId::generate(&mut rng),
+//!     workspace: workspace.id,
+//!     hash: token.hash(),
+//!     name: "ci".into(),
+//!     revoked_at: None,
+//!     expires_at: None,
+//!     disabled: false,
+//!     permissions: vec![Permission::parse("billing:*").unwrap()],
+//!     ip_rules: IpRules(vec![IpRule::parse("allow", "10.0.0.0/8").unwrap()]),
+//!     limits: Limits {
+//!         rates: vec![RateLimit { name: "default".into(), limit: 2, window_ms: 1_000, auto_apply: true }],
+//!         ..Limits::default()
+//!     },
+//!     tool_limits: vec![],
+//!     tools: vec![],
+//!     meta: String::new(),
+//!     imported: false,
+//! };
+//!
+//! // Decide requests at an explicit time.
+//! let mut counters = UsageState::default();
+//! let mut ask = |ip: &str, t: u64| {
+//!     let req = Request {
+//!         ip: Some(ip.parse().unwrap()),
+//!         permissions: &["billing:read"],
+//!         now: UnixMillis(t),
+//!         ..Request::default()
+//!     };
+//!     let usage = Usage { key: &mut counters, tool: None, key_tool: None };
+//!     decide(&key, &workspace, ToolLookup::NotRequested, &req, usage).code
+//! };
+//! assert_eq!(ask("10.1.2.3", 0), Code::Valid);
+//! assert_eq!(ask("192.0.2.1", 0), Code::IpDenied); // refused calls charge nothing
+//! assert_eq!(ask("10.1.2.3", 0), Code::Valid);
+//! assert_eq!(ask("10.1.2.3", 0), Code::RateLimited);
+//! assert_eq!(ask("10.1.2.3", 500), Code::Valid);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod base62;
+mod credentials;
+mod decide;
+mod hex;
+mod id;
+mod ip;
+mod limits;
+mod local;
+mod permission;
+mod policy;
+mod signature;
+mod snapshot;
+mod time;
+mod token;
+mod verdict;
+
+pub use credentials::{
+    Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, SignedHeaders, ToolNameError, check_tool_name,
+    parse as parse_credentials, tool_from_path,
+};
+pub use decide::{LeaseScope, Request, ToolLookup, Usage, admit, decide, format_check, quota_of, release};
+pub use id::{IdError, KeyId, WorkspaceId};
+pub use ip::{IpRule, IpRuleError, IpRules, parse_cidr};
+pub use limits::{
+    Concurrency, Cost, CreditBalance, Credits, DailyCount, Gcra, Grant, Lease, LeaseId, Limits, LimitsError, Quota,
+    RateLimit, RateStatus, Refill, RefillInterval, Refusal, Scope, UsageState, charge, last_refill_boundary,
+    next_refill_boundary, peek, valid_rate_name,
+};
+pub use local::{Checked, LocalVerifier};
+pub use permission::{Permission, PermissionError, first_uncovered, granted};
+pub use policy::{
+    KeyPolicy, MAX_NAME_LEN, RECORD_VERSION, RecordError, Status, ToolPolicy, WorkspacePolicy, decode_record,
+    encode_record,
+};
+pub use signature::{
+    ApiSecret, MAX_NONCE_LEN, NonceError, NoncePolicy, NonceState, parse_decimal_nonce, sign, sign_hex,
+    verify as verify_signature,
+};
+pub use snapshot::{Snapshot, SnapshotError};
+pub use time::{DAY_MS, UnixMillis};
+pub use token::{KeyHash, Prefix, Token, TokenError, check as check_token, check_foreign, start_of};
+pub use verdict::{Code, Verdict};
+
+/// Re-exported so callers name the same `CryptoRng` trait.
+pub use rand_core;
+
+/// Entry points for fuzz targets. Not part of the stable API.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::snapshot::decode_unauthenticated as decode_snapshot_unauthenticated;
+    pub use crate::snapshot::{FORMAT_VERSION as SNAPSHOT_FORMAT_VERSION, MAGIC as SNAPSHOT_MAGIC};
+}

@@ -1,0 +1,137 @@
+//! A self-contained verifier over a [`Snapshot`], with counters in memory.
+//!
+//! This is what runs at the edge (the WASM package wraps it). Counters live in
+//! this value only: two isolates each enforce their own limits.
+
+use std::collections::HashMap;
+
+use crate::decide::{self, Request, ToolLookup, Usage};
+use crate::id::WorkspaceId;
+use crate::limits::UsageState;
+use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::token::{self, KeyHash};
+use crate::verdict::{Code, Verdict};
+
+#[derive(Default)]
+struct KeyUsage {
+    key: UsageState,
+    /// Per tool: (tool limits, key×tool limits).
+    tools: HashMap<String, (UsageState, UsageState)>,
+}
+
+/// Verifies tokens against a snapshot.
+pub struct LocalVerifier {
+    snapshot: Snapshot,
+    by_hash: HashMap<[u8; 32], usize>,
+    workspaces: HashMap<WorkspaceId, usize>,
+    tools: HashMap<(WorkspaceId, String), usize>,
+    any_imported: bool,
+    usage: HashMap<usize, KeyUsage>,
+}
+
+/// Outcome of a local verification: the verdict and, when found, the key.
+#[derive(Debug)]
+pub struct Checked<'a> {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The key, when it was found.
+    pub key: Option<&'a KeyPolicy>,
+}
+
+impl LocalVerifier {
+    /// Authenticates and indexes a snapshot.
+    pub fn load(bytes: &[u8], snapshot_key: &[u8]) -> Result<Self, SnapshotError> {
+        Ok(Self::new(Snapshot::decode(bytes, snapshot_key)?))
+    }
+
+    /// Indexes an already decoded snapshot.
+    pub fn new(snapshot: Snapshot) -> Self {
+        let by_hash = snapshot.keys.iter().enumerate().map(|(i, k)| (k.hash.0, i)).collect();
+        let workspaces = snapshot.workspaces.iter().enumerate().map(|(i, w)| (w.id, i)).collect();
+        let tools = snapshot.tools.iter().enumerate().map(|(i, t)| ((t.workspace, t.name.clone()), i)).collect();
+        let any_imported = snapshot.keys.iter().any(|k| k.imported);
+        Self { snapshot, by_hash, workspaces, tools, any_imported, usage: HashMap::new() }
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Finds the key a raw token names, or the verdict that refuses it before
+    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`).
+    pub fn lookup(&self, raw: &str) -> Result<usize, Code> {
+        match token::check(raw) {
+            Ok(()) => self.by_hash.get(&KeyHash::of(raw).0).copied().ok_or(Code::NotFound),
+            // Tokens issued elsewhere have no keyward checksum; they may only
+            // match keys that were imported as such.
+            Err(_) if self.any_imported && token::check_foreign(raw).is_ok() => {
+                match self.by_hash.get(&KeyHash::of(raw).0) {
+                    Some(&i) if self.snapshot.keys[i].imported => Ok(i),
+                    _ => Err(Code::Malformed),
+                }
+            }
+            Err(_) => Err(Code::Malformed),
+        }
+    }
+
+    /// Verifies a raw token for a request, charging this verifier's counters.
+    pub fn verify(&mut self, raw: &str, req: &Request<'_>) -> Checked<'_> {
+        let idx = match self.lookup(raw) {
+            Ok(i) => i,
+            Err(code) => return Checked { verdict: Verdict::bare(code), key: None },
+        };
+        let key = &self.snapshot.keys[idx];
+        let Some(workspace) = self.workspaces.get(&key.workspace).map(|&w| &self.snapshot.workspaces[w]) else {
+            let mut v = Verdict::bare(Code::PlanInactive);
+            v.key_id = Some(key.id);
+            v.workspace_id = Some(key.workspace);
+            return Checked { verdict: v, key: Some(key) };
+        };
+        let tool = find_tool(&self.tools, &self.snapshot.tools, key.workspace, req.tool);
+        let usage = self.usage.entry(idx).or_default();
+        let verdict = match (req.tool, tool) {
+            (Some(name), ToolLookup::Found(_)) => {
+                let (t, kt) = usage.tools.entry(name.to_owned()).or_default();
+                decide::decide(
+                    key,
+                    workspace,
+                    tool,
+                    req,
+                    Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) },
+                )
+            }
+            _ => decide::decide(key, workspace, tool, req, Usage { key: &mut usage.key, tool: None, key_tool: None }),
+        };
+        Checked { verdict, key: Some(key) }
+    }
+
+    /// Number of keys in the snapshot.
+    pub fn key_count(&self) -> usize {
+        self.snapshot.keys.len()
+    }
+
+    /// A workspace by id.
+    pub fn workspace(&self, id: WorkspaceId) -> Option<&WorkspacePolicy> {
+        self.workspaces.get(&id).map(|&i| &self.snapshot.workspaces[i])
+    }
+
+    /// A tool by workspace and name.
+    pub fn tool_policy(&self, ws: WorkspaceId, name: &str) -> Option<&ToolPolicy> {
+        self.tools.get(&(ws, name.to_owned())).map(|&i| &self.snapshot.tools[i])
+    }
+}
+
+fn find_tool<'a>(
+    index: &HashMap<(WorkspaceId, String), usize>,
+    tools: &'a [ToolPolicy],
+    ws: WorkspaceId,
+    name: Option<&str>,
+) -> ToolLookup<'a> {
+    let Some(name) = name else { return ToolLookup::NotRequested };
+    match index.get(&(ws, name.to_owned())) {
+        Some(&i) => ToolLookup::Found(&tools[i]),
+        None => ToolLookup::Unknown,
+    }
+}

@@ -1,0 +1,212 @@
+//! The exported snapshot (SPEC §6 "Snapshot"): everything verification needs,
+//! nothing secret, authenticated with HMAC-SHA256.
+//!
+//! Layout (all integers little-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 6 | magic `KWSNAP` |
+//! | 2 | format version (1) |
+//! | 8 | body length `n` |
+//! | n | body: postcard of [`Snapshot`] |
+//! | 32 | HMAC-SHA256 under the snapshot key of every byte before it |
+
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
+use crate::time::UnixMillis;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// First bytes of every snapshot.
+pub const MAGIC: &[u8; 6] = b"KWSNAP";
+/// Format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Shortest accepted snapshot key.
+pub const MIN_KEY_LEN: usize = 16;
+const HEADER_LEN: usize = 6 + 2 + 8;
+const TAG_LEN: usize = 32;
+
+/// Everything verification needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When it was exported.
+    pub created_at: UnixMillis,
+    /// Workspaces.
+    pub workspaces: Vec<WorkspacePolicy>,
+    /// Tools of every workspace.
+    pub tools: Vec<ToolPolicy>,
+    /// Keys (revoked ones included, so they answer `REVOKED`).
+    pub keys: Vec<KeyPolicy>,
+}
+
+/// Why a snapshot was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The snapshot key is shorter than 16 bytes.
+    #[error("snapshot key must be at least {MIN_KEY_LEN} bytes")]
+    WeakKey,
+    /// Shorter than its header says (cut off in transit or on disk).
+    #[error("snapshot is truncated: expected {expected} bytes, got {actual}")]
+    Truncated {
+        /// Bytes the header announces.
+        expected: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// Does not start with `KWSNAP`.
+    #[error("not a keyward snapshot (bad magic)")]
+    NotASnapshot,
+    /// A format version this build does not read.
+    #[error("snapshot format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    Version(u16),
+    /// The MAC does not match: the bytes were changed, or the key is wrong.
+    #[error("snapshot authentication failed: it was modified or the key is wrong")]
+    Tampered,
+    /// Authentic but undecodable (written by a buggy exporter).
+    #[error("snapshot body is corrupt")]
+    Corrupt,
+}
+
+fn mac(key: &[u8]) -> Result<HmacSha256, SnapshotError> {
+    if key.len() < MIN_KEY_LEN {
+        return Err(SnapshotError::WeakKey);
+    }
+    HmacSha256::new_from_slice(key).map_err(|_| SnapshotError::WeakKey)
+}
+
+impl Snapshot {
+    /// Encodes and authenticates.
+    pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, SnapshotError> {
+        let mut m = mac(key)?;
+        let body = postcard::to_allocvec(self).map_err(|_| SnapshotError::Corrupt)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        m.update(&out);
+        out.extend_from_slice(&m.finalize().into_bytes());
+        Ok(out)
+    }
+
+    /// Checks the MAC, then decodes.
+    pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Self, SnapshotError> {
+        let m = mac(key)?;
+        let body = frame(bytes)?;
+        let signed = bytes.len() - TAG_LEN;
+        let mut m = m;
+        m.update(&bytes[..signed]);
+        m.verify_slice(&bytes[signed..]).map_err(|_| SnapshotError::Tampered)?;
+        decode_body(body)
+    }
+}
+
+/// Splits the frame and returns the body, checking magic, version and length.
+fn frame(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+    let short = |expected: u64| SnapshotError::Truncated { expected, actual: bytes.len() as u64 };
+    if bytes.len() < MAGIC.len() {
+        return if MAGIC.starts_with(bytes) {
+            Err(short((HEADER_LEN + TAG_LEN) as u64))
+        } else {
+            Err(SnapshotError::NotASnapshot)
+        };
+    }
+    if &bytes[..6] != MAGIC {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(short((HEADER_LEN + TAG_LEN) as u64));
+    }
+    let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[8..16]);
+    let body_len = u64::from_le_bytes(len);
+    let expected = (HEADER_LEN as u64 + TAG_LEN as u64).saturating_add(body_len);
+    if (bytes.len() as u64) < expected {
+        return Err(short(expected));
+    }
+    if (bytes.len() as u64) > expected {
+        return Err(SnapshotError::Tampered);
+    }
+    // `expected` fits in usize: it is at most bytes.len().
+    Ok(&bytes[HEADER_LEN..HEADER_LEN + body_len as usize])
+}
+
+fn decode_body(body: &[u8]) -> Result<Snapshot, SnapshotError> {
+    match postcard::take_from_bytes::<Snapshot>(body) {
+        Ok((snap, [])) => Ok(snap),
+        _ => Err(SnapshotError::Corrupt),
+    }
+}
+
+/// Decodes without checking the MAC. For fuzzing the body decoder only:
+/// nothing that verifies requests should ever call it.
+#[doc(hidden)]
+pub fn decode_unauthenticated(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+    decode_body(frame(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::WorkspaceId;
+    use crate::ip::IpRules;
+    use crate::limits::Limits;
+    use crate::token::Prefix;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            created_at: UnixMillis(1_709_287_200_000),
+            workspaces: vec![WorkspacePolicy {
+                id: WorkspaceId([9; 16]),
+                name: "acme".into(),
+                api_access: true,
+                prefix: Prefix::default_live(),
+                ip_rules: IpRules::none(),
+                default_limits: Limits::default(),
+            }],
+            tools: vec![],
+            keys: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = sample().encode(KEY).unwrap();
+        assert_eq!(&bytes[..6], b"KWSNAP");
+        assert_eq!(Snapshot::decode(&bytes, KEY), Ok(sample()));
+    }
+
+    #[test]
+    fn refusals() {
+        let bytes = sample().encode(KEY).unwrap();
+        assert_eq!(sample().encode(b"short"), Err(SnapshotError::WeakKey));
+        assert_eq!(Snapshot::decode(&bytes, b"another key of 32 bytes........."), Err(SnapshotError::Tampered));
+        let n = bytes.len() as u64;
+        assert_eq!(
+            Snapshot::decode(&bytes[..bytes.len() - 1], KEY),
+            Err(SnapshotError::Truncated { expected: n, actual: n - 1 })
+        );
+        assert_eq!(Snapshot::decode(&bytes[..10], KEY), Err(SnapshotError::Truncated { expected: 48, actual: 10 }));
+        assert_eq!(Snapshot::decode(b"KW", KEY), Err(SnapshotError::Truncated { expected: 48, actual: 2 }));
+        assert_eq!(Snapshot::decode(b"PK\x03\x04 zip file", KEY), Err(SnapshotError::NotASnapshot));
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert_eq!(Snapshot::decode(&flipped, KEY), Err(SnapshotError::Tampered));
+        let mut v2 = bytes.clone();
+        v2[6] = 2;
+        assert_eq!(Snapshot::decode(&v2, KEY), Err(SnapshotError::Version(2)));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Snapshot::decode(&longer, KEY), Err(SnapshotError::Tampered));
+    }
+}

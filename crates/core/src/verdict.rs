@@ -1,0 +1,210 @@
+//! Verdict codes (SPEC §4) and the verdict a decision returns.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::LeaseScope;
+use crate::id::{KeyId, WorkspaceId};
+use crate::limits::{LeaseId, Quota};
+
+/// The stable outcome of a verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Code {
+    /// The request may pass.
+    Valid,
+    /// No credential, or one that cannot be a key.
+    Malformed,
+    /// Well-formed but unknown.
+    NotFound,
+    /// Past `expires_at`.
+    Expired,
+    /// Revoked.
+    Revoked,
+    /// Disabled (can be re-enabled).
+    Disabled,
+    /// The workspace plan has no API access.
+    PlanInactive,
+    /// Client IP refused by the key's or the workspace's rules.
+    IpDenied,
+    /// Lacks a required permission or the tool's permission.
+    InsufficientPermissions,
+    /// The tool exists but is disabled.
+    ToolDisabled,
+    /// No such tool.
+    UnknownTool,
+    /// A rate window is full.
+    RateLimited,
+    /// Called again before the cooldown elapsed.
+    Cooldown,
+    /// The daily limit is reached.
+    DailyLimit,
+    /// Too many jobs in flight.
+    ConcurrencyLimit,
+    /// Remaining credits do not cover the call.
+    UsageExhausted,
+    /// HMAC mismatch.
+    InvalidSignature,
+    /// Nonce not acceptable under the key's replay policy.
+    NonceReused,
+}
+
+impl Code {
+    /// Every code, in SPEC order.
+    pub const ALL: [Code; 18] = [
+        Code::Valid,
+        Code::Malformed,
+        Code::NotFound,
+        Code::Expired,
+        Code::Revoked,
+        Code::Disabled,
+        Code::PlanInactive,
+        Code::IpDenied,
+        Code::InsufficientPermissions,
+        Code::ToolDisabled,
+        Code::UnknownTool,
+        Code::RateLimited,
+        Code::Cooldown,
+        Code::DailyLimit,
+        Code::ConcurrencyLimit,
+        Code::UsageExhausted,
+        Code::InvalidSignature,
+        Code::NonceReused,
+    ];
+
+    /// The stable string, e.g. `RATE_LIMITED`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::Valid => "VALID",
+            Code::Malformed => "MALFORMED",
+            Code::NotFound => "NOT_FOUND",
+            Code::Expired => "EXPIRED",
+            Code::Revoked => "REVOKED",
+            Code::Disabled => "DISABLED",
+            Code::PlanInactive => "PLAN_INACTIVE",
+            Code::IpDenied => "IP_DENIED",
+            Code::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            Code::ToolDisabled => "TOOL_DISABLED",
+            Code::UnknownTool => "UNKNOWN_TOOL",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::Cooldown => "COOLDOWN",
+            Code::DailyLimit => "DAILY_LIMIT",
+            Code::ConcurrencyLimit => "CONCURRENCY_LIMIT",
+            Code::UsageExhausted => "USAGE_EXHAUSTED",
+            Code::InvalidSignature => "INVALID_SIGNATURE",
+            Code::NonceReused => "NONCE_REUSED",
+        }
+    }
+
+    /// Parses the stable string.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
+    /// The HTTP status this code maps to.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Code::Valid => 200,
+            Code::Malformed
+            | Code::NotFound
+            | Code::Expired
+            | Code::Revoked
+            | Code::InvalidSignature
+            | Code::NonceReused => 401,
+            Code::Disabled
+            | Code::PlanInactive
+            | Code::IpDenied
+            | Code::InsufficientPermissions
+            | Code::ToolDisabled => 403,
+            Code::UnknownTool => 404,
+            Code::RateLimited | Code::Cooldown | Code::DailyLimit | Code::ConcurrencyLimit | Code::UsageExhausted => {
+                429
+            }
+        }
+    }
+
+    /// Whether this is [`Code::Valid`].
+    pub const fn is_valid(self) -> bool {
+        matches!(self, Code::Valid)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The answer to one verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// What was decided.
+    pub code: Code,
+    /// The key, once it was found.
+    pub key_id: Option<KeyId>,
+    /// The key's workspace, once the key was found.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Milliseconds until retrying can succeed, for the 429 codes that know it.
+    pub retry_after_ms: Option<u64>,
+    /// Quota figures after this call (or at refusal).
+    pub quota: Quota,
+    /// Concurrency leases taken by this call, to be released when the job ends.
+    pub leases: Vec<(LeaseScope, LeaseId)>,
+}
+
+impl Verdict {
+    /// A verdict with only a code (no key known).
+    pub fn bare(code: Code) -> Self {
+        Self {
+            code,
+            key_id: None,
+            workspace_id: None,
+            retry_after_ms: None,
+            quota: Quota::default(),
+            leases: Vec::new(),
+        }
+    }
+
+    /// Whether the request may pass.
+    pub fn is_valid(&self) -> bool {
+        self.code.is_valid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses() {
+        let table: Vec<(&str, u16)> = Code::ALL.iter().map(|c| (c.as_str(), c.http_status())).collect();
+        assert_eq!(
+            table,
+            [
+                ("VALID", 200),
+                ("MALFORMED", 401),
+                ("NOT_FOUND", 401),
+                ("EXPIRED", 401),
+                ("REVOKED", 401),
+                ("DISABLED", 403),
+                ("PLAN_INACTIVE", 403),
+                ("IP_DENIED", 403),
+                ("INSUFFICIENT_PERMISSIONS", 403),
+                ("TOOL_DISABLED", 403),
+                ("UNKNOWN_TOOL", 404),
+                ("RATE_LIMITED", 429),
+                ("COOLDOWN", 429),
+                ("DAILY_LIMIT", 429),
+                ("CONCURRENCY_LIMIT", 429),
+                ("USAGE_EXHAUSTED", 429),
+                ("INVALID_SIGNATURE", 401),
+                ("NONCE_REUSED", 401),
+            ]
+        );
+        for c in Code::ALL {
+            assert_eq!(Code::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Code::parse("valid"), None);
+    }
+}
