@@ -111,9 +111,5 @@ pub use verdict::{Code, Verdict};
 /// Re-exported so callers name the same `CryptoRng` trait.
 pub use rand_core;
 
-/// Entry points for fuzz targets. Not part of the stable API.
 #[doc(hidden)]
-pub mod internal {
-    pub use crate::snapshot::decode_unauthenticated as decode_snapshot_unauthenticated;
-    pub use crate::snapshot::{FORMAT_VERSION as SNAPSHOT_FORMAT_VERSION, MAGIC as SNAPSHOT_MAGIC};
-}
+pub mod internal;
