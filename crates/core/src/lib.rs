@@ -103,7 +103,9 @@ pub use signature::{
     ApiSecret, MAX_NONCE_LEN, NonceError, NoncePolicy, NonceState, parse_decimal_nonce, sign, sign_hex,
     verify as verify_signature,
 };
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::{
+    FORMAT_VERSION as SNAPSHOT_FORMAT_VERSION, MIN_KEY_LEN as SNAPSHOT_MIN_KEY_LEN, Snapshot, SnapshotError,
+};
 pub use time::{DAY_MS, UnixMillis};
 pub use token::{KeyHash, Prefix, Token, TokenError, check as check_token, check_foreign, start_of};
 pub use verdict::{Code, Verdict};

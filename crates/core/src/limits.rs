@@ -265,8 +265,9 @@ impl Cost<'_> {
 /// Figures for `RateLimit-*` headers: the limit closest to refusing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateStatus {
-    /// Which limit.
-    pub name: String,
+    /// Position of the limit in its scope's [`Limits::rates`] (no name is
+    /// copied on the hot path; look it up there).
+    pub index: usize,
     /// Its limit.
     pub limit: u64,
     /// Calls left right now.
@@ -379,7 +380,7 @@ struct GcraStep {
     retry_after_ms: u64,
 }
 
-fn gcra_step(rate: &RateLimit, g: Gcra, now: UnixMillis, cost: u64) -> GcraStep {
+fn gcra_step(index: usize, rate: &RateLimit, g: Gcra, now: UnixMillis, cost: u64) -> GcraStep {
     let l = u128::from(rate.limit);
     let w = u128::from(rate.window_ms);
     let now_s = u128::from(now.get()) * l;
@@ -394,12 +395,7 @@ fn gcra_step(rate: &RateLimit, g: Gcra, now: UnixMillis, cost: u64) -> GcraStep 
     let reset_ms = u64::try_from(ahead.div_ceil(l)).unwrap_or(u64::MAX);
     let retry_after_ms =
         if fits { 0 } else { u64::try_from((probe - now_s - capacity).div_ceil(l)).unwrap_or(u64::MAX) };
-    GcraStep {
-        new_tat,
-        fits,
-        status: RateStatus { name: rate.name.clone(), limit: rate.limit, remaining, reset_ms },
-        retry_after_ms,
-    }
+    GcraStep { new_tat, fits, status: RateStatus { index, limit: rate.limit, remaining, reset_ms }, retry_after_ms }
 }
 
 fn effective_credits(balance: Option<CreditBalance>, policy: &Credits, now: UnixMillis) -> CreditBalance {
@@ -465,9 +461,9 @@ fn check_scope(
     cost: &Cost<'_>,
     quota: &mut Quota,
 ) -> Result<(), Refused> {
-    for rate in &limits.rates {
+    for (i, rate) in limits.rates.iter().enumerate() {
         let Some(c) = cost.rate_cost(rate) else { continue };
-        let step = gcra_step(rate, gcra_of(state, &rate.name), now, c);
+        let step = gcra_step(i, rate, gcra_of(state, &rate.name), now, c);
         let fits = step.fits;
         let retry = step.retry_after_ms;
         quota.merge_rate(step.status);
@@ -516,9 +512,9 @@ fn counts(cost: &Cost<'_>) -> bool {
 }
 
 fn commit_scope(limits: &Limits, state: &mut UsageState, now: UnixMillis, cost: &Cost<'_>) -> Option<LeaseId> {
-    for rate in &limits.rates {
+    for (i, rate) in limits.rates.iter().enumerate() {
         let Some(c) = cost.rate_cost(rate) else { continue };
-        let step = gcra_step(rate, gcra_of(state, &rate.name), now, c);
+        let step = gcra_step(i, rate, gcra_of(state, &rate.name), now, c);
         let g = Gcra { tat: step.new_tat, scale: rate.limit };
         match state.rates.iter_mut().find(|(n, _)| *n == rate.name) {
             Some(slot) => slot.1 = g,
@@ -608,7 +604,7 @@ mod tests {
         let l = rate(10, 60_000);
         let mut s = UsageState::default();
         let g = one(&l, &mut s, 1_000).unwrap();
-        assert_eq!(g.quota.rate, Some(RateStatus { name: "default".into(), limit: 10, remaining: 9, reset_ms: 6_000 }));
+        assert_eq!(g.quota.rate, Some(RateStatus { index: 0, limit: 10, remaining: 9, reset_ms: 6_000 }));
         for _ in 0..9 {
             one(&l, &mut s, 1_000).unwrap();
         }

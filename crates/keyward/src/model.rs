@@ -1,0 +1,439 @@
+//! Public views and inputs, and the records stored in redb.
+
+use std::fmt;
+
+use keyward_core::{
+    IpRules, KeyId, KeyPolicy, Limits, NoncePolicy, NonceState, Permission, Prefix, Quota, Status, Token, ToolPolicy,
+    UnixMillis, UsageState, WorkspaceId, WorkspacePolicy,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Who makes a change. Recorded in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// An operator with full rights (CLI, admin token).
+    Admin,
+    /// A key acting through the API; bounded by its own permissions and workspace.
+    Key(KeyId),
+    /// The engine itself (e.g. initial set-up).
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Admin => f.write_str("admin"),
+            Actor::Key(id) => write!(f, "{id}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// Settings of a new workspace.
+#[derive(Clone, Debug)]
+pub struct NewWorkspace {
+    /// Display name.
+    pub name: String,
+    /// Prefix of its keys. By default `kw_live`.
+    pub prefix: Prefix,
+    /// Whether the plan includes API access. By default true.
+    pub api_access: bool,
+    /// Rules every key of the workspace must pass too. By default none.
+    pub ip_rules: IpRules,
+    /// Limits for new keys that set none. By default none.
+    pub default_limits: Limits,
+}
+
+impl NewWorkspace {
+    /// A workspace with defaults and the given name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            prefix: Prefix::default_live(),
+            api_access: true,
+            ip_rules: IpRules::none(),
+            default_limits: Limits::default(),
+        }
+    }
+}
+
+/// Changes to a workspace; `None` keeps a field.
+#[derive(Clone, Debug, Default)]
+pub struct WorkspaceUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// New prefix (for keys created afterwards).
+    pub prefix: Option<Prefix>,
+    /// Plan API access on or off.
+    pub api_access: Option<bool>,
+    /// Workspace IP rules.
+    pub ip_rules: Option<IpRules>,
+    /// Default limits for new keys.
+    pub default_limits: Option<Limits>,
+}
+
+/// A workspace as stored and shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    /// The policy verification uses.
+    pub policy: WorkspacePolicy,
+    /// Creation time.
+    pub created_at: UnixMillis,
+}
+
+/// A signing identity to attach to a new key (SPEC §5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSigning {
+    /// The owner's user id, sent as `UserId`.
+    pub user_id: String,
+    /// Replay protection. By default `Monotonic`.
+    pub nonce_policy: NoncePolicy,
+}
+
+/// Settings of a new key.
+#[derive(Clone, Debug, Default)]
+pub struct NewKey {
+    /// 1–128 characters, required.
+    pub name: String,
+    /// Expiry. `None`: never (unless `expire_now`).
+    pub expires_at: Option<UnixMillis>,
+    /// Create the key already expired.
+    pub expire_now: bool,
+    /// Permissions; bounded by the creator's when the creator is a key.
+    pub permissions: Vec<Permission>,
+    /// IP rules of the key.
+    pub ip_rules: IpRules,
+    /// Limits; `None` takes the workspace's default limits.
+    pub limits: Option<Limits>,
+    /// Limits per tool for this key.
+    pub tool_limits: Vec<(String, Limits)>,
+    /// Tools the key may call; empty means all.
+    pub tools: Vec<String>,
+    /// Metadata (a JSON object).
+    pub meta: Option<serde_json::Value>,
+    /// Optional signing identity.
+    pub signing: Option<NewSigning>,
+    /// Start disabled.
+    pub disabled: bool,
+}
+
+/// Changes to a key; `None` keeps a field. For the `Option` fields, `Some(None)` clears.
+#[derive(Clone, Debug, Default)]
+pub struct KeyUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// New expiry, or `Some(None)` for never.
+    pub expires_at: Option<Option<UnixMillis>>,
+    /// New permissions.
+    pub permissions: Option<Vec<Permission>>,
+    /// New IP rules.
+    pub ip_rules: Option<IpRules>,
+    /// New limits. Changing credits resets the balance to `credits.initial`.
+    pub limits: Option<Limits>,
+    /// New per-tool limits.
+    pub tool_limits: Option<Vec<(String, Limits)>>,
+    /// New allowed tools.
+    pub tools: Option<Vec<String>>,
+    /// New metadata, or `Some(None)` to clear.
+    pub meta: Option<Option<serde_json::Value>>,
+    /// Disable (true) or enable (false).
+    pub disabled: Option<bool>,
+}
+
+/// How to change a key's credit balance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditChange {
+    /// Set the balance.
+    Set(u64),
+    /// Add to it (saturating).
+    Increment(u64),
+    /// Take from it (down to 0).
+    Decrement(u64),
+}
+
+/// A key as shown to operators: never a token or hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Public id.
+    pub id: KeyId,
+    /// Its workspace.
+    pub workspace: WorkspaceId,
+    /// Name.
+    pub name: String,
+    /// Prefix and first body characters of the token.
+    pub start: String,
+    /// Status now.
+    pub status: Status,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Who created it (`admin`, `system` or a key id).
+    pub created_by: String,
+    /// Last successful verification (written behind; see the crate docs).
+    pub last_used_at: Option<UnixMillis>,
+    /// Expiry.
+    pub expires_at: Option<UnixMillis>,
+    /// Revocation time.
+    pub revoked_at: Option<UnixMillis>,
+    /// Whether disabled.
+    pub disabled: bool,
+    /// Permissions.
+    pub permissions: Vec<Permission>,
+    /// IP rules.
+    pub ip_rules: IpRules,
+    /// Limits.
+    pub limits: Limits,
+    /// Per-tool limits.
+    pub tool_limits: Vec<(String, Limits)>,
+    /// Allowed tools (empty: all).
+    pub tools: Vec<String>,
+    /// Metadata.
+    pub meta: Option<serde_json::Value>,
+    /// Signing user id, when the key has a signing identity.
+    pub signing_user_id: Option<String>,
+    /// Imported by hash from another system.
+    pub imported: bool,
+    /// Credits left now, when the key has credits.
+    pub credits_remaining: Option<u64>,
+}
+
+/// The secrets of a signing identity, returned once.
+pub struct SigningSecrets {
+    /// The API secret (HMAC key), hex.
+    pub api_secret: Zeroizing<String>,
+    /// The owner's user id.
+    pub user_id: String,
+    /// The first nonce to use.
+    pub nonce: u64,
+    /// The replay policy.
+    pub nonce_policy: NoncePolicy,
+}
+
+impl fmt::Debug for SigningSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningSecrets")
+            .field("api_secret", &"<redacted>")
+            .field("user_id", &self.user_id)
+            .field("nonce", &self.nonce)
+            .finish()
+    }
+}
+
+/// A newly created (or rotated) key: the only time its token is available.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The key.
+    pub info: KeyInfo,
+    /// The token. Hand it to its owner; it cannot be recovered.
+    pub token: Token,
+    /// The signing secrets, if the key has a signing identity.
+    pub signing: Option<SigningSecrets>,
+}
+
+/// Settings of a key imported by hash.
+#[derive(Clone, Debug, Default)]
+pub struct ImportKey {
+    /// SHA-256 of the foreign token.
+    pub hash: Option<keyward_core::KeyHash>,
+    /// The rest, as for a new key (signing is not allowed).
+    pub key: NewKey,
+    /// Display start (e.g. the foreign token's first characters). By default `imported`.
+    pub start: Option<String>,
+}
+
+/// A tool's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTool {
+    /// Name (`A-Z a-z 0-9 _ - .`, 1–64).
+    pub name: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// Permission a key needs to call it.
+    pub permission: Option<Permission>,
+    /// Cooldown per key.
+    pub cooldown_ms: Option<u64>,
+    /// Daily limit per key.
+    pub daily_limit: Option<u64>,
+}
+
+/// Changes to a tool; `None` keeps a field, `Some(None)` clears.
+#[derive(Clone, Debug, Default)]
+pub struct ToolUpdate {
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Required permission.
+    pub permission: Option<Option<Permission>>,
+    /// Cooldown per key.
+    pub cooldown_ms: Option<Option<u64>>,
+    /// Daily limit per key.
+    pub daily_limit: Option<Option<u64>>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// Items, newest first.
+    pub items: Vec<T>,
+    /// Cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// Kinds of audited change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// Workspace created.
+    WorkspaceCreated,
+    /// Workspace changed.
+    WorkspaceUpdated,
+    /// Key created.
+    KeyCreated,
+    /// Key imported by hash.
+    KeyImported,
+    /// Key settings changed.
+    KeyUpdated,
+    /// Key disabled.
+    KeyDisabled,
+    /// Key re-enabled.
+    KeyEnabled,
+    /// Key rotated (target is the old key; detail names the new one).
+    KeyRotated,
+    /// Key revoked.
+    KeyRevoked,
+    /// Key deleted.
+    KeyDeleted,
+    /// Credits changed by an operator.
+    CreditsUpdated,
+    /// Tool created.
+    ToolCreated,
+    /// Tool changed.
+    ToolUpdated,
+    /// A session was ended.
+    SessionEnded,
+}
+
+impl AuditAction {
+    /// Dotted name, e.g. `key.revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::WorkspaceCreated => "workspace.created",
+            AuditAction::WorkspaceUpdated => "workspace.updated",
+            AuditAction::KeyCreated => "key.created",
+            AuditAction::KeyImported => "key.imported",
+            AuditAction::KeyUpdated => "key.updated",
+            AuditAction::KeyDisabled => "key.disabled",
+            AuditAction::KeyEnabled => "key.enabled",
+            AuditAction::KeyRotated => "key.rotated",
+            AuditAction::KeyRevoked => "key.revoked",
+            AuditAction::KeyDeleted => "key.deleted",
+            AuditAction::CreditsUpdated => "key.credits_updated",
+            AuditAction::ToolCreated => "tool.created",
+            AuditAction::ToolUpdated => "tool.updated",
+            AuditAction::SessionEnded => "session.ended",
+        }
+    }
+}
+
+/// One audit record. Never holds a token or secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When.
+    pub at: UnixMillis,
+    /// Who (`admin`, `system` or a key id).
+    pub actor: String,
+    /// What.
+    pub action: AuditAction,
+    /// The workspace concerned.
+    pub workspace: Option<WorkspaceId>,
+    /// The id or name acted on.
+    pub target: String,
+    /// Extra facts (e.g. `grace_ms=60000 new=key_…`).
+    pub detail: String,
+}
+
+/// Usage figures of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUsageReport {
+    /// The key.
+    pub id: KeyId,
+    /// Last successful verification.
+    pub last_used_at: Option<UnixMillis>,
+    /// Successful verifications since creation.
+    pub valid: u64,
+    /// Refused verifications since creation (after the key was found).
+    pub refused: u64,
+    /// Limits figures now (credits left, daily calls left, tightest rate).
+    pub quota: Quota,
+    /// Daily calls used today.
+    pub daily_used: Option<u64>,
+}
+
+/// A session minted by signed authentication.
+pub struct Session {
+    /// The token to send as `aptoken`. Shown once.
+    pub token: Token,
+    /// Key it belongs to.
+    pub key_id: KeyId,
+    /// The signing user id.
+    pub user_id: String,
+    /// Expiry.
+    pub expires_at: UnixMillis,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &self.token)
+            .field("key_id", &self.key_id)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+// ---- stored records -------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SigningRecord {
+    pub user_id: String,
+    pub nonce_policy: NoncePolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub policy: KeyPolicy,
+    pub start: String,
+    pub created_at: UnixMillis,
+    pub created_by: String,
+    pub signing: Option<SigningRecord>,
+    /// During a rotation grace the old key shares its successor's counters, so
+    /// credits and limits cannot be spent twice.
+    pub usage_owner: Option<KeyId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ToolRecord {
+    pub policy: ToolPolicy,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UsageRecord {
+    pub key: UsageState,
+    /// (tool, the tool's limits state, the key×tool state).
+    pub tools: Vec<(String, UsageState, UsageState)>,
+    pub nonce: NonceState,
+    pub mint: UsageState,
+    pub last_used_at: Option<UnixMillis>,
+    pub valid: u64,
+    pub refused: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    pub key_id: KeyId,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}

@@ -1,0 +1,28 @@
+//! Every redb table, in one place. Values are `keyward_core::encode_record`
+//! bytes (a version byte, then postcard); see `docs/storage.md`.
+
+use redb::TableDefinition;
+
+/// `schema_version` → u32 LE.
+pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// Workspace id → `WorkspaceRecord`.
+pub(crate) const WORKSPACES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("workspaces");
+/// (workspace id, tool name) → `ToolRecord`.
+pub(crate) const TOOLS: TableDefinition<'_, (&[u8; 16], &str), &[u8]> = TableDefinition::new("tools");
+/// Key id → `KeyRecord` (policy, hash, settings; never a token).
+pub(crate) const KEYS: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("keys");
+/// Key id → `UsageRecord` (counters, last_used_at, nonce state), written behind.
+pub(crate) const USAGE: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("usage");
+/// SHA-256 of a session token → `SessionRecord`.
+pub(crate) const SESSIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("sessions");
+/// Sequence number → `AuditEvent`. Append-only.
+pub(crate) const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
+
+/// Key of the schema version in [`META`].
+pub(crate) const SCHEMA_KEY: &str = "schema_version";
+/// Key of the database magic in [`META`], to tell a keyward file from another redb file.
+pub(crate) const MAGIC_KEY: &str = "magic";
+/// Value under [`MAGIC_KEY`].
+pub(crate) const MAGIC: &[u8] = b"keyward";
+/// Schema version this build writes.
+pub(crate) const SCHEMA_VERSION: u32 = 1;

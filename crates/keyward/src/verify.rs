@@ -1,0 +1,411 @@
+//! The hot path: verification, leases, signed authentication and sessions.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use keyward_core::{
+    Code, Cost, Credential, KeyHash, KeyId, LeaseId, LeaseScope, Limits, Prefix, Request as CoreRequest, Scope,
+    SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict, admit, charge, check_foreign,
+    check_token, decide, encode_record, peek, verify_signature,
+};
+
+use crate::admin::{append_audit, derive_api_secret};
+use crate::engine::{Engine, Inner, LiveKey, table_err};
+use crate::error::{Error, Result};
+use crate::model::{Actor, AuditAction, KeyInfo, Session, SessionRecord};
+use crate::rng::os_rng;
+use crate::tables::SESSIONS;
+
+/// Prefix of session tokens.
+pub const SESSION_PREFIX: &str = "kw_session";
+
+/// What a request asks for, besides its credential.
+#[derive(Clone, Debug, Default)]
+pub struct Request<'a> {
+    /// Client address. With IP rules in place an unknown address is refused.
+    pub ip: Option<IpAddr>,
+    /// Tool being called.
+    pub tool: Option<&'a str>,
+    /// Permissions required, all of them.
+    pub permissions: &'a [&'a str],
+    /// What the call costs. By default 1 credit.
+    pub cost: Cost<'a>,
+}
+
+/// A verdict with the key's details, for callers that show them.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The key, once found.
+    pub key: Option<KeyInfo>,
+}
+
+/// Concurrency leases held by a verified call; released on drop.
+#[must_use = "dropping the guard releases the leases at once"]
+pub struct LeaseGuard {
+    engine: Engine,
+    key: KeyId,
+    tool: Option<String>,
+    leases: Vec<(LeaseScope, LeaseId)>,
+    verdict: Verdict,
+}
+
+impl LeaseGuard {
+    /// The verdict of the call that took the leases.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// Releases now (same as dropping).
+    pub fn release(self) {}
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if !self.leases.is_empty() {
+            self.engine.release(self.key, self.tool.as_deref(), &self.leases);
+        }
+    }
+}
+
+enum Found<'a> {
+    Key(dashmap::mapref::one::Ref<'a, [u8; 32], Arc<LiveKey>>),
+    Session(Arc<LiveKey>),
+}
+
+impl std::ops::Deref for Found<'_> {
+    type Target = LiveKey;
+    fn deref(&self) -> &LiveKey {
+        match self {
+            Found::Key(r) => r.value(),
+            Found::Session(k) => k,
+        }
+    }
+}
+
+impl Inner {
+    /// Format check and lookup of an API key.
+    fn lookup(&self, raw: &str) -> Result<Found<'_>, Code> {
+        match check_token(raw) {
+            Ok(()) => self.by_hash.get(&KeyHash::of(raw).0).map(Found::Key).ok_or(Code::NotFound),
+            // Tokens issued elsewhere have no keyward checksum: they may only
+            // match keys imported as such.
+            Err(_) if self.any_imported.load(Ordering::Acquire) && check_foreign(raw).is_ok() => {
+                match self.by_hash.get(&KeyHash::of(raw).0) {
+                    Some(k) if k.policy().imported => Ok(Found::Key(k)),
+                    _ => Err(Code::Malformed),
+                }
+            }
+            Err(_) => Err(Code::Malformed),
+        }
+    }
+
+    fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Found<'_>, Code> {
+        check_token(raw).map_err(|_| Code::Malformed)?;
+        let Some(session) = self.sessions.get(&KeyHash::of(raw).0) else {
+            return Err(Code::NotFound);
+        };
+        if now >= session.expires_at {
+            return Err(Code::Expired);
+        }
+        let key = self.by_id.get(&session.key_id).map(|k| Arc::clone(&k)).ok_or(Code::NotFound)?;
+        Ok(Found::Session(key))
+    }
+
+    fn decide_for(&self, live: &LiveKey, req: &Request<'_>, now: UnixMillis) -> Verdict {
+        let policy = live.policy();
+        let Some(ws) = self.workspaces.get(&policy.workspace) else {
+            let mut v = Verdict::bare(Code::PlanInactive);
+            v.key_id = Some(policy.id);
+            v.workspace_id = Some(policy.workspace);
+            return v;
+        };
+        let tool = req.tool.map(|name| ws.tools.get(name));
+        let lookup = match tool {
+            None => ToolLookup::NotRequested,
+            Some(None) => ToolLookup::Unknown,
+            Some(Some(t)) => ToolLookup::Found(&t.policy),
+        };
+        let core_req =
+            CoreRequest { ip: req.ip, tool: req.tool, permissions: req.permissions, cost: req.cost.clone(), now };
+        let tool_limited = matches!(lookup, ToolLookup::Found(t) if !t.limits.is_empty());
+        let verdict = if !live.has_key_limits && !tool_limited {
+            // No limit anywhere: nothing to charge, so no lock.
+            let mut none = UsageState::default();
+            decide(policy, &ws.ws.policy, lookup, &core_req, Usage { key: &mut none, tool: None, key_tool: None })
+        } else {
+            let mut c = live.usage.lock();
+            let c = &mut *c;
+            let v = match (req.tool, lookup) {
+                (Some(name), ToolLookup::Found(_)) => {
+                    if !c.tools.contains_key(name) {
+                        c.tools.insert(name.to_owned(), Default::default());
+                    }
+                    match c.tools.get_mut(name) {
+                        Some((t, kt)) => decide(
+                            policy,
+                            &ws.ws.policy,
+                            lookup,
+                            &core_req,
+                            Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) },
+                        ),
+                        None => Verdict::bare(Code::UnknownTool),
+                    }
+                }
+                _ => decide(
+                    policy,
+                    &ws.ws.policy,
+                    lookup,
+                    &core_req,
+                    Usage { key: &mut c.key, tool: None, key_tool: None },
+                ),
+            };
+            if v.is_valid() {
+                live.usage.mark_dirty();
+                if self.opts.strict_credits && policy.limits.credits.is_some() {
+                    let rec = live.usage.record_with(c);
+                    // Strict mode: the balance is durable before the verdict is.
+                    let persisted = self.db.begin_write().map_err(Error::from).and_then(|txn| {
+                        self.persist_usage(&txn, &live.usage, &rec)?;
+                        txn.commit().map_err(Error::from)
+                    });
+                    if persisted.is_err() {
+                        // Not durable: refuse rather than hand out an unrecorded credit.
+                        c.key = rec.key;
+                        let mut refused = v.clone();
+                        refused.code = Code::UsageExhausted;
+                        return refused;
+                    }
+                }
+            }
+            v
+        };
+        if verdict.is_valid() {
+            if live.usage.last_used.load(Ordering::Relaxed) != now.get() {
+                live.usage.last_used.store(now.get(), Ordering::Release);
+            }
+            live.usage.valid.fetch_add(1, Ordering::Relaxed);
+        } else {
+            live.usage.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        live.usage.mark_dirty();
+        verdict
+    }
+}
+
+impl Engine {
+    /// Verifies an API key for a request. Never fails: every problem is a
+    /// verdict code (SPEC §4).
+    pub fn verify(&self, token: &str, req: &Request<'_>) -> Verdict {
+        let inner = &self.inner;
+        match inner.lookup(token) {
+            Ok(live) => inner.decide_for(&live, req, inner.now()),
+            Err(code) => Verdict::bare(code),
+        }
+    }
+
+    /// Verifies a session token (from `aptoken`) like a key: the session must
+    /// exist and be unexpired, then its key is checked as usual.
+    pub fn verify_session(&self, token: &str, req: &Request<'_>) -> Verdict {
+        let inner = &self.inner;
+        let now = inner.now();
+        match inner.lookup_session(token, now) {
+            Ok(live) => inner.decide_for(&live, req, now),
+            Err(code) => Verdict::bare(code),
+        }
+    }
+
+    /// Verifies whatever credential a request carried. The signed header set
+    /// is only for [`Engine::authenticate_user`] and is refused here as `MALFORMED`.
+    pub fn verify_credential(&self, credential: &Credential, req: &Request<'_>) -> Verdict {
+        match credential {
+            Credential::ApiKey(k) => self.verify(k, req),
+            Credential::Session(s) => self.verify_session(s, req),
+            _ => Verdict::bare(Code::Malformed),
+        }
+    }
+
+    /// Like [`Engine::verify_credential`], also returning the key's details.
+    pub fn verify_detailed(&self, credential: &Credential, req: &Request<'_>) -> Verification {
+        let inner = &self.inner;
+        let now = inner.now();
+        let found = match credential {
+            Credential::ApiKey(k) => inner.lookup(k),
+            Credential::Session(s) => inner.lookup_session(s, now),
+            _ => Err(Code::Malformed),
+        };
+        match found {
+            Ok(live) => {
+                let verdict = inner.decide_for(&live, req, now);
+                let key = Some(inner.key_info(&live, now));
+                Verification { verdict, key }
+            }
+            Err(code) => Verification { verdict: Verdict::bare(code), key: None },
+        }
+    }
+
+    /// Verifies and holds the concurrency leases the call took until the
+    /// returned guard is dropped (or the lease TTL passes). A refusal is `Err`.
+    pub fn acquire(&self, credential: &Credential, req: &Request<'_>) -> Result<LeaseGuard, Box<Verdict>> {
+        let verdict = self.verify_credential(credential, req);
+        if !verdict.is_valid() {
+            return Err(Box::new(verdict));
+        }
+        let key = verdict.key_id.ok_or_else(|| Box::new(verdict.clone()))?;
+        Ok(LeaseGuard {
+            engine: self.clone(),
+            key,
+            tool: req.tool.map(str::to_owned),
+            leases: verdict.leases.clone(),
+            verdict,
+        })
+    }
+
+    /// Releases leases taken by a verification. Returns whether all were held.
+    pub fn release(&self, key: KeyId, tool: Option<&str>, leases: &[(LeaseScope, LeaseId)]) -> bool {
+        let Ok(live) = self.inner.key(key) else { return false };
+        let mut c = live.usage.lock();
+        let c = &mut *c;
+        let mut all = true;
+        for &(scope, id) in leases {
+            let (t, kt) = match tool.and_then(|n| c.tools.get_mut(n)) {
+                Some((t, kt)) => (Some(t), Some(kt)),
+                None => (None, None),
+            };
+            all &= keyward_core::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
+        }
+        live.usage.mark_dirty();
+        all
+    }
+
+    /// The signed scheme (SPEC §5): checks the key, the user id, the HMAC and
+    /// the nonce, then mints a session. The new nonce high-water mark and the
+    /// session are committed in one transaction.
+    pub fn authenticate_user(&self, headers: &SignedHeaders, ip: Option<IpAddr>) -> Result<Session, Box<Verdict>> {
+        let inner = &self.inner;
+        let now = inner.now();
+        let live = match inner.lookup(&headers.api_key) {
+            Ok(Found::Key(r)) => Arc::clone(r.value()),
+            Ok(Found::Session(k)) => k,
+            Err(code) => return Err(Box::new(Verdict::bare(code))),
+        };
+        let policy = live.policy();
+        let mut base = Verdict::bare(Code::Valid);
+        base.key_id = Some(policy.id);
+        base.workspace_id = Some(policy.workspace);
+        let fail = |code: Code| {
+            let mut v = Box::new(base.clone());
+            v.code = code;
+            v
+        };
+        let Some(ws) = inner.workspaces.get(&policy.workspace).map(|w| Arc::clone(&w)) else {
+            return Err(fail(Code::PlanInactive));
+        };
+        admit(policy, &ws.ws.policy, ip, now).map_err(fail)?;
+        let (Some(signing), Some(master)) = (&live.record.signing, &inner.opts.master_key) else {
+            return Err(fail(Code::InvalidSignature));
+        };
+        // Constant-time comparison is not needed for the user id: it is not secret.
+        if signing.user_id != headers.user_id {
+            return Err(fail(Code::InvalidSignature));
+        }
+        let secret = derive_api_secret(master, policy.id);
+        verify_signature(&secret, &headers.nonce, &headers.user_id, &headers.api_key, &headers.signature)
+            .map_err(fail)?;
+
+        // Serialise per key: nonce check, mint limit, commit, publish.
+        let mut c = live.usage.lock();
+        c.nonce.check(signing.nonce_policy, &headers.nonce, now).map_err(fail)?;
+        let mint_limits = Limits { rates: vec![inner.opts.session_mint_limit.clone()], ..Limits::default() };
+        let cost = Cost::default();
+        if let Err(r) = peek(&mint_limits, &c.mint, now, &cost) {
+            let mut v = fail(Code::RateLimited);
+            v.retry_after_ms = r.retry_after_ms;
+            return Err(v);
+        }
+        let mut nonce = c.nonce.clone();
+        nonce.accept(signing.nonce_policy, &headers.nonce, now);
+        let mut mint = c.mint.clone();
+        charge(&mut [Scope { limits: &mint_limits, state: &mut mint }], now, &cost).map_err(|r| fail(r.code))?;
+
+        let prefix = Prefix::parse(SESSION_PREFIX).map_err(|_| fail(Code::Malformed))?;
+        let token = Token::generate(&prefix, &mut os_rng());
+        let expires_at = now.plus(inner.opts.session_ttl_ms);
+        let record = SessionRecord { key_id: policy.id, created_at: now, expires_at };
+        let mut usage = live.usage.record_with(&c);
+        usage.nonce = nonce.clone();
+        usage.mint = mint.clone();
+        let hash = token.hash();
+        let committed = (|| -> Result<()> {
+            let txn = inner.db.begin_write()?;
+            {
+                let mut t = txn.open_table(SESSIONS).map_err(table_err)?;
+                t.insert(&hash.0, encode_record(&record).as_slice())?;
+            }
+            inner.persist_usage(&txn, &live.usage, &usage)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if committed.is_err() {
+            return Err(fail(Code::Malformed));
+        }
+        c.nonce = nonce;
+        c.mint = mint;
+        drop(c);
+        inner.sessions.insert(hash.0, record);
+        Ok(Session { token, key_id: policy.id, user_id: signing.user_id.clone(), expires_at })
+    }
+
+    /// Ends a session: its token is refused from now on. Returns whether it existed.
+    pub fn end_session(&self, token: &str) -> Result<bool> {
+        if check_token(token).is_err() {
+            return Ok(false);
+        }
+        let hash = KeyHash::of(token).0;
+        let Some(rec) = self.inner.sessions.get(&hash).map(|s| s.clone()) else {
+            return Ok(false);
+        };
+        let now = self.inner.now();
+        let ws = self.inner.key(rec.key_id).ok().map(|k| k.policy().workspace);
+        self.inner.write(|txn| {
+            let mut t = txn.open_table(SESSIONS).map_err(table_err)?;
+            t.remove(&hash)?;
+            drop(t);
+            append_audit(
+                txn,
+                now,
+                &Actor::Key(rec.key_id),
+                AuditAction::SessionEnded,
+                ws,
+                rec.key_id.to_string(),
+                String::new(),
+            )?;
+            self.inner.sessions.remove(&hash);
+            Ok(())
+        })?;
+        Ok(true)
+    }
+
+    /// Removes expired sessions from memory and disk. Returns how many.
+    pub fn purge_expired_sessions(&self) -> Result<usize> {
+        let now = self.inner.now();
+        let expired: Vec<[u8; 32]> =
+            self.inner.sessions.iter().filter(|s| now >= s.value().expires_at).map(|s| *s.key()).collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.inner.write(|txn| {
+            let mut t = txn.open_table(SESSIONS).map_err(table_err)?;
+            for h in &expired {
+                t.remove(h)?;
+            }
+            Ok(())
+        })?;
+        for h in &expired {
+            self.inner.sessions.remove(h);
+        }
+        Ok(expired.len())
+    }
+}
