@@ -55,6 +55,72 @@ impl UnixMillis {
     }
 }
 
+impl UnixMillis {
+    /// RFC 3339 UTC with milliseconds, e.g. `2024-03-01T10:00:00.000Z`.
+    pub fn to_rfc3339(self) -> String {
+        let (y, mo, d) = self.date();
+        let ms_of_day = self.0 % DAY_MS;
+        let (h, mi, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    }
+
+    /// Parses RFC 3339 (`2024-03-01T10:00:00Z`, optional fraction of up to 9
+    /// digits, `Z` or `±HH:MM` offset). Instants before 1970 are refused.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        if b.len() < 20 || b.len() > 40 {
+            return None;
+        }
+        let num = |r: core::ops::Range<usize>| -> Option<i64> {
+            let part = b.get(r)?;
+            if part.iter().all(u8::is_ascii_digit) { core::str::from_utf8(part).ok()?.parse().ok() } else { None }
+        };
+        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+        let (mo, d) = (u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
+        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {
+            return None;
+        }
+        let mut i = 19;
+        let mut ms = 0i64;
+        if b.get(i) == Some(&b'.') {
+            let start = i + 1;
+            i = start;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            let digits = i - start;
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            let frac = num(start..i)?;
+            ms = if digits >= 3 {
+                frac / 10i64.pow(u32::try_from(digits - 3).ok()?)
+            } else {
+                frac * 10i64.pow(u32::try_from(3 - digits).ok()?)
+            };
+        }
+        let offset_min = match b.get(i..)? {
+            [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let oh = i64::from(h1.wrapping_sub(b'0')) * 10 + i64::from(h2.wrapping_sub(b'0'));
+                let om = i64::from(m1.wrapping_sub(b'0')) * 10 + i64::from(m2.wrapping_sub(b'0'));
+                if ![h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) || oh > 23 || om > 59 {
+                    return None;
+                }
+                let total = oh * 60 + om;
+                if *sign == b'+' { total } else { -total }
+            }
+            _ => return None,
+        };
+        let days = days_from_civil(y, mo, u32::try_from(d).ok()?);
+        let ms_total = ((days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60) * 1000).checked_add(ms)?;
+        u64::try_from(ms_total).ok().map(Self)
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -119,6 +185,40 @@ mod tests {
         assert_eq!(UnixMillis(0).next_midnight(), UnixMillis(DAY_MS));
         assert_eq!(UnixMillis(DAY_MS - 1).next_midnight(), UnixMillis(DAY_MS));
         assert_eq!(UnixMillis(DAY_MS).next_midnight(), UnixMillis(2 * DAY_MS));
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(UnixMillis(1_709_287_200_000).to_rfc3339(), "2024-03-01T10:00:00.000Z");
+        assert_eq!(UnixMillis(1_709_287_200_123).to_rfc3339(), "2024-03-01T10:00:00.123Z");
+        assert_eq!(UnixMillis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        for (text, ms) in [
+            ("2024-03-01T10:00:00Z", 1_709_287_200_000),
+            ("2024-03-01T10:00:00.000Z", 1_709_287_200_000),
+            ("2024-03-01T10:00:00.5Z", 1_709_287_200_500),
+            ("2024-03-01T10:00:00.123456789Z", 1_709_287_200_123),
+            ("2024-03-01T12:00:00+02:00", 1_709_287_200_000),
+            ("2024-03-01T05:30:00-04:30", 1_709_287_200_000),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ] {
+            assert_eq!(UnixMillis::parse_rfc3339(text), Some(UnixMillis(ms)), "{text}");
+        }
+        for bad in [
+            "",
+            "2024-03-01",
+            "2024-03-01 10:00:00Z",
+            "2024-13-01T10:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-03-01T24:00:00Z",
+            "2024-03-01T10:00:00",
+            "2024-03-01T10:00:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2024-03-01T10:00:00+2:00",
+            "+024-03-01T10:00:00Z",
+            "2024-03-01T10:00:00.1234567890Z",
+        ] {
+            assert_eq!(UnixMillis::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

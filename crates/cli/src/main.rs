@@ -1,0 +1,745 @@
+//! `keyward`: manage keys in a keyward database, or serve the HTTP API.
+//!
+//! Exit codes: 0 success (or a valid key for `verify`), 1 the key was refused,
+//! 2 usage, I/O or database error.
+#![forbid(unsafe_code)]
+
+mod secrets;
+mod serve;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use keyward::{
+    Actor, Engine, ImportKey, KeyInfo, KeyUpdate, NewKey, NewSigning, NewTool, NewWorkspace, ToolUpdate,
+    WorkspaceUpdate,
+};
+use keyward_core::{
+    Concurrency, Credits, IpRule, IpRules, KeyHash, KeyId, Limits, NoncePolicy, Permission, Prefix, RateLimit,
+    UnixMillis, WorkspaceId,
+};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "Embedded API-key authentication: keys, limits, verification.")]
+struct Cli {
+    /// Database file.
+    #[arg(long, global = true, default_value = "./keyward.redb")]
+    db: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new database with a default workspace, the `gl_ping` tool and a root key.
+    Init {
+        /// Prefix of the workspace's keys.
+        #[arg(long, default_value = "kw_live")]
+        prefix: String,
+    },
+    /// Serve the HTTP API (creates the database on first run).
+    Serve(serve::ServeArgs),
+    /// Manage keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Manage tools.
+    #[command(subcommand)]
+    Tool(ToolCommand),
+    /// Show or change the workspace.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Verify a key: exits 0 when valid, 1 when refused.
+    Verify {
+        /// The token.
+        token: String,
+        /// Client IP.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Tool called.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Required permission (repeatable).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+    },
+    /// Read the audit log.
+    Audit {
+        /// Events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        cursor: u64,
+        /// Page size (1–100).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Snapshots for edge verifiers.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Write the authenticated snapshot to a file.
+    Export {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Default)]
+struct KeySettings {
+    /// Permission (repeatable), e.g. `keys:read` or `billing:*`.
+    #[arg(long = "permission")]
+    permissions: Vec<String>,
+    /// Expiry, RFC 3339.
+    #[arg(long)]
+    expires_at: Option<String>,
+    /// Allow only this CIDR (repeatable).
+    #[arg(long = "ip-allow")]
+    ip_allow: Vec<String>,
+    /// Deny this CIDR (repeatable).
+    #[arg(long = "ip-deny")]
+    ip_deny: Vec<String>,
+    /// Rate limit as LIMIT/WINDOW_MS, e.g. 100/60000.
+    #[arg(long)]
+    rate: Option<String>,
+    /// Cooldown between calls, ms.
+    #[arg(long)]
+    cooldown_ms: Option<u64>,
+    /// Calls per UTC day.
+    #[arg(long)]
+    daily: Option<u64>,
+    /// Jobs in flight at most.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Starting credits.
+    #[arg(long)]
+    credits: Option<u64>,
+    /// Allowed tool (repeatable); none means all.
+    #[arg(long = "tool")]
+    tools: Vec<String>,
+    /// Metadata, a JSON object.
+    #[arg(long)]
+    meta: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key; prints its token once.
+    Create {
+        /// Name, 1–128 characters.
+        #[arg(long)]
+        name: String,
+        /// Create it already expired.
+        #[arg(long)]
+        expire_now: bool,
+        /// Attach a signing identity with this user id.
+        #[arg(long)]
+        signing_user: Option<String>,
+        /// Replay policy of the signing identity: monotonic or unique.
+        #[arg(long, default_value = "monotonic")]
+        nonce_policy: String,
+        #[command(flatten)]
+        settings: KeySettings,
+    },
+    /// List keys, newest first.
+    List {
+        /// Page size (1–100).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Cursor from a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one key.
+    Show {
+        /// Key id.
+        id: String,
+    },
+    /// Change a key.
+    Update {
+        /// Key id.
+        id: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Disable the key.
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Re-enable the key.
+        #[arg(long)]
+        enable: bool,
+        /// Remove the expiry.
+        #[arg(long, conflicts_with = "expires_at")]
+        no_expiry: bool,
+        #[command(flatten)]
+        settings: KeySettings,
+    },
+    /// Revoke a key for good.
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+    /// New token now; the old one works for the grace period.
+    Rotate {
+        /// Key id.
+        id: String,
+        /// Seconds the old token keeps working.
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u64,
+    },
+    /// Import a key issued elsewhere by the SHA-256 (hex) of its token.
+    Import {
+        /// SHA-256 of the token, 64 hex characters.
+        #[arg(long)]
+        hash: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        settings: KeySettings,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolCommand {
+    /// Add a tool.
+    Add {
+        /// Name.
+        name: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Permission a key needs to call it.
+        #[arg(long)]
+        permission: Option<String>,
+        /// Cooldown per key, ms.
+        #[arg(long)]
+        cooldown_ms: Option<u64>,
+        /// Calls per key per UTC day.
+        #[arg(long)]
+        daily_limit: Option<u64>,
+    },
+    /// Change a tool.
+    Update {
+        /// Name.
+        name: String,
+        /// Enable it.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Disable it.
+        #[arg(long)]
+        disable: bool,
+        /// Permission a key needs to call it.
+        #[arg(long)]
+        permission: Option<String>,
+        /// Cooldown per key, ms.
+        #[arg(long)]
+        cooldown_ms: Option<u64>,
+        /// Calls per key per UTC day.
+        #[arg(long)]
+        daily_limit: Option<u64>,
+    },
+    /// List tools.
+    List,
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Show the workspace.
+    Show,
+    /// Change it.
+    Update {
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Plan API access: true or false.
+        #[arg(long)]
+        api_access: Option<bool>,
+        /// Prefix of new keys.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Allow only this CIDR (repeatable; replaces the rules).
+        #[arg(long = "ip-allow")]
+        ip_allow: Vec<String>,
+        /// Deny this CIDR (repeatable; replaces the rules).
+        #[arg(long = "ip-deny")]
+        ip_deny: Vec<String>,
+    },
+}
+
+/// A failure with its exit code.
+pub(crate) struct Fail(pub u8, pub String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(2, e.to_string())
+    }
+}
+
+type Out = Result<u8, Fail>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, msg)) => {
+            eprintln!("keyward: error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Out {
+    let json = cli.json;
+    match cli.command {
+        Command::Init { prefix } => init(&cli.db, &prefix, json),
+        Command::Serve(args) => serve::run(&cli.db, args),
+        Command::Key(cmd) => key(&cli.db, cmd, json),
+        Command::Tool(cmd) => tool(&cli.db, cmd, json),
+        Command::Workspace(cmd) => workspace(&cli.db, cmd, json),
+        Command::Verify { token, ip, tool, permissions } => {
+            let engine = open(&cli.db)?;
+            let perms: Vec<&str> = permissions.iter().map(String::as_str).collect();
+            let req = keyward::Request { ip, tool: tool.as_deref(), permissions: &perms, ..Default::default() };
+            let v = engine.verify(&token, &req);
+            engine.close()?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"valid": v.is_valid(), "code": v.code.as_str(), "status": v.code.http_status(),
+                        "key_id": v.key_id.map(|k| k.to_string()), "workspace_id": v.workspace_id.map(|w| w.to_string()),
+                        "retry_after_ms": v.retry_after_ms, "remaining": v.quota.credits_remaining})
+                );
+            } else {
+                println!("{}", v.code);
+            }
+            Ok(if v.is_valid() { 0 } else { 1 })
+        }
+        Command::Audit { cursor, limit } => {
+            let engine = open(&cli.db)?;
+            let page = engine.audit(None, cursor, limit)?;
+            if json {
+                let items: Vec<Value> = page
+                    .items
+                    .iter()
+                    .map(|e| json!({"seq": e.seq, "at": e.at.to_rfc3339(), "actor": e.actor, "action": e.action.as_str(), "target": e.target, "detail": e.detail}))
+                    .collect();
+                println!("{}", json!({"items": items, "next_cursor": page.next_cursor}));
+            } else {
+                let rows: Vec<Vec<String>> = page
+                    .items
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.seq.to_string(),
+                            e.at.to_rfc3339(),
+                            e.actor.clone(),
+                            e.action.as_str().into(),
+                            e.target.clone(),
+                            e.detail.clone(),
+                        ]
+                    })
+                    .collect();
+                table::print(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
+            }
+            Ok(0)
+        }
+        Command::Snapshot(SnapshotCommand::Export { out }) => {
+            let engine = open(&cli.db)?;
+            let bytes = engine.export_snapshot()?;
+            std::fs::write(&out, &bytes).map_err(|e| Fail(2, format!("{}: {e}", out.display())))?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"path": out.display().to_string(), "bytes": bytes.len(), "keys": engine.key_count()})
+                );
+            } else {
+                println!("wrote {} ({} bytes, {} keys)", out.display(), bytes.len(), engine.key_count());
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Opens an existing database with its secrets.
+pub(crate) fn open(db: &Path) -> Result<Engine, Fail> {
+    if !db.exists() {
+        return Err(Fail(
+            2,
+            format!("{} does not exist; run `keyward init --db {}` first", db.display(), db.display()),
+        ));
+    }
+    open_or_create(db, std::time::Duration::from_secs(1))
+}
+
+pub(crate) fn open_or_create(db: &Path, flush: std::time::Duration) -> Result<Engine, Fail> {
+    let s = secrets::load_or_create(db)?;
+    let mut b = Engine::builder().flush_interval(flush);
+    if let Some(m) = s.master_key {
+        b = b.master_key(m);
+    }
+    if let Some(k) = s.snapshot_key {
+        b = b.snapshot_key(k);
+    }
+    b.open(db).map_err(|e| Fail(2, e.to_string()))
+}
+
+/// What `init` creates.
+pub(crate) struct Initialised {
+    pub workspace: WorkspaceId,
+    pub root_key: String,
+}
+
+/// Creates the default workspace, `gl_ping` and the root key in an empty database.
+pub(crate) fn initialise(engine: &Engine, prefix: &str) -> Result<Initialised, Fail> {
+    if !engine.workspaces().is_empty() {
+        return Err(Fail(2, format!("{} is already initialised", engine.path().display())));
+    }
+    let prefix = Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
+    let ws = engine.create_workspace(NewWorkspace { prefix, ..NewWorkspace::named("default") }, &Actor::System)?;
+    let id = ws.policy.id;
+    engine.create_tool(
+        id,
+        NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
+        &Actor::System,
+    )?;
+    let root = engine.create_key(
+        id,
+        NewKey {
+            name: "root".into(),
+            permissions: vec![Permission::parse("*").map_err(|e| Fail(2, e.to_string()))?],
+            ..NewKey::default()
+        },
+        &Actor::System,
+    )?;
+    Ok(Initialised { workspace: id, root_key: root.token.expose().to_owned() })
+}
+
+fn init(db: &Path, prefix: &str, json: bool) -> Out {
+    if db.exists() {
+        return Err(Fail(2, format!("{} already exists", db.display())));
+    }
+    // Validate before creating any file.
+    Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
+    let engine = open_or_create(db, std::time::Duration::from_secs(1))?;
+    let init = initialise(&engine, prefix)?;
+    engine.close()?;
+    if json {
+        println!("{}", json!({"workspace_id": init.workspace.to_string(), "root_key": init.root_key}));
+    } else {
+        println!("initialised {}", db.display());
+        println!("workspace  {}", init.workspace);
+        println!("ROOT KEY (shown once, store it now): {}", init.root_key);
+    }
+    Ok(0)
+}
+
+fn default_workspace(engine: &Engine) -> Result<WorkspaceId, Fail> {
+    engine
+        .workspaces()
+        .first()
+        .map(|w| w.policy.id)
+        .ok_or_else(|| Fail(2, "database has no workspace; run `keyward init`".into()))
+}
+
+fn parse_id(id: &str) -> Result<KeyId, Fail> {
+    KeyId::parse(id).map_err(|e| Fail(2, format!("{id}: {e}")))
+}
+
+fn ip_rules(allow: &[String], deny: &[String]) -> Result<Option<IpRules>, Fail> {
+    if allow.is_empty() && deny.is_empty() {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    for c in allow {
+        rules.push(IpRule::parse("allow", c)?);
+    }
+    for c in deny {
+        rules.push(IpRule::parse("deny", c)?);
+    }
+    Ok(Some(IpRules(rules)))
+}
+
+fn limits(s: &KeySettings) -> Result<Option<Limits>, Fail> {
+    let mut l = Limits::default();
+    if let Some(r) = &s.rate {
+        let (n, w) = r.split_once('/').ok_or_else(|| Fail(2, "--rate must be LIMIT/WINDOW_MS".into()))?;
+        l.rates.push(RateLimit { name: "default".into(), limit: n.parse()?, window_ms: w.parse()?, auto_apply: true });
+    }
+    l.cooldown_ms = s.cooldown_ms;
+    l.daily = s.daily;
+    l.concurrency = s.concurrency.map(|max| Concurrency { max, lease_ms: keyward_http::DEFAULT_LEASE_MS });
+    l.credits = s.credits.map(|initial| Credits { initial, refill: None });
+    l.validate()?;
+    Ok(if l.is_empty() { None } else { Some(l) })
+}
+
+fn permissions(list: &[String]) -> Result<Vec<Permission>, Fail> {
+    list.iter().map(|p| Permission::parse(p).map_err(|e| Fail(2, format!("--permission {p}: {e}")))).collect()
+}
+
+fn meta(text: &Option<String>) -> Result<Option<Value>, Fail> {
+    match text {
+        None => Ok(None),
+        Some(t) => serde_json::from_str(t).map(Some).map_err(|e| Fail(2, format!("--meta: {e}"))),
+    }
+}
+
+fn expiry(text: &Option<String>) -> Result<Option<UnixMillis>, Fail> {
+    match text {
+        None => Ok(None),
+        Some(t) => UnixMillis::parse_rfc3339(t)
+            .map(Some)
+            .ok_or_else(|| Fail(2, format!("--expires-at {t}: not an RFC 3339 time"))),
+    }
+}
+
+fn key_value(k: &KeyInfo) -> Value {
+    json!({
+        "id": k.id.to_string(), "workspace_id": k.workspace.to_string(), "name": k.name, "start": k.start,
+        "status": k.status.as_str(), "created_at": k.created_at.to_rfc3339(),
+        "last_used_at": k.last_used_at.map(UnixMillis::to_rfc3339), "expires_at": k.expires_at.map(UnixMillis::to_rfc3339),
+        "revoked_at": k.revoked_at.map(UnixMillis::to_rfc3339), "disabled": k.disabled,
+        "permissions": k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>(),
+        "ip_rules": k.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
+        "tools": k.tools, "meta": k.meta, "credits_remaining": k.credits_remaining, "imported": k.imported,
+        "signing_user_id": k.signing_user_id,
+    })
+}
+
+fn key_row(k: &KeyInfo) -> Vec<String> {
+    vec![
+        k.id.to_string(),
+        k.name.clone(),
+        k.start.clone(),
+        k.status.as_str().into(),
+        k.created_at.to_rfc3339(),
+        k.last_used_at.map_or_else(|| "-".into(), UnixMillis::to_rfc3339),
+        k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>().join(","),
+    ]
+}
+
+const KEY_HEADERS: [&str; 7] = ["ID", "NAME", "START", "STATUS", "CREATED", "LAST USED", "PERMISSIONS"];
+
+fn show_key(k: &KeyInfo, json: bool, extra: &[(&str, Value)]) {
+    if json {
+        let mut v = key_value(k);
+        if let Value::Object(m) = &mut v {
+            for (name, val) in extra {
+                m.insert((*name).into(), val.clone());
+            }
+        }
+        println!("{v}");
+    } else {
+        table::print(&KEY_HEADERS, &[key_row(k)]);
+        for (name, val) in extra {
+            let text = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
+            println!("{name}: {text}");
+        }
+    }
+}
+
+fn key(db: &Path, cmd: KeyCommand, json: bool) -> Out {
+    let engine = open(db)?;
+    let ws = default_workspace(&engine)?;
+    let admin = Actor::Admin;
+    match cmd {
+        KeyCommand::Create { name, expire_now, signing_user, nonce_policy, settings } => {
+            let nonce_policy = match nonce_policy.as_str() {
+                "monotonic" => NoncePolicy::Monotonic,
+                "unique" => NoncePolicy::UNIQUE_DEFAULT,
+                other => return Err(Fail(2, format!("--nonce-policy {other}: use monotonic or unique"))),
+            };
+            let spec = NewKey {
+                name,
+                expire_now,
+                expires_at: expiry(&settings.expires_at)?,
+                permissions: permissions(&settings.permissions)?,
+                ip_rules: ip_rules(&settings.ip_allow, &settings.ip_deny)?.unwrap_or_default(),
+                limits: limits(&settings)?,
+                tools: settings.tools.clone(),
+                meta: meta(&settings.meta)?,
+                signing: signing_user.map(|user_id| NewSigning { user_id, nonce_policy }),
+                ..NewKey::default()
+            };
+            let created = engine.create_key(ws, spec, &admin)?;
+            let mut extra = vec![("secret", Value::from(created.token.expose()))];
+            if let Some(s) = &created.signing {
+                extra.push(("api_secret", Value::from(s.api_secret.as_str())));
+                extra.push(("user_id", Value::from(s.user_id.clone())));
+                extra.push(("nonce", Value::from(s.nonce)));
+            }
+            show_key(&created.info, json, &extra);
+        }
+        KeyCommand::List { limit, cursor } => {
+            let page = engine.list_keys(ws, limit, cursor.as_deref())?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"items": page.items.iter().map(key_value).collect::<Vec<_>>(), "next_cursor": page.next_cursor})
+                );
+            } else {
+                table::print(&KEY_HEADERS, &page.items.iter().map(key_row).collect::<Vec<_>>());
+                if let Some(c) = page.next_cursor {
+                    println!("next page: --cursor {c}");
+                }
+            }
+        }
+        KeyCommand::Show { id } => show_key(&engine.key(parse_id(&id)?)?, json, &[]),
+        KeyCommand::Update { id, name, disable, enable, no_expiry, settings } => {
+            let update = KeyUpdate {
+                name,
+                expires_at: if no_expiry { Some(None) } else { expiry(&settings.expires_at)?.map(Some) },
+                permissions: if settings.permissions.is_empty() {
+                    None
+                } else {
+                    Some(permissions(&settings.permissions)?)
+                },
+                ip_rules: ip_rules(&settings.ip_allow, &settings.ip_deny)?,
+                limits: limits(&settings)?,
+                tools: if settings.tools.is_empty() { None } else { Some(settings.tools.clone()) },
+                meta: meta(&settings.meta)?.map(Some),
+                disabled: if disable {
+                    Some(true)
+                } else if enable {
+                    Some(false)
+                } else {
+                    None
+                },
+                ..KeyUpdate::default()
+            };
+            show_key(&engine.update_key(parse_id(&id)?, update, &admin)?, json, &[]);
+        }
+        KeyCommand::Revoke { id } => show_key(&engine.revoke_key(parse_id(&id)?, &admin)?, json, &[]),
+        KeyCommand::Rotate { id, grace_seconds } => {
+            let created = engine.rotate_key(parse_id(&id)?, grace_seconds.saturating_mul(1000), &admin)?;
+            show_key(
+                &created.info,
+                json,
+                &[("secret", Value::from(created.token.expose())), ("rotated_from", Value::from(id))],
+            );
+        }
+        KeyCommand::Import { hash, name, settings } => {
+            let hash = KeyHash::from_hex(&hash).ok_or_else(|| Fail(2, "--hash must be 64 hex characters".into()))?;
+            let spec = NewKey {
+                name,
+                expires_at: expiry(&settings.expires_at)?,
+                permissions: permissions(&settings.permissions)?,
+                ip_rules: ip_rules(&settings.ip_allow, &settings.ip_deny)?.unwrap_or_default(),
+                limits: limits(&settings)?,
+                tools: settings.tools.clone(),
+                meta: meta(&settings.meta)?,
+                ..NewKey::default()
+            };
+            show_key(
+                &engine.import_key(ws, ImportKey { hash: Some(hash), key: spec, start: None }, &admin)?,
+                json,
+                &[],
+            );
+        }
+    }
+    engine.close()?;
+    Ok(0)
+}
+
+fn tool_value(t: &keyward_core::ToolPolicy) -> Value {
+    json!({"name": t.name, "enabled": t.enabled, "permission": t.permission.as_ref().map(Permission::as_str),
+        "cooldown_ms": t.limits.cooldown_ms, "daily_limit": t.limits.daily})
+}
+
+fn tool_row(t: &keyward_core::ToolPolicy) -> Vec<String> {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |n| n.to_string());
+    vec![
+        t.name.clone(),
+        t.enabled.to_string(),
+        t.permission.as_ref().map_or_else(|| "-".into(), |p| p.to_string()),
+        opt(t.limits.cooldown_ms),
+        opt(t.limits.daily),
+    ]
+}
+
+const TOOL_HEADERS: [&str; 5] = ["NAME", "ENABLED", "PERMISSION", "COOLDOWN MS", "DAILY LIMIT"];
+
+fn tool(db: &Path, cmd: ToolCommand, json: bool) -> Out {
+    let engine = open(db)?;
+    let ws = default_workspace(&engine)?;
+    let perm = |p: Option<String>| p.map(|p| Permission::parse(&p)).transpose();
+    let shown = match cmd {
+        ToolCommand::Add { name, disabled, permission, cooldown_ms, daily_limit } => vec![engine.create_tool(
+            ws,
+            NewTool { name, enabled: !disabled, permission: perm(permission)?, cooldown_ms, daily_limit },
+            &Actor::Admin,
+        )?],
+        ToolCommand::Update { name, enable, disable, permission, cooldown_ms, daily_limit } => {
+            let update = ToolUpdate {
+                enabled: if enable {
+                    Some(true)
+                } else if disable {
+                    Some(false)
+                } else {
+                    None
+                },
+                permission: perm(permission)?.map(Some),
+                cooldown_ms: cooldown_ms.map(Some),
+                daily_limit: daily_limit.map(Some),
+            };
+            vec![engine.update_tool(ws, &name, update, &Actor::Admin)?]
+        }
+        ToolCommand::List => engine.tools(ws)?,
+    };
+    if json {
+        println!("{}", json!({"items": shown.iter().map(tool_value).collect::<Vec<_>>()}));
+    } else {
+        table::print(&TOOL_HEADERS, &shown.iter().map(tool_row).collect::<Vec<_>>());
+    }
+    engine.close()?;
+    Ok(0)
+}
+
+fn workspace(db: &Path, cmd: WorkspaceCommand, json: bool) -> Out {
+    let engine = open(db)?;
+    let ws = default_workspace(&engine)?;
+    let w = match cmd {
+        WorkspaceCommand::Show => engine.workspace(ws)?,
+        WorkspaceCommand::Update { name, api_access, prefix, ip_allow, ip_deny } => {
+            let update = WorkspaceUpdate {
+                name,
+                api_access,
+                prefix: prefix.map(|p| Prefix::parse(&p)).transpose()?,
+                ip_rules: ip_rules(&ip_allow, &ip_deny)?,
+                default_limits: None,
+            };
+            engine.update_workspace(ws, update, &Actor::Admin)?
+        }
+    };
+    let p = &w.policy;
+    if json {
+        println!(
+            "{}",
+            json!({"id": p.id.to_string(), "name": p.name, "api_access": p.api_access, "prefix": p.prefix.as_str(),
+                "ip_rules": p.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
+                "created_at": w.created_at.to_rfc3339()})
+        );
+    } else {
+        let rules = p.ip_rules.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        table::print(
+            &["ID", "NAME", "API ACCESS", "PREFIX", "IP RULES"],
+            &[vec![
+                p.id.to_string(),
+                p.name.clone(),
+                p.api_access.to_string(),
+                p.prefix.to_string(),
+                if rules.is_empty() { "-".into() } else { rules },
+            ]],
+        );
+    }
+    engine.close()?;
+    Ok(0)
+}

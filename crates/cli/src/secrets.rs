@@ -1,0 +1,94 @@
+//! The master key (signing identities) and snapshot key of a database, kept
+//! beside it in `<db>.secrets` (mode 0600), or given by environment variables.
+
+use std::path::{Path, PathBuf};
+
+use crate::Fail;
+
+/// The keys an engine is opened with.
+pub(crate) struct Secrets {
+    pub master_key: Option<Vec<u8>>,
+    pub snapshot_key: Option<Vec<u8>>,
+}
+
+fn path_for(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".secrets");
+    PathBuf::from(p)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let t = text.trim();
+    if !t.len().is_multiple_of(2) || t.len() < 32 {
+        return None;
+    }
+    (0..t.len()).step_by(2).map(|i| u8::from_str_radix(t.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn env_key(name: &str) -> Result<Option<Vec<u8>>, Fail> {
+    match std::env::var(name) {
+        Ok(v) => unhex(&v).map(Some).ok_or_else(|| Fail(2, format!("{name} must be at least 16 bytes of hex"))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Reads `<db>.secrets`; creates it with fresh random keys when the database
+/// itself does not exist yet. `KEYWARD_MASTER_KEY` / `KEYWARD_SNAPSHOT_KEY`
+/// (hex) override the file.
+pub(crate) fn load_or_create(db: &Path) -> Result<Secrets, Fail> {
+    let path = path_for(db);
+    let mut s = Secrets { master_key: None, snapshot_key: None };
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+        let field = |name: &str| -> Result<Option<Vec<u8>>, Fail> {
+            match v.get(name).and_then(|x| x.as_str()) {
+                Some(h) => unhex(h).map(Some).ok_or_else(|| Fail(2, format!("{}: bad {name}", path.display()))),
+                None => Ok(None),
+            }
+        };
+        s.master_key = field("master_key")?;
+        s.snapshot_key = field("snapshot_key")?;
+    } else if !db.exists() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let mut master = vec![0u8; 32];
+        let mut snap = vec![0u8; 32];
+        rng.fill_bytes(&mut master);
+        rng.fill_bytes(&mut snap);
+        let body = serde_json::json!({"master_key": hex(&master), "snapshot_key": hex(&snap)}).to_string();
+        write_private(&path, body.as_bytes())?;
+        s.master_key = Some(master);
+        s.snapshot_key = Some(snap);
+    }
+    if let Some(k) = env_key("KEYWARD_MASTER_KEY")? {
+        s.master_key = Some(k);
+    }
+    if let Some(k) = env_key("KEYWARD_SNAPSHOT_KEY")? {
+        s.snapshot_key = Some(k);
+    }
+    Ok(s)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+    f.write_all(bytes).map_err(|e| Fail(2, format!("{}: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
+    std::fs::write(path, bytes).map_err(|e| Fail(2, format!("{}: {e}", path.display())))
+}

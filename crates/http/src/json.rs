@@ -1,0 +1,343 @@
+//! Request bodies in, key and tool views out.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use keyward::{KeyInfo, NewSigning};
+use keyward_core::{
+    Concurrency, Credits, IpRule, IpRules, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
+    ToolPolicy, UnixMillis,
+};
+use serde_json::{Map, Value, json};
+
+use crate::envelope::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Parses a JSON object body. An empty body is an empty object when
+/// `empty_ok`; the content type must be JSON otherwise.
+pub(crate) fn object(headers: &HeaderMap, body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body over {MAX_BODY} bytes"),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if empty_ok { Ok(Map::new()) } else { Err(ApiError::invalid("body", "a JSON object is required")) };
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::invalid("content-type", "must be application/json"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
+        Err(e) => Err(ApiError::invalid("body", format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Typed access to the fields of a JSON object, with errors naming the field.
+pub(crate) struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(map: &'a Map<String, Value>) -> Self {
+        Self { map, prefix: String::new() }
+    }
+
+    fn nested(map: &'a Map<String, Value>, prefix: String) -> Self {
+        Self { map, prefix }
+    }
+
+    pub(crate) fn name(&self, field: &str) -> String {
+        format!("{}{field}", self.prefix)
+    }
+
+    /// The value, treating JSON `null` as absent.
+    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    /// Whether the field is present (even as `null`).
+    pub(crate) fn has(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
+    pub(crate) fn str(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::invalid(&self.name(field), "must be a string")),
+        }
+    }
+
+    pub(crate) fn bool(&self, field: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::invalid(&self.name(field), "must be true or false")),
+        }
+    }
+
+    pub(crate) fn u64(&self, field: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(&self.name(field), "must be a non-negative integer")),
+        }
+    }
+
+    pub(crate) fn object(&self, field: &str) -> Result<Option<Fields<'a>>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(Fields::nested(m, format!("{}.", self.name(field))))),
+            Some(_) => Err(ApiError::invalid(&self.name(field), "must be an object")),
+        }
+    }
+
+    pub(crate) fn array(&self, field: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Array(a)) => {
+                if a.len() > 256 {
+                    return Err(ApiError::invalid(&self.name(field), "at most 256 entries"));
+                }
+                Ok(Some(a))
+            }
+            Some(_) => Err(ApiError::invalid(&self.name(field), "must be an array")),
+        }
+    }
+
+    pub(crate) fn strings(&self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(a) = self.array(field)? else { return Ok(None) };
+        a.iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::invalid(&self.name(field), "must be an array of strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// A time: RFC 3339 text or Unix milliseconds.
+    pub(crate) fn time(&self, field: &str) -> Result<Option<UnixMillis>, ApiError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => UnixMillis::parse_rfc3339(s).map(Some).ok_or_else(|| {
+                ApiError::invalid(&self.name(field), "must be an RFC 3339 time such as 2024-03-01T10:00:00.000Z")
+            }),
+            Some(v) => v
+                .as_u64()
+                .map(|ms| Some(UnixMillis(ms)))
+                .ok_or_else(|| ApiError::invalid(&self.name(field), "must be an RFC 3339 time or Unix milliseconds")),
+        }
+    }
+
+    pub(crate) fn permissions(&self, field: &str) -> Result<Option<Vec<Permission>>, ApiError> {
+        let Some(list) = self.strings(field)? else { return Ok(None) };
+        list.iter()
+            .map(|p| Permission::parse(p).map_err(|e| ApiError::invalid(&self.name(field), e)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub(crate) fn ip_rules(&self, field: &str) -> Result<Option<IpRules>, ApiError> {
+        let Some(list) = self.array(field)? else { return Ok(None) };
+        let name = self.name(field);
+        let mut rules = Vec::with_capacity(list.len());
+        for (i, v) in list.iter().enumerate() {
+            let Value::Object(m) = v else {
+                return Err(ApiError::invalid(
+                    &format!("{name}[{i}]"),
+                    "must be {\"action\":\"allow\"|\"deny\",\"cidr\":…}",
+                ));
+            };
+            let f = Fields::nested(m, format!("{name}[{i}]."));
+            let action = f.str("action")?.ok_or_else(|| ApiError::invalid(&f.name("action"), "is required"))?;
+            let cidr = f.str("cidr")?.ok_or_else(|| ApiError::invalid(&f.name("cidr"), "is required"))?;
+            rules.push(IpRule::parse(action, cidr).map_err(|e| ApiError::invalid(&name, e))?);
+        }
+        Ok(Some(IpRules(rules)))
+    }
+
+    pub(crate) fn limits(&self, field: &str) -> Result<Option<Limits>, ApiError> {
+        let Some(f) = self.object(field)? else { return Ok(None) };
+        let mut limits = Limits::default();
+        if let Some(r) = f.object("rate")? {
+            let limit = r.u64("limit")?.ok_or_else(|| ApiError::invalid(&r.name("limit"), "is required"))?;
+            let window_ms =
+                r.u64("window_ms")?.ok_or_else(|| ApiError::invalid(&r.name("window_ms"), "is required"))?;
+            limits.rates.push(RateLimit { name: "default".into(), limit, window_ms, auto_apply: true });
+        }
+        if let Some(list) = f.array("rates")? {
+            for (i, v) in list.iter().enumerate() {
+                let Value::Object(m) = v else {
+                    return Err(ApiError::invalid(&f.name(&format!("rates[{i}]")), "must be an object"));
+                };
+                let r = Fields::nested(m, format!("{}rates[{i}].", f.prefix));
+                let name = r.str("name")?.unwrap_or("default").to_owned();
+                let limit = r.u64("limit")?.ok_or_else(|| ApiError::invalid(&r.name("limit"), "is required"))?;
+                let window_ms =
+                    r.u64("window_ms")?.ok_or_else(|| ApiError::invalid(&r.name("window_ms"), "is required"))?;
+                let auto_apply = r.bool("auto_apply")?.unwrap_or(true);
+                limits.rates.push(RateLimit { name, limit, window_ms, auto_apply });
+            }
+        }
+        limits.cooldown_ms = f.u64("cooldown_ms")?;
+        limits.daily = f.u64("daily")?;
+        limits.concurrency = match f.get("concurrency") {
+            None => None,
+            Some(Value::Object(m)) => {
+                let c = Fields::nested(m, f.name("concurrency."));
+                let max = c.u64("max")?.ok_or_else(|| ApiError::invalid(&c.name("max"), "is required"))?;
+                Some(Concurrency {
+                    max: u32::try_from(max).map_err(|_| ApiError::invalid(&c.name("max"), "too large"))?,
+                    lease_ms: c.u64("lease_ms")?.unwrap_or(DEFAULT_LEASE_MS),
+                })
+            }
+            Some(v) => {
+                let max = v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| ApiError::invalid(&f.name("concurrency"), "must be a positive integer"))?;
+                Some(Concurrency { max, lease_ms: DEFAULT_LEASE_MS })
+            }
+        };
+        if let Some(c) = f.object("credits")? {
+            let remaining =
+                c.u64("remaining")?.ok_or_else(|| ApiError::invalid(&c.name("remaining"), "is required"))?;
+            let refill = match c.object("refill")? {
+                None => None,
+                Some(r) => {
+                    let amount = r.u64("amount")?.ok_or_else(|| ApiError::invalid(&r.name("amount"), "is required"))?;
+                    let interval = match r.str("interval")? {
+                        Some("daily") => RefillInterval::Daily,
+                        Some("monthly") => {
+                            let day = r.u64("day")?.unwrap_or(1);
+                            let day = u8::try_from(day)
+                                .ok()
+                                .filter(|d| (1..=31).contains(d))
+                                .ok_or_else(|| ApiError::invalid(&r.name("day"), "must be 1 to 31"))?;
+                            RefillInterval::Monthly { day }
+                        }
+                        _ => return Err(ApiError::invalid(&r.name("interval"), "must be \"daily\" or \"monthly\"")),
+                    };
+                    Some(Refill { interval, amount })
+                }
+            };
+            limits.credits = Some(Credits { initial: remaining, refill });
+        }
+        limits.validate().map_err(|e| ApiError::invalid(&self.name(field), e))?;
+        Ok(Some(limits))
+    }
+
+    pub(crate) fn signing(&self, field: &str) -> Result<Option<NewSigning>, ApiError> {
+        let Some(f) = self.object(field)? else { return Ok(None) };
+        let user_id = match f.get("user_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+            _ => return Err(ApiError::invalid(&f.name("user_id"), "is required (string or integer)")),
+        };
+        let nonce_policy = match f.str("nonce_policy")? {
+            None | Some("monotonic") => NoncePolicy::Monotonic,
+            Some("unique") | Some("unique_in_window") => {
+                let window_ms = f.u64("nonce_window_ms")?.unwrap_or(600_000);
+                NoncePolicy::Unique { window_ms, capacity: 4096 }
+            }
+            Some(_) => return Err(ApiError::invalid(&f.name("nonce_policy"), "must be \"monotonic\" or \"unique\"")),
+        };
+        Ok(Some(NewSigning { user_id, nonce_policy }))
+    }
+}
+
+/// Lease lifetime when a concurrency limit is given as a bare number.
+pub const DEFAULT_LEASE_MS: u64 = 60_000;
+
+pub(crate) fn time(t: Option<UnixMillis>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+pub(crate) fn limits_json(l: &Limits) -> Value {
+    let mut m = Map::new();
+    if let Some(r) = l.rates.iter().find(|r| r.name == "default") {
+        m.insert("rate".into(), json!({"limit": r.limit, "window_ms": r.window_ms}));
+    }
+    if !l.rates.is_empty() {
+        m.insert(
+            "rates".into(),
+            l.rates
+                .iter()
+                .map(
+                    |r| json!({"name": r.name, "limit": r.limit, "window_ms": r.window_ms, "auto_apply": r.auto_apply}),
+                )
+                .collect(),
+        );
+    }
+    if let Some(v) = l.cooldown_ms {
+        m.insert("cooldown_ms".into(), v.into());
+    }
+    if let Some(v) = l.daily {
+        m.insert("daily".into(), v.into());
+    }
+    if let Some(c) = l.concurrency {
+        m.insert("concurrency".into(), json!({"max": c.max, "lease_ms": c.lease_ms}));
+    }
+    if let Some(c) = l.credits {
+        let refill = c.refill.map_or(Value::Null, |r| match r.interval {
+            RefillInterval::Daily => json!({"interval": "daily", "amount": r.amount}),
+            RefillInterval::Monthly { day } => json!({"interval": "monthly", "amount": r.amount, "day": day}),
+        });
+        m.insert("credits".into(), json!({"initial": c.initial, "refill": refill}));
+    }
+    Value::Object(m)
+}
+
+pub(crate) fn ip_rules_json(rules: &IpRules) -> Value {
+    rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect()
+}
+
+/// A key as JSON: never a token or hash.
+pub(crate) fn key_json(k: &KeyInfo) -> Value {
+    let mut v = json!({
+        "id": k.id.to_string(),
+        "workspace_id": k.workspace.to_string(),
+        "name": k.name,
+        "start": k.start,
+        "status": k.status.as_str(),
+        "created_at": time(Some(k.created_at)),
+        "created_by": k.created_by,
+        "last_used_at": time(k.last_used_at),
+        "expires_at": time(k.expires_at),
+        "revoked_at": time(k.revoked_at),
+        "disabled": k.disabled,
+        "permissions": k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>(),
+        "ip_rules": ip_rules_json(&k.ip_rules),
+        "limits": limits_json(&k.limits),
+        "tools": k.tools,
+        "meta": k.meta.clone().unwrap_or(Value::Null),
+        "credits_remaining": k.credits_remaining,
+        "imported": k.imported,
+    });
+    if let (Some(user), Value::Object(m)) = (&k.signing_user_id, &mut v) {
+        m.insert("signing".into(), json!({"user_id": user}));
+    }
+    v
+}
+
+pub(crate) fn tool_json(t: &ToolPolicy) -> Value {
+    json!({
+        "name": t.name,
+        "enabled": t.enabled,
+        "permission": t.permission.as_ref().map(Permission::as_str),
+        "cooldown_ms": t.limits.cooldown_ms,
+        "daily_limit": t.limits.daily,
+    })
+}

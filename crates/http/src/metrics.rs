@@ -1,0 +1,67 @@
+//! Prometheus text metrics: requests by route and verdict, verify latency.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+const BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+
+/// Counters behind `GET /metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    requests: DashMap<(String, u16, &'static str), u64>,
+    latency: [AtomicU64; 13],
+    latency_sum_us: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn record(&self, route: &str, status: u16, verdict: Option<&'static str>, took: Duration) {
+        *self.requests.entry((route.to_owned(), status, verdict.unwrap_or(""))).or_insert(0) += 1;
+        if verdict.is_some() {
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            let i = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+            self.latency[i].fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+            self.latency_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, keys_live: usize, keys_total: usize) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP keyward_http_requests_total HTTP requests by route, status and verdict code.\n");
+        out.push_str("# TYPE keyward_http_requests_total counter\n");
+        let mut rows: Vec<_> = self.requests.iter().map(|e| (e.key().clone(), *e.value())).collect();
+        rows.sort();
+        for ((route, status, code), n) in rows {
+            let _ = writeln!(
+                out,
+                "keyward_http_requests_total{{route=\"{}\",status=\"{status}\",code=\"{code}\"}} {n}",
+                route.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        out.push_str("# HELP keyward_verify_duration_seconds Time to answer requests that carried a verdict.\n");
+        out.push_str("# TYPE keyward_verify_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "keyward_verify_duration_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
+        }
+        cumulative += self.latency[BUCKETS_US.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "keyward_verify_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "keyward_verify_duration_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "keyward_verify_duration_seconds_count {}", self.latency_count.load(Ordering::Relaxed));
+        out.push_str("# HELP keyward_keys_live Keys usable now.\n# TYPE keyward_keys_live gauge\n");
+        let _ = writeln!(out, "keyward_keys_live {keys_live}");
+        out.push_str("# HELP keyward_keys_total Keys in the database, any status.\n# TYPE keyward_keys_total gauge\n");
+        let _ = writeln!(out, "keyward_keys_total {keys_total}");
+        out
+    }
+}

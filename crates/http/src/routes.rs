@@ -1,0 +1,599 @@
+//! Handlers: admin API, gateway, verify, nginx auth, signed authentication.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, ToolUpdate};
+use keyward_core::{Code, Cost, Credential, KeyId, Verdict, WorkspaceId, parse_credentials};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::envelope::{ApiError, Reply};
+use crate::json::{self, Fields, key_json, tool_json};
+
+/// The peer address, when the server was started with connect info.
+pub(crate) struct Peer(Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)))
+    }
+}
+
+pub(crate) fn client_ip(state: &AppState, peer: &Peer, headers: &HeaderMap) -> Option<IpAddr> {
+    peer.0.and_then(|addr| state.proxies.client_ip(addr.ip(), headers))
+}
+
+fn credential(headers: &HeaderMap, ignore_session: bool) -> Result<Credential, ApiError> {
+    let pairs = headers
+        .iter()
+        .filter(|(n, _)| !(ignore_session && n.as_str().eq_ignore_ascii_case("aptoken")))
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    parse_credentials(pairs)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string()))
+}
+
+fn verdict_error(v: &Verdict, what: &str) -> ApiError {
+    let status = StatusCode::from_u16(v.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    ApiError::new(status, v.code.as_str(), format!("{what}: {}", describe(v.code)))
+}
+
+fn describe(code: Code) -> &'static str {
+    match code {
+        Code::Valid => "valid",
+        Code::Malformed => "no credential, or one that cannot be a key",
+        Code::NotFound => "unknown key",
+        Code::Expired => "key expired",
+        Code::Revoked => "key revoked",
+        Code::Disabled => "key disabled",
+        Code::PlanInactive => "workspace plan has no API access",
+        Code::IpDenied => "client IP not allowed",
+        Code::InsufficientPermissions => "missing a required permission",
+        Code::ToolDisabled => "tool disabled",
+        Code::UnknownTool => "no such tool",
+        Code::RateLimited => "rate limit reached",
+        Code::Cooldown => "called again before the cooldown elapsed",
+        Code::DailyLimit => "daily limit reached",
+        Code::ConcurrencyLimit => "too many jobs in flight",
+        Code::UsageExhausted => "no credits left",
+        Code::InvalidSignature => "signature mismatch",
+        Code::NonceReused => "nonce already used",
+        _ => "refused",
+    }
+}
+
+/// Authenticates the caller of an admin endpoint: a key holding `need`.
+pub(crate) fn caller(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    need: &str,
+) -> Result<(KeyId, WorkspaceId), ApiError> {
+    let cred = credential(headers, false)?;
+    let ip = client_ip(state, peer, headers);
+    let req =
+        keyward::Request { ip, permissions: &[need], cost: Cost { credits: 0, rates: &[] }, ..Default::default() };
+    let v = state.engine.verify_credential(&cred, &req);
+    match (v.code, v.key_id, v.workspace_id) {
+        (Code::Valid, Some(k), Some(w)) => Ok((k, w)),
+        _ => Err(verdict_error(&v, "caller")),
+    }
+}
+
+fn engine_error(e: keyward::Error) -> ApiError {
+    use keyward::Error as E;
+    match e {
+        E::NotFound { kind, id } => ApiError::not_found(format!("{kind} {id}")),
+        E::Invalid { field, message } => ApiError::invalid(field, message),
+        E::InsufficientPermissions(m) => ApiError::new(StatusCode::FORBIDDEN, "INSUFFICIENT_PERMISSIONS", m),
+        E::PlanInactive => ApiError::new(StatusCode::FORBIDDEN, "PLAN_INACTIVE", "workspace plan has no API access"),
+        E::AlreadyExists { kind, id } => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", format!("{kind} {id} already exists"))
+        }
+        E::NoMasterKey => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "signing: the server has no master key")
+        }
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+    }
+}
+
+fn parse_key_id(id: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse(id).map_err(|_| ApiError::not_found(format!("key {}", id.chars().take(40).collect::<String>())))
+}
+
+/// The key, if the caller's workspace holds it (404 otherwise).
+fn own_key(state: &AppState, ws: WorkspaceId, id: KeyId) -> Result<keyward::KeyInfo, ApiError> {
+    match state.engine.key(id) {
+        Ok(k) if k.workspace == ws => Ok(k),
+        _ => Err(ApiError::not_found(format!("key {id}"))),
+    }
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Reply::from(e),
+        }
+    };
+}
+
+// ---- keys -----------------------------------------------------------------
+
+pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    let name = match (tri!(f.str("name")), tri!(f.str("title"))) {
+        (Some(n), _) | (None, Some(n)) => n.to_owned(),
+        (None, None) if f.has("name") || f.has("title") => return ApiError::invalid("name", "must be a string").into(),
+        (None, None) => return ApiError::invalid("name", "is required").into(),
+    };
+    let spec = NewKey {
+        name,
+        expire_now: tri!(f.bool("expire_now")).unwrap_or(false),
+        expires_at: tri!(f.time("expires_at")),
+        permissions: tri!(f.permissions("permissions")).unwrap_or_default(),
+        ip_rules: tri!(f.ip_rules("ip_rules")).unwrap_or_default(),
+        limits: tri!(f.limits("limits")),
+        tool_limits: Vec::new(),
+        tools: tri!(f.strings("tools")).unwrap_or_default(),
+        meta: match f.get("meta") {
+            None => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => return ApiError::invalid("meta", "must be a JSON object").into(),
+        },
+        signing: tri!(f.signing("signing")),
+        disabled: tri!(f.bool("disabled")).unwrap_or(false),
+    };
+    let created = tri!(state.engine.create_key(ws, spec, &Actor::Key(caller_id)).map_err(engine_error));
+    let mut data = key_json(&created.info);
+    if let Value::Object(m) = &mut data {
+        m.insert("secret".into(), created.token.expose().into());
+        if let Some(s) = &created.signing {
+            m.insert("api_secret".into(), s.api_secret.as_str().into());
+            m.insert("user_id".into(), s.user_id.clone().into());
+            m.insert("nonce".into(), s.nonce.into());
+            let policy = match s.nonce_policy {
+                keyward_core::NoncePolicy::Monotonic => "monotonic",
+                _ => "unique",
+            };
+            m.insert("nonce_policy".into(), policy.into());
+        }
+    }
+    Reply::created(data)
+}
+
+pub(crate) async fn list_keys(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
+    let mut limit = 20usize;
+    let mut cursor = None;
+    for (k, v) in &q {
+        match k.as_str() {
+            "limit" => {
+                limit = tri!(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=keyward::MAX_PAGE).contains(n))
+                        .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 100"))
+                );
+            }
+            "cursor" => cursor = Some(v.clone()),
+            _ => {}
+        }
+    }
+    let page = tri!(state.engine.list_keys(ws, limit, cursor.as_deref()).map_err(engine_error));
+    Reply::ok(json!({"items": page.items.iter().map(key_json).collect::<Vec<_>>(), "next_cursor": page.next_cursor}))
+}
+
+pub(crate) async fn get_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
+    let id = tri!(parse_key_id(&id));
+    Reply::ok(key_json(&tri!(own_key(&state, ws, id))))
+}
+
+pub(crate) async fn update_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let id = tri!(parse_key_id(&id));
+    tri!(own_key(&state, ws, id));
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    let name = match (tri!(f.str("name")), tri!(f.str("title"))) {
+        (Some(n), _) | (None, Some(n)) => Some(n.to_owned()),
+        _ => None,
+    };
+    let update = KeyUpdate {
+        name,
+        expires_at: if f.has("expires_at") { Some(tri!(f.time("expires_at"))) } else { None },
+        permissions: tri!(f.permissions("permissions")),
+        ip_rules: if f.has("ip_rules") { Some(tri!(f.ip_rules("ip_rules")).unwrap_or_default()) } else { None },
+        limits: if f.has("limits") { Some(tri!(f.limits("limits")).unwrap_or_default()) } else { None },
+        tool_limits: None,
+        tools: if f.has("tools") { Some(tri!(f.strings("tools")).unwrap_or_default()) } else { None },
+        meta: match map.get("meta") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v @ Value::Object(_)) => Some(Some(v.clone())),
+            Some(_) => return ApiError::invalid("meta", "must be a JSON object or null").into(),
+        },
+        disabled: tri!(f.bool("disabled")),
+    };
+    let info = tri!(state.engine.update_key(id, update, &Actor::Key(caller_id)).map_err(engine_error));
+    if let Some(c) = tri!(f.object("credits"))
+        && let Some(n) = tri!(c.u64("remaining"))
+    {
+        tri!(state.engine.update_credits(id, CreditChange::Set(n), &Actor::Key(caller_id)).map_err(engine_error));
+        return Reply::ok(key_json(&tri!(state.engine.key(id).map_err(engine_error))));
+    }
+    Reply::ok(key_json(&info))
+}
+
+pub(crate) async fn delete_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let id = tri!(parse_key_id(&id));
+    tri!(own_key(&state, ws, id));
+    tri!(state.engine.delete_key(id, &Actor::Key(caller_id)).map_err(engine_error));
+    Reply::ok(json!({"id": id.to_string(), "deleted": true}))
+}
+
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let id = tri!(parse_key_id(&id));
+    tri!(own_key(&state, ws, id));
+    Reply::ok(key_json(&tri!(state.engine.revoke_key(id, &Actor::Key(caller_id)).map_err(engine_error))))
+}
+
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let id = tri!(parse_key_id(&id));
+    tri!(own_key(&state, ws, id));
+    let map = tri!(json::object(&headers, &body, true));
+    let f = Fields::new(&map);
+    let grace_s = tri!(f.u64("grace_seconds")).unwrap_or(0);
+    let grace_ms = tri!(grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large")));
+    let created = tri!(state.engine.rotate_key(id, grace_ms, &Actor::Key(caller_id)).map_err(engine_error));
+    let mut data = key_json(&created.info);
+    if let Value::Object(m) = &mut data {
+        m.insert("secret".into(), created.token.expose().into());
+        m.insert("rotated_from".into(), id.to_string().into());
+        if let Some(s) = &created.signing {
+            m.insert("api_secret".into(), s.api_secret.as_str().into());
+            m.insert("user_id".into(), s.user_id.clone().into());
+            m.insert("nonce".into(), s.nonce.into());
+        }
+    }
+    Reply::ok(data)
+}
+
+pub(crate) async fn key_usage(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
+    let id = tri!(parse_key_id(&id));
+    tri!(own_key(&state, ws, id));
+    let u = tri!(state.engine.usage(id).map_err(engine_error));
+    Reply::ok(json!({
+        "id": id.to_string(),
+        "last_used_at": json::time(u.last_used_at),
+        "valid": u.valid,
+        "refused": u.refused,
+        "credits_remaining": u.quota.credits_remaining,
+        "daily_used": u.daily_used,
+        "daily_remaining": u.quota.daily_remaining,
+        "rate": u.quota.rate.map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
+    }))
+}
+
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "audit:read"));
+    let mut limit = 50usize;
+    let mut after = 0u64;
+    for (k, v) in &q {
+        match k.as_str() {
+            "limit" => {
+                limit = tri!(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=keyward::MAX_PAGE).contains(n))
+                        .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 100"))
+                )
+            }
+            "cursor" => {
+                after =
+                    tri!(v.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page")))
+            }
+            _ => {}
+        }
+    }
+    let page = tri!(state.engine.audit(Some(ws), after, limit).map_err(engine_error));
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|e| json!({"seq": e.seq, "at": json::time(Some(e.at)), "actor": e.actor, "action": e.action.as_str(), "target": e.target, "detail": e.detail}))
+        .collect();
+    Reply::ok(json!({"items": items, "next_cursor": page.next_cursor}))
+}
+
+// ---- tools ----------------------------------------------------------------
+
+pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    let name = tri!(tri!(f.str("name")).ok_or_else(|| ApiError::invalid("name", "is required"))).to_owned();
+    let permission = match tri!(f.str("permission")) {
+        Some(p) => Some(tri!(keyward_core::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e)))),
+        None => None,
+    };
+    let spec = NewTool {
+        name,
+        enabled: tri!(f.bool("enabled")).unwrap_or(true),
+        permission,
+        cooldown_ms: tri!(f.u64("cooldown_ms")),
+        daily_limit: tri!(f.u64("daily_limit")),
+    };
+    let t = tri!(state.engine.create_tool(ws, spec, &Actor::Key(caller_id)).map_err(engine_error));
+    Reply::created(tool_json(&t))
+}
+
+pub(crate) async fn update_tool(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    let permission = if f.has("permission") {
+        match tri!(f.str("permission")) {
+            Some(p) => {
+                Some(Some(tri!(keyward_core::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e)))))
+            }
+            None => Some(None),
+        }
+    } else {
+        None
+    };
+    let update = ToolUpdate {
+        enabled: tri!(f.bool("enabled")),
+        permission,
+        cooldown_ms: if f.has("cooldown_ms") { Some(tri!(f.u64("cooldown_ms"))) } else { None },
+        daily_limit: if f.has("daily_limit") { Some(tri!(f.u64("daily_limit"))) } else { None },
+    };
+    let t = tri!(state.engine.update_tool(ws, &name, update, &Actor::Key(caller_id)).map_err(engine_error));
+    Reply::ok(tool_json(&t))
+}
+
+pub(crate) async fn list_tools(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "tools:read"));
+    let tools = tri!(state.engine.tools(ws).map_err(engine_error));
+    Reply::ok(json!({"items": tools.iter().map(tool_json).collect::<Vec<_>>()}))
+}
+
+// ---- verification ---------------------------------------------------------
+
+fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
+    if v.code.http_status() == 429
+        && let Some(ms) = v.retry_after_ms
+    {
+        reply = reply.header(header::RETRY_AFTER, ms.div_ceil(1000).to_string());
+    }
+    if let Some(r) = &v.quota.rate {
+        reply = reply
+            .header(HeaderName::from_static("ratelimit-limit"), r.limit.to_string())
+            .header(HeaderName::from_static("ratelimit-remaining"), r.remaining.to_string())
+            .header(HeaderName::from_static("ratelimit-reset"), r.reset_ms.div_ceil(1000).to_string());
+    } else if v.code.http_status() == 429 {
+        let reset = v.retry_after_ms.unwrap_or(0).div_ceil(1000).to_string();
+        reply = reply
+            .header(HeaderName::from_static("ratelimit-limit"), "0")
+            .header(HeaderName::from_static("ratelimit-remaining"), "0")
+            .header(HeaderName::from_static("ratelimit-reset"), reset);
+    }
+    reply
+}
+
+/// `POST /api/v2/{tool}`.
+pub(crate) async fn gateway(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(tool): Path<String>,
+    body: Bytes,
+) -> Reply {
+    if keyward_core::check_tool_name(&tool).is_err() {
+        return ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool").into();
+    }
+    let cred = match credential(&headers, false) {
+        Ok(c @ (Credential::ApiKey(_) | Credential::Session(_))) => c,
+        Ok(_) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "MALFORMED",
+                "signed headers only authenticate at /v1/AuthenticateUser",
+            )
+            .into();
+        }
+        Err(e) => return Reply::from(e).verdict("MALFORMED"),
+    };
+    let ip = client_ip(&state, &peer, &headers);
+    let req = keyward::Request { ip, tool: Some(&tool), ..Default::default() };
+    let guard = match state.engine.acquire(&cred, &req) {
+        Ok(g) => g,
+        Err(v) => return limited_headers(Reply::error(verdict_error(&v, "refused")), &v).verdict(v.code.as_str()),
+    };
+    let v = guard.verdict().clone();
+    let reply = if tool == "gl_ping" {
+        let map = tri!(json::object(&headers, &body, false));
+        match map.get("ip").and_then(Value::as_str) {
+            Some(s) if s.parse::<IpAddr>().is_ok() => Reply::ok(json!({"ip": s})),
+            Some(_) => ApiError::invalid("ip", "must be an IP address").into(),
+            None => ApiError::invalid("ip", "is required").into(),
+        }
+    } else {
+        Reply::ok(json!({"tool": tool, "key_id": v.key_id.map(|k| k.to_string())}))
+    };
+    drop(guard);
+    limited_headers(reply, &v).verdict(v.code.as_str())
+}
+
+/// `POST /v1/verify`.
+pub(crate) async fn verify(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Reply {
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    let key = tri!(tri!(f.str("key")).ok_or_else(|| ApiError::invalid("key", "is required")));
+    let tool = tri!(f.str("tool"));
+    let ip = match tri!(f.str("ip")) {
+        Some(s) => Some(tri!(s.parse::<IpAddr>().map_err(|_| ApiError::invalid("ip", "must be an IP address")))),
+        None => None,
+    };
+    let perms = tri!(f.strings("permissions")).unwrap_or_default();
+    let perm_refs: Vec<&str> = perms.iter().map(String::as_str).collect();
+    let credits = tri!(f.u64("cost")).unwrap_or(1);
+    let req = keyward::Request { ip, tool, permissions: &perm_refs, cost: Cost { credits, rates: &[] } };
+    let cred = Credential::ApiKey(zeroize_string(key));
+    let out = state.engine.verify_detailed(&cred, &req);
+    let v = &out.verdict;
+    let k = out.key.as_ref();
+    let data = json!({
+        "valid": v.is_valid(),
+        "code": v.code.as_str(),
+        "key_id": v.key_id.map(|k| k.to_string()),
+        "workspace_id": v.workspace_id.map(|w| w.to_string()),
+        "name": k.map(|k| k.name.clone()),
+        "permissions": k.map(|k| k.permissions.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>()),
+        "meta": k.and_then(|k| k.meta.clone()),
+        "expires_at": json::time(k.and_then(|k| k.expires_at)),
+        "remaining": v.quota.credits_remaining,
+        "retry_after_ms": v.retry_after_ms,
+        "ratelimit": v.quota.rate.as_ref().map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
+    });
+    // Leases from /v1/verify are not held: a verify call is not a job.
+    if let Some(id) = v.key_id {
+        state.engine.release(id, tool, &v.leases);
+    }
+    Reply::ok(data).verdict(v.code.as_str())
+}
+
+fn zeroize_string(s: &str) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(s.to_owned())
+}
+
+/// `GET /v1/auth` for nginx `auth_request`.
+pub(crate) async fn auth(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    let tool = headers.get("x-keyward-tool").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let cred = match credential(&headers, false) {
+        Ok(c) => c,
+        Err(e) => return Reply::from(e).verdict("MALFORMED").into_response(),
+    };
+    let ip = client_ip(&state, &peer, &headers);
+    let req = keyward::Request { ip, tool: tool.as_deref(), ..Default::default() };
+    let v = state.engine.verify_credential(&cred, &req);
+    if let Some(id) = v.key_id {
+        state.engine.release(id, tool.as_deref(), &v.leases);
+    }
+    if v.is_valid() {
+        let key = v.key_id.map(|k| k.to_string()).unwrap_or_default();
+        return limited_headers(Reply::ok(json!({"key_id": key})), &v)
+            .header(HeaderName::from_static("x-keyward-key-id"), key)
+            .verdict(v.code.as_str())
+            .into_response();
+    }
+    // nginx accepts only 2xx, 401 and 403 from an auth subrequest; 404 (unknown
+    // tool) is reported as 403, and 429 passes through for `error_page` to map.
+    let mut err = verdict_error(&v, "refused");
+    if err.status == StatusCode::NOT_FOUND {
+        err.status = StatusCode::FORBIDDEN;
+    }
+    limited_headers(Reply::error(err), &v).verdict(v.code.as_str()).into_response()
+}
+
+/// `POST /v1/AuthenticateUser`.
+pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Reply {
+    let signed = match credential(&headers, true) {
+        Ok(Credential::Signed(s)) => s,
+        Ok(_) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "MALFORMED", "send APIKey, Signature, UserId and Nonce")
+                .into();
+        }
+        Err(e) => return Reply::from(e).verdict("MALFORMED"),
+    };
+    let ip = client_ip(&state, &peer, &headers);
+    match state.engine.authenticate_user(&signed, ip) {
+        Ok(s) => Reply::ok(json!({
+            "authenticated": true,
+            "session_token": s.token.expose(),
+            "expires_at": json::time(Some(s.expires_at)),
+            "user_id": s.user_id,
+            "key_id": s.key_id.to_string(),
+        }))
+        .verdict("VALID"),
+        Err(v) => {
+            let mut e = verdict_error(&v, "authentication refused");
+            if e.status != StatusCode::TOO_MANY_REQUESTS {
+                e.status = StatusCode::UNAUTHORIZED;
+            }
+            limited_headers(Reply::error(e), &v).verdict(v.code.as_str())
+        }
+    }
+}
+
+pub(crate) async fn healthz() -> Reply {
+    Reply::ok(json!({"status": "ok"}))
+}
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(state.engine.live_key_count(), state.engine.key_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+pub(crate) async fn not_found() -> Reply {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into()
+}
