@@ -252,6 +252,17 @@ enum ToolCommand {
 
 #[derive(Subcommand)]
 enum WorkspaceCommand {
+    /// Create another workspace with its own root key (printed once).
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Prefix of its keys.
+        #[arg(long, default_value = "kw_live")]
+        prefix: String,
+    },
+    /// List workspaces.
+    List,
     /// Show the workspace.
     Show,
     /// Change it.
@@ -705,8 +716,55 @@ fn tool(db: &Path, cmd: ToolCommand, json: bool) -> Out {
 
 fn workspace(db: &Path, cmd: WorkspaceCommand, json: bool) -> Out {
     let engine = open(db)?;
+    if let WorkspaceCommand::Create { name, prefix } = &cmd {
+        let prefix = Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
+        let ws =
+            engine.create_workspace(NewWorkspace { prefix, ..NewWorkspace::named(name.clone()) }, &Actor::Admin)?;
+        let id = ws.policy.id;
+        engine.create_tool(
+            id,
+            NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
+            &Actor::Admin,
+        )?;
+        let root = engine.create_key(
+            id,
+            NewKey { name: "root".into(), permissions: vec![Permission::parse("*")?], ..NewKey::default() },
+            &Actor::Admin,
+        )?;
+        if json {
+            println!("{}", json!({"workspace_id": id.to_string(), "root_key": root.token.expose()}));
+        } else {
+            println!("workspace  {id}");
+            println!("ROOT KEY (shown once, store it now): {}", root.token.expose());
+        }
+        engine.close()?;
+        return Ok(0);
+    }
+    if let WorkspaceCommand::List = cmd {
+        let all = engine.workspaces();
+        if json {
+            let items: Vec<Value> = all.iter().map(|w| json!({"id": w.policy.id.to_string(), "name": w.policy.name, "api_access": w.policy.api_access, "prefix": w.policy.prefix.as_str()})).collect();
+            println!("{}", json!({"items": items}));
+        } else {
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.policy.id.to_string(),
+                        w.policy.name.clone(),
+                        w.policy.api_access.to_string(),
+                        w.policy.prefix.to_string(),
+                    ]
+                })
+                .collect();
+            table::print(&["ID", "NAME", "API ACCESS", "PREFIX"], &rows);
+        }
+        engine.close()?;
+        return Ok(0);
+    }
     let ws = default_workspace(&engine)?;
     let w = match cmd {
+        WorkspaceCommand::Create { .. } | WorkspaceCommand::List => return Ok(0),
         WorkspaceCommand::Show => engine.workspace(ws)?,
         WorkspaceCommand::Update { name, api_access, prefix, ip_allow, ip_deny } => {
             let update = WorkspaceUpdate {

@@ -1,0 +1,131 @@
+//! The `keyward` command line: exit codes and `--json` output.
+
+mod common;
+
+use common::cli;
+use serde_json::Value;
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn init_create_verify_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    let (code, out, _) = cli(&db, &["init", "--prefix", "sk_test", "--json"]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    assert!(v["workspace_id"].as_str().unwrap().starts_with("ws_"));
+    let root = v["root_key"].as_str().unwrap().to_owned();
+    assert!(root.starts_with("sk_test_"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Init twice is refused.
+    let (code, _, err) = cli(&db, &["init"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+
+    assert_eq!(cli(&db, &["verify", &root]).0, 0);
+    let (code, out, _) = cli(
+        &db,
+        &[
+            "key",
+            "create",
+            "--name",
+            "ci",
+            "--permission",
+            "billing:*",
+            "--ip-allow",
+            "10.0.0.0/8",
+            "--daily",
+            "5",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0);
+    let k = json(&out);
+    let token = k["secret"].as_str().unwrap().to_owned();
+    let id = k["id"].as_str().unwrap().to_owned();
+    assert_eq!(k["permissions"], serde_json::json!(["billing:*"]));
+
+    let (code, out, _) = cli(&db, &["verify", &token, "--ip", "10.2.3.4", "--permission", "billing:read", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["code"], "VALID");
+    let (code, out, _) = cli(&db, &["verify", &token, "--ip", "192.0.2.1"]);
+    assert_eq!((code, out.trim()), (1, "IP_DENIED"));
+    let (code, out, _) = cli(&db, &["verify", "sk_test_garbage"]);
+    assert_eq!((code, out.trim()), (1, "MALFORMED"));
+
+    let (code, out, _) = cli(&db, &["key", "list", "--json"]);
+    assert_eq!(code, 0);
+    let items = json(&out)["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], id.as_str(), "newest first");
+    assert!(items[0]["last_used_at"].is_string());
+    assert!(!out.contains(&token));
+    let (code, table, _) = cli(&db, &["key", "list"]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("ci") && table.contains("active"));
+
+    assert_eq!(cli(&db, &["key", "revoke", &id]).0, 0);
+    let (code, out, _) = cli(&db, &["verify", &token, "--ip", "10.2.3.4"]);
+    assert_eq!((code, out.trim()), (1, "REVOKED"));
+
+    let (code, out, _) = cli(&db, &["key", "rotate", &id, "--json"]);
+    assert_eq!(code, 2, "revoked keys cannot rotate: {out}");
+
+    // Tools, workspace, audit, snapshot.
+    assert_eq!(cli(&db, &["tool", "add", "generate_image", "--cooldown-ms", "1000"]).0, 0);
+    let (code, out, _) = cli(&db, &["tool", "list", "--json"]);
+    assert_eq!(code, 0);
+    let names: Vec<String> =
+        json(&out)["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["generate_image", "gl_ping"]);
+    assert_eq!(cli(&db, &["tool", "update", "generate_image", "--disable"]).0, 0);
+    let (code, out, _) = cli(&db, &["workspace", "show", "--json"]);
+    assert_eq!((code, json(&out)["prefix"].as_str()), (0, Some("sk_test")));
+    let (code, out, _) = cli(&db, &["audit", "--json"]);
+    assert_eq!(code, 0);
+    let actions: Vec<String> =
+        json(&out)["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    assert!(actions.contains(&"key.revoked".to_owned()) && actions.contains(&"tool.updated".to_owned()), "{actions:?}");
+    let snap = dir.path().join("snap.bin");
+    let (code, out, _) = cli(&db, &["snapshot", "export", "--out", snap.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["keys"], 2);
+    assert_eq!(&std::fs::read(&snap).unwrap()[..6], b"KWSNAP");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    let (code, _, err) = cli(&db, &["key", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(cli(&db, &["no-such-command"]).0, 2);
+    common::init(&db);
+    assert_eq!(cli(&db, &["key", "create"]).0, 2, "missing --name");
+    let (code, _, err) = cli(&db, &["key", "create", "--name", ""]);
+    assert_eq!(code, 2);
+    assert!(err.contains("name"), "{err}");
+    assert_eq!(cli(&db, &["key", "create", "--name", "x", "--ip-allow", "10.0.0.1/8"]).0, 2);
+    assert_eq!(cli(&db, &["key", "show", "key_0000000000000000000000"]).0, 2);
+    assert_eq!(cli(&db, &["init", "--db", "/nonexistent/dir/k.redb"]).0, 2);
+    std::fs::write(dir.path().join("junk.redb"), b"not a database").unwrap();
+    let (code, _, err) = cli(&dir.path().join("junk.redb"), &["key", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("corrupt") || err.contains("I/O"), "{err}");
+}
+
+#[test]
+fn commands_fail_clearly_while_the_server_holds_the_database() {
+    let s = common::Server::start(&[]);
+    let (code, _, err) = cli(&s.db, &["key", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("in use") && err.contains("keyward serve"), "{err}");
+}

@@ -1,0 +1,185 @@
+//! Starts the real `keyward` binary and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub fn cli(db: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("--db").arg(db).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `keyward init --json` → (workspace id, root key).
+pub fn init(db: &Path) -> (String, String) {
+    let (code, out, err) = cli(db, &["init", "--json"]);
+    assert_eq!(code, 0, "init failed: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (v["workspace_id"].as_str().unwrap().to_owned(), v["root_key"].as_str().unwrap().to_owned())
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub root: String,
+    pub stdout_lines: Vec<String>,
+}
+
+impl Server {
+    /// A fresh database (initialised with `init`), served on a free port.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keyward.redb");
+        let (_, root) = init(&db);
+        Self::serve(dir, db, root, extra)
+    }
+
+    pub fn serve(dir: tempfile::TempDir, db: PathBuf, root: String, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("--db")
+            .arg(&db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let mut line = String::new();
+            assert!(Instant::now() < deadline, "server did not start");
+            if reader.read_line(&mut line).unwrap() == 0 {
+                panic!("server exited early: {lines:?}");
+            }
+            lines.push(line.trim_end().to_owned());
+            if let Some(rest) = line.trim_end().strip_prefix("keyward listening on http://") {
+                break rest.to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = reader.read_to_string(&mut sink);
+        });
+        Server { child, base: format!("http://{addr}"), addr, dir, db, root, stdout_lines: lines }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn terminate(&mut self) -> i32 {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response: status, headers we look at, JSON body (or Null).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(20)).build()
+}
+
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Resp {
+    let mut req = agent().request(method, url);
+    for (n, v) in headers {
+        req = req.set(n, v);
+    }
+    let result = match body {
+        Some(b) => req.set("content-type", "application/json").send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers =
+        resp.headers_names().iter().filter_map(|n| resp.header(n).map(|v| (n.clone(), v.to_owned()))).collect();
+    let text = resp.into_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp { status, body, headers }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Sends raw bytes and returns the status line and body.
+pub fn raw(addr: &str, bytes: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// Asserts the envelope shape of a response.
+pub fn assert_envelope(r: &Resp) {
+    let id = r.body["request_id"].as_str().unwrap_or_else(|| panic!("no request_id in {:?}", r.body));
+    assert!(id.starts_with("req_") && id.len() == 24, "{id}");
+    assert_eq!(r.header("x-request-id"), Some(id));
+    if (200..300).contains(&r.status) {
+        assert_eq!(r.body["success"], true, "{:?}", r.body);
+        assert!(r.body.get("data").is_some());
+    } else {
+        assert_eq!(r.body["success"], false, "{:?}", r.body);
+        assert!(r.body["error"]["code"].is_string() && r.body["error"]["message"].is_string(), "{:?}", r.body);
+    }
+}
