@@ -216,15 +216,8 @@ enum ToolCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
-        /// Permission a key needs to call it.
-        #[arg(long)]
-        permission: Option<String>,
-        /// Cooldown per key, ms.
-        #[arg(long)]
-        cooldown_ms: Option<u64>,
-        /// Calls per key per UTC day.
-        #[arg(long)]
-        daily_limit: Option<u64>,
+        #[command(flatten)]
+        settings: ToolSettings,
     },
     /// Change a tool.
     Update {
@@ -236,18 +229,24 @@ enum ToolCommand {
         /// Disable it.
         #[arg(long)]
         disable: bool,
-        /// Permission a key needs to call it.
-        #[arg(long)]
-        permission: Option<String>,
-        /// Cooldown per key, ms.
-        #[arg(long)]
-        cooldown_ms: Option<u64>,
-        /// Calls per key per UTC day.
-        #[arg(long)]
-        daily_limit: Option<u64>,
+        #[command(flatten)]
+        settings: ToolSettings,
     },
     /// List tools.
     List,
+}
+
+#[derive(Args)]
+struct ToolSettings {
+    /// Permission a key needs to call it.
+    #[arg(long)]
+    permission: Option<String>,
+    /// Cooldown per key, ms.
+    #[arg(long)]
+    cooldown_ms: Option<u64>,
+    /// Calls per key per UTC day.
+    #[arg(long)]
+    daily_limit: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -683,12 +682,19 @@ fn tool(db: &Path, cmd: ToolCommand, json: bool) -> Out {
     let ws = default_workspace(&engine)?;
     let perm = |p: Option<String>| p.map(|p| Permission::parse(&p)).transpose();
     let shown = match cmd {
-        ToolCommand::Add { name, disabled, permission, cooldown_ms, daily_limit } => vec![engine.create_tool(
-            ws,
-            NewTool { name, enabled: !disabled, permission: perm(permission)?, cooldown_ms, daily_limit },
-            &Actor::Admin,
-        )?],
-        ToolCommand::Update { name, enable, disable, permission, cooldown_ms, daily_limit } => {
+        ToolCommand::Add { name, disabled, settings: ToolSettings { permission, cooldown_ms, daily_limit } } => {
+            vec![engine.create_tool(
+                ws,
+                NewTool { name, enabled: !disabled, permission: perm(permission)?, cooldown_ms, daily_limit },
+                &Actor::Admin,
+            )?]
+        }
+        ToolCommand::Update {
+            name,
+            enable,
+            disable,
+            settings: ToolSettings { permission, cooldown_ms, daily_limit },
+        } => {
             let update = ToolUpdate {
                 enabled: if enable {
                     Some(true)
