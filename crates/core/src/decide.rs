@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::limits::{self, Cost, LeaseId, Quota, Scope, UsageState};
 use crate::permission;
 use crate::policy::{KeyPolicy, Status, ToolPolicy, WorkspacePolicy};
+use crate::query::PermissionQuery;
 use crate::time::UnixMillis;
 use crate::token::{self, TokenError};
 use crate::verdict::{Code, Verdict};
@@ -20,6 +21,9 @@ pub struct Request<'a> {
     pub tool: Option<&'a str>,
     /// Permissions the caller requires, all of them.
     pub permissions: &'a [&'a str],
+    /// A query the key's permissions must satisfy too, checked with
+    /// `permissions`.
+    pub permission_query: Option<&'a PermissionQuery>,
     /// What the call costs.
     pub cost: Cost<'a>,
     /// The time of the decision.
@@ -111,6 +115,9 @@ pub fn decide(
         }
     }
     if !req.permissions.iter().all(|p| permission::granted(&key.permissions, p)) {
+        return refuse(v, Code::InsufficientPermissions);
+    }
+    if req.permission_query.is_some_and(|q| !q.allows(&key.permissions)) {
         return refuse(v, Code::InsufficientPermissions);
     }
 
@@ -298,6 +305,34 @@ mod tests {
         assert_eq!(code(&k, &w, ToolLookup::NotRequested, &needs), Code::InsufficientPermissions);
         let has = Request { permissions: &["keys:read", "tools:x"], ..base.clone() };
         assert_eq!(code(&k, &w, ToolLookup::NotRequested, &has), Code::Valid);
+    }
+
+    #[test]
+    fn permission_query_at_the_permissions_step() {
+        let w = ws();
+        let k = key(); // holds tools:* and keys:read
+        let base = Request { now: UnixMillis(1_000), ..Request::default() };
+        let run_q = |text: &str, req: &Request<'_>, key: &KeyPolicy| {
+            let q = PermissionQuery::parse(text).unwrap();
+            code(key, &w, ToolLookup::NotRequested, &Request { permission_query: Some(&q), ..req.clone() })
+        };
+        assert_eq!(run_q("keys:read AND (keys:write OR tools:x)", &base, &k), Code::Valid);
+        assert_eq!(run_q("keys:read AND keys:write", &base, &k), Code::InsufficientPermissions);
+        assert_eq!(run_q("keys:write OR tools:gl_ping", &base, &k), Code::Valid);
+        // Both the list and the query must pass.
+        let listed = Request { permissions: &["keys:write"], ..base.clone() };
+        assert_eq!(run_q("keys:read", &listed, &k), Code::InsufficientPermissions);
+        // Order (SPEC §4): after status and IP, before limits, charging nothing.
+        let mut disabled = key();
+        disabled.disabled = true;
+        assert_eq!(run_q("nope", &base, &disabled), Code::Disabled);
+        let mut limited = key();
+        limited.limits = Limits { credits: Some(Credits { initial: 1, refill: None }), ..Limits::default() };
+        let q = PermissionQuery::parse("nope").unwrap();
+        let denied = Request { permission_query: Some(&q), ..base.clone() };
+        let mut s = UsageState::default();
+        assert_eq!(run(&limited, &w, ToolLookup::NotRequested, &denied, &mut s).code, Code::InsufficientPermissions);
+        assert_eq!(run(&limited, &w, ToolLookup::NotRequested, &base, &mut s).quota.credits_remaining, Some(0));
     }
 
     #[test]

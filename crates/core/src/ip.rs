@@ -109,6 +109,12 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, IpRuleError> {
     Ok(canonical_net(net))
 }
 
+/// Whether a network is in the form [`parse_cidr`] produces: no host bits,
+/// IPv4-mapped networks in their IPv4 form.
+pub(crate) fn is_canonical(net: &IpNet) -> bool {
+    net.trunc() == *net && canonical_net(*net) == *net
+}
+
 fn canonical_net(net: IpNet) -> IpNet {
     if let IpNet::V6(v6) = net
         && let Some(v4) = v6.addr().to_ipv4_mapped()

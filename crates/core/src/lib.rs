@@ -75,6 +75,7 @@ mod limits;
 mod local;
 mod permission;
 mod policy;
+mod query;
 mod signature;
 mod snapshot;
 mod time;
@@ -89,9 +90,9 @@ pub use decide::{LeaseScope, Request, ToolLookup, Usage, admit, decide, format_c
 pub use id::{IdError, KeyId, WorkspaceId};
 pub use ip::{IpRule, IpRuleError, IpRules, parse_cidr};
 pub use limits::{
-    Concurrency, Cost, CreditBalance, Credits, DailyCount, Gcra, Grant, Lease, LeaseId, Limits, LimitsError, Quota,
-    RateLimit, RateStatus, Refill, RefillInterval, Refusal, Scope, UsageState, charge, last_refill_boundary,
-    next_refill_boundary, peek, valid_rate_name,
+    AUTO_APPLIED, Concurrency, Cost, CreditBalance, Credits, DailyCount, Gcra, Grant, Lease, LeaseId, Limits,
+    LimitsError, MAX_AD_HOC_RATES, Quota, RateCost, RateLimit, RateReport, RateStatus, Refill, RefillInterval, Refusal,
+    Scope, UsageState, charge, last_refill_boundary, next_refill_boundary, peek, rate_report, valid_rate_name,
 };
 pub use local::{Checked, LocalVerifier};
 pub use permission::{Permission, PermissionError, first_uncovered, granted};
@@ -99,6 +100,7 @@ pub use policy::{
     KeyPolicy, MAX_NAME_LEN, RECORD_VERSION, RecordError, Status, ToolPolicy, WorkspacePolicy, decode_record,
     encode_record,
 };
+pub use query::{MAX_QUERY_DEPTH, MAX_QUERY_LEN, PermissionQuery, QueryError};
 pub use signature::{
     ApiSecret, MAX_NONCE_LEN, NonceError, NoncePolicy, NonceState, parse_decimal_nonce, sign, sign_hex,
     verify as verify_signature,
@@ -107,7 +109,7 @@ pub use snapshot::{
     FORMAT_VERSION as SNAPSHOT_FORMAT_VERSION, MIN_KEY_LEN as SNAPSHOT_MIN_KEY_LEN, Snapshot, SnapshotError,
 };
 pub use time::{DAY_MS, UnixMillis};
-pub use token::{KeyHash, Prefix, Token, TokenError, check as check_token, check_foreign, start_of};
+pub use token::{KeyHash, Prefix, START_CHARS, Token, TokenError, check as check_token, check_foreign, start_of};
 pub use verdict::{Code, Verdict};
 
 /// Re-exported so callers name the same `CryptoRng` trait.

@@ -16,6 +16,16 @@
 //! [`charge`] first checks every limit of every scope without writing, and
 //! writes only when all of them pass: a refused call consumes nothing.
 //!
+//! # Named, auto-applied and ad-hoc limits
+//! An auto-applied limit counts every call; any other limit counts only the
+//! calls that name it in [`Cost::rates`], each at the cost it gives. A named
+//! entry may also override the limit's `limit` and window for that call, and
+//! an entry with both overrides applies an *ad-hoc* limit of that name even
+//! when the scope has none configured: its counter lives in the first scope's
+//! [`UsageState`] next to the configured ones (at most [`MAX_AD_HOC_RATES`] of
+//! them at once), so the next call that names it with the same numbers sees
+//! the calls before it.
+//!
 //! Each function takes `now`; nothing here reads a clock.
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +33,23 @@ use serde::{Deserialize, Serialize};
 use crate::time::{DAY_MS, UnixMillis, days_in_month};
 use crate::verdict::Code;
 
+/// Most calls a rate limit may admit per window (keeps GCRA arithmetic in range).
+pub const MAX_RATE_LIMIT: u64 = 1_000_000_000;
+/// Longest rate-limit window: 100 years of 365.25 days.
+pub const MAX_WINDOW_MS: u64 = 3_155_760_000_000;
+
 /// Longest accepted rate-limit name.
 pub const MAX_RATE_NAME_LEN: usize = 64;
+
+/// Name of the [`RateCost`] entry that sets the cost of every auto-applied
+/// limit the call does not name (not a valid rate-limit name, so it cannot
+/// clash with one).
+pub const AUTO_APPLIED: &str = "*";
+
+/// Most ad-hoc rate limits (see [`RateCost`]) whose counters one scope holds
+/// at once. A call that would need more is refused as `RATE_LIMITED` until
+/// one of them has fully replenished; limits are never forgotten early.
+pub const MAX_AD_HOC_RATES: usize = 16;
 
 /// One named rate limit: `limit` calls per `window_ms`, smooth (GCRA).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +126,9 @@ pub enum LimitsError {
     /// A rate limit with `limit` or `window_ms` of 0.
     #[error("rate limit `{0}` needs a limit and a window of at least 1")]
     ZeroRate(String),
+    /// A rate limit above [`MAX_RATE_LIMIT`] calls or [`MAX_WINDOW_MS`].
+    #[error("rate limit `{0}` is too large (at most {MAX_RATE_LIMIT} calls per at most {MAX_WINDOW_MS} ms)")]
+    RateTooLarge(String),
     /// Two rate limits share a name.
     #[error("rate limit name `{0}` is used twice")]
     DuplicateRate(String),
@@ -133,6 +161,9 @@ impl Limits {
             }
             if r.limit == 0 || r.window_ms == 0 {
                 return Err(LimitsError::ZeroRate(r.name.clone()));
+            }
+            if r.limit > MAX_RATE_LIMIT || r.window_ms > MAX_WINDOW_MS {
+                return Err(LimitsError::RateTooLarge(r.name.clone()));
             }
             if self.rates[..i].iter().any(|o| o.name == r.name) {
                 return Err(LimitsError::DuplicateRate(r.name.clone()));
@@ -234,15 +265,46 @@ impl UsageState {
     }
 }
 
+/// One rate limit a call names: what it costs, and optionally different
+/// numbers for this call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateCost<'a> {
+    /// The limit's name, or [`AUTO_APPLIED`] for every auto-applied limit the
+    /// call does not name.
+    pub name: &'a str,
+    /// Calls it counts as (0 only checks that one more would fit).
+    pub cost: u64,
+    /// Calls per window for this call instead of the configured `limit`.
+    /// With `window_ms` also set and no limit of this name configured, an
+    /// ad-hoc limit applies. 0 counts as 1.
+    pub limit: Option<u64>,
+    /// Window for this call instead of the configured `window_ms`. 0 counts as 1.
+    pub window_ms: Option<u64>,
+}
+
+impl<'a> RateCost<'a> {
+    /// The limit `name` at `cost`, with its configured numbers.
+    pub const fn named(name: &'a str, cost: u64) -> Self {
+        Self { name, cost, limit: None, window_ms: None }
+    }
+
+    /// The limit `name` at `cost`, as `limit` calls per `window_ms`: an
+    /// override of a configured limit of that name, or an ad-hoc limit.
+    pub const fn with_limit(name: &'a str, cost: u64, limit: u64, window_ms: u64) -> Self {
+        Self { name, cost, limit: Some(limit), window_ms: Some(window_ms) }
+    }
+}
+
 /// How much one call costs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cost<'a> {
     /// Credits to take (0 only checks that some remain).
     pub credits: u64,
-    /// Rate limits this call names, with their cost. Auto-applied limits that
-    /// are not named cost 1 (0 when `credits` is 0); other limits apply only
-    /// when named here.
-    pub rates: &'a [(&'a str, u64)],
+    /// Rate limits this call names (the first entry of a name counts).
+    /// Auto-applied limits that are not named cost the [`AUTO_APPLIED`]
+    /// entry's cost if there is one, else 1 (0 when `credits` is 0: a
+    /// check-only call); other limits apply only when named here.
+    pub rates: &'a [RateCost<'a>],
 }
 
 impl Default for Cost<'_> {
@@ -252,21 +314,72 @@ impl Default for Cost<'_> {
 }
 
 impl Cost<'_> {
-    fn rate_cost(&self, rate: &RateLimit) -> Option<u64> {
-        match self.rates.iter().find(|(n, _)| *n == rate.name) {
-            Some(&(_, c)) => Some(c),
-            // A check-only call (no credits) charges auto-applied limits nothing.
-            None if rate.auto_apply => Some(u64::from(self.credits > 0)),
-            None => None,
-        }
+    fn named(&self, name: &str) -> Option<&RateCost<'_>> {
+        self.rates.iter().find(|r| r.name == name)
     }
+
+    fn auto_cost(&self) -> u64 {
+        self.named(AUTO_APPLIED).map_or(u64::from(self.credits > 0), |r| r.cost)
+    }
+}
+
+/// A rate limit as one call applies it.
+#[derive(Clone, Copy, Debug)]
+struct Applied<'r> {
+    /// Position in the scope's `rates`, or `rates.len()` + position in the
+    /// cost's `rates` for an ad-hoc limit.
+    index: usize,
+    name: &'r str,
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+    auto_apply: bool,
+    ad_hoc: bool,
+}
+
+/// The rate limits a call with `cost` applies in a scope: configured ones it
+/// names or that auto-apply, then (in the scope holding them) ad-hoc ones.
+fn applied<'r>(limits: &'r Limits, cost: &'r Cost<'r>, ad_hoc: bool) -> impl Iterator<Item = Applied<'r>> + 'r {
+    let configured = limits.rates.iter().enumerate().filter_map(move |(index, rate)| {
+        let named = cost.named(&rate.name);
+        let c = match named {
+            Some(r) => r.cost,
+            None if rate.auto_apply => cost.auto_cost(),
+            None => return None,
+        };
+        Some(Applied {
+            index,
+            name: &rate.name,
+            limit: named.and_then(|r| r.limit).unwrap_or(rate.limit).max(1),
+            window_ms: named.and_then(|r| r.window_ms).unwrap_or(rate.window_ms).max(1),
+            cost: c,
+            auto_apply: rate.auto_apply,
+            ad_hoc: false,
+        })
+    });
+    let extra = cost.rates.iter().enumerate().filter(move |_| ad_hoc).filter_map(move |(j, r)| {
+        let (Some(limit), Some(window_ms)) = (r.limit, r.window_ms) else { return None };
+        let first = !cost.rates[..j].iter().any(|o| o.name == r.name);
+        let fresh = !limits.rates.iter().any(|c| c.name == r.name);
+        (first && fresh && valid_rate_name(r.name)).then_some(Applied {
+            index: limits.rates.len() + j,
+            name: r.name,
+            limit: limit.max(1),
+            window_ms: window_ms.max(1),
+            cost: r.cost,
+            auto_apply: false,
+            ad_hoc: true,
+        })
+    });
+    configured.chain(extra)
 }
 
 /// Figures for `RateLimit-*` headers: the limit closest to refusing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateStatus {
     /// Position of the limit in its scope's [`Limits::rates`] (no name is
-    /// copied on the hot path; look it up there).
+    /// copied on the hot path; look it up there). For an ad-hoc limit,
+    /// `rates.len()` plus its position in the call's [`Cost::rates`].
     pub index: usize,
     /// Its limit.
     pub limit: u64,
@@ -332,29 +445,93 @@ pub struct Grant {
 pub fn charge(scopes: &mut [Scope<'_>], now: UnixMillis, cost: &Cost<'_>) -> Result<Grant, Refusal> {
     // Pass 1: check only. The first refusal wins, in the order rate → cooldown →
     // daily → concurrency → credits within a scope, scopes in the order given.
+    // Ad-hoc limits live in the first scope's counters.
+    // A credit balance exists from the first call that reaches the limits, so
+    // refills count from then even when that call is refused. Creating it is
+    // not a charge.
+    for scope in scopes.iter_mut() {
+        if let (Some(policy), None) = (&scope.limits.credits, scope.state.credits) {
+            scope.state.credits = Some(CreditBalance { remaining: policy.initial, refilled_at: now });
+        }
+    }
     let mut quota = Quota::default();
-    for scope in scopes.iter() {
-        if let Err(code_retry) = check_scope(scope.limits, scope.state, now, cost, &mut quota) {
+    for (i, scope) in scopes.iter().enumerate() {
+        if let Err(code_retry) = check_scope(scope.limits, scope.state, now, cost, &mut quota, i == 0) {
             return Err(Refusal { code: code_retry.0, retry_after_ms: code_retry.1, quota });
         }
     }
     // Pass 2: every check passed; write.
     let mut grant = Grant { quota, leases: Vec::new() };
     for (i, scope) in scopes.iter_mut().enumerate() {
-        if let Some(lease) = commit_scope(scope.limits, scope.state, now, cost) {
+        if let Some(lease) = commit_scope(scope.limits, scope.state, now, cost, i == 0) {
             grant.leases.push((i, lease));
         }
     }
     Ok(grant)
 }
 
-/// Checks one scope without charging it. Returns the quota figures it would leave.
+/// Checks one scope (as the first, holding ad-hoc limits) without charging
+/// it. Returns the quota figures it would leave.
 pub fn peek(limits: &Limits, state: &UsageState, now: UnixMillis, cost: &Cost<'_>) -> Result<Quota, Refusal> {
     let mut quota = Quota::default();
-    match check_scope(limits, state, now, cost, &mut quota) {
+    match check_scope(limits, state, now, cost, &mut quota, true) {
         Ok(()) => Ok(quota),
         Err((code, retry_after_ms)) => Err(Refusal { code, retry_after_ms, quota }),
     }
+}
+
+/// One rate limit as a call applied it, with its figures now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateReport {
+    /// Its name.
+    pub name: String,
+    /// Calls per window, as applied (after any override).
+    pub limit: u64,
+    /// Window in milliseconds, as applied.
+    pub window_ms: u64,
+    /// Calls left right now.
+    pub remaining: u64,
+    /// Milliseconds until it is fully replenished.
+    pub reset_ms: u64,
+    /// Whether it applies to calls that do not name it.
+    pub auto_apply: bool,
+    /// Whether it is an ad-hoc limit (not configured on the scope).
+    pub ad_hoc: bool,
+    /// Whether this limit refused the call.
+    pub exceeded: bool,
+}
+
+/// Every rate limit a call with `cost` applies in one scope, with figures
+/// from the counters as they are now. Call it after [`charge`] on the same
+/// state: `ad_hoc` says whether this is the scope holding ad-hoc limits (the
+/// first one given to `charge`), and `rate_limited` whether the call was
+/// refused as `RATE_LIMITED`, in which case (nothing having been charged)
+/// the limits the call does not fit are marked `exceeded`.
+pub fn rate_report(
+    limits: &Limits,
+    state: &UsageState,
+    now: UnixMillis,
+    cost: &Cost<'_>,
+    ad_hoc: bool,
+    rate_limited: bool,
+) -> Vec<RateReport> {
+    applied(limits, cost, ad_hoc)
+        .map(|a| {
+            let g = gcra_of(state, a.name);
+            let fits = gcra_step(a.index, a.limit, a.window_ms, g, now, a.cost).fits;
+            let status = gcra_step(a.index, a.limit, a.window_ms, g, now, 0).status;
+            RateReport {
+                name: a.name.to_owned(),
+                limit: a.limit,
+                window_ms: a.window_ms,
+                remaining: status.remaining,
+                reset_ms: status.reset_ms,
+                auto_apply: a.auto_apply,
+                ad_hoc: a.ad_hoc,
+                exceeded: rate_limited && !fits,
+            }
+        })
+        .collect()
 }
 
 fn gcra_of(state: &UsageState, name: &str) -> Gcra {
@@ -367,7 +544,7 @@ fn scaled_tat(g: Gcra, limit: u64) -> u128 {
         g.tat
     } else {
         // Round up: a limit change never hands out extra calls.
-        (g.tat * u128::from(limit)).div_ceil(u128::from(g.scale))
+        g.tat.saturating_mul(u128::from(limit)).div_ceil(u128::from(g.scale))
     }
 }
 
@@ -380,22 +557,53 @@ struct GcraStep {
     retry_after_ms: u64,
 }
 
-fn gcra_step(index: usize, rate: &RateLimit, g: Gcra, now: UnixMillis, cost: u64) -> GcraStep {
-    let l = u128::from(rate.limit);
-    let w = u128::from(rate.window_ms);
-    let now_s = u128::from(now.get()) * l;
-    let capacity = l * w;
-    let base = scaled_tat(g, rate.limit).max(now_s);
+/// One GCRA check of `limit` calls per `window_ms` (both at least 1).
+fn gcra_step(index: usize, limit: u64, window_ms: u64, g: Gcra, now: UnixMillis, cost: u64) -> GcraStep {
+    // `validate` bounds limit and window so none of this can overflow; the
+    // clamps and saturation keep decoded (unvalidated) data from panicking.
+    let limit = limit.max(1);
+    let l = u128::from(limit);
+    let w = u128::from(window_ms.max(1));
+    let now_s = u128::from(now.get()).saturating_mul(l);
+    let capacity = l.saturating_mul(w);
+    let base = scaled_tat(g, limit).max(now_s);
     // Cost 0 checks that one call would fit, without taking it.
-    let probe = base + u128::from(cost.max(1)) * w;
+    let probe = base.saturating_add(u128::from(cost.max(1)).saturating_mul(w));
     let fits = probe - now_s <= capacity;
-    let new_tat = if fits { base + u128::from(cost) * w } else { base };
+    let new_tat = if fits { base.saturating_add(u128::from(cost).saturating_mul(w)) } else { base };
     let ahead = new_tat - now_s;
-    let remaining = (capacity.saturating_sub(ahead) / w).min(u128::from(rate.limit)) as u64;
+    let remaining = u64::try_from((capacity.saturating_sub(ahead) / w).min(l)).unwrap_or(u64::MAX);
     let reset_ms = u64::try_from(ahead.div_ceil(l)).unwrap_or(u64::MAX);
     let retry_after_ms =
         if fits { 0 } else { u64::try_from((probe - now_s - capacity).div_ceil(l)).unwrap_or(u64::MAX) };
-    GcraStep { new_tat, fits, status: RateStatus { index, limit: rate.limit, remaining, reset_ms }, retry_after_ms }
+    GcraStep { new_tat, fits, status: RateStatus { index, limit, remaining, reset_ms }, retry_after_ms }
+}
+
+/// Whether a counter still holds booked time (else it equals a fresh one).
+fn live(g: &Gcra, now: UnixMillis) -> bool {
+    g.tat > u128::from(now.get()) * u128::from(g.scale.max(1))
+}
+
+/// Milliseconds until a live counter holds no booked time.
+fn free_in(g: &Gcra, now: UnixMillis) -> u64 {
+    let unit = u128::from(g.scale.max(1));
+    u64::try_from(g.tat.saturating_sub(u128::from(now.get()) * unit).div_ceil(unit)).unwrap_or(u64::MAX)
+}
+
+/// Refuses a call that would make the scope hold more than
+/// [`MAX_AD_HOC_RATES`] live ad-hoc counters.
+fn ad_hoc_room(limits: &Limits, state: &UsageState, now: UnixMillis, cost: &Cost<'_>) -> Result<(), Refused> {
+    let wanted = applied(limits, cost, true)
+        .filter(|a| a.ad_hoc && !state.rates.iter().any(|(n, g)| n == a.name && live(g, now)))
+        .count();
+    if wanted == 0 {
+        return Ok(());
+    }
+    let held = state.rates.iter().filter(|(n, g)| !limits.rates.iter().any(|r| r.name == *n) && live(g, now));
+    if held.clone().count() + wanted <= MAX_AD_HOC_RATES {
+        return Ok(());
+    }
+    Err((Code::RateLimited, held.map(|(_, g)| free_in(g, now)).min()))
 }
 
 fn effective_credits(balance: Option<CreditBalance>, policy: &Credits, now: UnixMillis) -> CreditBalance {
@@ -460,16 +668,19 @@ fn check_scope(
     now: UnixMillis,
     cost: &Cost<'_>,
     quota: &mut Quota,
+    ad_hoc: bool,
 ) -> Result<(), Refused> {
-    for (i, rate) in limits.rates.iter().enumerate() {
-        let Some(c) = cost.rate_cost(rate) else { continue };
-        let step = gcra_step(i, rate, gcra_of(state, &rate.name), now, c);
+    for a in applied(limits, cost, ad_hoc) {
+        let step = gcra_step(a.index, a.limit, a.window_ms, gcra_of(state, a.name), now, a.cost);
         let fits = step.fits;
         let retry = step.retry_after_ms;
         quota.merge_rate(step.status);
         if !fits {
             return Err((Code::RateLimited, Some(retry)));
         }
+    }
+    if ad_hoc {
+        ad_hoc_room(limits, state, now, cost)?;
     }
     if let (Some(gap), Some(last)) = (limits.cooldown_ms, state.last_granted) {
         let ready = last.plus(gap);
@@ -511,19 +722,27 @@ fn counts(cost: &Cost<'_>) -> bool {
     cost.credits > 0
 }
 
-fn commit_scope(limits: &Limits, state: &mut UsageState, now: UnixMillis, cost: &Cost<'_>) -> Option<LeaseId> {
-    for (i, rate) in limits.rates.iter().enumerate() {
-        let Some(c) = cost.rate_cost(rate) else { continue };
-        let step = gcra_step(i, rate, gcra_of(state, &rate.name), now, c);
-        let g = Gcra { tat: step.new_tat, scale: rate.limit };
-        match state.rates.iter_mut().find(|(n, _)| *n == rate.name) {
+fn commit_scope(
+    limits: &Limits,
+    state: &mut UsageState,
+    now: UnixMillis,
+    cost: &Cost<'_>,
+    ad_hoc: bool,
+) -> Option<LeaseId> {
+    for a in applied(limits, cost, ad_hoc) {
+        let step = gcra_step(a.index, a.limit, a.window_ms, gcra_of(state, a.name), now, a.cost);
+        let g = Gcra { tat: step.new_tat, scale: a.limit };
+        match state.rates.iter_mut().find(|(n, _)| n == a.name) {
             Some(slot) => slot.1 = g,
-            None => state.rates.push((rate.name.clone(), g)),
+            None => state.rates.push((a.name.to_owned(), g)),
         }
     }
-    // Forget state of rate limits that no longer exist, so it cannot grow.
+    // Forget counters of limits that are not configured, so state cannot
+    // grow; in the scope holding ad-hoc limits, only once they hold no
+    // booked time (a fresh counter is the same), which bounds them to
+    // `MAX_AD_HOC_RATES` live ones.
     if state.rates.len() > limits.rates.len() {
-        state.rates.retain(|(n, _)| limits.rates.iter().any(|r| r.name == *n));
+        state.rates.retain(|(n, g)| limits.rates.iter().any(|r| r.name == *n) || (ad_hoc && live(g, now)));
     }
     if !counts(cost) {
         if let Some(policy) = &limits.credits {
@@ -624,7 +843,7 @@ mod tests {
             ..Limits::default()
         };
         let mut s = UsageState::default();
-        let named = [("tokens", 60u64)];
+        let named = [RateCost::named("tokens", 60)];
         let cost = Cost { credits: 1, rates: &named };
         assert!(charge(&mut [Scope { limits: &l, state: &mut s }], UnixMillis(0), &cost).is_ok());
         // 60 more tokens would exceed 100: refused, and `calls` is not charged.
@@ -634,6 +853,193 @@ mod tests {
         // Unnamed: only `calls` applies; it still has one left.
         assert!(one(&l, &mut s, 0).is_ok());
         assert_eq!(one(&l, &mut s, 0).unwrap_err().code, Code::RateLimited);
+    }
+
+    fn adhoc_call(limits: &Limits, state: &mut UsageState, t: u64, rates: &[RateCost<'_>]) -> (Code, Option<u64>) {
+        match charge(&mut [Scope { limits, state }], UnixMillis(t), &Cost { credits: 1, rates }) {
+            Ok(_) => (Code::Valid, None),
+            Err(r) => (r.code, r.retry_after_ms),
+        }
+    }
+
+    #[test]
+    fn ad_hoc_limit_keeps_its_counter() {
+        let none = Limits::default();
+        let mut s = UsageState::default();
+        let search = [RateCost::with_limit("search", 1, 2, 1_000)];
+        assert_eq!(adhoc_call(&none, &mut s, 0, &search), (Code::Valid, None));
+        assert_eq!(adhoc_call(&none, &mut s, 0, &search), (Code::Valid, None));
+        assert_eq!(adhoc_call(&none, &mut s, 0, &search), (Code::RateLimited, Some(500)));
+        // A call that does not name it is not limited and leaves its counter.
+        assert_eq!(code_at(&none, &mut s, 0), (Code::Valid, None));
+        assert_eq!(s.rates, vec![("search".to_owned(), Gcra { tat: 2_000, scale: 2 })]);
+        assert_eq!(adhoc_call(&none, &mut s, 499, &search), (Code::RateLimited, Some(1)));
+        assert_eq!(adhoc_call(&none, &mut s, 500, &search), (Code::Valid, None));
+        // Fully replenished (at 1 500 ms), the counter is dropped at the next commit.
+        assert_eq!(code_at(&none, &mut s, 1_499), (Code::Valid, None));
+        assert_eq!(s.rates.len(), 1);
+        assert_eq!(code_at(&none, &mut s, 1_500), (Code::Valid, None));
+        assert_eq!(s.rates, vec![]);
+        // Both numbers are needed for an ad-hoc limit; a bare name is ignored.
+        let partial = [RateCost { name: "search", cost: 5, limit: Some(1), window_ms: None }];
+        for _ in 0..3 {
+            assert_eq!(adhoc_call(&none, &mut s, 2_000, &partial), (Code::Valid, None));
+        }
+        assert_eq!(adhoc_call(&none, &mut s, 2_000, &[RateCost::named("search", 9)]), (Code::Valid, None));
+        assert_eq!(s.rates, vec![]);
+    }
+
+    #[test]
+    fn override_of_a_configured_limit() {
+        let l = rate(10, 1_000);
+        let mut s = UsageState::default();
+        let strict = [RateCost::with_limit("default", 1, 1, 1_000)];
+        assert_eq!(adhoc_call(&l, &mut s, 0, &strict), (Code::Valid, None));
+        assert_eq!(adhoc_call(&l, &mut s, 0, &strict), (Code::RateLimited, Some(1_000)));
+        // Back to 10/s: the booked second is a full window, so one emission
+        // interval (100 ms) to wait.
+        assert_eq!(code_at(&l, &mut s, 0), (Code::RateLimited, Some(100)));
+        assert_eq!(code_at(&l, &mut s, 100), (Code::Valid, None));
+        // Only the window: 10 per 100 ms. 1 100 ms is booked, so at 1 000 ms
+        // the 100 ms window is full.
+        let fast = [RateCost { name: "default", cost: 1, limit: None, window_ms: Some(100) }];
+        assert_eq!(adhoc_call(&l, &mut s, 1_000, &fast), (Code::RateLimited, Some(10)));
+        assert_eq!(adhoc_call(&l, &mut s, 1_100, &fast), (Code::Valid, None));
+        assert_eq!(s.rates[0].1, Gcra { tat: 11_100, scale: 10 });
+    }
+
+    #[test]
+    fn auto_applied_entry_prices_unnamed_limits() {
+        let l = Limits {
+            rates: vec![
+                RateLimit { name: "calls".into(), limit: 1, window_ms: 1_000, auto_apply: true },
+                RateLimit { name: "tokens".into(), limit: 5, window_ms: 1_000, auto_apply: false },
+            ],
+            ..Limits::default()
+        };
+        let mut s = UsageState::default();
+        let check_only = Cost { credits: 0, rates: &[] };
+        for _ in 0..3 {
+            assert!(charge(&mut [Scope { limits: &l, state: &mut s }], UnixMillis(0), &check_only).is_ok());
+        }
+        let counted = [RateCost::named(AUTO_APPLIED, 1)];
+        let c = Cost { credits: 0, rates: &counted };
+        assert!(charge(&mut [Scope { limits: &l, state: &mut s }], UnixMillis(0), &c).is_ok());
+        let r = charge(&mut [Scope { limits: &l, state: &mut s }], UnixMillis(0), &c).unwrap_err();
+        assert_eq!((r.code, r.retry_after_ms), (Code::RateLimited, Some(1_000)));
+        // `*` never names a configured limit, and `tokens` is not auto-applied.
+        assert_eq!(s.rates, vec![("calls".to_owned(), Gcra { tat: 1_000, scale: 1 })]);
+    }
+
+    #[test]
+    fn ad_hoc_counters_are_bounded() {
+        let none = Limits::default();
+        let mut s = UsageState::default();
+        let names: Vec<String> = (0..=MAX_AD_HOC_RATES).map(|i| format!("n{i}")).collect();
+        for n in &names[..MAX_AD_HOC_RATES] {
+            assert_eq!(adhoc_call(&none, &mut s, 0, &[RateCost::with_limit(n, 1, 1, 1_000)]), (Code::Valid, None));
+        }
+        let last = [RateCost::with_limit(&names[MAX_AD_HOC_RATES], 1, 1, 1_000)];
+        assert_eq!(adhoc_call(&none, &mut s, 500, &last), (Code::RateLimited, Some(500)));
+        // A limit already held is not new: it is judged on its own numbers.
+        assert_eq!(adhoc_call(&none, &mut s, 500, &[RateCost::with_limit("n0", 1, 4, 1_000)]), (Code::Valid, None));
+        assert_eq!(s.rates.len(), MAX_AD_HOC_RATES);
+        assert_eq!(adhoc_call(&none, &mut s, 1_000, &last), (Code::Valid, None));
+        // Replenished counters were dropped; `n0` is booked until 1 250 ms.
+        assert_eq!(s.rates.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["n0", "n16"]);
+    }
+
+    #[test]
+    fn ad_hoc_limits_live_in_the_first_scope() {
+        let (a, b) = (Limits::default(), rate(100, 1_000));
+        let (mut sa, mut sb) = (UsageState::default(), UsageState::default());
+        let adhoc = [RateCost::with_limit("x", 1, 1, 1_000)];
+        let c = Cost { credits: 1, rates: &adhoc };
+        charge(&mut [Scope { limits: &a, state: &mut sa }, Scope { limits: &b, state: &mut sb }], UnixMillis(0), &c)
+            .unwrap();
+        assert_eq!(sa.rates, vec![("x".to_owned(), Gcra { tat: 1_000, scale: 1 })]);
+        assert_eq!(sb.rates.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["default"]);
+    }
+
+    #[test]
+    fn rate_reports() {
+        let l = Limits {
+            rates: vec![
+                RateLimit { name: "tokens".into(), limit: 100, window_ms: 1_000, auto_apply: false },
+                RateLimit { name: "calls".into(), limit: 2, window_ms: 1_000, auto_apply: true },
+            ],
+            ..Limits::default()
+        };
+        let mut s = UsageState::default();
+        let named = [RateCost::named("tokens", 60), RateCost::with_limit("burst", 1, 5, 10_000)];
+        let c = Cost { credits: 1, rates: &named };
+        charge(&mut [Scope { limits: &l, state: &mut s }], UnixMillis(0), &c).unwrap();
+        let report = |name: &str, limit, window_ms, remaining, reset_ms, auto_apply, ad_hoc, exceeded| RateReport {
+            name: name.into(),
+            limit,
+            window_ms,
+            remaining,
+            reset_ms,
+            auto_apply,
+            ad_hoc,
+            exceeded,
+        };
+        assert_eq!(
+            rate_report(&l, &s, UnixMillis(0), &c, true, false),
+            [
+                report("tokens", 100, 1_000, 40, 600, false, false, false),
+                report("calls", 2, 1_000, 1, 500, true, false, false),
+                report("burst", 5, 10_000, 4, 2_000, false, true, false),
+            ]
+        );
+        let before = s.clone();
+        let r = charge(&mut [Scope { limits: &l, state: &mut s }], UnixMillis(0), &c).unwrap_err();
+        assert_eq!((r.code, r.retry_after_ms), (Code::RateLimited, Some(200)));
+        assert_eq!(s, before);
+        let after = rate_report(&l, &s, UnixMillis(0), &c, true, true);
+        assert_eq!(
+            after.iter().map(|r| (r.name.as_str(), r.exceeded)).collect::<Vec<_>>(),
+            [("tokens", true), ("calls", false), ("burst", false)]
+        );
+        // Not the scope holding ad-hoc limits: only configured ones.
+        assert_eq!(rate_report(&l, &s, UnixMillis(0), &c, false, false).len(), 2);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// An ad-hoc limit behaves exactly like a configured limit with
+            /// the same numbers that every call names.
+            #[test]
+            fn ad_hoc_equals_configured(
+                limit in 1u64..20,
+                window_ms in 1u64..5_000,
+                steps in proptest::collection::vec((0u64..3_000, 0u64..4, any::<bool>()), 1..60),
+            ) {
+                let configured = Limits {
+                    rates: vec![RateLimit { name: "x".into(), limit, window_ms, auto_apply: false }],
+                    ..Limits::default()
+                };
+                let none = Limits::default();
+                let (mut a, mut b) = (UsageState::default(), UsageState::default());
+                let mut now = UnixMillis(1_709_164_800_000);
+                for (dt, c, named) in steps {
+                    now = now.plus(dt);
+                    let (by_name, by_numbers) = if named {
+                        (vec![RateCost::named("x", c)], vec![RateCost::with_limit("x", c, limit, window_ms)])
+                    } else {
+                        (vec![], vec![])
+                    };
+                    let ra = charge(&mut [Scope { limits: &configured, state: &mut a }], now, &Cost { credits: 1, rates: &by_name });
+                    let rb = charge(&mut [Scope { limits: &none, state: &mut b }], now, &Cost { credits: 1, rates: &by_numbers });
+                    prop_assert_eq!(ra, rb, "at {:?}", now);
+                    prop_assert!(b.rates.len() <= 1);
+                }
+            }
+        }
     }
 
     #[test]
@@ -698,6 +1104,34 @@ mod tests {
         // Refill at midnight sets the balance to 5.
         let g = one(&l, &mut s, 19_783 * DAY_MS).unwrap();
         assert_eq!(g.quota.credits_remaining, Some(4));
+    }
+
+    /// Found by the `limits` fuzz target: a balance that starts at 0 must still
+    /// refill, although no call was ever admitted to create it.
+    #[test]
+    fn refill_after_refused_first_call() {
+        let l = Limits {
+            credits: Some(Credits { initial: 0, refill: Some(Refill { interval: RefillInterval::Daily, amount: 5 }) }),
+            ..Limits::default()
+        };
+        let mut s = UsageState::default();
+        assert_eq!(code_at(&l, &mut s, 1_000), (Code::UsageExhausted, Some(DAY_MS - 1_000)));
+        assert_eq!(code_at(&l, &mut s, DAY_MS).0, Code::Valid);
+        assert_eq!(s.credits, Some(CreditBalance { remaining: 4, refilled_at: UnixMillis(DAY_MS) }));
+    }
+
+    /// Found by fuzzing: huge limits and decoded zero windows never panic.
+    #[test]
+    fn extreme_rates_are_refused_or_saturate() {
+        let huge = rate(u64::MAX, u64::MAX);
+        assert_eq!(huge.validate(), Err(LimitsError::RateTooLarge("default".into())));
+        let mut s = UsageState::default();
+        assert_eq!(code_at(&huge, &mut s, u64::MAX).0, Code::Valid);
+        let zero = rate(0, 0);
+        let mut s = UsageState::default();
+        assert_eq!(code_at(&zero, &mut s, 5).0, Code::Valid);
+        assert_eq!(code_at(&zero, &mut s, 5).0, Code::RateLimited);
+        assert_eq!(rate(MAX_RATE_LIMIT, MAX_WINDOW_MS).validate(), Ok(()));
     }
 
     #[test]

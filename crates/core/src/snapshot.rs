@@ -141,8 +141,23 @@ fn frame(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
 
 fn decode_body(body: &[u8]) -> Result<Snapshot, SnapshotError> {
     match postcard::take_from_bytes::<Snapshot>(body) {
-        Ok((snap, [])) => Ok(snap),
+        Ok((snap, [])) if snap.is_well_formed() => Ok(snap),
         _ => Err(SnapshotError::Corrupt),
+    }
+}
+
+impl Snapshot {
+    /// Whether every policy holds values the engine's own validation would
+    /// accept. An authentic snapshot from a buggy exporter is refused rather
+    /// than verified with, say, a zero-length rate window.
+    fn is_well_formed(&self) -> bool {
+        let limits_ok = |l: &crate::limits::Limits| l.validate().is_ok();
+        let rules_ok = |r: &crate::ip::IpRules| r.0.iter().all(|rule| crate::ip::is_canonical(&rule.net()));
+        self.workspaces.iter().all(|w| limits_ok(&w.default_limits) && rules_ok(&w.ip_rules))
+            && self.tools.iter().all(|t| limits_ok(&t.limits))
+            && self.keys.iter().all(|k| {
+                limits_ok(&k.limits) && k.tool_limits.iter().all(|(_, l)| limits_ok(l)) && rules_ok(&k.ip_rules)
+            })
     }
 }
 
@@ -208,5 +223,22 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(Snapshot::decode(&longer, KEY), Err(SnapshotError::Tampered));
+    }
+
+    /// Found by the `snapshot` fuzz target: an authentic snapshot with a zero
+    /// rate window made verification divide by zero. Such policies are refused.
+    #[test]
+    fn invalid_policies_are_corrupt() {
+        let mut zero = sample();
+        zero.workspaces[0].default_limits.rates.push(crate::limits::RateLimit {
+            name: "default".into(),
+            limit: 1,
+            window_ms: 0,
+            auto_apply: true,
+        });
+        assert_eq!(Snapshot::decode(&zero.encode(KEY).unwrap(), KEY), Err(SnapshotError::Corrupt));
+        let mut host_bits = sample();
+        host_bits.workspaces[0].ip_rules.0.push(crate::ip::IpRule::Deny("10.0.0.1/8".parse().unwrap()));
+        assert_eq!(Snapshot::decode(&host_bits.encode(KEY).unwrap(), KEY), Err(SnapshotError::Corrupt));
     }
 }

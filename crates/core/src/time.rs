@@ -115,7 +115,7 @@ impl UnixMillis {
             }
             _ => return None,
         };
-        let days = days_from_civil(y, mo, u32::try_from(d).ok()?);
+        let days = days_from_civil(y, mo, d);
         let ms_total = ((days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60) * 1000).checked_add(ms)?;
         u64::try_from(ms_total).ok().map(Self)
     }

@@ -15,7 +15,7 @@ use crate::AppState;
 pub struct RequestId(pub String);
 
 impl RequestId {
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         use rand::RngExt;
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
         let mut rng = rand::rng();

@@ -16,12 +16,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod apex;
 mod client_ip;
 mod envelope;
 mod json;
 mod layer;
 mod metrics;
 mod routes;
+mod unkey;
 
 use std::sync::Arc;
 
@@ -90,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), envelope::envelope))
+        // Merged after the envelope layer so APEX clients get APEX's own format.
+        .merge(apex::routes(state.clone()))
+        // Likewise for Unkey's SDKs (`/v2/keys.*`, `/v2/apis.listKeys`).
+        .merge(unkey::routes(state.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

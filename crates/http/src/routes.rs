@@ -114,6 +114,20 @@ fn own_key(state: &AppState, ws: WorkspaceId, id: KeyId) -> Result<keyward::KeyI
     }
 }
 
+/// The caller (holding `need`) and the key `id` of the caller's workspace
+/// that a request acts on; 404 for ids of other workspaces.
+fn caller_and_key(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    need: &str,
+    id: &str,
+) -> Result<(KeyId, keyward::KeyInfo), ApiError> {
+    let (caller_id, ws) = caller(state, peer, headers, need)?;
+    let key = own_key(state, ws, parse_key_id(id)?)?;
+    Ok((caller_id, key))
+}
+
 macro_rules! tri {
     ($e:expr) => {
         match $e {
@@ -150,6 +164,7 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
         },
         signing: tri!(f.signing("signing")),
         disabled: tri!(f.bool("disabled")).unwrap_or(false),
+        ..NewKey::default()
     };
     let created = tri!(state.engine.create_key(ws, spec, &Actor::Key(caller_id)).map_err(engine_error));
     let mut data = key_json(&created.info);
@@ -202,9 +217,8 @@ pub(crate) async fn get_key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
-    let id = tri!(parse_key_id(&id));
-    Reply::ok(key_json(&tri!(own_key(&state, ws, id))))
+    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
+    Reply::ok(key_json(&key))
 }
 
 pub(crate) async fn update_key(
@@ -214,9 +228,8 @@ pub(crate) async fn update_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let id = tri!(parse_key_id(&id));
-    tri!(own_key(&state, ws, id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let id = key.id;
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
     let name = match (tri!(f.str("name")), tri!(f.str("title"))) {
@@ -238,6 +251,7 @@ pub(crate) async fn update_key(
             Some(_) => return ApiError::invalid("meta", "must be a JSON object or null").into(),
         },
         disabled: tri!(f.bool("disabled")),
+        ..KeyUpdate::default()
     };
     let info = tri!(state.engine.update_key(id, update, &Actor::Key(caller_id)).map_err(engine_error));
     if let Some(c) = tri!(f.object("credits"))
@@ -254,10 +268,10 @@ pub(crate) async fn delete_key(
     peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
+    _body: Bytes,
 ) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let id = tri!(parse_key_id(&id));
-    tri!(own_key(&state, ws, id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let id = key.id;
     tri!(state.engine.delete_key(id, &Actor::Key(caller_id)).map_err(engine_error));
     Reply::ok(json!({"id": id.to_string(), "deleted": true}))
 }
@@ -267,11 +281,11 @@ pub(crate) async fn revoke_key(
     peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
+    // Read (and drop) any body so the connection stays reusable.
+    _body: Bytes,
 ) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let id = tri!(parse_key_id(&id));
-    tri!(own_key(&state, ws, id));
-    Reply::ok(key_json(&tri!(state.engine.revoke_key(id, &Actor::Key(caller_id)).map_err(engine_error))))
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    Reply::ok(key_json(&tri!(state.engine.revoke_key(key.id, &Actor::Key(caller_id)).map_err(engine_error))))
 }
 
 pub(crate) async fn rotate_key(
@@ -281,9 +295,8 @@ pub(crate) async fn rotate_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let id = tri!(parse_key_id(&id));
-    tri!(own_key(&state, ws, id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let id = key.id;
     let map = tri!(json::object(&headers, &body, true));
     let f = Fields::new(&map);
     let grace_s = tri!(f.u64("grace_seconds")).unwrap_or(0);
@@ -308,9 +321,8 @@ pub(crate) async fn key_usage(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
-    let id = tri!(parse_key_id(&id));
-    tri!(own_key(&state, ws, id));
+    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
+    let id = key.id;
     let u = tri!(state.engine.usage(id).map_err(engine_error));
     Reply::ok(json!({
         "id": id.to_string(),

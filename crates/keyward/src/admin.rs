@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use keyward_core::{
-    ApiSecret, CreditBalance, KeyHash, KeyId, KeyPolicy, Limits, NoncePolicy, Permission, Snapshot, Status, Token,
-    ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy, check_tool_name, encode_record, first_uncovered,
+    ApiSecret, CreditBalance, KeyHash, KeyId, KeyPolicy, Limits, NoncePolicy, Permission, Prefix, Snapshot, Status,
+    Token, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy, check_tool_name, encode_record, first_uncovered,
 };
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
@@ -29,6 +29,12 @@ pub const MAX_META_BYTES: usize = 16 * 1024;
 pub const MAX_USER_ID_LEN: usize = 64;
 /// Most items a page holds.
 pub const MAX_PAGE: usize = 100;
+/// Longest external id.
+pub const MAX_EXTERNAL_ID_LEN: usize = 255;
+/// Longest role label.
+pub const MAX_ROLE_LEN: usize = 128;
+/// Most role labels on one key.
+pub const MAX_ROLES: usize = 64;
 
 fn validate_name(name: &str) -> Result<()> {
     let n = name.chars().count();
@@ -78,6 +84,53 @@ fn validate_tools(tools: &[String], tool_limits: &[(String, Limits)]) -> Result<
         validate_limits("tool_limits", l)?;
     }
     Ok(())
+}
+
+fn validate_external_id(id: Option<&str>) -> Result<()> {
+    match id {
+        Some(id)
+            if id.is_empty()
+                || id.len() > MAX_EXTERNAL_ID_LEN
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) =>
+        {
+            Err(Error::invalid(
+                "external_id",
+                format!("must be 1 to {MAX_EXTERNAL_ID_LEN} characters of A-Z a-z 0-9 _ . -"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_roles(roles: &[String]) -> Result<()> {
+    if roles.len() > MAX_ROLES {
+        return Err(Error::invalid("roles", format!("at most {MAX_ROLES} roles")));
+    }
+    for (i, r) in roles.iter().enumerate() {
+        let ok = !r.is_empty()
+            && r.len() <= MAX_ROLE_LEN
+            && r.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(Error::invalid(
+                "roles",
+                format!(
+                    "`{}` must be 1 to {MAX_ROLE_LEN} characters of A-Z a-z 0-9 : . _ -",
+                    r.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        if roles[..i].contains(r) {
+            return Err(Error::invalid("roles", format!("`{r}` appears twice")));
+        }
+    }
+    Ok(())
+}
+
+/// The prefix a native token's display start begins with (`start` is the
+/// prefix, `_` and the first body characters).
+fn prefix_of_start(start: &str) -> Option<Prefix> {
+    let cut = start.len().checked_sub(1 + keyward_core::START_CHARS)?;
+    Prefix::parse(start.get(..cut)?).ok()
 }
 
 fn validate_user_id(user_id: &str) -> Result<()> {
@@ -155,6 +208,8 @@ impl Inner {
             signing_user_id: live.record.signing.as_ref().map(|s| s.user_id.clone()),
             imported: p.imported,
             credits_remaining,
+            external_id: live.record.external_id.clone(),
+            roles: live.record.roles.clone(),
         }
     }
 
@@ -349,6 +404,8 @@ impl Engine {
         if let Some(l) = &spec.limits {
             validate_limits("limits", l)?;
         }
+        validate_external_id(spec.external_id.as_deref())?;
+        validate_roles(&spec.roles)?;
         Inner::check_grant(acting.as_deref(), &spec.permissions)?;
         let meta = encode_meta(spec.meta.as_ref())?;
         let signing = match &spec.signing {
@@ -375,7 +432,7 @@ impl Engine {
         let (token, hash, start) = match imported {
             Some((hash, start)) => (None, hash, start),
             None => {
-                let t = Token::generate(&ws.ws.policy.prefix, &mut rng);
+                let t = Token::generate(spec.prefix.as_ref().unwrap_or(&ws.ws.policy.prefix), &mut rng);
                 let (h, s) = (t.hash(), t.start());
                 (Some(t), h, s)
             }
@@ -397,8 +454,16 @@ impl Engine {
             meta,
             imported: token.is_none(),
         };
-        let record =
-            KeyRecord { policy, start, created_at: now, created_by: actor.to_string(), signing, usage_owner: None };
+        let record = KeyRecord {
+            policy,
+            start,
+            created_at: now,
+            created_by: actor.to_string(),
+            signing,
+            usage_owner: None,
+            external_id: spec.external_id,
+            roles: spec.roles,
+        };
         let action = if token.is_none() { AuditAction::KeyImported } else { AuditAction::KeyCreated };
         let created = inner.write(|txn| {
             put_key(txn, &record)?;
@@ -452,7 +517,15 @@ impl Engine {
                 }
                 None => {
                     append_audit(txn, now, actor, action, Some(ws_id), id.to_string(), record.policy.name.clone())?;
-                    Arc::new(UsageCell::from_record(id, UsageRecord::default()))
+                    let mut usage = UsageRecord::default();
+                    // Credits count from creation: a key created with 0 credits
+                    // and a daily refill gets them at the next midnight.
+                    if let Some(c) = record.policy.limits.credits {
+                        usage.key.credits = Some(CreditBalance { remaining: c.initial, refilled_at: now });
+                        let mut t = txn.open_table(USAGE).map_err(table_err)?;
+                        t.insert(&id.0, encode_record(&usage).as_slice())?;
+                    }
+                    Arc::new(UsageCell::from_record(id, usage))
                 }
             };
             let live = LiveKey::new(record, cell);
@@ -491,6 +564,18 @@ impl Engine {
 
     /// Keys of a workspace, newest first, `limit` (1–100) at a time.
     pub fn list_keys(&self, ws: WorkspaceId, limit: usize, cursor: Option<&str>) -> Result<Page<KeyInfo>> {
+        self.list_keys_of(ws, None, limit, cursor)
+    }
+
+    /// Like [`Engine::list_keys`], only the keys whose external id is
+    /// `external_id` when it is given.
+    pub fn list_keys_of(
+        &self,
+        ws: WorkspaceId,
+        external_id: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<KeyInfo>> {
         self.inner.workspace(ws)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let after = match cursor {
@@ -504,6 +589,7 @@ impl Engine {
             .by_id
             .iter()
             .filter(|e| e.policy().workspace == ws)
+            .filter(|e| external_id.is_none_or(|x| e.record.external_id.as_deref() == Some(x)))
             .map(|e| (e.record.created_at, e.policy().id))
             .filter(|k| after.is_none_or(|a| *k < a))
             .collect();
@@ -534,6 +620,12 @@ impl Engine {
         let tools = update.tools.as_deref().unwrap_or(&current.policy().tools);
         let tool_limits = update.tool_limits.as_deref().unwrap_or(&current.policy().tool_limits);
         validate_tools(tools, tool_limits)?;
+        if let Some(x) = &update.external_id {
+            validate_external_id(x.as_deref())?;
+        }
+        if let Some(r) = &update.roles {
+            validate_roles(r)?;
+        }
         let meta = match &update.meta {
             Some(m) => Some(encode_meta(m.as_ref())?),
             None => None,
@@ -587,11 +679,20 @@ impl Engine {
                 p.disabled = v;
                 changed.push("disabled");
             }
+            if let Some(v) = update.external_id {
+                rec.external_id = v;
+                changed.push("external_id");
+            }
+            if let Some(v) = update.roles {
+                rec.roles = v;
+                changed.push("roles");
+            }
             put_key(txn, &rec)?;
             if reset_credits {
                 let usage_rec = {
                     let mut c = current.usage.lock();
-                    c.key.credits = None;
+                    c.key.credits =
+                        rec.policy.limits.credits.map(|p| CreditBalance { remaining: p.initial, refilled_at: now });
                     drop(c);
                     current.usage.to_record()
                 };
@@ -701,6 +802,9 @@ impl Engine {
                 .as_ref()
                 .map(|s| crate::model::NewSigning { user_id: s.user_id.clone(), nonce_policy: s.nonce_policy }),
             disabled: p.disabled,
+            prefix: prefix_of_start(&old.record.start),
+            external_id: old.record.external_id.clone(),
+            roles: old.record.roles.clone(),
         };
         // The successor holds exactly the old key's permissions; `insert_key`
         // checks the actor covers them, so a narrower key cannot rotate a

@@ -50,7 +50,7 @@ mod rng;
 mod tables;
 mod verify;
 
-pub use admin::{MAX_META_BYTES, MAX_PAGE, MAX_USER_ID_LEN};
+pub use admin::{MAX_EXTERNAL_ID_LEN, MAX_META_BYTES, MAX_PAGE, MAX_ROLE_LEN, MAX_ROLES, MAX_USER_ID_LEN};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
@@ -58,6 +58,6 @@ pub use model::{
     Actor, AuditAction, AuditEvent, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyUpdate, KeyUsageReport, NewKey,
     NewSigning, NewTool, NewWorkspace, Page, Session, SigningSecrets, ToolUpdate, Workspace, WorkspaceUpdate,
 };
-pub use verify::{LeaseGuard, Request, SESSION_PREFIX, Verification};
+pub use verify::{Checks, LeaseGuard, Request, SESSION_PREFIX, Verification};
 
 pub use keyward_core;

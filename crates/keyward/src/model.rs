@@ -116,6 +116,14 @@ pub struct NewKey {
     pub signing: Option<NewSigning>,
     /// Start disabled.
     pub disabled: bool,
+    /// Prefix of this key's token. By default the workspace's.
+    pub prefix: Option<Prefix>,
+    /// The owner's id in the caller's own system (letters, digits, `_ . -`;
+    /// 1–255). By default none.
+    pub external_id: Option<String>,
+    /// Role labels (same characters as permissions, 1–128 each, at most 64,
+    /// no repeats). They do not grant permissions. By default none.
+    pub roles: Vec<String>,
 }
 
 /// Changes to a key; `None` keeps a field. For the `Option` fields, `Some(None)` clears.
@@ -139,6 +147,10 @@ pub struct KeyUpdate {
     pub meta: Option<Option<serde_json::Value>>,
     /// Disable (true) or enable (false).
     pub disabled: Option<bool>,
+    /// New external id, or `Some(None)` to clear.
+    pub external_id: Option<Option<String>>,
+    /// New role labels.
+    pub roles: Option<Vec<String>>,
 }
 
 /// How to change a key's credit balance.
@@ -195,6 +207,10 @@ pub struct KeyInfo {
     pub imported: bool,
     /// Credits left now, when the key has credits.
     pub credits_remaining: Option<u64>,
+    /// The owner's id in the caller's own system.
+    pub external_id: Option<String>,
+    /// Role labels.
+    pub roles: Vec<String>,
 }
 
 /// The secrets of a signing identity, returned once.
@@ -411,6 +427,10 @@ pub(crate) struct KeyRecord {
     /// During a rotation grace the old key shares its successor's counters, so
     /// credits and limits cannot be spent twice.
     pub usage_owner: Option<KeyId>,
+    /// The owner's id in the caller's own system.
+    pub external_id: Option<String>,
+    /// Role labels.
+    pub roles: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

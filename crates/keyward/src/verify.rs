@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use keyward_core::{
-    Code, Cost, Credential, KeyHash, KeyId, LeaseId, LeaseScope, Limits, Prefix, Request as CoreRequest, Scope,
-    SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict, admit, charge, check_foreign,
-    check_token, decide, encode_record, peek, verify_signature,
+    Code, Cost, Credential, KeyHash, KeyId, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix, RateReport,
+    Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict,
+    WorkspaceId, admit, charge, check_foreign, check_token, decide, encode_record, peek, rate_report, verify_signature,
 };
 
 use crate::admin::{append_audit, derive_api_secret};
@@ -33,6 +33,17 @@ pub struct Request<'a> {
     pub cost: Cost<'a>,
 }
 
+/// What [`Engine::verify_with`] checks beyond a [`Request`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checks<'a> {
+    /// Only keys of this workspace are found: a key of another one verifies
+    /// as `NOT_FOUND` and is neither charged nor described. By default any.
+    pub workspace: Option<WorkspaceId>,
+    /// A query the key's permissions must satisfy, checked at the
+    /// permissions step (`INSUFFICIENT_PERMISSIONS`). By default none.
+    pub permission_query: Option<&'a PermissionQuery>,
+}
+
 /// A verdict with the key's details, for callers that show them.
 #[derive(Clone, Debug)]
 pub struct Verification {
@@ -40,6 +51,10 @@ pub struct Verification {
     pub verdict: Verdict,
     /// The key, once found.
     pub key: Option<KeyInfo>,
+    /// The key's rate limits the call applied (auto-applied, named and
+    /// ad-hoc), with their figures after it. Filled by
+    /// [`Engine::verify_with`] only.
+    pub rates: Vec<RateReport>,
 }
 
 /// Concurrency leases held by a verified call; released on drop.
@@ -114,7 +129,16 @@ impl Inner {
         Ok(Found::Session(key))
     }
 
-    fn decide_for(&self, live: &LiveKey, req: &Request<'_>, now: UnixMillis) -> Verdict {
+    /// Decides for a found key. With `report`, also lists the key's rate
+    /// limits the call applied, from the counters right after the decision.
+    fn decide_for(
+        &self,
+        live: &LiveKey,
+        req: &Request<'_>,
+        now: UnixMillis,
+        query: Option<&PermissionQuery>,
+        report: Option<&mut Vec<RateReport>>,
+    ) -> Verdict {
         let policy = live.policy();
         let Some(ws) = self.workspaces.get(&policy.workspace) else {
             let mut v = Verdict::bare(Code::PlanInactive);
@@ -128,10 +152,18 @@ impl Inner {
             Some(None) => ToolLookup::Unknown,
             Some(Some(t)) => ToolLookup::Found(&t.policy),
         };
-        let core_req =
-            CoreRequest { ip: req.ip, tool: req.tool, permissions: req.permissions, cost: req.cost.clone(), now };
+        let core_req = CoreRequest {
+            ip: req.ip,
+            tool: req.tool,
+            permissions: req.permissions,
+            permission_query: query,
+            cost: req.cost.clone(),
+            now,
+        };
         let tool_limited = matches!(lookup, ToolLookup::Found(t) if !t.limits.is_empty());
-        let verdict = if !live.has_key_limits && !tool_limited {
+        // A call may bring an ad-hoc rate limit, kept in the key's counters.
+        let ad_hoc = req.cost.rates.iter().any(|r| r.limit.is_some() && r.window_ms.is_some());
+        let verdict = if !live.has_key_limits && !tool_limited && !ad_hoc {
             // No limit anywhere: nothing to charge, so no lock.
             let mut none = UsageState::default();
             decide(policy, &ws.ws.policy, lookup, &core_req, Usage { key: &mut none, tool: None, key_tool: None })
@@ -162,6 +194,10 @@ impl Inner {
                     Usage { key: &mut c.key, tool: None, key_tool: None },
                 ),
             };
+            if let Some(out) = report {
+                let limited = v.code == Code::RateLimited;
+                *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
+            }
             if v.is_valid() {
                 live.usage.mark_dirty();
                 if self.opts.strict_credits && policy.limits.credits.is_some() {
@@ -201,7 +237,7 @@ impl Engine {
     pub fn verify(&self, token: &str, req: &Request<'_>) -> Verdict {
         let inner = &self.inner;
         match inner.lookup(token) {
-            Ok(live) => inner.decide_for(&live, req, inner.now()),
+            Ok(live) => inner.decide_for(&live, req, inner.now(), None, None),
             Err(code) => Verdict::bare(code),
         }
     }
@@ -212,7 +248,7 @@ impl Engine {
         let inner = &self.inner;
         let now = inner.now();
         match inner.lookup_session(token, now) {
-            Ok(live) => inner.decide_for(&live, req, now),
+            Ok(live) => inner.decide_for(&live, req, now, None, None),
             Err(code) => Verdict::bare(code),
         }
     }
@@ -238,12 +274,40 @@ impl Engine {
         };
         match found {
             Ok(live) => {
-                let verdict = inner.decide_for(&live, req, now);
+                let verdict = inner.decide_for(&live, req, now, None, None);
                 let key = Some(inner.key_info(&live, now));
-                Verification { verdict, key }
+                Verification { verdict, key, rates: Vec::new() }
             }
-            Err(code) => Verification { verdict: Verdict::bare(code), key: None },
+            Err(code) => Verification { verdict: Verdict::bare(code), key: None, rates: Vec::new() },
         }
+    }
+
+    /// Verifies an API key with extra [`Checks`], returning the key's details
+    /// and every rate limit the call applied (Unkey's `verifyKey`).
+    ///
+    /// Leases the call took are not held: release them with
+    /// [`Engine::release`] if the key has a concurrency limit.
+    pub fn verify_with(&self, token: &str, req: &Request<'_>, checks: &Checks<'_>) -> Verification {
+        let inner = &self.inner;
+        let now = inner.now();
+        match inner.lookup(token) {
+            Ok(live) if checks.workspace.is_none_or(|w| live.policy().workspace == w) => {
+                let mut rates = Vec::new();
+                let verdict = inner.decide_for(&live, req, now, checks.permission_query, Some(&mut rates));
+                let key = Some(inner.key_info(&live, now));
+                Verification { verdict, key, rates }
+            }
+            Ok(_) => Verification { verdict: Verdict::bare(Code::NotFound), key: None, rates: Vec::new() },
+            Err(code) => Verification { verdict: Verdict::bare(code), key: None, rates: Vec::new() },
+        }
+    }
+
+    /// The key a token belongs to, without verifying or charging anything.
+    /// `None` for a malformed or unknown token.
+    pub fn find_key(&self, token: &str) -> Option<KeyInfo> {
+        let inner = &self.inner;
+        let live = inner.lookup(token).ok()?;
+        Some(inner.key_info(&live, inner.now()))
     }
 
     /// Verifies and holds the concurrency leases the call took until the

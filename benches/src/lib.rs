@@ -1,0 +1,130 @@
+//! Shared set-up of keyward's criterion benches and of `keyward-loadgen`.
+//!
+//! Every figure in `docs/benchmarks.md` comes from this package: the benches
+//! in `benches/` (run with `cargo bench -p keyward-benches`) and the load
+//! generator in `src/bin/keyward-loadgen.rs`. The keys they verify are built
+//! here, so the benches and the load generator measure the same kinds of key.
+//!
+//! ```
+//! use keyward::Request;
+//! use keyward_benches::{Fixture, client_ip, key_with_ip_rule_and_rate};
+//! use keyward_core::Code;
+//!
+//! let fx = Fixture::open().unwrap();
+//! let key = fx.key(key_with_ip_rule_and_rate("bench")).unwrap();
+//! let req = Request { ip: Some(client_ip()), ..Request::default() };
+//! assert_eq!(fx.engine.verify(key.token.expose(), &req).code, Code::Valid);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use keyward::{Actor, CreatedKey, Engine, EngineBuilder, NewKey, NewWorkspace};
+use keyward_core::{IpRule, IpRules, Limits, Prefix, RateLimit, Token, WorkspaceId};
+use tempfile::TempDir;
+
+/// The allow rule of [`key_with_ip_rule_and_rate`].
+pub const ALLOWED_CIDR: &str = "10.0.0.0/8";
+
+/// A client address inside [`ALLOWED_CIDR`].
+pub fn client_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
+}
+
+/// An engine on a fresh database in a temporary directory, with one workspace.
+/// The directory is removed when the fixture is dropped.
+pub struct Fixture {
+    /// The engine. Declared before the directory so it closes first.
+    pub engine: Engine,
+    /// The workspace keys are created in.
+    pub ws: WorkspaceId,
+    dir: TempDir,
+}
+
+impl Fixture {
+    /// Default options, database in the system's temporary directory.
+    pub fn open() -> keyward::Result<Self> {
+        Self::with(Engine::builder(), None)
+    }
+
+    /// The given options, database in a temporary directory under `parent`
+    /// (the system's temporary directory when `None`).
+    pub fn with(builder: EngineBuilder, parent: Option<&Path>) -> keyward::Result<Self> {
+        let dir = match parent {
+            Some(p) => tempfile::tempdir_in(p),
+            None => tempfile::tempdir(),
+        }
+        .map_err(|e| keyward::Error::Io(e.to_string()))?;
+        let engine = builder.open(dir.path().join("bench.redb"))?;
+        let ws = engine.create_workspace(NewWorkspace::named("bench"), &Actor::Admin)?.policy.id;
+        Ok(Self { engine, ws, dir })
+    }
+
+    /// Creates a key in the fixture's workspace (one committed transaction).
+    pub fn key(&self, spec: NewKey) -> keyward::Result<CreatedKey> {
+        self.engine.create_key(self.ws, spec, &Actor::Admin)
+    }
+
+    /// Creates `n` keys from `spec(i)` and returns their tokens.
+    pub fn tokens(&self, n: usize, spec: impl Fn(usize) -> NewKey) -> keyward::Result<Vec<String>> {
+        (0..n).map(|i| self.key(spec(i)).map(|k| k.token.expose().to_owned())).collect()
+    }
+
+    /// The directory holding the database.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// One auto-applied rate limit of `limit` calls per `window_ms` (GCRA, so the
+/// burst is `limit` too).
+pub fn rate_limit(limit: u64, window_ms: u64) -> Limits {
+    Limits {
+        rates: vec![RateLimit { name: "default".into(), limit, window_ms, auto_apply: true }],
+        ..Limits::default()
+    }
+}
+
+/// A rate limit no benchmark can reach (10⁹ calls per second), so every call
+/// runs the limiter and none is refused.
+pub fn unreachable_rate_limit() -> Limits {
+    rate_limit(1_000_000_000, 1_000)
+}
+
+/// A key with no IP rule and no limit: the shortest valid path (no lock).
+pub fn plain_key(name: impl Into<String>) -> NewKey {
+    NewKey { name: name.into(), limits: Some(Limits::default()), ..NewKey::default() }
+}
+
+/// A key with an allow rule for [`ALLOWED_CIDR`] and [`unreachable_rate_limit`]:
+/// the full valid path (IP check, counters' lock, GCRA) without refusals.
+pub fn key_with_ip_rule_and_rate(name: impl Into<String>) -> NewKey {
+    // Invariant: ALLOWED_CIDR is a constant, valid CIDR.
+    let rule = IpRule::parse("allow", ALLOWED_CIDR).expect("ALLOWED_CIDR parses");
+    NewKey {
+        name: name.into(),
+        ip_rules: IpRules(vec![rule]),
+        limits: Some(unreachable_rate_limit()),
+        ..NewKey::default()
+    }
+}
+
+/// A key limited to `limit` calls per `window_ms`.
+pub fn rate_limited_key(name: impl Into<String>, limit: u64, window_ms: u64) -> NewKey {
+    NewKey { name: name.into(), limits: Some(rate_limit(limit, window_ms)), ..NewKey::default() }
+}
+
+/// A well-formed token (right prefix, valid checksum) that no database holds.
+pub fn unknown_token() -> String {
+    Token::generate(&Prefix::default_live(), &mut rand::rng()).expose().to_owned()
+}
+
+/// `token` with its last character changed, so its checksum fails.
+pub fn bad_checksum(token: &str) -> String {
+    let mut s = token.to_owned();
+    let last = s.pop();
+    s.push(if last == Some('A') { 'B' } else { 'A' });
+    s
+}
