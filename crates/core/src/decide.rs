@@ -136,12 +136,20 @@ pub fn decide(
         if let (Some(limits), Some(state)) = (key.limits_for_tool(&t.name), key_tool_state) {
             scopes[n] = Some(Scope { limits, state });
             order[n] = LeaseScope::KeyTool;
-            n += 1;
         }
     }
-    let mut list: Vec<Scope<'_>> = Vec::with_capacity(n);
-    list.extend(scopes.into_iter().flatten());
-    match limits::charge(&mut list, req.now, &req.cost) {
+    // Scopes fill in order; charge them from a stack array (no allocation on
+    // the hot path).
+    let charged = match scopes {
+        [Some(a), None, None] => limits::charge(&mut [a], req.now, &req.cost),
+        [Some(a), Some(b), None] => limits::charge(&mut [a, b], req.now, &req.cost),
+        [Some(a), Some(b), Some(c)] => limits::charge(&mut [a, b, c], req.now, &req.cost),
+        other => {
+            let mut list: Vec<Scope<'_>> = other.into_iter().flatten().collect();
+            limits::charge(&mut list, req.now, &req.cost)
+        }
+    };
+    match charged {
         Ok(grant) => {
             v.quota = grant.quota;
             v.leases = grant.leases.into_iter().map(|(i, id)| (order[i], id)).collect();

@@ -443,6 +443,11 @@ pub struct Grant {
 
 /// Checks every limit of every scope and, only if all pass, charges them.
 pub fn charge(scopes: &mut [Scope<'_>], now: UnixMillis, cost: &Cost<'_>) -> Result<Grant, Refusal> {
+    // Nothing to count (and no ad-hoc counter to tidy): the common case of a
+    // key without limits.
+    if cost.rates.is_empty() && scopes.iter().all(|s| s.limits.is_empty() && s.state.rates.is_empty()) {
+        return Ok(Grant::default());
+    }
     // Pass 1: check only. The first refusal wins, in the order rate → cooldown →
     // daily → concurrency → credits within a scope, scopes in the order given.
     // Ad-hoc limits live in the first scope's counters.

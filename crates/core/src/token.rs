@@ -117,9 +117,48 @@ fn checksum(head: &[u8]) -> [u8; CHECKSUM_CHARS] {
     out
 }
 
+/// Base62 digit values by byte; 0xFF for every other byte.
+const DIGIT: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 256 {
+        if let Some(d) = base62::digit(i as u8) {
+            t[i] = d;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// Checks that `raw` is a well-formed native token (prefix, body, checksum)
 /// without copying it. This is the whole `MALFORMED` test of the hot path.
+#[inline]
 pub fn check(raw: &str) -> Result<(), TokenError> {
+    let b = raw.as_bytes();
+    // Fast path for the one shape a token can have: `_` exactly 37 bytes from
+    // the end, a valid prefix before it, 36 base62 digits after it.
+    if b.len() > BODY_CHARS + 1 && b.len() <= MAX_PREFIX_LEN + 1 + BODY_CHARS {
+        let sep = b.len() - BODY_CHARS - 1;
+        let body = &b[sep + 1..];
+        if b[sep] == b'_' && valid_prefix(&b[..sep]) && body.iter().all(|&c| DIGIT[usize::from(c)] != 0xFF) {
+            let mut given = 0u64;
+            for &c in &body[RANDOM_CHARS..] {
+                given = given * 62 + u64::from(DIGIT[usize::from(c)]);
+            }
+            // Comparing as numbers is fine here: the checksum is not secret
+            // (its failure is reported as MALFORMED anyway).
+            return if given == u64::from(crc32fast::hash(&b[..b.len() - CHECKSUM_CHARS])) {
+                Ok(())
+            } else {
+                Err(TokenError::BadChecksum)
+            };
+        }
+    }
+    check_slow(raw)
+}
+
+/// The general check, naming exactly what is wrong.
+fn check_slow(raw: &str) -> Result<(), TokenError> {
     let bytes = raw.as_bytes();
     if bytes.is_empty() {
         return Err(TokenError::Empty);
@@ -343,6 +382,31 @@ mod tests {
         flipped[12] = if flipped[12] == b'a' { b'b' } else { b'a' };
         assert_eq!(check(core::str::from_utf8(&flipped).unwrap()), Err(TokenError::BadChecksum));
         assert_eq!(Token::parse(&good).unwrap().hash(), t.hash());
+    }
+
+    /// The fast path and the general check agree on every input.
+    #[test]
+    fn fast_path_matches_general_check() {
+        let mut rng = rng();
+        for p in ["kw_live", "a", "abcdefghijklmnop", "sk_test_x1"] {
+            let t = Token::generate(&Prefix::parse(p).unwrap(), &mut rng);
+            let good = t.expose().as_bytes().to_vec();
+            for i in 0..good.len() {
+                for c in [b'0', b'z', b'_', b'-', b'A', 0xC3] {
+                    let mut m = good.clone();
+                    m[i] = c;
+                    if let Ok(s) = core::str::from_utf8(&m) {
+                        assert_eq!(check(s), check_slow(s), "{s:?}");
+                    }
+                }
+            }
+            let s = t.expose();
+            assert_eq!(check(s), Ok(()));
+            for cut in 0..s.len() {
+                assert_eq!(check(&s[..cut]), check_slow(&s[..cut]));
+                assert_eq!(check(&s[cut..]), check_slow(&s[cut..]));
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use keyward_core::{
 };
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use crate::engine::{Engine, Inner, LiveKey, LiveWorkspace, UsageCell, table_err};
+use crate::engine::{Engine, Inner, LiveKey, LiveWorkspace, UsageCell, WorkspaceSlot, table_err};
 use crate::error::{Error, Result};
 use crate::model::{
     Actor, AuditAction, AuditEvent, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyRecord, KeyUpdate, KeyUsageReport,
@@ -247,7 +247,14 @@ impl Inner {
     }
 
     fn replace_workspace(&self, live: LiveWorkspace) {
-        self.workspaces.insert(live.ws.policy.id, Arc::new(live));
+        let id = live.ws.policy.id;
+        match self.workspaces.get(&id) {
+            // Keys hold the slot: storing into it updates them all at once.
+            Some(slot) => slot.current.store(Arc::new(live)),
+            None => {
+                self.workspaces.insert(id, WorkspaceSlot::new(live));
+            }
+        }
     }
 }
 
@@ -300,7 +307,7 @@ impl Engine {
 
     /// Every workspace, oldest first.
     pub fn workspaces(&self) -> Vec<Workspace> {
-        let mut all: Vec<Workspace> = self.inner.workspaces.iter().map(|w| w.ws.clone()).collect();
+        let mut all: Vec<Workspace> = self.inner.workspaces.iter().map(|w| w.current.load().ws.clone()).collect();
         all.sort_by_key(|w| (w.created_at, w.policy.id));
         all
     }
@@ -972,7 +979,8 @@ impl Engine {
     pub fn snapshot(&self) -> Snapshot {
         let mut workspaces: Vec<WorkspacePolicy> = Vec::new();
         let mut tools: Vec<ToolPolicy> = Vec::new();
-        for w in self.inner.workspaces.iter() {
+        for slot in self.inner.workspaces.iter() {
+            let w = slot.current.load();
             workspaces.push(w.ws.policy.clone());
             tools.extend(w.tools.values().map(|t| t.policy.clone()));
         }

@@ -43,6 +43,9 @@ impl Hasher for DigestHasher {
     }
 }
 
+/// Shards of the key maps (a power of two).
+const SHARDS: usize = 256;
+
 pub(crate) type DigestMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
 
 /// Counters of one key (shared by a rotated key and its successor).
@@ -123,12 +126,15 @@ pub(crate) struct LiveKey {
     /// Whether any limit applies to this key at all (key, tool or key×tool):
     /// when false the hot path never takes the counters' lock.
     pub has_key_limits: bool,
+    /// The key's workspace, set when the key is indexed. Verification reads
+    /// it through this pointer: no map lookup, no shared lock.
+    pub workspace: Option<Arc<WorkspaceSlot>>,
 }
 
 impl LiveKey {
     pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>) -> Self {
         let has_key_limits = !record.policy.limits.is_empty() || !record.policy.tool_limits.is_empty();
-        Self { record, usage, has_key_limits }
+        Self { record, usage, has_key_limits, workspace: None }
     }
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
@@ -141,6 +147,19 @@ impl LiveKey {
 pub(crate) struct LiveWorkspace {
     pub ws: Workspace,
     pub tools: HashMap<String, Arc<ToolRecord>>,
+}
+
+/// The current version of one workspace. Keys hold the slot; a change stores
+/// a new version. Reads (`load`) write no shared memory, so verifications on
+/// two cores do not contend on a lock shared by the whole workspace.
+pub(crate) struct WorkspaceSlot {
+    pub current: arc_swap::ArcSwap<LiveWorkspace>,
+}
+
+impl WorkspaceSlot {
+    pub(crate) fn new(live: LiveWorkspace) -> Arc<Self> {
+        Arc::new(Self { current: arc_swap::ArcSwap::from_pointee(live) })
+    }
 }
 
 /// Options of an [`Engine`], set through [`EngineBuilder`].
@@ -183,7 +202,7 @@ pub(crate) struct Inner {
     pub opts: Options,
     pub by_hash: DigestMap<Arc<LiveKey>>,
     pub by_id: DashMap<KeyId, Arc<LiveKey>>,
-    pub workspaces: DashMap<WorkspaceId, Arc<LiveWorkspace>>,
+    pub workspaces: DashMap<WorkspaceId, Arc<WorkspaceSlot>>,
     pub sessions: DigestMap<SessionRecord>,
     pub any_imported: AtomicBool,
     /// Serialises admin writes so the in-memory index changes in commit order.
@@ -330,8 +349,9 @@ impl EngineBuilder {
             db,
             path,
             opts: self.opts,
-            by_hash: DigestMap::default(),
-            by_id: DashMap::new(),
+            // Many shards: two verifications rarely share a shard lock's cache line.
+            by_hash: DigestMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), SHARDS),
+            by_id: DashMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), SHARDS),
             workspaces: DashMap::new(),
             sessions: DigestMap::default(),
             any_imported: AtomicBool::new(false),
@@ -476,18 +496,19 @@ impl Inner {
         for row in ws_table.iter()? {
             let (_, v) = row?;
             let ws: Workspace = decode_record(v.value())?;
-            self.workspaces.insert(ws.policy.id, Arc::new(LiveWorkspace { ws, tools: HashMap::new() }));
+            self.workspaces.insert(ws.policy.id, WorkspaceSlot::new(LiveWorkspace { ws, tools: HashMap::new() }));
         }
         let tools = txn.open_table(TOOLS).map_err(table_err)?;
         for row in tools.iter()? {
             let (_, v) = row?;
             let tool: ToolRecord = decode_record(v.value())?;
             let ws_id = tool.policy.workspace;
-            let Some(mut entry) = self.workspaces.get_mut(&ws_id) else {
+            let Some(slot) = self.workspaces.get(&ws_id) else {
                 return Err(Error::Corrupt(format!("tool {} of missing workspace {ws_id}", tool.policy.name)));
             };
-            let live = Arc::make_mut(&mut entry);
+            let mut live = LiveWorkspace::clone(&slot.current.load());
             live.tools.insert(tool.policy.name.clone(), Arc::new(tool));
+            slot.current.store(Arc::new(live));
         }
         let usage_table = txn.open_table(USAGE).map_err(table_err)?;
         let mut cells: HashMap<KeyId, Arc<UsageCell>> = HashMap::new();
@@ -518,10 +539,11 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn index_key(&self, live: LiveKey) {
+    pub(crate) fn index_key(&self, mut live: LiveKey) {
         if live.record.policy.imported {
             self.any_imported.store(true, Ordering::Release);
         }
+        live.workspace = self.workspaces.get(&live.record.policy.workspace).map(|s| Arc::clone(&s));
         let live = Arc::new(live);
         self.by_hash.insert(live.record.policy.hash.0, Arc::clone(&live));
         self.by_id.insert(live.record.policy.id, live);
@@ -607,7 +629,7 @@ impl Inner {
     }
 
     pub(crate) fn workspace(&self, id: WorkspaceId) -> Result<Arc<LiveWorkspace>> {
-        self.workspaces.get(&id).map(|w| Arc::clone(&w)).ok_or_else(|| Error::not_found("workspace", id))
+        self.workspaces.get(&id).map(|w| w.current.load_full()).ok_or_else(|| Error::not_found("workspace", id))
     }
 
     pub(crate) fn key(&self, id: KeyId) -> Result<Arc<LiveKey>> {

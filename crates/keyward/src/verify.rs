@@ -140,7 +140,7 @@ impl Inner {
         report: Option<&mut Vec<RateReport>>,
     ) -> Verdict {
         let policy = live.policy();
-        let Some(ws) = self.workspaces.get(&policy.workspace) else {
+        let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load()) else {
             let mut v = Verdict::bare(Code::PlanInactive);
             v.key_id = Some(policy.id);
             v.workspace_id = Some(policy.workspace);
@@ -364,7 +364,7 @@ impl Engine {
             v.code = code;
             v
         };
-        let Some(ws) = inner.workspaces.get(&policy.workspace).map(|w| Arc::clone(&w)) else {
+        let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load_full()) else {
             return Err(fail(Code::PlanInactive));
         };
         admit(policy, &ws.ws.policy, ip, now).map_err(fail)?;
