@@ -4,6 +4,8 @@
 //! in `benches/` (run with `cargo bench -p keyward-benches`) and the load
 //! generator in `src/bin/keyward-loadgen.rs`. The keys they verify are built
 //! here, so the benches and the load generator measure the same kinds of key.
+//! [`http`] holds what the load generator's HTTP scenario adds: a `keyward
+//! serve` child process on loopback and a small keep-alive HTTP/1.1 client.
 //!
 //! ```
 //! use keyward::Request;
@@ -24,6 +26,8 @@ use std::path::Path;
 use keyward::{Actor, CreatedKey, Engine, EngineBuilder, NewKey, NewWorkspace};
 use keyward_core::{IpRule, IpRules, Limits, Prefix, RateLimit, Token, WorkspaceId};
 use tempfile::TempDir;
+
+pub mod http;
 
 /// The allow rule of [`key_with_ip_rule_and_rate`].
 pub const ALLOWED_CIDR: &str = "10.0.0.0/8";

@@ -7,9 +7,15 @@
 //! ```
 //!
 //! Only those lines go to stdout; progress and per-run tallies (refusals,
-//! unexpected verdicts) go to stderr as lines starting with `#`.
+//! unexpected verdicts, errors) go to stderr as lines starting with `#`.
+//!
+//! `http_verify_valid` runs the `keyward` binary (package keyward-cli) as a
+//! server on loopback; build it first, in the same profile and target
+//! directory: `cargo build --release -p keyward-cli -p keyward-benches`.
 
-use std::path::PathBuf;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -17,17 +23,26 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use keyward::{Engine, Request};
+use keyward_benches::http::{self, Client, Server};
 use keyward_benches::{Fixture, plain_key, rate_limited_key, unknown_token};
 use keyward_core::Code;
 
 /// Load generator for keyward: verification throughput and latency.
 ///
-/// Creates --keys keys in a temporary database, then runs each scenario for
-/// --seconds with each thread count, every thread calling as fast as it can
-/// with a key drawn uniformly at random from its key set. Prints one line per
-/// run on stdout:
+/// Creates --keys keys in a temporary database, then runs each in-process
+/// scenario for --seconds with each thread count, every thread calling as
+/// fast as it can with a key drawn uniformly at random from its key set.
+/// Prints one line per run on stdout:
 ///
 /// peer=keyward op=<op> keys=<N> threads=<T> ops_per_s=<n> p50_us=<n> p99_us=<n>
+///
+/// http_verify_valid runs once, with --connections threads: it creates --keys
+/// keys in a second database (`keyward init`, then the engine in this
+/// process), starts `keyward serve --listen 127.0.0.1:0` on it, and every
+/// thread sends `POST /v1/verify` requests one after the other on its own
+/// keep-alive HTTP/1.1 connection. An answer counts only if it is 200 with
+/// "valid":true. The server is stopped (SIGTERM) at the end. It needs the
+/// keyward binary: `cargo build --release -p keyward-cli` first.
 ///
 /// Latency: with --batch 1 (the default) every call is timed on its own,
 /// between two Instant::now() reads, so each figure includes about one clock
@@ -51,7 +66,8 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     seconds: u64,
 
-    /// Thread counts, comma-separated; every scenario runs once with each.
+    /// Thread counts, comma-separated; every in-process scenario runs once
+    /// with each (http_verify_valid uses --connections instead).
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2],
           value_parser = clap::value_parser!(u32).range(1..=1_024))]
     threads: Vec<u32>,
@@ -61,10 +77,10 @@ struct Args {
     op: Vec<Scenario>,
 
     /// Rate limit of the keys of verify_valid_ratelimited, in calls per second
-    /// per key (GCRA, burst of the same size). Uniform load of 0.5-1 million
-    /// calls per second over 10,000 keys offers each key 50-100 calls per
-    /// second, so the default of 20/s refuses about half of the calls with one
-    /// thread and more with two; the refused share is printed on stderr.
+    /// per key (GCRA, burst of the same size). Uniform load of 1-2 million
+    /// calls per second over 10,000 keys offers each key 100-200 calls per
+    /// second, so the default of 20/s refuses most of the calls, more with two
+    /// threads than with one; the refused share is printed on stderr.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     rate_limit: u64,
 
@@ -77,18 +93,23 @@ struct Args {
     /// during set-up (one fsync per key); a tmpfs such as /dev/shm makes it fast.
     #[arg(long)]
     dir: Option<PathBuf>,
+
+    /// http_verify_valid: keep-alive connections to the server, one thread
+    /// each; printed as threads=.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    connections: u32,
+
+    /// http_verify_valid: the keyward binary to serve with. By default,
+    /// `keyward` in the directory of this executable (build it with
+    /// `cargo build --release -p keyward-cli`).
+    #[arg(long, value_name = "PATH")]
+    keyward_bin: Option<PathBuf>,
 }
 
 /// What is measured. Each scenario names its operation, its key set and the
 /// verdicts it expects.
-///
-/// Planned: `http_verify_valid`, `POST /v1/verify` of a `keyward serve` on
-/// loopback. It becomes one more variant here whose `driver` returns an HTTP
-/// client implementing [`Driver`]; key sets, histograms and output are shared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
-// The variants spell the `op=` names; `http_verify_valid` will end the shared prefix.
-#[allow(clippy::enum_variant_names)]
 enum Scenario {
     /// Engine::verify of valid keys without limits.
     VerifyValid,
@@ -96,16 +117,20 @@ enum Scenario {
     VerifyInvalid,
     /// Engine::verify of valid keys that carry a rate limit (--rate-limit).
     VerifyValidRatelimited,
+    /// POST /v1/verify of valid keys without limits, to a `keyward serve` on loopback.
+    HttpVerifyValid,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::VerifyValid, Scenario::VerifyInvalid, Scenario::VerifyValidRatelimited];
+    const ALL: [Scenario; 4] =
+        [Scenario::VerifyValid, Scenario::VerifyInvalid, Scenario::VerifyValidRatelimited, Scenario::HttpVerifyValid];
 
     fn name(self) -> &'static str {
         match self {
             Scenario::VerifyValid => "verify_valid",
             Scenario::VerifyInvalid => "verify_invalid",
             Scenario::VerifyValidRatelimited => "verify_valid_ratelimited",
+            Scenario::HttpVerifyValid => "http_verify_valid",
         }
     }
 
@@ -114,6 +139,7 @@ impl Scenario {
             Scenario::VerifyValid => KeySet::Valid,
             Scenario::VerifyInvalid => KeySet::Unknown,
             Scenario::VerifyValidRatelimited => KeySet::RateLimited,
+            Scenario::HttpVerifyValid => KeySet::Served,
         }
     }
 
@@ -121,17 +147,13 @@ impl Scenario {
     /// the scenario intends, `None` unexpected (a bug in the engine or here).
     fn classify(self, code: Code) -> Option<bool> {
         match (self, code) {
-            (Scenario::VerifyValid | Scenario::VerifyValidRatelimited, Code::Valid) => Some(true),
+            (Scenario::VerifyValid | Scenario::VerifyValidRatelimited | Scenario::HttpVerifyValid, Code::Valid) => {
+                Some(true)
+            }
             (Scenario::VerifyValidRatelimited, Code::RateLimited) => Some(false),
             (Scenario::VerifyInvalid, Code::NotFound) => Some(false),
             _ => None,
         }
-    }
-
-    /// A driver for one thread. Every scenario so far calls the engine in
-    /// this process; `http_verify_valid` will return its HTTP client here.
-    fn driver(self, engine: &Engine) -> impl Driver + '_ {
-        InProcess { engine, req: Request::default() }
     }
 }
 
@@ -140,12 +162,15 @@ enum KeySet {
     Valid,
     Unknown,
     RateLimited,
+    /// Valid keys without limits in the database `keyward serve` serves.
+    Served,
 }
 
 /// One thread's way of putting a call to the system under test.
 trait Driver {
-    /// Verifies `token` and returns the verdict's code.
-    fn verify(&mut self, token: &str) -> Code;
+    /// Verifies `token` and returns the verdict's code, or an error when no
+    /// verdict came back (a transport or protocol error).
+    fn verify(&mut self, token: &str) -> io::Result<Code>;
 }
 
 /// Calls the engine in this process.
@@ -155,8 +180,28 @@ struct InProcess<'a> {
 }
 
 impl Driver for InProcess<'_> {
-    fn verify(&mut self, token: &str) -> Code {
-        self.engine.verify(token, &self.req).code
+    fn verify(&mut self, token: &str) -> io::Result<Code> {
+        Ok(self.engine.verify(token, &self.req).code)
+    }
+}
+
+/// `POST /v1/verify` on one keep-alive connection, one request at a time.
+struct OverHttp {
+    client: Client,
+    body: Vec<u8>,
+}
+
+impl OverHttp {
+    fn connect(addr: SocketAddr) -> io::Result<Self> {
+        Ok(Self { client: Client::connect(addr)?, body: Vec::with_capacity(64) })
+    }
+}
+
+impl Driver for OverHttp {
+    fn verify(&mut self, token: &str) -> io::Result<Code> {
+        http::verify_body(token, &mut self.body)?;
+        let r = self.client.post_json("/v1/verify", &self.body)?;
+        http::verify_verdict(r.status, r.body)
     }
 }
 
@@ -181,7 +226,32 @@ struct Tally {
     passed: u64,
     refused: u64,
     unexpected: u64,
+    /// Calls that returned no verdict (HTTP: connection or protocol errors).
+    errors: u64,
+    first_error: Option<String>,
     elapsed: Duration,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            hist: new_histogram(),
+            calls: 0,
+            passed: 0,
+            refused: 0,
+            unexpected: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn error(&mut self, e: &io::Error) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
+        }
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -190,25 +260,34 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-fn run_thread(
+/// How a thread gets its driver (called in that thread, before the start).
+type Connect<'a, D> = &'a (dyn Fn() -> io::Result<D> + Sync);
+
+fn run_thread<D: Driver>(
     scenario: Scenario,
-    engine: &Engine,
+    connect: Connect<'_, D>,
     tokens: &[String],
     seed: u64,
     batch: u32,
     duration: Duration,
     start: &Barrier,
 ) -> Tally {
-    let mut driver = scenario.driver(engine);
     let mut pick = Pick(seed | 1);
-    let mut t =
-        Tally { hist: new_histogram(), calls: 0, passed: 0, refused: 0, unexpected: 0, elapsed: Duration::ZERO };
+    let mut t = Tally::new();
+    let driver = connect();
     // Each call's token is copied into a reused buffer before the clock
     // starts: a server has the token in its request buffer, hot in cache,
     // while reading one of N separately allocated strings at random would add
     // a cache miss that belongs to this program, not to the engine.
     let mut bufs: Vec<String> = (0..batch).map(|_| String::with_capacity(64)).collect();
     start.wait();
+    let mut driver = match driver {
+        Ok(d) => d,
+        Err(e) => {
+            t.error(&e);
+            return t;
+        }
+    };
     let begin = Instant::now();
     let deadline = begin + duration;
     loop {
@@ -218,10 +297,11 @@ fn run_thread(
         }
         let t0 = Instant::now();
         for buf in &bufs {
-            match scenario.classify(driver.verify(buf)) {
-                Some(true) => t.passed += 1,
-                Some(false) => t.refused += 1,
-                None => t.unexpected += 1,
+            match driver.verify(buf).map(|code| scenario.classify(code)) {
+                Ok(Some(true)) => t.passed += 1,
+                Ok(Some(false)) => t.refused += 1,
+                Ok(None) => t.unexpected += 1,
+                Err(e) => t.error(&e),
             }
         }
         let t1 = Instant::now();
@@ -236,8 +316,9 @@ fn run_thread(
     t
 }
 
-/// Runs one scenario with `threads` threads and merges what they measured.
-fn run(scenario: Scenario, engine: &Engine, tokens: &[String], threads: u32, args: &Args) -> Tally {
+/// Runs one scenario with `threads` threads, each with a driver from
+/// `connect`, and merges what they measured.
+fn run<D: Driver>(scenario: Scenario, connect: Connect<'_, D>, tokens: &[String], threads: u32, args: &Args) -> Tally {
     let duration = Duration::from_secs(args.seconds);
     let start = Barrier::new(threads as usize);
     let tallies: Vec<Tally> = std::thread::scope(|s| {
@@ -245,13 +326,15 @@ fn run(scenario: Scenario, engine: &Engine, tokens: &[String], threads: u32, arg
             .map(|i| {
                 let seed = 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(i) + 1);
                 let start = &start;
-                s.spawn(move || run_thread(scenario, engine, tokens, seed, args.batch, duration, start))
+                s.spawn(move || run_thread(scenario, connect, tokens, seed, args.batch, duration, start))
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let mut all =
-        Tally { hist: new_histogram(), calls: 0, passed: 0, refused: 0, unexpected: 0, elapsed: Duration::ZERO };
+    let mut all = Tally::new();
+    if tallies.len() < threads as usize {
+        all.error(&io::Error::other(format!("{} of {threads} threads panicked", threads as usize - tallies.len())));
+    }
     for t in tallies {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = all.hist.add(&t.hist);
@@ -259,13 +342,38 @@ fn run(scenario: Scenario, engine: &Engine, tokens: &[String], threads: u32, arg
         all.passed += t.passed;
         all.refused += t.refused;
         all.unexpected += t.unexpected;
+        all.errors += t.errors;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
         all.elapsed = all.elapsed.max(t.elapsed);
     }
     all
 }
 
+/// Serves the database of [`KeySet::Served`] with `keyward serve` on
+/// loopback, runs `http_verify_valid` against it with `--connections`
+/// threads, and stops the server.
+fn run_http(served: &Served, args: &Args) -> Result<Tally, String> {
+    let mut server = Server::start(&served.keyward_bin, &served.db)?;
+    eprintln!("# keyward serve (pid {}) listening on http://{}", server.id(), server.addr());
+    let addr = server.addr();
+    let connect = move || OverHttp::connect(addr);
+    let t = run(Scenario::HttpVerifyValid, &connect, &served.tokens, args.connections, args);
+    let status = server.stop().map_err(|e| format!("cannot stop the server: {e}"))?;
+    eprintln!("# keyward serve stopped ({status})");
+    Ok(t)
+}
+
 fn micros(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1_000.0)
+}
+
+/// The database `http_verify_valid` serves, and its keys.
+struct Served {
+    keyward_bin: PathBuf,
+    db: PathBuf,
+    tokens: Vec<String>,
 }
 
 /// Key sets, created only when a selected scenario needs them.
@@ -273,10 +381,17 @@ struct KeySets {
     valid: Vec<String>,
     unknown: Vec<String>,
     rate_limited: Vec<String>,
+    served: Option<Served>,
 }
 
 impl KeySets {
-    fn build(fx: &Fixture, scenarios: &[Scenario], n: usize, rate_limit: u64) -> keyward::Result<Self> {
+    fn build(
+        fx: &Fixture,
+        scenarios: &[Scenario],
+        n: usize,
+        rate_limit: u64,
+        keyward_bin: Option<&Path>,
+    ) -> Result<Self, String> {
         let needs = |set: KeySet| scenarios.iter().any(|s| s.key_set() == set);
         let timed = |what: &str, f: &dyn Fn() -> keyward::Result<Vec<String>>| {
             let t0 = Instant::now();
@@ -285,19 +400,35 @@ impl KeySets {
             Ok::<_, keyward::Error>(out)
         };
         let valid = if needs(KeySet::Valid) {
-            timed("valid keys", &|| fx.tokens(n, |i| plain_key(format!("load-{i}"))))?
+            timed("valid keys", &|| fx.tokens(n, |i| plain_key(format!("load-{i}"))))
+                .map_err(|e| format!("cannot create keys: {e}"))?
         } else {
             Vec::new()
         };
         let rate_limited = if needs(KeySet::RateLimited) {
             timed("rate-limited keys", &|| {
                 fx.tokens(n, |i| rate_limited_key(format!("limited-{i}"), rate_limit, 1_000))
-            })?
+            })
+            .map_err(|e| format!("cannot create keys: {e}"))?
         } else {
             Vec::new()
         };
         let unknown = if needs(KeySet::Unknown) { (0..n).map(|_| unknown_token()).collect() } else { Vec::new() };
-        Ok(Self { valid, unknown, rate_limited })
+        let served = match keyward_bin {
+            Some(bin) if needs(KeySet::Served) => {
+                let db = fx.dir().join("served.redb");
+                let t0 = Instant::now();
+                let tokens = http::prepare_db(bin, &db, n, |i| plain_key(format!("http-{i}")))?;
+                eprintln!(
+                    "# created {n} valid keys for keyward serve in {} in {:.1} s",
+                    db.display(),
+                    t0.elapsed().as_secs_f64()
+                );
+                Some(Served { keyward_bin: bin.to_owned(), db, tokens })
+            }
+            _ => None,
+        };
+        Ok(Self { valid, unknown, rate_limited, served })
     }
 
     fn get(&self, set: KeySet) -> &[String] {
@@ -305,14 +436,77 @@ impl KeySets {
             KeySet::Valid => &self.valid,
             KeySet::Unknown => &self.unknown,
             KeySet::RateLimited => &self.rate_limited,
+            KeySet::Served => self.served.as_ref().map_or(&[], |s| &s.tokens),
         }
     }
+}
+
+/// The keyward binary `http_verify_valid` serves with: `--keyward-bin`, or
+/// `keyward` beside this executable. An error says how to build it.
+fn keyward_bin(args: &Args) -> Result<PathBuf, String> {
+    let bin = match &args.keyward_bin {
+        Some(p) => p.clone(),
+        None => http::default_keyward_bin().map_err(|e| format!("cannot locate this executable: {e}"))?,
+    };
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    Err(format!(
+        "http_verify_valid needs the keyward server binary, and {} does not exist.\n\
+         Build it first, with the same profile and target directory as the load generator:\n\
+         \x20   cargo build --release -p keyward-cli -p keyward-benches\n\
+         or pass --keyward-bin PATH, or leave the scenario out (--op verify_valid,verify_invalid,...).",
+        bin.display()
+    ))
+}
+
+/// Prints the run's line on stdout and its tally on stderr; returns whether
+/// it went wrong (unexpected verdicts or errors).
+fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally) -> bool {
+    let secs = t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+    println!(
+        "peer=keyward op={} keys={} threads={} ops_per_s={:.0} p50_us={} p99_us={}",
+        scenario.name(),
+        keys,
+        threads,
+        t.calls as f64 / secs,
+        micros(t.hist.value_at_quantile(0.50)),
+        micros(t.hist.value_at_quantile(0.99)),
+    );
+    let share = |n: u64| 100.0 * n as f64 / t.calls.max(1) as f64;
+    eprintln!(
+        "# op={} threads={}: {} calls in {:.2} s, passed {:.1}%, refused {:.1}%, unexpected {}, errors {}",
+        scenario.name(),
+        threads,
+        t.calls,
+        secs,
+        share(t.passed),
+        share(t.refused),
+        t.unexpected,
+        t.errors,
+    );
+    if let Some(e) = &t.first_error {
+        eprintln!("# op={} threads={}: first error: {e}", scenario.name(), threads);
+    }
+    t.unexpected > 0 || t.errors > 0 || t.calls == 0
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let scenarios: Vec<Scenario> =
         Scenario::ALL.into_iter().filter(|s| args.op.is_empty() || args.op.contains(s)).collect();
+    // Before any set-up: a missing server binary should not cost a minute of key creation first.
+    let bin = if scenarios.contains(&Scenario::HttpVerifyValid) {
+        match keyward_bin(&args) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("keyward-loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let fx = match Fixture::with(Engine::builder(), args.dir.as_deref()) {
         Ok(fx) => fx,
         Err(e) => {
@@ -321,45 +515,37 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("# database in {}", fx.dir().display());
-    let sets = match KeySets::build(&fx, &scenarios, args.keys as usize, args.rate_limit) {
+    let sets = match KeySets::build(&fx, &scenarios, args.keys as usize, args.rate_limit, bin.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("keyward-loadgen: cannot create keys: {e}");
+            eprintln!("keyward-loadgen: {e}");
             return ExitCode::from(2);
         }
     };
 
     let mut failed = false;
     for &scenario in &scenarios {
+        if scenario == Scenario::HttpVerifyValid {
+            let Some(served) = &sets.served else { continue };
+            match run_http(served, &args) {
+                Ok(t) => failed |= report(scenario, args.keys, args.connections, &t),
+                Err(e) => {
+                    eprintln!("keyward-loadgen: {}: {e}", scenario.name());
+                    failed = true;
+                }
+            }
+            continue;
+        }
         let tokens = sets.get(scenario.key_set());
+        let engine = &fx.engine;
+        let connect = || Ok(InProcess { engine, req: Request::default() });
         for &threads in &args.threads {
-            let t = run(scenario, &fx.engine, tokens, threads, &args);
-            let secs = t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
-            println!(
-                "peer=keyward op={} keys={} threads={} ops_per_s={:.0} p50_us={} p99_us={}",
-                scenario.name(),
-                args.keys,
-                threads,
-                t.calls as f64 / secs,
-                micros(t.hist.value_at_quantile(0.50)),
-                micros(t.hist.value_at_quantile(0.99)),
-            );
-            let share = |n: u64| 100.0 * n as f64 / t.calls.max(1) as f64;
-            eprintln!(
-                "# op={} threads={}: {} calls in {:.2} s, passed {:.1}%, refused {:.1}%, unexpected {}",
-                scenario.name(),
-                threads,
-                t.calls,
-                secs,
-                share(t.passed),
-                share(t.refused),
-                t.unexpected,
-            );
-            failed |= t.unexpected > 0;
+            let t = run(scenario, &connect, tokens, threads, &args);
+            failed |= report(scenario, args.keys, threads, &t);
         }
     }
     if failed {
-        eprintln!("keyward-loadgen: some verdicts were not the ones the scenario expects");
+        eprintln!("keyward-loadgen: some calls failed or got verdicts the scenario does not expect (see # lines)");
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

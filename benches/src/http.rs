@@ -1,0 +1,467 @@
+//! What `keyward-loadgen`'s `http_verify_valid` scenario needs: a database
+//! prepared for `keyward serve`, the server as a child process on loopback,
+//! and a minimal blocking HTTP/1.1 keep-alive client.
+//!
+//! The client writes one request at a time on a `TcpStream` (no pipelining)
+//! and reads the answer by its `Content-Length`; it supports exactly what
+//! keyward's server sends (no chunked bodies), which keeps its own cost per
+//! request to a formatted write and one or two reads.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use keyward::{Engine, NewKey};
+use keyward_core::Code;
+
+/// How long the client waits on a read or a write, and how long start-up
+/// waits for the server's address, before giving up.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Server::stop`] waits after SIGTERM before it kills the server.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The largest response head plus body the client accepts.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// The `keyward` binary in the directory of the running executable: the
+/// same target directory and profile as `keyward-loadgen` when both were
+/// built by cargo (`cargo build --release -p keyward-cli -p keyward-benches`).
+pub fn default_keyward_bin() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| io::Error::other("the running executable has no parent directory"))?;
+    Ok(dir.join(format!("keyward{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// Runs `keyward --db DB init --json` (the default workspace, the root key
+/// and `DB.secrets`), then opens `db` in this process, creates `n` keys from
+/// `spec(i)` in the default workspace and closes the engine again, so a
+/// `keyward serve` can open the file. Returns the keys' tokens.
+///
+/// Keys are created with the engine rather than over `POST /v1/api-keys`:
+/// the cost is the same one fsynced commit per key, without the HTTP round
+/// trips.
+pub fn prepare_db(
+    keyward_bin: &Path,
+    db: &Path,
+    n: usize,
+    spec: impl Fn(usize) -> NewKey,
+) -> Result<Vec<String>, String> {
+    let out = Command::new(keyward_bin)
+        .arg("--db")
+        .arg(db)
+        .args(["init", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", keyward_bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{} --db {} init --json` failed ({}): {}",
+            keyward_bin.display(),
+            db.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let engine = Engine::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    let ws = engine.workspaces().first().map(|w| w.policy.id).ok_or("`keyward init` created no workspace")?;
+    let tokens = (0..n)
+        .map(|i| engine.create_key(ws, spec(i), &keyward::Actor::Admin).map(|k| k.token.expose().to_owned()))
+        .collect::<keyward::Result<Vec<String>>>()
+        .map_err(|e| format!("cannot create keys in {}: {e}", db.display()))?;
+    engine.close().map_err(|e| format!("cannot close {}: {e}", db.display()))?;
+    // Dropping the last handle closes the database file, so the server can open it.
+    drop(engine);
+    Ok(tokens)
+}
+
+/// A `keyward serve` child process listening on a loopback address. Dropping
+/// it kills the process if [`Server::stop`] was not called.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `keyward --db DB serve --listen 127.0.0.1:0` and waits (at most
+    /// [`TIMEOUT`]) for its `keyward listening on http://ADDR` line. The
+    /// server's stderr goes to this process's stderr.
+    pub fn start(keyward_bin: &Path, db: &Path) -> Result<Self, String> {
+        let child = Command::new(keyward_bin)
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", keyward_bin.display()))?;
+        // From here on, `Drop` kills the child on every early return.
+        let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let stdout = server.child.stdout.take().ok_or("the server's stdout is not piped")?;
+        // A thread reads stdout to its end, so the server never blocks on a
+        // full pipe; the lines go to this thread until the address is known.
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let Some(rest) = line.strip_prefix("keyward listening on http://") else { continue };
+                    let addr: SocketAddr =
+                        rest.trim().parse().map_err(|e| format!("cannot parse the server's address {rest:?}: {e}"))?;
+                    if !addr.ip().is_loopback() {
+                        return Err(format!("the server listens on {addr}, not on loopback"));
+                    }
+                    server.addr = addr;
+                    return Ok(server);
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = server.child.wait().map_err(|e| e.to_string())?;
+                    return Err(format!("the server exited ({status}) before it announced its address"));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("the server did not announce its address within {} s", TIMEOUT.as_secs()));
+                }
+            }
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the server to stop (SIGTERM through `kill`, on Unix), waits up to
+    /// 10 s for it to finish its requests and write its counters, then kills
+    /// it if it is still running. Returns its exit status.
+    pub fn stop(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let asked = cfg!(unix)
+            && Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        if asked {
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                if let Some(status) = self.child.try_wait()? {
+                    return Ok(status);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.child.kill()?;
+        self.child.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection. After an I/O or protocol error the
+/// connection is dropped; the next request opens a new one.
+pub struct Client {
+    addr: SocketAddr,
+    host: String,
+    stream: Option<TcpStream>,
+    req: Vec<u8>,
+    /// Received bytes; `buf[start..end]` are not yet consumed.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    connects: u64,
+}
+
+/// A response: its status and body, borrowed from the client's buffer.
+#[derive(Debug)]
+pub struct Response<'a> {
+    /// The status code.
+    pub status: u16,
+    /// The body (`Content-Length` bytes).
+    pub body: &'a [u8],
+}
+
+impl Client {
+    /// Connects to `addr` (TCP_NODELAY, read and write timeouts of [`TIMEOUT`]).
+    pub fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let mut c = Client {
+            addr,
+            host: addr.to_string(),
+            stream: None,
+            req: Vec::with_capacity(256),
+            buf: vec![0; MAX_RESPONSE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            connects: 0,
+        };
+        c.stream()?;
+        Ok(c)
+    }
+
+    /// How many connections this client has opened (1 unless one was lost).
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, TIMEOUT)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            s.set_write_timeout(Some(TIMEOUT))?;
+            self.stream = Some(s);
+            self.connects += 1;
+            self.start = 0;
+            self.end = 0;
+        }
+        // Invariant: set just above when it was `None`.
+        Ok(self.stream.as_mut().expect("stream is connected"))
+    }
+
+    /// `POST path` with a JSON body; waits for the whole response.
+    pub fn post_json(&mut self, path: &str, body: &[u8]) -> io::Result<Response<'_>> {
+        self.req.clear();
+        write!(
+            self.req,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        )?;
+        self.req.extend_from_slice(body);
+        let sent = {
+            let req = std::mem::take(&mut self.req);
+            let r = self.stream().and_then(|s| s.write_all(&req));
+            self.req = req;
+            r
+        };
+        match sent.and_then(|()| self.read_response()) {
+            Ok((status, close, body_at, body_end)) => {
+                if close {
+                    self.stream = None;
+                }
+                Ok(Response { status, body: &self.buf[body_at..body_end] })
+            }
+            Err(e) => {
+                self.stream = None;
+                self.start = 0;
+                self.end = 0;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads one response; returns its status, whether the server closes the
+    /// connection after it, and where its body is in `buf`.
+    fn read_response(&mut self) -> io::Result<(u16, bool, usize, usize)> {
+        let head_len = loop {
+            if let Some(i) = self.buf[self.start..self.end].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill()?;
+        };
+        let head = std::str::from_utf8(&self.buf[self.start..self.start + head_len])
+            .map_err(|_| bad("response head is not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            return Err(bad(&format!("not an HTTP/1.x status line: {status_line:?}")));
+        }
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&format!("bad status line: {status_line:?}")))?;
+        let mut close = version == "HTTP/1.0";
+        let mut length = None;
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').ok_or_else(|| bad(&format!("bad header line: {line:?}")))?;
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.parse::<usize>().map_err(|_| bad(&format!("bad Content-Length: {value:?}")))?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad(&format!("Transfer-Encoding {value:?} is not supported")));
+            } else if name.eq_ignore_ascii_case("connection") {
+                close = value.eq_ignore_ascii_case("close");
+            }
+        }
+        let length = length.ok_or_else(|| bad("response without Content-Length"))?;
+        if head_len + length > self.buf.len() {
+            return Err(bad(&format!("response of {} bytes is larger than {MAX_RESPONSE}", head_len + length)));
+        }
+        while self.end - self.start < head_len + length {
+            self.fill()?;
+        }
+        let body_at = self.start + head_len;
+        let body_end = body_at + length;
+        // The response is consumed. Its bytes stay in place until the next
+        // request's first read, so the caller can borrow the body until then.
+        self.start = body_end;
+        if self.start == self.end {
+            // Nothing buffered after it (the usual case without pipelining):
+            // the next response is read from the front of the buffer.
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok((status, close, body_at, body_end))
+    }
+
+    /// Reads more bytes into `buf[end..]`, first moving the unconsumed bytes
+    /// to the front when the buffer's tail is full.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.end == self.buf.len() {
+            if self.start == 0 {
+                return Err(bad(&format!("response larger than {MAX_RESPONSE} bytes")));
+            }
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
+        };
+        let n = stream.read(&mut self.buf[self.end..])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+        }
+        self.end += n;
+        Ok(())
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// The JSON body of `POST /v1/verify` for `token`, written into `out`.
+/// Tokens are base62 plus `_`, so they need no escaping; anything else is
+/// refused rather than sent malformed.
+pub fn verify_body(token: &str, out: &mut Vec<u8>) -> io::Result<()> {
+    if token.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return Err(bad("token would need JSON escaping"));
+    }
+    out.clear();
+    out.extend_from_slice(b"{\"key\":\"");
+    out.extend_from_slice(token.as_bytes());
+    out.extend_from_slice(b"\"}");
+    Ok(())
+}
+
+/// The verdict of a `POST /v1/verify` answer: `Ok(Code::Valid)` only for
+/// status 200 with `"valid":true` and `"code":"VALID"`; `Ok(code)` for any
+/// other verdict the server gave; an error when the answer holds no verdict
+/// (an error envelope, a body that is not the expected JSON).
+pub fn verify_verdict(status: u16, body: &[u8]) -> io::Result<Code> {
+    let text = std::str::from_utf8(body).map_err(|_| bad("response body is not UTF-8"))?;
+    let code = text
+        .split_once("\"code\":\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .and_then(|(code, _)| Code::parse(code));
+    match code {
+        Some(Code::Valid) if status == 200 && text.contains("\"valid\":true") => Ok(Code::Valid),
+        Some(code) if code != Code::Valid => Ok(code),
+        _ => {
+            let cut = text.char_indices().nth(300).map_or(text.len(), |(i, _)| i);
+            Err(bad(&format!("unexpected answer: HTTP {status}: {}", &text[..cut])))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn verdicts() {
+        let ok = br#"{"success":true,"data":{"valid":true,"code":"VALID","key_id":"k"},"request_id":"r"}"#;
+        assert_eq!(verify_verdict(200, ok).unwrap(), Code::Valid);
+        assert!(verify_verdict(500, ok).is_err());
+        let nf = br#"{"success":true,"data":{"valid":false,"code":"NOT_FOUND"},"request_id":"r"}"#;
+        assert_eq!(verify_verdict(200, nf).unwrap(), Code::NotFound);
+        let err = br#"{"success":false,"error":{"code":"invalid_request","message":"x"}}"#;
+        assert!(verify_verdict(400, err).is_err());
+        assert!(verify_verdict(200, b"not json").is_err());
+        let mut body = Vec::new();
+        verify_body("kw_live_abc", &mut body).unwrap();
+        assert_eq!(body, br#"{"key":"kw_live_abc"}"#);
+        assert!(verify_body("a\"b", &mut body).is_err());
+    }
+
+    /// Two requests on one connection, the second response split across
+    /// writes, then a `Connection: close` that makes the client reconnect.
+    #[test]
+    fn keep_alive_and_reconnect() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let read_request = |s: &mut TcpStream| {
+                let mut got = Vec::new();
+                let mut b = [0u8; 1024];
+                loop {
+                    let n = s.read(&mut b).unwrap();
+                    got.extend_from_slice(&b[..n]);
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = std::str::from_utf8(&got[..i]).unwrap().to_owned();
+                        let len: usize =
+                            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+                        if got.len() >= i + 4 + len {
+                            return head;
+                        }
+                    }
+                }
+            };
+            let (mut s, _) = listener.accept().unwrap();
+            assert!(read_request(&mut s).starts_with("POST /v1/verify HTTP/1.1\r\n"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst").unwrap();
+            read_request(&mut s);
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 6\r\n\r\nse").unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(b"cond").unwrap();
+            read_request(&mut s);
+            s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+            drop(s);
+            let (mut s, _) = listener.accept().unwrap();
+            read_request(&mut s);
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast").unwrap();
+        });
+        let mut c = Client::connect(addr).unwrap();
+        let r = c.post_json("/v1/verify", b"{}").unwrap();
+        assert_eq!((r.status, r.body), (200, &b"first"[..]));
+        let r = c.post_json("/v1/verify", b"{\"a\":1}").unwrap();
+        assert_eq!((r.status, r.body), (404, &b"second"[..]));
+        let r = c.post_json("/v1/verify", b"").unwrap();
+        assert_eq!((r.status, r.body), (200, &b""[..]));
+        let r = c.post_json("/v1/verify", b"{}").unwrap();
+        assert_eq!((r.status, r.body), (200, &b"last"[..]));
+        assert_eq!(c.connects(), 2);
+        server.join().unwrap();
+    }
+}
