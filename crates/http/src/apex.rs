@@ -10,13 +10,11 @@
 //! the SDKs read to raise their own error with our message. A 4xx would make
 //! them raise a generic "http error" carrying the raw body instead.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -24,7 +22,7 @@ use keyward_core::{Code, Credential, CredentialError, SignedHeaders, parse_crede
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::envelope::{RequestId, VerdictTag};
+use crate::envelope::{Stamp, VerdictTag};
 use crate::routes::{Peer, client_ip};
 
 /// APEX `errorcode` values, as the SDKs know them (`notbank` refuses others).
@@ -61,16 +59,9 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
 /// Adds `X-Request-Id` and counts the request, like the envelope does for
 /// the rest of the API, but leaves the body alone.
 async fn stamp(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = RequestId::generate();
-    req.extensions_mut().insert(id.clone());
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let stamp = Stamp::begin(&mut req);
     let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id.0) {
-        resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
-    let verdict = resp.extensions().get::<VerdictTag>().map(|v| v.0);
-    state.metrics.record(route.as_deref().unwrap_or("unmatched"), resp.status().as_u16(), verdict, started.elapsed());
+    stamp.finish(&state, &mut resp);
     resp
 }
 

@@ -141,21 +141,48 @@ fn code_for_status(status: StatusCode) -> &'static str {
     }
 }
 
+/// What every response gets, whatever its body format: a request id (in the
+/// request extensions and the `X-Request-Id` header) and a line in the metrics.
+pub(crate) struct Stamp {
+    pub(crate) id: RequestId,
+    route: Option<String>,
+    started: std::time::Instant,
+}
+
+impl Stamp {
+    /// Starts timing a request and gives it an id.
+    pub(crate) fn begin(req: &mut Request) -> Self {
+        let started = std::time::Instant::now();
+        let id = RequestId::generate();
+        req.extensions_mut().insert(id.clone());
+        let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+        Self { id, route, started }
+    }
+
+    /// Adds `X-Request-Id` to the response and counts the request.
+    pub(crate) fn finish(self, state: &AppState, resp: &mut Response) {
+        if let Ok(v) = HeaderValue::from_str(&self.id.0) {
+            resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        }
+        let verdict = resp.extensions().get::<VerdictTag>().map(|v| v.0);
+        let route = self.route.as_deref().unwrap_or("unmatched");
+        state.metrics.record(route, resp.status().as_u16(), verdict, self.started.elapsed());
+    }
+}
+
 /// Adds the request id, serialises the envelope, and counts the request.
 pub(crate) async fn envelope(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let id = RequestId::generate();
-    req.extensions_mut().insert(id.clone());
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let stamp = Stamp::begin(&mut req);
+    let id = stamp.id.0.clone();
     let mut resp = next.run(req).await;
     let status = resp.status();
     let body = match resp.extensions_mut().remove::<EnvelopeBody>() {
-        Some(EnvelopeBody(Ok(data))) => Some(json!({"success": true, "data": data, "request_id": id.0})),
-        Some(EnvelopeBody(Err(e))) => Some(error_json(&e.code, &e.message, &id.0)),
+        Some(EnvelopeBody(Ok(data))) => Some(json!({"success": true, "data": data, "request_id": id})),
+        Some(EnvelopeBody(Err(e))) => Some(error_json(&e.code, &e.message, &id)),
         // Not ours (axum's own 404/405/413/...): wrap errors in the envelope too.
         None if status.is_client_error() || status.is_server_error() => {
             let message = status.canonical_reason().unwrap_or("error").to_owned();
-            Some(error_json(code_for_status(status), &message, &id.0))
+            Some(error_json(code_for_status(status), &message, &id))
         }
         None => None,
     };
@@ -164,11 +191,7 @@ pub(crate) async fn envelope(State(state): State<AppState>, mut req: Request, ne
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }
-    if let Ok(v) = HeaderValue::from_str(&id.0) {
-        resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
-    let verdict = resp.extensions().get::<VerdictTag>().map(|v| v.0);
-    state.metrics.record(route.as_deref().unwrap_or("unmatched"), status.as_u16(), verdict, started.elapsed());
+    stamp.finish(&state, &mut resp);
     resp
 }
 

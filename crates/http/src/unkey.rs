@@ -17,12 +17,10 @@
 //! as `null` (`credits.remaining` excepted), numbers are integers, and times
 //! are Unix milliseconds. `verifyKey` answers 200 for every verdict.
 
-use std::time::Instant;
-
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
@@ -34,7 +32,7 @@ use keyward_core::{
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::envelope::{RequestId, VerdictTag};
+use crate::envelope::{Stamp, VerdictTag};
 use crate::json::MAX_BODY;
 use crate::routes::{Peer, client_ip};
 
@@ -75,24 +73,16 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
 
 /// Adds the request id (header and `meta.requestId`) and counts the request.
 async fn stamp(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = RequestId::generate();
-    req.extensions_mut().insert(id.clone());
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let stamp = Stamp::begin(&mut req);
     let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id.0) {
-        resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
     // The body was built before the id was known: fill it in.
-    if let Some(Pending(body)) = resp.extensions_mut().remove::<Pending>() {
-        let mut body = body;
+    if let Some(Pending(mut body)) = resp.extensions_mut().remove::<Pending>() {
         if let Value::Object(m) = &mut body {
-            m.insert("meta".into(), json!({"requestId": id.0}));
+            m.insert("meta".into(), json!({"requestId": stamp.id.0}));
         }
         *resp.body_mut() = Body::from(body.to_string());
     }
-    let verdict = resp.extensions().get::<VerdictTag>().map(|v| v.0);
-    state.metrics.record(route.as_deref().unwrap_or("unmatched"), resp.status().as_u16(), verdict, started.elapsed());
+    stamp.finish(&state, &mut resp);
     resp
 }
 
