@@ -170,6 +170,10 @@ impl Inner {
         } else {
             let mut c = live.usage.lock();
             let c = &mut *c;
+            // Strict mode rolls the counters back if the balance cannot be
+            // made durable, so keep what they were.
+            let strict = self.opts.strict_credits && policy.limits.credits.is_some();
+            let before = strict.then(|| (c.key.clone(), req.tool.and_then(|n| c.tools.get(n).cloned())));
             let v = match (req.tool, lookup) {
                 (Some(name), ToolLookup::Found(_)) => {
                     if !c.tools.contains_key(name) {
@@ -200,7 +204,7 @@ impl Inner {
             }
             if v.is_valid() {
                 live.usage.mark_dirty();
-                if self.opts.strict_credits && policy.limits.credits.is_some() {
+                if let Some((key_before, tool_before)) = before {
                     let rec = live.usage.record_with(c);
                     // Strict mode: the balance is durable before the verdict is.
                     let persisted = self.db.begin_write().map_err(Error::from).and_then(|txn| {
@@ -208,8 +212,12 @@ impl Inner {
                         txn.commit().map_err(Error::from)
                     });
                     if persisted.is_err() {
-                        // Not durable: refuse rather than hand out an unrecorded credit.
-                        c.key = rec.key;
+                        // Not durable: undo the charge and refuse rather than
+                        // hand out an unrecorded credit.
+                        c.key = key_before;
+                        if let (Some(name), Some(t)) = (req.tool, tool_before) {
+                            c.tools.insert(name.to_owned(), t);
+                        }
                         let mut refused = v.clone();
                         refused.code = Code::UsageExhausted;
                         return refused;
