@@ -412,22 +412,23 @@ pub(crate) fn initialise(engine: &Engine, prefix: &str) -> Result<Initialised, F
     if !engine.workspaces().is_empty() {
         return Err(Fail(2, format!("{} is already initialised", engine.path().display())));
     }
+    provision(engine, "default", prefix, &Actor::System)
+}
+
+/// Creates a workspace with the `gl_ping` tool and a root key (permission `*`).
+fn provision(engine: &Engine, name: &str, prefix: &str, actor: &Actor) -> Result<Initialised, Fail> {
     let prefix = Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
-    let ws = engine.create_workspace(NewWorkspace { prefix, ..NewWorkspace::named("default") }, &Actor::System)?;
+    let ws = engine.create_workspace(NewWorkspace { prefix, ..NewWorkspace::named(name) }, actor)?;
     let id = ws.policy.id;
     engine.create_tool(
         id,
         NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
-        &Actor::System,
+        actor,
     )?;
     let root = engine.create_key(
         id,
-        NewKey {
-            name: "root".into(),
-            permissions: vec![Permission::parse("*").map_err(|e| Fail(2, e.to_string()))?],
-            ..NewKey::default()
-        },
-        &Actor::System,
+        NewKey { name: "root".into(), permissions: vec![Permission::parse("*")?], ..NewKey::default() },
+        actor,
     )?;
     Ok(Initialised { workspace: id, root_key: root.token.expose().to_owned() })
 }
@@ -723,25 +724,13 @@ fn tool(db: &Path, cmd: ToolCommand, json: bool) -> Out {
 fn workspace(db: &Path, cmd: WorkspaceCommand, json: bool) -> Out {
     let engine = open(db)?;
     if let WorkspaceCommand::Create { name, prefix } = &cmd {
-        let prefix = Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
-        let ws =
-            engine.create_workspace(NewWorkspace { prefix, ..NewWorkspace::named(name.clone()) }, &Actor::Admin)?;
-        let id = ws.policy.id;
-        engine.create_tool(
-            id,
-            NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
-            &Actor::Admin,
-        )?;
-        let root = engine.create_key(
-            id,
-            NewKey { name: "root".into(), permissions: vec![Permission::parse("*")?], ..NewKey::default() },
-            &Actor::Admin,
-        )?;
+        let made = provision(&engine, name, prefix, &Actor::Admin)?;
+        let (id, root) = (made.workspace, made.root_key);
         if json {
-            println!("{}", json!({"workspace_id": id.to_string(), "root_key": root.token.expose()}));
+            println!("{}", json!({"workspace_id": id.to_string(), "root_key": root}));
         } else {
             println!("workspace  {id}");
-            println!("ROOT KEY (shown once, store it now): {}", root.token.expose());
+            println!("ROOT KEY (shown once, store it now): {root}");
         }
         engine.close()?;
         return Ok(0);
