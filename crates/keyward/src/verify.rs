@@ -63,7 +63,7 @@ pub struct LeaseGuard {
     engine: Engine,
     key: KeyId,
     tool: Option<String>,
-    leases: Vec<(LeaseScope, LeaseId)>,
+    /// Holds the leases to release (`verdict.leases`).
     verdict: Verdict,
 }
 
@@ -79,8 +79,8 @@ impl LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        if !self.leases.is_empty() {
-            self.engine.release(self.key, self.tool.as_deref(), &self.leases);
+        if !self.verdict.leases.is_empty() {
+            self.engine.release(self.key, self.tool.as_deref(), &self.verdict.leases);
         }
     }
 }
@@ -326,13 +326,7 @@ impl Engine {
             return Err(Box::new(verdict));
         }
         let key = verdict.key_id.ok_or_else(|| Box::new(verdict.clone()))?;
-        Ok(LeaseGuard {
-            engine: self.clone(),
-            key,
-            tool: req.tool.map(str::to_owned),
-            leases: verdict.leases.clone(),
-            verdict,
-        })
+        Ok(LeaseGuard { engine: self.clone(), key, tool: req.tool.map(str::to_owned), verdict })
     }
 
     /// Releases leases taken by a verification. Returns whether all were held.
