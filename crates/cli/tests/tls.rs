@@ -7,11 +7,10 @@ mod common;
 #[allow(dead_code)]
 mod gencert;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{BIN, Resp, Server, bearer};
 use gencert::TestCerts;
@@ -30,7 +29,6 @@ fn certs(dir: &Path) -> (String, PathBuf, PathBuf) {
 struct Tls {
     server: Server,
     ca: String,
-    stdout_tail: mpsc::Receiver<String>,
 }
 
 /// Serves a fresh database over HTTPS.
@@ -39,39 +37,9 @@ fn start_tls() -> Tls {
     let db = dir.path().join("keyward.redb");
     let (_, root) = common::init(&db);
     let (ca, cert, key) = certs(dir.path());
-    let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(&db)
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let mut line = String::new();
-        assert!(Instant::now() < deadline, "server did not start");
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("server exited early: {lines:?}");
-        }
-        lines.push(line.trim_end().to_owned());
-        if let Some(rest) = line.trim_end().strip_prefix("keyward listening on https://") {
-            break rest.to_owned();
-        }
-    };
-    let (tx, stdout_tail) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = reader.read_to_string(&mut rest);
-        let _ = tx.send(rest);
-    });
-    let server = Server { child, base: format!("https://{addr}"), addr, dir, db, root, stdout_lines: lines };
-    Tls { server, ca, stdout_tail }
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let server = Server::serve_scheme(dir, db, root, &tls, "https");
+    Tls { server, ca }
 }
 
 /// A rustls client (ring) that trusts only `ca`.
@@ -108,7 +76,7 @@ fn call(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], 
 
 #[test]
 fn https_health_and_apex_flow() {
-    let Tls { server: mut s, ca, stdout_tail } = start_tls();
+    let Tls { server: mut s, ca } = start_tls();
     assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
     let a = agent(&ca);
     let r = call(&a, "GET", &s.url("/healthz"), &[], None);
@@ -179,7 +147,7 @@ fn https_health_and_apex_flow() {
 
     // Graceful shutdown works over TLS too.
     assert_eq!(s.terminate(), 0);
-    assert_eq!(stdout_tail.recv_timeout(Duration::from_secs(10)).unwrap(), "keyward stopped\n");
+    assert_eq!(s.stdout_tail.recv_timeout(Duration::from_secs(10)).unwrap(), "keyward stopped\n");
 }
 
 /// Runs `serve` with the given TLS flags; returns (exit code, stderr).

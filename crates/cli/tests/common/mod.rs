@@ -37,6 +37,8 @@ pub struct Server {
     pub db: PathBuf,
     pub root: String,
     pub stdout_lines: Vec<String>,
+    /// Everything the server prints after its listening line, once it exits.
+    pub stdout_tail: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -49,6 +51,11 @@ impl Server {
     }
 
     pub fn serve(dir: tempfile::TempDir, db: PathBuf, root: String, extra: &[&str]) -> Self {
+        Self::serve_scheme(dir, db, root, extra, "http")
+    }
+
+    /// `scheme` is the one the server announces: `http`, or `https` with TLS flags.
+    pub fn serve_scheme(dir: tempfile::TempDir, db: PathBuf, root: String, extra: &[&str], scheme: &str) -> Self {
         let mut child = Command::new(BIN)
             .arg("--db")
             .arg(&db)
@@ -68,16 +75,18 @@ impl Server {
                 panic!("server exited early: {lines:?}");
             }
             lines.push(line.trim_end().to_owned());
-            if let Some(rest) = line.trim_end().strip_prefix("keyward listening on http://") {
+            if let Some(rest) = line.trim_end().strip_prefix(&format!("keyward listening on {scheme}://")) {
                 break rest.to_owned();
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
+        let (tx, stdout_tail) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = reader.read_to_string(&mut sink);
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            let _ = tx.send(rest);
         });
-        Server { child, base: format!("http://{addr}"), addr, dir, db, root, stdout_lines: lines }
+        Server { child, base: format!("{scheme}://{addr}"), addr, dir, db, root, stdout_lines: lines, stdout_tail }
     }
 
     pub fn url(&self, path: &str) -> String {
