@@ -82,43 +82,70 @@ pub fn decide(
     usage: Usage<'_>,
 ) -> Verdict {
     let mut v = Verdict::bare(Code::Valid);
+    decide_into(&mut v, key, workspace, tool, req, usage);
+    v
+}
+
+/// [`decide`] writing into `v`, whose every field it sets: a caller that
+/// returns the verdict on decides in place instead of copying it back up.
+pub fn decide_into(
+    v: &mut Verdict,
+    key: &KeyPolicy,
+    workspace: &WorkspacePolicy,
+    tool: ToolLookup<'_>,
+    req: &Request<'_>,
+    usage: Usage<'_>,
+) {
     v.key_id = Some(key.id);
     v.workspace_id = Some(key.workspace);
-    let refuse = |mut v: Verdict, code: Code| {
-        v.code = code;
-        v
+    v.retry_after_ms = None;
+    v.leases.clear();
+    v.code = match check_and_charge(v, key, workspace, tool, req, usage) {
+        Ok(()) => Code::Valid,
+        Err(code) => code,
     };
-    if let Err(code) = admit(key, workspace, req.ip, req.now) {
-        return refuse(v, code);
-    }
+}
+
+/// The checks of [`decide_into`], charging the limits last. Fills `v`'s
+/// quota, leases and retry time; the code is the caller's to set.
+fn check_and_charge(
+    v: &mut Verdict,
+    key: &KeyPolicy,
+    workspace: &WorkspacePolicy,
+    tool: ToolLookup<'_>,
+    req: &Request<'_>,
+    usage: Usage<'_>,
+) -> Result<(), Code> {
+    v.quota = Quota::default();
+    admit(key, workspace, req.ip, req.now)?;
     let tool = match (req.tool, tool) {
         (None, _) | (Some(_), ToolLookup::NotRequested) => None,
-        (Some(_), ToolLookup::Unknown) => return refuse(v, Code::UnknownTool),
+        (Some(_), ToolLookup::Unknown) => return Err(Code::UnknownTool),
         (Some(name), ToolLookup::Found(t)) => {
             if t.name != name || t.workspace != key.workspace {
-                return refuse(v, Code::UnknownTool);
+                return Err(Code::UnknownTool);
             }
             if !t.enabled {
-                return refuse(v, Code::ToolDisabled);
+                return Err(Code::ToolDisabled);
             }
             Some(t)
         }
     };
     if let Some(t) = tool {
         if !key.tools.is_empty() && !key.tools.contains(&t.name) {
-            return refuse(v, Code::InsufficientPermissions);
+            return Err(Code::InsufficientPermissions);
         }
         if let Some(p) = &t.permission
             && !permission::granted(&key.permissions, p.as_str())
         {
-            return refuse(v, Code::InsufficientPermissions);
+            return Err(Code::InsufficientPermissions);
         }
     }
     if !req.permissions.iter().all(|p| permission::granted(&key.permissions, p)) {
-        return refuse(v, Code::InsufficientPermissions);
+        return Err(Code::InsufficientPermissions);
     }
     if req.permission_query.is_some_and(|q| !q.allows(&key.permissions)) {
-        return refuse(v, Code::InsufficientPermissions);
+        return Err(Code::InsufficientPermissions);
     }
 
     // Limits: key, then the tool's limits for this key, then key×tool.
@@ -138,30 +165,23 @@ pub fn decide(
             order[n] = LeaseScope::KeyTool;
         }
     }
+    let Verdict { quota, leases, .. } = v;
+    let lease = |i: usize, id: LeaseId| leases.push((order[i], id));
     // Scopes fill in order; charge them from a stack array (no allocation on
     // the hot path).
     let charged = match scopes {
-        [Some(a), None, None] => limits::charge(&mut [a], req.now, &req.cost),
-        [Some(a), Some(b), None] => limits::charge(&mut [a, b], req.now, &req.cost),
-        [Some(a), Some(b), Some(c)] => limits::charge(&mut [a, b, c], req.now, &req.cost),
+        [Some(a), None, None] => limits::charge_into(&mut [a], req.now, &req.cost, quota, lease),
+        [Some(a), Some(b), None] => limits::charge_into(&mut [a, b], req.now, &req.cost, quota, lease),
+        [Some(a), Some(b), Some(c)] => limits::charge_into(&mut [a, b, c], req.now, &req.cost, quota, lease),
         other => {
             let mut list: Vec<Scope<'_>> = other.into_iter().flatten().collect();
-            limits::charge(&mut list, req.now, &req.cost)
+            limits::charge_into(&mut list, req.now, &req.cost, quota, lease)
         }
     };
-    match charged {
-        Ok(grant) => {
-            v.quota = grant.quota;
-            v.leases = grant.leases.into_iter().map(|(i, id)| (order[i], id)).collect();
-            v
-        }
-        Err(refusal) => {
-            v.code = refusal.code;
-            v.retry_after_ms = refusal.retry_after_ms;
-            v.quota = refusal.quota;
-            v
-        }
-    }
+    charged.map_err(|(code, retry_after_ms)| {
+        v.retry_after_ms = retry_after_ms;
+        code
+    })
 }
 
 /// Checks a key's status, plan and IP only: the part of [`decide`] that the

@@ -156,15 +156,32 @@ impl IpRules {
         let mut allowed = false;
         for rule in &self.0 {
             match rule {
-                IpRule::Deny(net) if net.contains(&ip) => return false,
+                IpRule::Deny(net) if contains(net, ip) => return false,
                 IpRule::Allow(net) => {
                     has_allow = true;
-                    allowed |= net.contains(&ip);
+                    allowed |= contains(net, ip);
                 }
                 IpRule::Deny(_) => {}
             }
         }
         !has_allow || allowed
+    }
+}
+
+/// Whether `net` covers `ip`: the address bits under the prefix are the
+/// network's. The same answer as ipnet's `contains`, in a mask and a compare
+/// (the check runs on every verification of a key with rules).
+fn contains(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpNet::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(n.prefix_len())).unwrap_or(0);
+            (u32::from(a) ^ u32::from(n.addr())) & mask == 0
+        }
+        (IpNet::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(n.prefix_len())).unwrap_or(0);
+            (u128::from(a) ^ u128::from(n.addr())) & mask == 0
+        }
+        _ => false,
     }
 }
 
@@ -251,5 +268,40 @@ mod tests {
         assert!(IpRules::none().permits(None));
         assert!(!rules(&[("deny", "10.0.0.0/8")]).permits(None));
         assert!(!rules(&[("allow", "0.0.0.0/0")]).permits(None));
+    }
+
+    mod props {
+        use core::net::{Ipv4Addr, Ipv6Addr};
+
+        use ipnet::Ipv6Net;
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// The mask compare answers as ipnet does, host bits in the rule or not.
+            #[test]
+            fn contains_matches_ipnet(
+                net4 in any::<u32>(),
+                len4 in 0u8..=32,
+                bits4 in any::<u32>(),
+                net6 in any::<u128>(),
+                len6 in 0u8..=128,
+                bits6 in any::<u128>(),
+                near in any::<bool>(),
+            ) {
+                // Half the addresses share the network's top bits, so both answers occur.
+                let a4 = Ipv4Addr::from(if near { net4 ^ (bits4 >> len4.min(31)) } else { bits4 });
+                let a6 = Ipv6Addr::from(if near { net6 ^ (bits6 >> len6.min(127)) } else { bits6 });
+                let v4 = IpNet::V4(Ipv4Net::new(Ipv4Addr::from(net4), len4).unwrap());
+                let v6 = IpNet::V6(Ipv6Net::new(Ipv6Addr::from(net6), len6).unwrap());
+                for (n, a) in [(v4, IpAddr::V4(a4)), (v6, IpAddr::V6(a6))] {
+                    prop_assert_eq!(contains(&n, a), n.contains(&a));
+                    prop_assert_eq!(contains(&n.trunc(), a), n.trunc().contains(&a));
+                }
+                prop_assert!(!contains(&v4, IpAddr::V6(a6)));
+                prop_assert!(!contains(&v6, IpAddr::V4(a4)));
+            }
+        }
     }
 }

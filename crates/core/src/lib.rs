@@ -86,7 +86,7 @@ pub use credentials::{
     Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, SignedHeaders, ToolNameError, check_tool_name,
     parse as parse_credentials, tool_from_path,
 };
-pub use decide::{LeaseScope, Request, ToolLookup, Usage, admit, decide, format_check, quota_of, release};
+pub use decide::{LeaseScope, Request, ToolLookup, Usage, admit, decide, decide_into, format_check, quota_of, release};
 pub use id::{IdError, KeyId, WorkspaceId};
 pub use ip::{IpRule, IpRuleError, IpRules, parse_cidr};
 pub use limits::{

@@ -443,10 +443,29 @@ pub struct Grant {
 
 /// Checks every limit of every scope and, only if all pass, charges them.
 pub fn charge(scopes: &mut [Scope<'_>], now: UnixMillis, cost: &Cost<'_>) -> Result<Grant, Refusal> {
+    let mut quota = Quota::default();
+    let mut leases = Vec::new();
+    match charge_into(scopes, now, cost, &mut quota, |scope, id| leases.push((scope, id))) {
+        Ok(()) => Ok(Grant { quota, leases }),
+        Err((code, retry_after_ms)) => Err(Refusal { code, retry_after_ms, quota }),
+    }
+}
+
+/// [`charge`] merging the figures into `quota` (which starts empty; when
+/// refused, it holds the figures at the refusal) and handing each lease
+/// taken, with its scope's position, to `lease`: a verdict's own fields are
+/// filled without a copy.
+pub(crate) fn charge_into(
+    scopes: &mut [Scope<'_>],
+    now: UnixMillis,
+    cost: &Cost<'_>,
+    quota: &mut Quota,
+    mut lease: impl FnMut(usize, LeaseId),
+) -> Result<(), Refused> {
     // Nothing to count (and no ad-hoc counter to tidy): the common case of a
     // key without limits.
     if cost.rates.is_empty() && scopes.iter().all(|s| s.limits.is_empty() && s.state.rates.is_empty()) {
-        return Ok(Grant::default());
+        return Ok(());
     }
     // Pass 1: check only. The first refusal wins, in the order rate → cooldown →
     // daily → concurrency → credits within a scope, scopes in the order given.
@@ -459,20 +478,16 @@ pub fn charge(scopes: &mut [Scope<'_>], now: UnixMillis, cost: &Cost<'_>) -> Res
             scope.state.credits = Some(CreditBalance { remaining: policy.initial, refilled_at: now });
         }
     }
-    let mut quota = Quota::default();
     for (i, scope) in scopes.iter().enumerate() {
-        if let Err(code_retry) = check_scope(scope.limits, scope.state, now, cost, &mut quota, i == 0) {
-            return Err(Refusal { code: code_retry.0, retry_after_ms: code_retry.1, quota });
-        }
+        check_scope(scope.limits, scope.state, now, cost, quota, i == 0)?;
     }
     // Pass 2: every check passed; write.
-    let mut grant = Grant { quota, leases: Vec::new() };
     for (i, scope) in scopes.iter_mut().enumerate() {
-        if let Some(lease) = commit_scope(scope.limits, scope.state, now, cost, i == 0) {
-            grant.leases.push((i, lease));
+        if let Some(id) = commit_scope(scope.limits, scope.state, now, cost, i == 0) {
+            lease(i, id);
         }
     }
-    Ok(grant)
+    Ok(())
 }
 
 /// Checks one scope (as the first, holding ad-hoc limits) without charging
@@ -540,7 +555,13 @@ pub fn rate_report(
 }
 
 fn gcra_of(state: &UsageState, name: &str) -> Gcra {
-    state.rates.iter().find(|(n, _)| n == name).map(|(_, g)| *g).unwrap_or_default()
+    state.rates.iter().find(|(n, _)| same_name(n, name)).map(|(_, g)| *g).unwrap_or_default()
+}
+
+/// Name equality compared in line: names are short, and a call into
+/// `memcmp` per counter is a measurable part of a verification.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// TAT in units of `1/limit` ms, rescaled if the limit changed since it was stored.
@@ -554,8 +575,6 @@ fn scaled_tat(g: Gcra, limit: u64) -> u128 {
 }
 
 struct GcraStep {
-    /// TAT after charging `cost` (scaled).
-    new_tat: u128,
     /// Whether it fits.
     fits: bool,
     status: RateStatus,
@@ -563,54 +582,54 @@ struct GcraStep {
 }
 
 /// One GCRA check of `limit` calls per `window_ms` (both at least 1).
+///
+/// Everything after the first line works on `ahead`, the booked time beyond
+/// `now` (in units of `1/limit` ms), which is at most the capacity `limit ×
+/// window`: it fits u64 for any limit and window a caller is likely to set,
+/// whatever the date, and u128 division is several times slower than u64.
 fn gcra_step(index: usize, limit: u64, window_ms: u64, g: Gcra, now: UnixMillis, cost: u64) -> GcraStep {
-    // The same arithmetic in u64 when every figure fits (any limit up to about
-    // a million calls per window today): u128 division is several times slower.
-    if let Some(step) = gcra_step_u64(index, limit.max(1), window_ms.max(1), g, now, cost) {
+    let limit = limit.max(1);
+    let w = window_ms.max(1);
+    // Cannot overflow: both factors are below 2^64.
+    let now_s = u128::from(now.get()) * u128::from(limit);
+    let ahead = scaled_tat(g, limit).saturating_sub(now_s);
+    if let Some(step) = gcra_step_u64(index, limit, w, ahead, cost) {
         return step;
     }
     // `validate` bounds limit and window so none of this can overflow; the
-    // clamps and saturation keep decoded (unvalidated) data from panicking.
-    let limit = limit.max(1);
+    // saturation keeps decoded (unvalidated) data from panicking.
     let l = u128::from(limit);
-    let w = u128::from(window_ms.max(1));
-    let now_s = u128::from(now.get()).saturating_mul(l);
+    let w = u128::from(w);
     let capacity = l.saturating_mul(w);
-    let base = scaled_tat(g, limit).max(now_s);
     // Cost 0 checks that one call would fit, without taking it.
-    let probe = base.saturating_add(u128::from(cost.max(1)).saturating_mul(w));
-    let fits = probe - now_s <= capacity;
-    let new_tat = if fits { base.saturating_add(u128::from(cost).saturating_mul(w)) } else { base };
-    let ahead = new_tat - now_s;
-    let remaining = u64::try_from((capacity.saturating_sub(ahead) / w).min(l)).unwrap_or(u64::MAX);
-    let reset_ms = u64::try_from(ahead.div_ceil(l)).unwrap_or(u64::MAX);
-    let retry_after_ms =
-        if fits { 0 } else { u64::try_from((probe - now_s - capacity).div_ceil(l)).unwrap_or(u64::MAX) };
-    GcraStep { new_tat, fits, status: RateStatus { index, limit, remaining, reset_ms }, retry_after_ms }
+    let probe = ahead.saturating_add(u128::from(cost.max(1)).saturating_mul(w));
+    let fits = probe <= capacity;
+    let new_ahead = if fits { ahead.saturating_add(u128::from(cost).saturating_mul(w)) } else { ahead };
+    let remaining = u64::try_from((capacity.saturating_sub(new_ahead) / w).min(l)).unwrap_or(u64::MAX);
+    let reset_ms = u64::try_from(new_ahead.div_ceil(l)).unwrap_or(u64::MAX);
+    let retry_after_ms = if fits { 0 } else { u64::try_from((probe - capacity).div_ceil(l)).unwrap_or(u64::MAX) };
+    GcraStep { fits, status: RateStatus { index, limit, remaining, reset_ms }, retry_after_ms }
 }
 
-/// [`gcra_step`] in u64, or `None` when a figure would not fit.
-fn gcra_step_u64(index: usize, limit: u64, w: u64, g: Gcra, now: UnixMillis, cost: u64) -> Option<GcraStep> {
-    if g.scale != limit && g.scale != 0 {
-        return None;
-    }
-    let tat = u64::try_from(g.tat).ok()?;
-    let now_s = now.get().checked_mul(limit)?;
+/// [`gcra_step`] from `ahead` in u64, or `None` when a figure would not fit.
+fn gcra_step_u64(index: usize, limit: u64, w: u64, ahead: u128, cost: u64) -> Option<GcraStep> {
+    let ahead = u64::try_from(ahead).ok()?;
     let capacity = limit.checked_mul(w)?;
-    let base = tat.max(now_s);
-    let probe = base.checked_add(cost.max(1).checked_mul(w)?)?;
-    let fits = probe - now_s <= capacity;
-    let new_tat = if fits { base.checked_add(cost.checked_mul(w)?)? } else { base };
-    let ahead = new_tat - now_s;
-    let remaining = (capacity.saturating_sub(ahead) / w).min(limit);
-    let reset_ms = ahead.div_ceil(limit);
-    let retry_after_ms = if fits { 0 } else { (probe - now_s - capacity).div_ceil(limit) };
-    Some(GcraStep {
-        new_tat: u128::from(new_tat),
-        fits,
-        status: RateStatus { index, limit, remaining, reset_ms },
-        retry_after_ms,
-    })
+    let probe = ahead.checked_add(cost.max(1).checked_mul(w)?)?;
+    let fits = probe <= capacity;
+    let new_ahead = if fits { ahead.checked_add(cost.checked_mul(w)?)? } else { ahead };
+    let remaining = ((capacity - new_ahead.min(capacity)) / w).min(limit);
+    let reset_ms = new_ahead.div_ceil(limit);
+    let retry_after_ms = if fits { 0 } else { (probe - capacity).div_ceil(limit) };
+    Some(GcraStep { fits, status: RateStatus { index, limit, remaining, reset_ms }, retry_after_ms })
+}
+
+/// The TAT after charging `cost` to a limit [`gcra_step`] found fitting
+/// (no division: the status is not needed again).
+fn gcra_charged(limit: u64, window_ms: u64, g: Gcra, now: UnixMillis, cost: u64) -> u128 {
+    let limit = limit.max(1);
+    let now_s = u128::from(now.get()) * u128::from(limit);
+    scaled_tat(g, limit).max(now_s).saturating_add(u128::from(cost).saturating_mul(u128::from(window_ms.max(1))))
 }
 
 /// Whether a counter still holds booked time (else it equals a fresh one).
@@ -627,6 +646,10 @@ fn free_in(g: &Gcra, now: UnixMillis) -> u64 {
 /// Refuses a call that would make the scope hold more than
 /// [`MAX_AD_HOC_RATES`] live ad-hoc counters.
 fn ad_hoc_room(limits: &Limits, state: &UsageState, now: UnixMillis, cost: &Cost<'_>) -> Result<(), Refused> {
+    if !cost.rates.iter().any(|r| r.limit.is_some() && r.window_ms.is_some()) {
+        // No ad-hoc limit asked for (the usual call): nothing to count.
+        return Ok(());
+    }
     let wanted = applied(limits, cost, true)
         .filter(|a| a.ad_hoc && !state.rates.iter().any(|(n, g)| n == a.name && live(g, now)))
         .count();
@@ -764,11 +787,10 @@ fn commit_scope(
     ad_hoc: bool,
 ) -> Option<LeaseId> {
     for a in applied(limits, cost, ad_hoc) {
-        let step = gcra_step(a.index, a.limit, a.window_ms, gcra_of(state, a.name), now, a.cost);
-        let g = Gcra { tat: step.new_tat, scale: a.limit };
-        match state.rates.iter_mut().find(|(n, _)| n == a.name) {
-            Some(slot) => slot.1 = g,
-            None => state.rates.push((a.name.to_owned(), g)),
+        let charged = |g: Gcra| Gcra { tat: gcra_charged(a.limit, a.window_ms, g, now, a.cost), scale: a.limit };
+        match state.rates.iter_mut().find(|(n, _)| same_name(n, a.name)) {
+            Some(slot) => slot.1 = charged(slot.1),
+            None => state.rates.push((a.name.to_owned(), charged(Gcra::default()))),
         }
     }
     // Forget counters of limits that are not configured, so state cannot
@@ -1154,7 +1176,8 @@ mod tests {
         assert_eq!(s.credits, Some(CreditBalance { remaining: 4, refilled_at: UnixMillis(DAY_MS) }));
     }
 
-    /// The u64 fast path and the u128 arithmetic agree wherever both apply.
+    /// The u64 fast path and the u128 arithmetic agree wherever both apply,
+    /// and the charged TAT is the one the step checked.
     #[test]
     fn gcra_u64_matches_u128() {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -1165,24 +1188,32 @@ mod tests {
             seed
         };
         for _ in 0..20_000 {
-            let limit = next() % 2_000 + 1;
+            // Limits up to 10^9 per window: now × limit overflows u64 for
+            // the larger ones, which the fast path must not mind.
+            let limit = if next() % 2 == 0 { next() % 2_000 + 1 } else { next() % MAX_RATE_LIMIT + 1 };
             let w = next() % 100_000 + 1;
             let now = UnixMillis(1_700_000_000_000 + next() % 1_000_000);
-            let g = Gcra { tat: u128::from(now.get() * limit + next() % (2 * limit * w)), scale: limit };
+            let l = u128::from(limit);
+            let wd = u128::from(w);
+            let now_s = u128::from(now.get()) * l;
+            let g = Gcra { tat: now_s + u128::from(next()) % (2 * l * wd), scale: limit };
             let cost = next() % 5;
-            let fast = gcra_step_u64(0, limit, w, g, now, cost).unwrap();
-            // Force the u128 path by giving it a TAT it must rescale (scale 0 keeps it).
-            let wide = {
-                let l = u128::from(limit);
-                let wd = u128::from(w);
-                let now_s = u128::from(now.get()) * l;
-                let base = g.tat.max(now_s);
-                let probe = base + u128::from(cost.max(1)) * wd;
-                let fits = probe - now_s <= l * wd;
-                let new_tat = if fits { base + u128::from(cost) * wd } else { base };
-                (new_tat, fits, ((l * wd).saturating_sub(new_tat - now_s) / wd).min(l) as u64)
-            };
-            assert_eq!((fast.new_tat, fast.fits, fast.status.remaining), wide);
+            let fast = gcra_step_u64(0, limit, w, g.tat.saturating_sub(now_s), cost).unwrap();
+            let base = g.tat.max(now_s);
+            let probe = base + u128::from(cost.max(1)) * wd;
+            let fits = probe - now_s <= l * wd;
+            let new_tat = if fits { base + u128::from(cost) * wd } else { base };
+            let remaining = ((l * wd).saturating_sub(new_tat - now_s) / wd).min(l) as u64;
+            let reset_ms = (new_tat - now_s).div_ceil(l) as u64;
+            let retry = if fits { 0 } else { (probe - now_s - l * wd).div_ceil(l) as u64 };
+            assert_eq!(
+                (fast.fits, fast.status.remaining, fast.status.reset_ms, fast.retry_after_ms),
+                (fits, remaining, reset_ms, retry)
+            );
+            assert_eq!(gcra_step(0, limit, w, g, now, cost).status, fast.status);
+            if fits {
+                assert_eq!(gcra_charged(limit, w, g, now, cost), new_tat);
+            }
         }
     }
 

@@ -130,6 +130,40 @@ const DIGIT: [u8; 256] = {
     t
 };
 
+/// Every byte of the 36-byte `body` is a base62 digit, tested eight bytes at
+/// a time (the last word overlaps the one before).
+fn all_base62(body: &[u8]) -> bool {
+    const { assert!(BODY_CHARS >= 8) };
+    let word = |at: usize| body.get(at..at + 8).and_then(|w| w.try_into().ok()).map(u64::from_le_bytes);
+    let mut at = 0;
+    loop {
+        let Some(w) = word(at.min(body.len().saturating_sub(8))) else { return false };
+        if !word_is_base62(w) {
+            return false;
+        }
+        if at + 8 >= body.len() {
+            return true;
+        }
+        at += 8;
+    }
+}
+
+/// Whether all eight bytes of `w` are in `0-9A-Za-z`.
+///
+/// Per byte, `b + (0x80 - lo)` has its high bit set exactly when `b >= lo`,
+/// and `b + (0x7F - hi)` exactly when `b > hi`; with every byte below 0x80
+/// (checked first) no sum carries into the next byte.
+const fn word_is_base62(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const fn in_range(w: u64, lo: u8, hi: u8) -> u64 {
+        let at_least_lo = w + ONES * (0x80 - lo as u64);
+        let above_hi = w + ONES * (0x7F - hi as u64);
+        at_least_lo & !above_hi & HIGH
+    }
+    w & HIGH == 0 && (in_range(w, b'0', b'9') | in_range(w, b'A', b'Z') | in_range(w, b'a', b'z')) == HIGH
+}
+
 /// Checks that `raw` is a well-formed native token (prefix, body, checksum)
 /// without copying it. This is the whole `MALFORMED` test of the hot path.
 #[inline]
@@ -140,7 +174,7 @@ pub fn check(raw: &str) -> Result<(), TokenError> {
     if b.len() > BODY_CHARS + 1 && b.len() <= MAX_PREFIX_LEN + 1 + BODY_CHARS {
         let sep = b.len() - BODY_CHARS - 1;
         let body = &b[sep + 1..];
-        if b[sep] == b'_' && valid_prefix(&b[..sep]) && body.iter().all(|&c| DIGIT[usize::from(c)] != 0xFF) {
+        if b[sep] == b'_' && valid_prefix(&b[..sep]) && all_base62(body) {
             let mut given = 0u64;
             for &c in &body[RANDOM_CHARS..] {
                 given = given * 62 + u64::from(DIGIT[usize::from(c)]);
@@ -382,6 +416,28 @@ mod tests {
         flipped[12] = if flipped[12] == b'a' { b'b' } else { b'a' };
         assert_eq!(check(core::str::from_utf8(&flipped).unwrap()), Err(TokenError::BadChecksum));
         assert_eq!(Token::parse(&good).unwrap().hash(), t.hash());
+    }
+
+    /// The word test agrees with the digit table for every byte value in
+    /// every position, including the values around each range's ends.
+    #[test]
+    fn word_test_matches_digit_table() {
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut w = *b"aZ09zA9a";
+                w[pos] = b;
+                assert_eq!(word_is_base62(u64::from_le_bytes(w)), base62::digit(b).is_some(), "byte {b:#04x} at {pos}");
+            }
+        }
+        let mut body = *b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        assert!(all_base62(&body));
+        for i in 0..body.len() {
+            let keep = body[i];
+            body[i] = b'-';
+            assert!(!all_base62(&body), "defect at {i}");
+            body[i] = keep;
+        }
+        assert!(!all_base62(&body[..7]));
     }
 
     /// The fast path and the general check agree on every input.
