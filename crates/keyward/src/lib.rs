@@ -51,7 +51,7 @@ mod tables;
 mod verify;
 
 pub use admin::{MAX_EXTERNAL_ID_LEN, MAX_META_BYTES, MAX_PAGE, MAX_ROLE_LEN, MAX_ROLES, MAX_USER_ID_LEN};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, CounterClock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Result};
 pub use model::{

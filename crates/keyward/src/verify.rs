@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use keyward_core::{
     Code, Cost, Credential, KeyHash, KeyId, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix, RateReport,
     Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict,
-    WorkspaceId, admit, charge, check_foreign, check_token, decide, encode_record, peek, rate_report, verify_signature,
+    WorkspaceId, admit, charge, check_foreign, check_token, decide_into, encode_record, peek, rate_report,
+    verify_signature,
 };
 
 use crate::admin::{append_audit, derive_api_secret};
@@ -129,22 +130,24 @@ impl Inner {
         Ok(Found::Session(key))
     }
 
-    /// Decides for a found key. With `report`, also lists the key's rate
-    /// limits the call applied, from the counters right after the decision.
+    /// Decides for a found key into `v` (every field set). With `report`,
+    /// also lists the key's rate limits the call applied, from the counters
+    /// right after the decision.
     fn decide_for(
         &self,
+        v: &mut Verdict,
         live: &LiveKey,
         req: &Request<'_>,
         now: UnixMillis,
         query: Option<&PermissionQuery>,
         report: Option<&mut Vec<RateReport>>,
-    ) -> Verdict {
+    ) {
         let policy = live.policy();
         let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load()) else {
-            let mut v = Verdict::bare(Code::PlanInactive);
+            *v = Verdict::bare(Code::PlanInactive);
             v.key_id = Some(policy.id);
             v.workspace_id = Some(policy.workspace);
-            return v;
+            return;
         };
         let tool = req.tool.map(|name| ws.tools.get(name));
         let lookup = match tool {
@@ -163,10 +166,11 @@ impl Inner {
         let tool_limited = matches!(lookup, ToolLookup::Found(t) if !t.limits.is_empty());
         // A call may bring an ad-hoc rate limit, kept in the key's counters.
         let ad_hoc = req.cost.rates.iter().any(|r| r.limit.is_some() && r.window_ms.is_some());
-        let verdict = if !live.has_key_limits && !tool_limited && !ad_hoc {
+        if !live.has_key_limits && !tool_limited && !ad_hoc {
             // No limit anywhere: nothing to charge, so no lock.
             let mut none = UsageState::default();
-            decide(policy, &ws.ws.policy, lookup, &core_req, Usage { key: &mut none, tool: None, key_tool: None })
+            let usage = Usage { key: &mut none, tool: None, key_tool: None };
+            decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
         } else {
             let mut c = live.usage.lock();
             let c = &mut *c;
@@ -174,30 +178,24 @@ impl Inner {
             // made durable, so keep what they were.
             let strict = self.opts.strict_credits && policy.limits.credits.is_some();
             let before = strict.then(|| (c.key.clone(), req.tool.and_then(|n| c.tools.get(n).cloned())));
-            let v = match (req.tool, lookup) {
+            match (req.tool, lookup) {
                 (Some(name), ToolLookup::Found(_)) => {
                     if !c.tools.contains_key(name) {
                         c.tools.insert(name.to_owned(), Default::default());
                     }
                     match c.tools.get_mut(name) {
-                        Some((t, kt)) => decide(
-                            policy,
-                            &ws.ws.policy,
-                            lookup,
-                            &core_req,
-                            Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) },
-                        ),
-                        None => Verdict::bare(Code::UnknownTool),
+                        Some((t, kt)) => {
+                            let usage = Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) };
+                            decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
+                        }
+                        None => *v = Verdict::bare(Code::UnknownTool),
                     }
                 }
-                _ => decide(
-                    policy,
-                    &ws.ws.policy,
-                    lookup,
-                    &core_req,
-                    Usage { key: &mut c.key, tool: None, key_tool: None },
-                ),
-            };
+                _ => {
+                    let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
+                    decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
+                }
+            }
             if let Some(out) = report {
                 let limited = v.code == Code::RateLimited;
                 *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
@@ -218,15 +216,13 @@ impl Inner {
                         if let (Some(name), Some(t)) = (req.tool, tool_before) {
                             c.tools.insert(name.to_owned(), t);
                         }
-                        let mut refused = v.clone();
-                        refused.code = Code::UsageExhausted;
-                        return refused;
+                        v.code = Code::UsageExhausted;
+                        return;
                     }
                 }
             }
-            v
-        };
-        if verdict.is_valid() {
+        }
+        if v.is_valid() {
             if live.usage.last_used.load(Ordering::Relaxed) != now.get() {
                 live.usage.last_used.store(now.get(), Ordering::Release);
             }
@@ -235,7 +231,6 @@ impl Inner {
             live.usage.refused.fetch_add(1, Ordering::Relaxed);
         }
         live.usage.mark_dirty();
-        verdict
     }
 }
 
@@ -244,8 +239,14 @@ impl Engine {
     /// verdict code (SPEC §4).
     pub fn verify(&self, token: &str, req: &Request<'_>) -> Verdict {
         let inner = &self.inner;
+        // The verdict is decided where it is returned: no copy of it moves
+        // up the calls (it is most of what a valid verification writes).
         match inner.lookup(token) {
-            Ok(live) => inner.decide_for(&live, req, inner.now(), None, None),
+            Ok(live) => {
+                let mut v = Verdict::bare(Code::Valid);
+                inner.decide_for(&mut v, &live, req, inner.now(), None, None);
+                v
+            }
             Err(code) => Verdict::bare(code),
         }
     }
@@ -255,10 +256,12 @@ impl Engine {
     pub fn verify_session(&self, token: &str, req: &Request<'_>) -> Verdict {
         let inner = &self.inner;
         let now = inner.now();
+        let mut v = Verdict::bare(Code::Valid);
         match inner.lookup_session(token, now) {
-            Ok(live) => inner.decide_for(&live, req, now, None, None),
-            Err(code) => Verdict::bare(code),
+            Ok(live) => inner.decide_for(&mut v, &live, req, now, None, None),
+            Err(code) => v.code = code,
         }
+        v
     }
 
     /// Verifies whatever credential a request carried. The signed header set
@@ -282,7 +285,8 @@ impl Engine {
         };
         match found {
             Ok(live) => {
-                let verdict = inner.decide_for(&live, req, now, None, None);
+                let mut verdict = Verdict::bare(Code::Valid);
+                inner.decide_for(&mut verdict, &live, req, now, None, None);
                 let key = Some(inner.key_info(&live, now));
                 Verification { verdict, key, rates: Vec::new() }
             }
@@ -301,7 +305,8 @@ impl Engine {
         match inner.lookup(token) {
             Ok(live) if checks.workspace.is_none_or(|w| live.policy().workspace == w) => {
                 let mut rates = Vec::new();
-                let verdict = inner.decide_for(&live, req, now, checks.permission_query, Some(&mut rates));
+                let mut verdict = Verdict::bare(Code::Valid);
+                inner.decide_for(&mut verdict, &live, req, now, checks.permission_query, Some(&mut rates));
                 let key = Some(inner.key_info(&live, now));
                 Verification { verdict, key, rates }
             }
