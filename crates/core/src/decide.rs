@@ -412,4 +412,49 @@ mod tests {
         assert_eq!(quota_of(&k.limits, &s, UnixMillis(10)).rate.map(|r| r.remaining), Some(99));
         assert_eq!(quota_of(&k.limits, &s, UnixMillis(0)).rate.map(|r| r.remaining), Some(98));
     }
+
+    /// `decide_into` sets every field, whatever the verdict held before: a
+    /// reused verdict reads as a fresh `decide`, for each kind of outcome.
+    #[test]
+    fn decide_into_overwrites_every_field() {
+        let w = ws();
+        let mut k = key();
+        k.limits = Limits {
+            rates: vec![RateLimit { name: "default".into(), limit: 2, window_ms: 1_000, auto_apply: true }],
+            concurrency: Some(Concurrency { max: 5, lease_ms: 60_000 }),
+            ..Limits::default()
+        };
+        k.ip_rules = IpRules(vec![IpRule::parse("allow", "10.0.0.0/8").unwrap()]);
+        let stale = Verdict {
+            code: Code::Cooldown,
+            key_id: Some(KeyId([9; 16])),
+            workspace_id: Some(WorkspaceId([9; 16])),
+            retry_after_ms: Some(77),
+            quota: Quota { credits_remaining: Some(3), daily_remaining: Some(4), rate: None },
+            leases: vec![(LeaseScope::Tool, LeaseId(42))],
+        };
+        let now = UnixMillis(1_000);
+        let inside = Request { now, ip: Some("10.0.0.1".parse().unwrap()), ..Request::default() };
+        let outside = Request { now, ip: Some("192.0.2.1".parse().unwrap()), ..Request::default() };
+        // Valid, valid, then rate limited; and refused before the limits.
+        let mut fresh_state = UsageState::default();
+        let mut reused_state = UsageState::default();
+        let mut codes = Vec::new();
+        for req in [&inside, &inside, &inside, &outside] {
+            let fresh = decide(
+                &k,
+                &w,
+                ToolLookup::NotRequested,
+                req,
+                Usage { key: &mut fresh_state, tool: None, key_tool: None },
+            );
+            let mut reused = stale.clone();
+            let usage = Usage { key: &mut reused_state, tool: None, key_tool: None };
+            decide_into(&mut reused, &k, &w, ToolLookup::NotRequested, req, usage);
+            assert_eq!(reused, fresh);
+            codes.push(fresh.code);
+        }
+        assert_eq!(codes, [Code::Valid, Code::Valid, Code::RateLimited, Code::IpDenied]);
+        assert_eq!(fresh_state, reused_state);
+    }
 }
