@@ -557,6 +557,20 @@ fn show_key(k: &KeyInfo, json: bool, extra: &[(&str, Value)]) {
     }
 }
 
+/// A key named `name` with the settings `key create` and `key import` share.
+fn new_key(name: String, settings: &KeySettings) -> Result<NewKey, Fail> {
+    Ok(NewKey {
+        name,
+        expires_at: expiry(&settings.expires_at)?,
+        permissions: permissions(&settings.permissions)?,
+        ip_rules: ip_rules(&settings.ip_allow, &settings.ip_deny)?.unwrap_or_default(),
+        limits: limits(settings)?,
+        tools: settings.tools.clone(),
+        meta: meta(&settings.meta)?,
+        ..NewKey::default()
+    })
+}
+
 fn key(db: &Path, cmd: KeyCommand, json: bool) -> Out {
     let engine = open(db)?;
     let ws = default_workspace(&engine)?;
@@ -569,16 +583,9 @@ fn key(db: &Path, cmd: KeyCommand, json: bool) -> Out {
                 other => return Err(Fail(2, format!("--nonce-policy {other}: use monotonic or unique"))),
             };
             let spec = NewKey {
-                name,
                 expire_now,
-                expires_at: expiry(&settings.expires_at)?,
-                permissions: permissions(&settings.permissions)?,
-                ip_rules: ip_rules(&settings.ip_allow, &settings.ip_deny)?.unwrap_or_default(),
-                limits: limits(&settings)?,
-                tools: settings.tools.clone(),
-                meta: meta(&settings.meta)?,
                 signing: signing_user.map(|user_id| NewSigning { user_id, nonce_policy }),
-                ..NewKey::default()
+                ..new_key(name, &settings)?
             };
             let created = engine.create_key(ws, spec, &admin)?;
             let mut extra = vec![("secret", Value::from(created.token.expose()))];
@@ -639,16 +646,7 @@ fn key(db: &Path, cmd: KeyCommand, json: bool) -> Out {
         }
         KeyCommand::Import { hash, name, settings } => {
             let hash = KeyHash::from_hex(&hash).ok_or_else(|| Fail(2, "--hash must be 64 hex characters".into()))?;
-            let spec = NewKey {
-                name,
-                expires_at: expiry(&settings.expires_at)?,
-                permissions: permissions(&settings.permissions)?,
-                ip_rules: ip_rules(&settings.ip_allow, &settings.ip_deny)?.unwrap_or_default(),
-                limits: limits(&settings)?,
-                tools: settings.tools.clone(),
-                meta: meta(&settings.meta)?,
-                ..NewKey::default()
-            };
+            let spec = new_key(name, &settings)?;
             show_key(
                 &engine.import_key(ws, ImportKey { hash: Some(hash), key: spec, start: None }, &admin)?,
                 json,

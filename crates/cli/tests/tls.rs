@@ -12,11 +12,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{BIN, Resp, Server, bearer};
+use common::{BIN, Server, bearer, request_with};
 use gencert::TestCerts;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Writes fresh certificates into `dir`; returns (CA PEM, cert path, key path).
 fn certs(dir: &Path) -> (String, PathBuf, PathBuf) {
@@ -54,41 +54,21 @@ fn agent(ca: &str) -> ureq::Agent {
     ureq::AgentBuilder::new().tls_config(Arc::new(config)).timeout(Duration::from_secs(20)).build()
 }
 
-fn call(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Resp {
-    let mut req = agent.request(method, url);
-    for (n, v) in headers {
-        req = req.set(n, v);
-    }
-    let result = match body {
-        Some(b) => req.set("content-type", "application/json").send_string(&b.to_string()),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    let status = resp.status();
-    let headers =
-        resp.headers_names().iter().filter_map(|n| resp.header(n).map(|v| (n.clone(), v.to_owned()))).collect();
-    let body = serde_json::from_str(&resp.into_string().unwrap_or_default()).unwrap_or(Value::Null);
-    Resp { status, body, headers }
-}
-
 #[test]
 fn https_health_and_apex_flow() {
     let Tls { server: mut s, ca } = start_tls();
     assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
     let a = agent(&ca);
-    let r = call(&a, "GET", &s.url("/healthz"), &[], None);
+    let r = request_with(&a, "GET", &s.url("/healthz"), &[], None);
     assert_eq!((r.status, &r.body["data"]), (200, &json!({"status": "ok"})));
     common::assert_envelope(&r);
 
     // The name in the certificate works as well as the address.
     let port = s.addr.rsplit(':').next().unwrap().to_owned();
-    let r = call(&a, "GET", &format!("https://localhost:{port}/healthz"), &[], None);
+    let r = request_with(&a, "GET", &format!("https://localhost:{port}/healthz"), &[], None);
     assert_eq!(r.status, 200);
 
-    let r = call(
+    let r = request_with(
         &a,
         "POST",
         &s.url("/v1/api-keys"),
@@ -103,7 +83,7 @@ fn https_health_and_apex_flow() {
     let secret = keyward_core::ApiSecret::new(r.data()["api_secret"].as_str().unwrap().as_bytes().to_vec());
     let nonce = "813502977";
     let sig = keyward_core::sign_hex(&secret, nonce, "96", &key);
-    let r = call(
+    let r = request_with(
         &a,
         "GET",
         &s.url("/ap/AuthenticateUser"),
@@ -114,11 +94,17 @@ fn https_health_and_apex_flow() {
     let session = r.body["SessionToken"].as_str().unwrap().to_owned();
 
     let ping = |a: &ureq::Agent| {
-        call(a, "POST", &s.url("/api/v2/gl_ping"), &[("aptoken", &session)], Some(&json!({"ip": "198.51.100.4"})))
+        request_with(
+            a,
+            "POST",
+            &s.url("/api/v2/gl_ping"),
+            &[("aptoken", &session)],
+            Some(&json!({"ip": "198.51.100.4"})),
+        )
     };
     let r = ping(&a);
     assert_eq!((r.status, &r.data()["ip"]), (200, &json!("198.51.100.4")));
-    let r = call(
+    let r = request_with(
         &a,
         "POST",
         &s.url("/v1/api-keys"),
@@ -126,9 +112,10 @@ fn https_health_and_apex_flow() {
         Some(&json!({"name": "elsewhere", "ip_rules": [{"action": "allow", "cidr": "10.0.0.0/8"}]})),
     );
     let elsewhere = r.data()["secret"].as_str().unwrap().to_owned();
-    let r = call(&a, "POST", &s.url("/api/v2/gl_ping"), &[("x-api-key", &elsewhere)], Some(&json!({"ip": "::1"})));
+    let r =
+        request_with(&a, "POST", &s.url("/api/v2/gl_ping"), &[("x-api-key", &elsewhere)], Some(&json!({"ip": "::1"})));
     assert_eq!((r.status, r.code()), (403, "IP_DENIED"));
-    let r = call(&a, "POST", &s.url("/ap/LogOut"), &[("aptoken", &session)], Some(&json!({})));
+    let r = request_with(&a, "POST", &s.url("/ap/LogOut"), &[("aptoken", &session)], Some(&json!({})));
     assert_eq!(r.body, json!({"result": true, "errormsg": null, "errorcode": 0, "detail": null}));
     let r = ping(&a);
     assert_eq!((r.status, r.code()), (401, "NOT_FOUND"));
@@ -143,7 +130,7 @@ fn https_health_and_apex_flow() {
     assert!(untrusted.get(&plain).call().is_err(), "plain HTTP answered on the TLS port");
     // A client that never finishes its handshake holds up nobody.
     let _silent = std::net::TcpStream::connect(&s.addr).unwrap();
-    assert_eq!(call(&a, "GET", &s.url("/healthz"), &[], None).status, 200);
+    assert_eq!(request_with(&a, "GET", &s.url("/healthz"), &[], None).status, 200);
 
     // Graceful shutdown works over TLS too.
     assert_eq!(s.terminate(), 0);

@@ -65,6 +65,15 @@ fn everything_survives_reopen() {
     assert_eq!(e.key(revoked.info.id).unwrap().status, Status::Revoked);
 }
 
+/// A key holding 10 credits and no refill.
+fn ten_credits() -> NewKey {
+    NewKey {
+        name: "k".into(),
+        limits: Some(Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() }),
+        ..NewKey::default()
+    }
+}
+
 #[test]
 fn counters_written_behind_by_the_flusher() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,17 +81,7 @@ fn counters_written_behind_by_the_flusher() {
     let (id, token) = {
         let e = Engine::builder().flush_interval(std::time::Duration::from_millis(20)).open(&path).unwrap();
         let ws = e.create_workspace(keyward::NewWorkspace::named("w"), &Actor::Admin).unwrap().policy.id;
-        let k = e
-            .create_key(
-                ws,
-                NewKey {
-                    name: "k".into(),
-                    limits: Some(Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() }),
-                    ..NewKey::default()
-                },
-                &Actor::Admin,
-            )
-            .unwrap();
+        let k = e.create_key(ws, ten_credits(), &Actor::Admin).unwrap();
         for _ in 0..4 {
             assert!(e.verify(k.token.expose(), &Request::default()).is_valid());
         }
@@ -111,17 +110,7 @@ fn strict_credits_are_durable_before_verify_returns() {
         .open(&path)
         .unwrap();
     let ws = e.create_workspace(keyward::NewWorkspace::named("w"), &Actor::Admin).unwrap().policy.id;
-    let k = e
-        .create_key(
-            ws,
-            NewKey {
-                name: "k".into(),
-                limits: Some(Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() }),
-                ..NewKey::default()
-            },
-            &Actor::Admin,
-        )
-        .unwrap();
+    let k = e.create_key(ws, ten_credits(), &Actor::Admin).unwrap();
     for _ in 0..3 {
         assert!(e.verify(k.token.expose(), &Request::default()).is_valid());
     }

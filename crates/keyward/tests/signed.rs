@@ -7,12 +7,17 @@ use keyward::{Actor, NewKey, NewSigning, Request};
 use keyward_core::{Code, NoncePolicy, SignedHeaders, sign_hex};
 use zeroize::Zeroizing;
 
-fn signing_key(env: &Env, policy: NoncePolicy) -> keyward::CreatedKey {
-    env.key_with(NewKey {
+/// A key with a signing identity for user 96.
+fn signing_spec(policy: NoncePolicy) -> NewKey {
+    NewKey {
         name: "exchange".into(),
         signing: Some(NewSigning { user_id: "96".into(), nonce_policy: policy }),
         ..NewKey::default()
-    })
+    }
+}
+
+fn signing_key(env: &Env, policy: NoncePolicy) -> keyward::CreatedKey {
+    env.key_with(signing_spec(policy))
 }
 
 fn headers(k: &keyward::CreatedKey, nonce: &str) -> SignedHeaders {
@@ -129,17 +134,7 @@ fn session_minting_is_rate_limited() {
         .open(dir.path().join("k.redb"))
         .unwrap();
     let ws = e.create_workspace(keyward::NewWorkspace::named("w"), &Actor::Admin).unwrap().policy.id;
-    let k = e
-        .create_key(
-            ws,
-            NewKey {
-                name: "x".into(),
-                signing: Some(NewSigning { user_id: "96".into(), nonce_policy: NoncePolicy::Monotonic }),
-                ..NewKey::default()
-            },
-            &Actor::Admin,
-        )
-        .unwrap();
+    let k = e.create_key(ws, signing_spec(NoncePolicy::Monotonic), &Actor::Admin).unwrap();
     for n in 1..=3 {
         assert_eq!(code(e.authenticate_user(&headers(&k, &n.to_string()), None)), Code::Valid);
     }
@@ -155,14 +150,6 @@ fn no_master_key_no_signing() {
     let dir = tempfile::tempdir().unwrap();
     let e = keyward::Engine::open(dir.path().join("k.redb")).unwrap();
     let ws = e.create_workspace(keyward::NewWorkspace::named("w"), &Actor::Admin).unwrap().policy.id;
-    let r = e.create_key(
-        ws,
-        NewKey {
-            name: "x".into(),
-            signing: Some(NewSigning { user_id: "1".into(), nonce_policy: NoncePolicy::Monotonic }),
-            ..NewKey::default()
-        },
-        &Actor::Admin,
-    );
+    let r = e.create_key(ws, signing_spec(NoncePolicy::Monotonic), &Actor::Admin);
     assert_eq!(r.unwrap_err(), keyward::Error::NoMasterKey);
 }

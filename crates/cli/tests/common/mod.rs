@@ -141,7 +141,18 @@ fn agent() -> ureq::Agent {
 }
 
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Resp {
-    let mut req = agent().request(method, url);
+    request_with(&agent(), method, url, headers, body)
+}
+
+/// [`request`] through `agent` (one set up for TLS, say).
+pub fn request_with(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Resp {
+    let mut req = agent.request(method, url);
     for (n, v) in headers {
         req = req.set(n, v);
     }
