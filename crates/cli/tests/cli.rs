@@ -100,6 +100,29 @@ fn init_create_verify_revoke() {
     assert_eq!(&std::fs::read(&snap).unwrap()[..6], b"KWSNAP");
 }
 
+/// A token issued elsewhere, imported by its SHA-256, verifies with the
+/// settings given at import; a bad hash or setting changes nothing.
+#[test]
+fn import_by_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    common::init(&db);
+    let foreign = "legacy-0123456789abcdefXYZ";
+    let hash = keyward_core::KeyHash::of(foreign).to_hex();
+    assert_eq!(cli(&db, &["key", "import", "--hash", &hash[..63], "--name", "old"]).0, 2);
+    assert_eq!(cli(&db, &["key", "import", "--hash", &hash, "--name", "old", "--ip-allow", "10.0.0.1/8"]).0, 2);
+    assert_eq!(cli(&db, &["verify", foreign]), (1, "MALFORMED\n".into(), String::new()), "nothing imported yet");
+    let args = ["key", "import", "--hash", &hash, "--name", "old", "--ip-allow", "10.0.0.0/8", "--json"];
+    let (code, out, _) = cli(&db, &args);
+    assert_eq!(code, 0);
+    let k = json(&out);
+    assert_eq!((k["name"].as_str(), k["imported"].as_bool()), (Some("old"), Some(true)));
+    assert_eq!(k["ip_rules"], serde_json::json!([{"action": "allow", "cidr": "10.0.0.0/8"}]));
+    assert_eq!(cli(&db, &["verify", foreign, "--ip", "10.9.9.9"]).0, 0);
+    let (code, out, _) = cli(&db, &["verify", foreign, "--ip", "192.0.2.1"]);
+    assert_eq!((code, out.trim()), (1, "IP_DENIED"));
+}
+
 #[test]
 fn usage_and_io_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
