@@ -43,6 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedKey {
     }
 }
 
+#[derive(Clone)]
 struct Config {
     engine: Engine,
     tool: Option<String>,
@@ -82,19 +83,7 @@ impl KeywardLayer {
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        if let Some(c) = Arc::get_mut(&mut self.config) {
-            f(c);
-        } else {
-            let c = &*self.config;
-            let mut copy = Config {
-                engine: c.engine.clone(),
-                tool: c.tool.clone(),
-                permissions: c.permissions.clone(),
-                proxies: c.proxies.clone(),
-            };
-            f(&mut copy);
-            self.config = Arc::new(copy);
-        }
+        f(Arc::make_mut(&mut self.config));
         self
     }
 
