@@ -200,25 +200,24 @@ impl Inner {
                 let limited = v.code == Code::RateLimited;
                 *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
             }
-            if v.is_valid() {
-                live.usage.mark_dirty();
-                if let Some((key_before, tool_before)) = before {
-                    let rec = live.usage.record_with(c);
-                    // Strict mode: the balance is durable before the verdict is.
-                    let persisted = self.db.begin_write().map_err(Error::from).and_then(|txn| {
-                        self.persist_usage(&txn, &live.usage, &rec)?;
-                        txn.commit().map_err(Error::from)
-                    });
-                    if persisted.is_err() {
-                        // Not durable: undo the charge and refuse rather than
-                        // hand out an unrecorded credit.
-                        c.key = key_before;
-                        if let (Some(name), Some(t)) = (req.tool, tool_before) {
-                            c.tools.insert(name.to_owned(), t);
-                        }
-                        v.code = Code::UsageExhausted;
-                        return;
+            if v.is_valid()
+                && let Some((key_before, tool_before)) = before
+            {
+                let rec = live.usage.record_with(c);
+                // Strict mode: the balance is durable before the verdict is.
+                let persisted = self.db.begin_write().map_err(Error::from).and_then(|txn| {
+                    self.persist_usage(&txn, &live.usage, &rec)?;
+                    txn.commit().map_err(Error::from)
+                });
+                if persisted.is_err() {
+                    // Not durable: undo the charge and refuse rather than
+                    // hand out an unrecorded credit.
+                    c.key = key_before;
+                    if let (Some(name), Some(t)) = (req.tool, tool_before) {
+                        c.tools.insert(name.to_owned(), t);
                     }
+                    v.code = Code::UsageExhausted;
+                    return;
                 }
             }
         }
@@ -231,6 +230,30 @@ impl Inner {
             live.usage.refused.fetch_add(1, Ordering::Relaxed);
         }
         live.usage.mark_dirty();
+    }
+
+    /// A lookup's outcome decided, with the key's details; with `rates`,
+    /// also the rate limits the call applied.
+    fn verification(
+        &self,
+        found: Result<Found<'_>, Code>,
+        req: &Request<'_>,
+        now: UnixMillis,
+        query: Option<&PermissionQuery>,
+        rates: bool,
+    ) -> Verification {
+        let mut verdict = Verdict::bare(Code::Valid);
+        match found {
+            Ok(live) => {
+                let mut applied = Vec::new();
+                self.decide_for(&mut verdict, &live, req, now, query, rates.then_some(&mut applied));
+                Verification { verdict, key: Some(self.key_info(&live, now)), rates: applied }
+            }
+            Err(code) => {
+                verdict.code = code;
+                Verification { verdict, key: None, rates: Vec::new() }
+            }
+        }
     }
 }
 
@@ -283,15 +306,7 @@ impl Engine {
             Credential::Session(s) => inner.lookup_session(s, now),
             _ => Err(Code::Malformed),
         };
-        match found {
-            Ok(live) => {
-                let mut verdict = Verdict::bare(Code::Valid);
-                inner.decide_for(&mut verdict, &live, req, now, None, None);
-                let key = Some(inner.key_info(&live, now));
-                Verification { verdict, key, rates: Vec::new() }
-            }
-            Err(code) => Verification { verdict: Verdict::bare(code), key: None, rates: Vec::new() },
-        }
+        inner.verification(found, req, now, None, false)
     }
 
     /// Verifies an API key with extra [`Checks`], returning the key's details
@@ -302,17 +317,11 @@ impl Engine {
     pub fn verify_with(&self, token: &str, req: &Request<'_>, checks: &Checks<'_>) -> Verification {
         let inner = &self.inner;
         let now = inner.now();
-        match inner.lookup(token) {
-            Ok(live) if checks.workspace.is_none_or(|w| live.policy().workspace == w) => {
-                let mut rates = Vec::new();
-                let mut verdict = Verdict::bare(Code::Valid);
-                inner.decide_for(&mut verdict, &live, req, now, checks.permission_query, Some(&mut rates));
-                let key = Some(inner.key_info(&live, now));
-                Verification { verdict, key, rates }
-            }
-            Ok(_) => Verification { verdict: Verdict::bare(Code::NotFound), key: None, rates: Vec::new() },
-            Err(code) => Verification { verdict: Verdict::bare(code), key: None, rates: Vec::new() },
-        }
+        // A key of another workspace is not found: neither charged nor described.
+        let found = inner.lookup(token).and_then(|live| {
+            if checks.workspace.is_none_or(|w| live.policy().workspace == w) { Ok(live) } else { Err(Code::NotFound) }
+        });
+        inner.verification(found, req, now, checks.permission_query, true)
     }
 
     /// The key a token belongs to, without verifying or charging anything.
