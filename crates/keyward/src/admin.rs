@@ -160,6 +160,25 @@ pub(crate) fn derive_api_secret(master: &[u8], id: KeyId) -> ApiSecret {
     ApiSecret::new(hex.into_bytes())
 }
 
+/// The fields an update sets, listed in its audit event.
+#[derive(Default)]
+struct Changes(Vec<&'static str>);
+
+impl Changes {
+    /// Sets `slot` to `value` when the update gives one, noting `name`.
+    fn set<T>(&mut self, name: &'static str, slot: &mut T, value: Option<T>) {
+        if let Some(v) = value {
+            *slot = v;
+            self.0.push(name);
+        }
+    }
+
+    /// The names, comma-separated.
+    fn list(&self) -> String {
+        self.0.join(",")
+    }
+}
+
 pub(crate) fn append_audit(
     txn: &WriteTransaction,
     now: UnixMillis,
@@ -330,31 +349,16 @@ impl Engine {
             let current = inner.workspace(id)?;
             let mut live = (*current).clone();
             let p = &mut live.ws.policy;
-            let mut changed = Vec::new();
-            if let Some(v) = update.name {
-                p.name = v;
-                changed.push("name");
-            }
-            if let Some(v) = update.prefix {
-                p.prefix = v;
-                changed.push("prefix");
-            }
-            if let Some(v) = update.api_access {
-                p.api_access = v;
-                changed.push("api_access");
-            }
-            if let Some(v) = update.ip_rules {
-                p.ip_rules = v;
-                changed.push("ip_rules");
-            }
-            if let Some(v) = update.default_limits {
-                p.default_limits = v;
-                changed.push("default_limits");
-            }
+            let mut changed = Changes::default();
+            changed.set("name", &mut p.name, update.name);
+            changed.set("prefix", &mut p.prefix, update.prefix);
+            changed.set("api_access", &mut p.api_access, update.api_access);
+            changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
+            changed.set("default_limits", &mut p.default_limits, update.default_limits);
             let mut t = txn.open_table(WORKSPACES).map_err(table_err)?;
             t.insert(&id.0, encode_record(&live.ws).as_slice())?;
             drop(t);
-            append_audit(txn, now, actor, AuditAction::WorkspaceUpdated, Some(id), id.to_string(), changed.join(","))?;
+            append_audit(txn, now, actor, AuditAction::WorkspaceUpdated, Some(id), id.to_string(), changed.list())?;
             let out = live.ws.clone();
             inner.replace_workspace(live);
             Ok(out)
@@ -643,57 +647,24 @@ impl Engine {
             let current = inner.key(id)?;
             let mut rec = current.record.clone();
             let p = &mut rec.policy;
-            let mut changed = Vec::new();
-            let mut action = AuditAction::KeyUpdated;
-            if let Some(v) = update.name {
-                p.name = v;
-                changed.push("name");
-            }
-            if let Some(v) = update.expires_at {
-                p.expires_at = v;
-                changed.push("expires_at");
-            }
-            if let Some(v) = update.permissions {
-                p.permissions = v;
-                changed.push("permissions");
-            }
-            if let Some(v) = update.ip_rules {
-                p.ip_rules = v;
-                changed.push("ip_rules");
-            }
-            let mut reset_credits = false;
-            if let Some(v) = update.limits {
-                reset_credits = v.credits != p.limits.credits;
-                p.limits = v;
-                changed.push("limits");
-            }
-            if let Some(v) = update.tool_limits {
-                p.tool_limits = v;
-                changed.push("tool_limits");
-            }
-            if let Some(v) = update.tools {
-                p.tools = v;
-                changed.push("tools");
-            }
-            if let Some(v) = meta {
-                p.meta = v;
-                changed.push("meta");
-            }
-            if let Some(v) = update.disabled {
-                if v != p.disabled {
-                    action = if v { AuditAction::KeyDisabled } else { AuditAction::KeyEnabled };
-                }
-                p.disabled = v;
-                changed.push("disabled");
-            }
-            if let Some(v) = update.external_id {
-                rec.external_id = v;
-                changed.push("external_id");
-            }
-            if let Some(v) = update.roles {
-                rec.roles = v;
-                changed.push("roles");
-            }
+            let reset_credits = update.limits.as_ref().is_some_and(|v| v.credits != p.limits.credits);
+            let action = match update.disabled {
+                Some(true) if !p.disabled => AuditAction::KeyDisabled,
+                Some(false) if p.disabled => AuditAction::KeyEnabled,
+                _ => AuditAction::KeyUpdated,
+            };
+            let mut changed = Changes::default();
+            changed.set("name", &mut p.name, update.name);
+            changed.set("expires_at", &mut p.expires_at, update.expires_at);
+            changed.set("permissions", &mut p.permissions, update.permissions);
+            changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
+            changed.set("limits", &mut p.limits, update.limits);
+            changed.set("tool_limits", &mut p.tool_limits, update.tool_limits);
+            changed.set("tools", &mut p.tools, update.tools);
+            changed.set("meta", &mut p.meta, meta);
+            changed.set("disabled", &mut p.disabled, update.disabled);
+            changed.set("external_id", &mut rec.external_id, update.external_id);
+            changed.set("roles", &mut rec.roles, update.roles);
             put_key(txn, &rec)?;
             if reset_credits {
                 let usage_rec = {
@@ -705,7 +676,7 @@ impl Engine {
                 };
                 inner.persist_usage(txn, &current.usage, &usage_rec)?;
             }
-            append_audit(txn, now, actor, action, Some(rec.policy.workspace), id.to_string(), changed.join(","))?;
+            append_audit(txn, now, actor, action, Some(rec.policy.workspace), id.to_string(), changed.list())?;
             let live = LiveKey::new(rec, Arc::clone(&current.usage));
             let info = inner.key_info(&live, now);
             inner.index_key(live);
@@ -917,22 +888,16 @@ impl Engine {
                 return Err(Error::not_found("tool", name));
             };
             let mut rec = (**old).clone();
-            if let Some(v) = update.enabled {
-                rec.policy.enabled = v;
-            }
-            if let Some(v) = update.permission {
-                rec.policy.permission = v;
-            }
-            if let Some(v) = update.cooldown_ms {
-                rec.policy.limits.cooldown_ms = v;
-            }
-            if let Some(v) = update.daily_limit {
-                rec.policy.limits.daily = v;
-            }
+            let t = &mut rec.policy;
+            let mut changed = Changes::default();
+            changed.set("enabled", &mut t.enabled, update.enabled);
+            changed.set("permission", &mut t.permission, update.permission);
+            changed.set("cooldown_ms", &mut t.limits.cooldown_ms, update.cooldown_ms);
+            changed.set("daily_limit", &mut t.limits.daily, update.daily_limit);
             let mut t = txn.open_table(TOOLS).map_err(table_err)?;
             t.insert((&ws.0, name), encode_record(&rec).as_slice())?;
             drop(t);
-            append_audit(txn, now, actor, AuditAction::ToolUpdated, Some(ws), name.to_owned(), String::new())?;
+            append_audit(txn, now, actor, AuditAction::ToolUpdated, Some(ws), name.to_owned(), changed.list())?;
             let policy = rec.policy.clone();
             let mut live = (*current).clone();
             live.tools.insert(name.to_owned(), Arc::new(rec));

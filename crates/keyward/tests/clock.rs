@@ -140,3 +140,34 @@ fn snapshot_export_round_trips_and_verifies_alike() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains(k.token.expose()));
 }
+
+/// Each update's audit event lists the fields it set, in a fixed order; a
+/// change of `disabled` is its own action.
+#[test]
+fn updates_list_what_they_set() {
+    let env = Env::new();
+    let e = &env.engine;
+    let k = env.key("a");
+    let disable = keyward::KeyUpdate { disabled: Some(true), name: Some("b".into()), ..Default::default() };
+    e.update_key(k.info.id, disable, &Actor::Admin).unwrap();
+    let again = keyward::KeyUpdate { disabled: Some(true), ..Default::default() };
+    e.update_key(k.info.id, again, &Actor::Admin).unwrap();
+    let tool = NewTool { name: "t".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None };
+    e.create_tool(env.ws, tool, &Actor::Admin).unwrap();
+    let off = keyward::ToolUpdate { enabled: Some(false), daily_limit: Some(Some(3)), ..Default::default() };
+    e.update_tool(env.ws, "t", off, &Actor::Admin).unwrap();
+    let plan = keyward::WorkspaceUpdate { api_access: Some(false), ..Default::default() };
+    e.update_workspace(env.ws, plan, &Actor::Admin).unwrap();
+    let items = e.audit(None, 0, 100).unwrap().items;
+    let tail: Vec<(&str, &str)> = items[2..].iter().map(|a| (a.action.as_str(), a.detail.as_str())).collect();
+    assert_eq!(
+        tail,
+        [
+            ("key.disabled", "name,disabled"),
+            ("key.updated", "disabled"),
+            ("tool.created", ""),
+            ("tool.updated", "enabled,daily_limit"),
+            ("workspace.updated", "api_access"),
+        ]
+    );
+}
