@@ -555,13 +555,7 @@ pub fn rate_report(
 }
 
 fn gcra_of(state: &UsageState, name: &str) -> Gcra {
-    state.rates.iter().find(|(n, _)| same_name(n, name)).map(|(_, g)| *g).unwrap_or_default()
-}
-
-/// Name equality compared in line: names are short, and a call into
-/// `memcmp` per counter is a measurable part of a verification.
-fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+    state.rates.iter().find(|(n, _)| n == name).map(|(_, g)| *g).unwrap_or_default()
 }
 
 /// TAT in units of `1/limit` ms, rescaled if the limit changed since it was stored.
@@ -798,7 +792,7 @@ fn commit_scope(
 ) -> Option<LeaseId> {
     for a in applied(limits, cost, ad_hoc) {
         let charged = |g: Gcra| Gcra { tat: gcra_charged(a.limit, a.window_ms, g, now, a.cost), scale: a.limit };
-        match state.rates.iter_mut().find(|(n, _)| same_name(n, a.name)) {
+        match state.rates.iter_mut().find(|(n, _)| n == a.name) {
             Some(slot) => slot.1 = charged(slot.1),
             None => state.rates.push((a.name.to_owned(), charged(Gcra::default()))),
         }
