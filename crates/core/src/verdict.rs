@@ -48,11 +48,14 @@ pub enum Code {
     InvalidSignature,
     /// Nonce not acceptable under the key's replay policy.
     NonceReused,
+    /// The store could not make the call's change durable (a strict-mode
+    /// charge, a signed login's session); nothing was charged or minted.
+    StoreUnavailable,
 }
 
 impl Code {
     /// Every code, in SPEC order.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::Valid,
         Code::Malformed,
         Code::NotFound,
@@ -71,6 +74,7 @@ impl Code {
         Code::UsageExhausted,
         Code::InvalidSignature,
         Code::NonceReused,
+        Code::StoreUnavailable,
     ];
 
     /// The stable string, e.g. `RATE_LIMITED`.
@@ -94,6 +98,7 @@ impl Code {
             Code::UsageExhausted => "USAGE_EXHAUSTED",
             Code::InvalidSignature => "INVALID_SIGNATURE",
             Code::NonceReused => "NONCE_REUSED",
+            Code::StoreUnavailable => "STORE_UNAVAILABLE",
         }
     }
 
@@ -121,6 +126,7 @@ impl Code {
             Code::RateLimited | Code::Cooldown | Code::DailyLimit | Code::ConcurrencyLimit | Code::UsageExhausted => {
                 429
             }
+            Code::StoreUnavailable => 503,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Opening the database, the in-memory index, and the write-behind flusher.
+//! Opening the store, the in-memory index, and the write-behind flusher.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -9,17 +9,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use keyward_core::{
-    KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId, decode_record, encode_record,
-};
-use redb::{Database, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
+use keyward_core::{KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId};
+use redb::StorageBackend;
 
 use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
 use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
-use crate::tables::{
-    AUDIT, KEYS, MAGIC, MAGIC_KEY, META, SCHEMA_KEY, SCHEMA_VERSION, SESSIONS, TOOLS, USAGE, WORKSPACES,
-};
+use crate::store::redb::RedbStore;
+use crate::store::{Batch, Change, Loaded, Store};
+use crate::writer::{LeafGuard, Writer};
 
 /// Hasher for maps keyed by SHA-256 output: the bytes are already uniform and
 /// not chosen by an attacker (finding a token with a chosen hash prefix is a
@@ -55,9 +53,14 @@ pub(crate) type DigestMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<DigestHas
 /// (128 bytes: the pair of lines x86 prefetches together).
 #[repr(align(128))]
 pub(crate) struct UsageCell {
-    /// Key id the counters are stored under.
-    pub owner: KeyId,
-    pub state: Mutex<KeyCounters>,
+    /// Key id the counters are stored under (a leaf lock: a rotation hands
+    /// the counters to the successor without copying them).
+    owner: Mutex<KeyId>,
+    /// Level 1 of the lock order (see `writer`): serialises the calls that
+    /// must commit a change of these counters before anyone else changes
+    /// them (strict credits, credit changes, signed logins).
+    pub gate: Mutex<()>,
+    state: Mutex<KeyCounters>,
     /// Last successful verification, Unix ms; 0 = never.
     pub last_used: AtomicU64,
     pub valid: AtomicU64,
@@ -66,11 +69,10 @@ pub(crate) struct UsageCell {
     pub dirty: AtomicBool,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct KeyCounters {
     pub key: UsageState,
     pub tools: HashMap<String, (UsageState, UsageState)>,
-    pub nonce: NonceState,
     pub mint: UsageState,
 }
 
@@ -79,11 +81,11 @@ impl UsageCell {
         let counters = KeyCounters {
             key: rec.key,
             tools: rec.tools.into_iter().map(|(t, a, b)| (t, (a, b))).collect(),
-            nonce: rec.nonce,
             mint: rec.mint,
         };
         Self {
-            owner,
+            owner: Mutex::new(owner),
+            gate: Mutex::new(()),
             state: Mutex::new(counters),
             last_used: AtomicU64::new(rec.last_used_at.map_or(0, UnixMillis::get)),
             valid: AtomicU64::new(rec.valid),
@@ -92,10 +94,24 @@ impl UsageCell {
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, KeyCounters> {
-        // A panic while holding this lock cannot leave the counters half
-        // written (every update is a plain assignment), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The counters (a leaf lock).
+    pub(crate) fn lock(&self) -> LeafGuard<'_, KeyCounters> {
+        LeafGuard::lock(&self.state)
+    }
+
+    /// Takes the gate (level 1 of the lock order).
+    pub(crate) fn gate(&self) -> MutexGuard<'_, ()> {
+        // The gate guards no data: poisoning means nothing.
+        self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn owner(&self) -> KeyId {
+        *LeafGuard::lock(&self.owner)
+    }
+
+    /// Hands the counters to another key; called only under the writer.
+    pub(crate) fn set_owner(&self, id: KeyId) {
+        *LeafGuard::lock(&self.owner) = id;
     }
 
     pub(crate) fn mark_dirty(&self) {
@@ -104,18 +120,20 @@ impl UsageCell {
         }
     }
 
+    /// The record of these counters now.
     pub(crate) fn to_record(&self) -> UsageRecord {
         let c = self.lock();
         self.record_with(&c)
     }
 
-    /// The record of these counters, for a caller already holding the lock.
+    /// The record of counters `c` with this cell's totals.
     pub(crate) fn record_with(&self, c: &KeyCounters) -> UsageRecord {
         let last = self.last_used.load(Ordering::Acquire);
         UsageRecord {
             key: c.key.clone(),
             tools: c.tools.iter().map(|(t, (a, b))| (t.clone(), a.clone(), b.clone())).collect(),
-            nonce: c.nonce.clone(),
+            // Nonce histories are kept per key (the `nonces` table).
+            nonce: NonceState::default(),
             mint: c.mint.clone(),
             last_used_at: (last != 0).then_some(UnixMillis(last)),
             valid: self.valid.load(Ordering::Acquire),
@@ -128,6 +146,9 @@ impl UsageCell {
 pub(crate) struct LiveKey {
     pub record: KeyRecord,
     pub usage: Arc<UsageCell>,
+    /// The key's own replay history (a leaf lock; changed only under the
+    /// usage cell's gate). Kept across record changes.
+    pub nonce: Arc<Mutex<NonceState>>,
     /// Whether any limit applies to this key at all (key, tool or key×tool):
     /// when false the hot path never takes the counters' lock.
     pub has_key_limits: bool,
@@ -137,9 +158,14 @@ pub(crate) struct LiveKey {
 }
 
 impl LiveKey {
-    pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>) -> Self {
+    pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>, nonce: Arc<Mutex<NonceState>>) -> Self {
         let has_key_limits = !record.policy.limits.is_empty() || !record.policy.tool_limits.is_empty();
-        Self { record, usage, has_key_limits, workspace: None }
+        Self { record, usage, nonce, has_key_limits, workspace: None }
+    }
+
+    /// The same key with a changed record: same counters, same nonces.
+    pub(crate) fn with_record(&self, record: KeyRecord) -> Self {
+        Self::new(record, Arc::clone(&self.usage), Arc::clone(&self.nonce))
     }
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
@@ -172,6 +198,7 @@ impl WorkspaceSlot {
 pub(crate) struct Options {
     pub clock: Arc<dyn Clock>,
     pub flush_interval: Duration,
+    pub session_purge_interval: Duration,
     pub master_key: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
     pub snapshot_key: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
     pub strict_credits: bool,
@@ -179,30 +206,9 @@ pub(crate) struct Options {
     pub session_mint_limit: RateLimit,
 }
 
-/// The database handle. redb can panic while dropping a handle to a damaged
-/// file; dropping through this wrapper contains that, so closing an engine on
-/// a bad file never takes the host process down.
-pub(crate) struct Db(Option<Database>);
-
-impl std::ops::Deref for Db {
-    type Target = Database;
-    fn deref(&self) -> &Database {
-        // Invariant: the option is `Some` from construction until `drop`.
-        #[allow(clippy::expect_used)]
-        self.0.as_ref().expect("database handle present until drop")
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some(db) = self.0.take() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
-        }
-    }
-}
-
 pub(crate) struct Inner {
-    pub db: Db,
+    /// Every durable change goes through it (lock order: see `writer`).
+    pub writer: Writer,
     pub path: PathBuf,
     pub opts: Options,
     pub by_hash: DigestMap<Arc<LiveKey>>,
@@ -210,8 +216,6 @@ pub(crate) struct Inner {
     pub workspaces: DashMap<WorkspaceId, Arc<WorkspaceSlot>>,
     pub sessions: DigestMap<SessionRecord>,
     pub any_imported: AtomicBool,
-    /// Serialises admin writes so the in-memory index changes in commit order.
-    pub write_lock: Mutex<()>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -260,6 +264,7 @@ impl Default for EngineBuilder {
             opts: Options {
                 clock: Arc::new(CounterClock::new()),
                 flush_interval: Duration::from_secs(1),
+                session_purge_interval: Duration::from_secs(60),
                 master_key: None,
                 snapshot_key: None,
                 strict_credits: false,
@@ -287,6 +292,13 @@ impl EngineBuilder {
     /// This is the most usage a crash can lose; see the crate docs.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.opts.flush_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often expired sessions are removed (they are also removed when
+    /// the engine opens). By default, 60 seconds.
+    pub fn session_purge_interval(mut self, interval: Duration) -> Self {
+        self.opts.session_purge_interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -326,33 +338,35 @@ impl EngineBuilder {
 
     /// Opens (or creates, with mode 0600) the database at `path`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Engine> {
+        self.check_keys()?;
+        let path = path.as_ref().to_path_buf();
+        let store = RedbStore::open(&path)?;
+        self.start(Box::new(store), path)
+    }
+
+    /// Opens (or creates) a database on a redb [`StorageBackend`] of the
+    /// caller's, such as one that injects faults in tests. After a failed
+    /// write the engine opens the backend again from a clone of it.
+    pub fn open_backend<B: StorageBackend + Clone>(self, backend: B) -> Result<Engine> {
+        self.check_keys()?;
+        let store = RedbStore::open_backend(backend)?;
+        self.start(Box::new(store), PathBuf::from("<storage backend>"))
+    }
+
+    fn check_keys(&self) -> Result<()> {
         if self.opts.master_key.as_ref().is_some_and(|k| k.len() < 32) {
             return Err(Error::invalid("master_key", "must be at least 32 bytes"));
         }
         if self.opts.snapshot_key.as_ref().is_some_and(|k| k.len() < keyward_core::SNAPSHOT_MIN_KEY_LEN) {
             return Err(Error::invalid("snapshot_key", "must be at least 16 bytes"));
         }
-        let path = path.as_ref().to_path_buf();
-        // redb can panic on some damaged files instead of returning an error;
-        // a damaged file must give a clear error, so contain that here.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.open_inner(path.clone())));
-        let inner = match opened {
-            Ok(result) => result?,
-            Err(_) => return Err(Error::Corrupt(format!("{}: the storage engine could not read it", path.display()))),
-        };
-        let worker = Arc::clone(&inner);
-        let thread = std::thread::Builder::new()
-            .name("keyward-flush".into())
-            .spawn(move || worker.flush_loop())
-            .map_err(|e| Error::Io(e.to_string()))?;
-        let flusher = Arc::new(FlusherHandle { inner: Arc::clone(&inner), thread: Mutex::new(Some(thread)) });
-        Ok(Engine { inner, flusher })
+        Ok(())
     }
 
-    fn open_inner(self, path: PathBuf) -> Result<Arc<Inner>> {
-        let db = Db(Some(open_db(&path)?));
+    fn start(self, store: Box<dyn Store>, path: PathBuf) -> Result<Engine> {
+        let loaded = store.load()?;
         let inner = Arc::new(Inner {
-            db,
+            writer: Writer::new(store),
             path,
             opts: self.opts,
             // Many shards: two verifications rarely share a shard lock's cache line.
@@ -361,61 +375,33 @@ impl EngineBuilder {
             workspaces: DashMap::new(),
             sessions: DigestMap::default(),
             any_imported: AtomicBool::new(false),
-            write_lock: Mutex::new(()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        inner.init_schema()?;
-        inner.load()?;
-        Ok(inner)
+        inner.load(loaded)?;
+        inner.purge_expired_sessions()?;
+        let worker = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("keyward-flush".into())
+            .spawn(move || worker.flush_loop())
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let flusher = Arc::new(FlusherHandle { inner: Arc::clone(&inner), thread: Mutex::new(Some(thread)) });
+        Ok(Engine { inner, flusher })
     }
 }
 
-fn open_db(path: &Path) -> Result<Database> {
-    let shown = path.display().to_string();
-    let exists = path.exists();
-    if !exists {
-        create_private_file(path)?;
-    } else if path.is_dir() {
-        return Err(Error::Io(format!("{shown} is a directory")));
-    }
-    let result = Database::builder().create(path);
-    match result {
-        Ok(db) => Ok(db),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::InUse(shown)),
-        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
-            // redb reports a file that is not a redb database as an I/O error
-            // of kind InvalidData.
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                Err(Error::Corrupt(format!("{shown}: {e}")))
-            } else {
-                Err(Error::Io(format!("{shown}: {e}")))
-            }
-        }
-        Err(e) => Err(Error::Corrupt(format!("{shown}: {e}"))),
-    }
-}
-
-#[cfg(unix)]
-fn create_private_file(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
-}
-
-#[cfg(not(unix))]
-fn create_private_file(path: &Path) -> Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+/// The state of the engine's write path, for health checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Why the store is degraded, or `None` when the last commit (or flush)
+    /// succeeded and the flusher runs. While degraded, verification keeps
+    /// answering from memory; changes fail and change nothing.
+    pub degraded: Option<String>,
+    /// Commits that failed since the engine opened (flushes included).
+    pub write_failures: u64,
+    /// Write-behind flushes that failed since the engine opened.
+    pub flush_failures: u64,
 }
 
 impl Engine {
@@ -450,6 +436,28 @@ impl Engine {
     pub fn now(&self) -> UnixMillis {
         self.inner.now()
     }
+
+    /// Whether verification may block on a commit (strict credits are on):
+    /// async callers then verify off their runtime's workers.
+    pub fn verify_may_block(&self) -> bool {
+        self.inner.opts.strict_credits
+    }
+
+    /// The write path's health: failed commits and flushes, and whether the
+    /// store is degraded now.
+    pub fn health(&self) -> Health {
+        let h = &self.inner.writer.health;
+        let mut degraded =
+            h.degraded.load(Ordering::Acquire).then(|| h.problem.lock().ok().and_then(|p| p.clone())).flatten();
+        if degraded.is_none() && h.flusher_died.load(Ordering::Acquire) {
+            degraded = Some("the background flusher stopped".into());
+        }
+        Health {
+            degraded,
+            write_failures: h.write_failures.load(Ordering::Relaxed),
+            flush_failures: h.flush_failures.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Inner {
@@ -457,57 +465,11 @@ impl Inner {
         self.opts.clock.now()
     }
 
-    fn init_schema(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META).map_err(table_err)?;
-            let magic = meta.get(MAGIC_KEY)?.map(|v| v.value().to_vec());
-            let version = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
-            match (magic, version) {
-                (None, None) => {
-                    // A new file, or a redb file that is not ours: refuse the latter.
-                    let foreign = txn.list_tables()?.any(|t| t.name() != META.name());
-                    if foreign {
-                        return Err(Error::Corrupt("a redb database, but not a keyward one".into()));
-                    }
-                    meta.insert(MAGIC_KEY, MAGIC)?;
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
-                }
-                (Some(m), Some(v)) if m == MAGIC => {
-                    let found = <[u8; 4]>::try_from(v.as_slice())
-                        .map(u32::from_le_bytes)
-                        .map_err(|_| Error::Corrupt("bad schema version record".into()))?;
-                    if found > SCHEMA_VERSION {
-                        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
-                    }
-                    // Upgrade path: each older version gets a migration step
-                    // here, run in this transaction. Version 1 is the first.
-                }
-                _ => return Err(Error::Corrupt("missing or foreign meta records".into())),
-            }
-            for def in [WORKSPACES, KEYS, USAGE] {
-                txn.open_table(def).map_err(table_err)?;
-            }
-            txn.open_table(TOOLS).map_err(table_err)?;
-            txn.open_table(SESSIONS).map_err(table_err)?;
-            txn.open_table(AUDIT).map_err(table_err)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn load(&self) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let ws_table = txn.open_table(WORKSPACES).map_err(table_err)?;
-        for row in ws_table.iter()? {
-            let (_, v) = row?;
-            let ws: Workspace = decode_record(v.value())?;
+    fn load(&self, loaded: Loaded) -> Result<()> {
+        for ws in loaded.workspaces {
             self.workspaces.insert(ws.policy.id, WorkspaceSlot::new(LiveWorkspace { ws, tools: HashMap::new() }));
         }
-        let tools = txn.open_table(TOOLS).map_err(table_err)?;
-        for row in tools.iter()? {
-            let (_, v) = row?;
-            let tool: ToolRecord = decode_record(v.value())?;
+        for tool in loaded.tools {
             let ws_id = tool.policy.workspace;
             let Some(slot) = self.workspaces.get(&ws_id) else {
                 return Err(Error::Corrupt(format!("tool {} of missing workspace {ws_id}", tool.policy.name)));
@@ -516,31 +478,22 @@ impl Inner {
             live.tools.insert(tool.policy.name.clone(), Arc::new(tool));
             slot.current.store(Arc::new(live));
         }
-        let usage_table = txn.open_table(USAGE).map_err(table_err)?;
         let mut cells: HashMap<KeyId, Arc<UsageCell>> = HashMap::new();
-        for row in usage_table.iter()? {
-            let (k, v) = row?;
-            let id = KeyId(*k.value());
-            cells.insert(id, Arc::new(UsageCell::from_record(id, decode_record(v.value())?)));
+        for (id, rec) in loaded.usage {
+            cells.insert(id, Arc::new(UsageCell::from_record(id, rec)));
         }
-        let keys = txn.open_table(KEYS).map_err(table_err)?;
-        let mut records = Vec::new();
-        for row in keys.iter()? {
-            let (_, v) = row?;
-            records.push(decode_record::<KeyRecord>(v.value())?);
-        }
-        for rec in records {
+        let mut nonces: HashMap<KeyId, NonceState> = loaded.nonces.into_iter().collect();
+        for rec in loaded.keys {
             let owner = rec.usage_owner.unwrap_or(rec.policy.id);
             let cell = cells
                 .entry(owner)
                 .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default())))
                 .clone();
-            self.index_key(LiveKey::new(rec, cell));
+            let nonce = nonces.remove(&rec.policy.id).unwrap_or_default();
+            self.index_key(LiveKey::new(rec, cell, Arc::new(Mutex::new(nonce))));
         }
-        let sessions = txn.open_table(SESSIONS).map_err(table_err)?;
-        for row in sessions.iter()? {
-            let (k, v) = row?;
-            self.sessions.insert(*k.value(), decode_record(v.value())?);
+        for (hash, rec) in loaded.sessions {
+            self.sessions.insert(hash, rec);
         }
         Ok(())
     }
@@ -561,21 +514,18 @@ impl Inner {
         }
     }
 
-    /// Runs `f` in a write transaction under the admin write lock and commits.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
-        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // As on open: a damaged file must give an error, not a panic.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let txn = self.db.begin_write()?;
-            let out = f(&txn)?;
-            txn.commit()?;
-            Ok(out)
-        }))
-        .unwrap_or_else(|_| Err(Error::Corrupt("the storage engine failed while writing".into())))
+    /// See [`Writer::write`]: plan under the writer, commit, then publish.
+    pub(crate) fn write<P, T>(&self, plan: impl FnOnce(&mut Batch) -> Result<P>) -> Result<T>
+    where
+        P: FnOnce() -> T,
+    {
+        self.writer.write(plan)
     }
 
     fn flush_loop(self: Arc<Self>) {
         let interval = self.opts.flush_interval;
+        let purge_every = self.opts.session_purge_interval;
+        let mut last_purge = std::time::Instant::now();
         let mut stopped = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if *stopped {
@@ -588,50 +538,59 @@ impl Inner {
                 return;
             }
             drop(stopped);
-            // Errors are retried at the next tick: the dirty flags of cells
-            // that failed to write are set again.
-            let _ = self.flush();
+            // A panic here (a bug, or redb on a damaged file) must not stop
+            // the writes behind silently: it is reported, and the next tick
+            // tries again.
+            let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Errors are counted in `health` and retried at the next tick:
+                // the dirty flags of cells that failed to write are set again.
+                let _ = self.flush();
+                if last_purge.elapsed() >= purge_every {
+                    last_purge = std::time::Instant::now();
+                    let _ = self.purge_expired_sessions();
+                }
+            }));
+            if tick.is_err() {
+                let h = &self.writer.health;
+                h.flush_failures.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut p) = h.problem.lock() {
+                    *p = Some("the background flusher panicked".into());
+                }
+                h.degraded.store(true, Ordering::Release);
+            }
             stopped = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
-    /// Writes every dirty usage cell in one transaction.
+    /// Writes every dirty usage cell in one commit. The counters are copied
+    /// out (each under its own lock, briefly) before the store is asked to
+    /// write; while the store is degraded, an empty commit probes it.
     pub(crate) fn flush(&self) -> Result<()> {
-        let mut batch: Vec<(KeyId, Arc<UsageCell>)> = Vec::new();
-        for entry in self.by_id.iter() {
-            let cell = &entry.value().usage;
-            // Shared cells are written once, under their owner.
-            if cell.owner == *entry.key() && cell.dirty.swap(false, Ordering::AcqRel) {
-                batch.push((cell.owner, Arc::clone(cell)));
-            }
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = (|| -> Result<()> {
-            let txn = self.db.begin_write()?;
-            {
-                let mut t = txn.open_table(USAGE).map_err(table_err)?;
-                for (id, cell) in &batch {
-                    t.insert(&id.0, encode_record(&cell.to_record()).as_slice())?;
+        let mut taken: Vec<Arc<UsageCell>> = Vec::new();
+        let result = self.write(|batch| {
+            let mut seen = std::collections::HashSet::new();
+            for entry in self.by_id.iter() {
+                let cell = &entry.value().usage;
+                // Shared cells are written once, under their owner.
+                if seen.insert(Arc::as_ptr(cell) as usize) && cell.dirty.swap(false, Ordering::AcqRel) {
+                    taken.push(Arc::clone(cell));
                 }
             }
-            txn.commit()?;
-            Ok(())
-        })();
+            for cell in &taken {
+                batch.push(Change::Usage(cell.owner(), cell.to_record()));
+            }
+            if batch.is_empty() && self.writer.health.degraded.load(Ordering::Acquire) {
+                batch.push(Change::Probe);
+            }
+            Ok(|| ())
+        });
         if result.is_err() {
-            for (_, cell) in &batch {
+            self.writer.health.flush_failures.fetch_add(1, Ordering::Relaxed);
+            for cell in &taken {
                 cell.dirty.store(true, Ordering::Release);
             }
         }
         result
-    }
-
-    /// Writes one key's counters now (strict credits, signed sessions).
-    pub(crate) fn persist_usage(&self, txn: &WriteTransaction, cell: &UsageCell, record: &UsageRecord) -> Result<()> {
-        let mut t = txn.open_table(USAGE).map_err(table_err)?;
-        t.insert(&cell.owner.0, encode_record(record).as_slice())?;
-        Ok(())
     }
 
     pub(crate) fn workspace(&self, id: WorkspaceId) -> Result<Arc<LiveWorkspace>> {
@@ -641,8 +600,4 @@ impl Inner {
     pub(crate) fn key(&self, id: KeyId) -> Result<Arc<LiveKey>> {
         self.by_id.get(&id).map(|k| Arc::clone(&k)).ok_or_else(|| Error::not_found("key", id))
     }
-}
-
-pub(crate) fn table_err(e: redb::TableError) -> Error {
-    Error::Storage(e.to_string())
 }

@@ -43,6 +43,10 @@ pub enum Error {
         /// Its id or name.
         id: String,
     },
+    /// The change does not apply to the thing as it is now (for example a
+    /// key that was already rotated); nothing was changed.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A field of the request is invalid; nothing was changed.
     #[error("invalid {field}: {message}")]
     Invalid {

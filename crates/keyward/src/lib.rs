@@ -41,23 +41,28 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod admin;
+mod audit;
 mod clock;
 mod engine;
 mod error;
+mod keys;
 mod model;
 mod rng;
-mod tables;
+mod rotation;
+mod store;
+mod validate;
 mod verify;
+mod workspaces;
+mod writer;
 
-pub use admin::{MAX_EXTERNAL_ID_LEN, MAX_META_BYTES, MAX_PAGE, MAX_ROLE_LEN, MAX_ROLES, MAX_USER_ID_LEN};
 pub use clock::{Clock, CounterClock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, Health};
 pub use error::{Error, Result};
 pub use model::{
     Actor, AuditAction, AuditEvent, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyUpdate, KeyUsageReport, NewKey,
     NewSigning, NewTool, NewWorkspace, Page, Session, SigningSecrets, ToolUpdate, Workspace, WorkspaceUpdate,
 };
+pub use validate::{MAX_EXTERNAL_ID_LEN, MAX_META_BYTES, MAX_PAGE, MAX_ROLE_LEN, MAX_ROLES, MAX_USER_ID_LEN};
 pub use verify::{Checks, LeaseGuard, Request, SESSION_PREFIX, Verification};
 
 pub use keyward_core;

@@ -151,6 +151,9 @@ pub struct KeyUpdate {
     pub external_id: Option<Option<String>>,
     /// New role labels.
     pub roles: Option<Vec<String>>,
+    /// A change of the credit balance, applied after `limits` (which reset
+    /// the balance to `credits.initial` when they change the credits).
+    pub credits: Option<CreditChange>,
 }
 
 /// How to change a key's credit balance.

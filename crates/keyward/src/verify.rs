@@ -7,16 +7,17 @@ use std::sync::atomic::Ordering;
 use keyward_core::{
     Code, Cost, Credential, KeyHash, KeyId, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix, RateReport,
     Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict,
-    WorkspaceId, admit, charge, check_foreign, check_token, decide_into, encode_record, peek, rate_report,
-    verify_signature,
+    WorkspaceId, admit, charge, check_foreign, check_token, decide_into, peek, rate_report, verify_signature,
 };
 
-use crate::admin::{append_audit, derive_api_secret};
-use crate::engine::{Engine, Inner, LiveKey, table_err};
+use crate::audit::audit;
+use crate::engine::{Engine, Inner, KeyCounters, LiveKey};
 use crate::error::{Error, Result};
 use crate::model::{Actor, AuditAction, KeyInfo, Session, SessionRecord};
 use crate::rng::os_rng;
-use crate::tables::SESSIONS;
+use crate::store::Change;
+use crate::validate::derive_api_secret;
+use crate::writer::LeafGuard;
 
 /// Prefix of session tokens.
 pub const SESSION_PREFIX: &str = "kw_session";
@@ -86,31 +87,17 @@ impl Drop for LeaseGuard {
     }
 }
 
-enum Found<'a> {
-    Key(dashmap::mapref::one::Ref<'a, [u8; 32], Arc<LiveKey>>),
-    Session(Arc<LiveKey>),
-}
-
-impl std::ops::Deref for Found<'_> {
-    type Target = LiveKey;
-    fn deref(&self) -> &LiveKey {
-        match self {
-            Found::Key(r) => r.value(),
-            Found::Session(k) => k,
-        }
-    }
-}
-
 impl Inner {
-    /// Format check and lookup of an API key.
-    fn lookup(&self, raw: &str) -> Result<Found<'_>, Code> {
+    /// Format check and lookup of an API key. The key is cloned out of the
+    /// map: no map guard is held while deciding (lock order, see `writer`).
+    fn lookup(&self, raw: &str) -> Result<Arc<LiveKey>, Code> {
         match check_token(raw) {
-            Ok(()) => self.by_hash.get(&KeyHash::of(raw).0).map(Found::Key).ok_or(Code::NotFound),
+            Ok(()) => self.by_hash.get(&KeyHash::of(raw).0).map(|k| Arc::clone(&k)).ok_or(Code::NotFound),
             // Tokens issued elsewhere have no keyward checksum: they may only
             // match keys imported as such.
             Err(_) if self.any_imported.load(Ordering::Acquire) && check_foreign(raw).is_ok() => {
                 match self.by_hash.get(&KeyHash::of(raw).0) {
-                    Some(k) if k.policy().imported => Ok(Found::Key(k)),
+                    Some(k) if k.policy().imported => Ok(Arc::clone(&k)),
                     _ => Err(Code::Malformed),
                 }
             }
@@ -118,7 +105,7 @@ impl Inner {
         }
     }
 
-    fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Found<'_>, Code> {
+    fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Arc<LiveKey>, Code> {
         check_token(raw).map_err(|_| Code::Malformed)?;
         let Some(session) = self.sessions.get(&KeyHash::of(raw).0) else {
             return Err(Code::NotFound);
@@ -126,8 +113,9 @@ impl Inner {
         if now >= session.expires_at {
             return Err(Code::Expired);
         }
-        let key = self.by_id.get(&session.key_id).map(|k| Arc::clone(&k)).ok_or(Code::NotFound)?;
-        Ok(Found::Session(key))
+        let key_id = session.key_id;
+        drop(session);
+        self.by_id.get(&key_id).map(|k| Arc::clone(&k)).ok_or(Code::NotFound)
     }
 
     /// Decides for a found key into `v` (every field set). With `report`,
@@ -171,54 +159,14 @@ impl Inner {
             let mut none = UsageState::default();
             let usage = Usage { key: &mut none, tool: None, key_tool: None };
             decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
+        } else if self.opts.strict_credits && policy.limits.credits.is_some() {
+            self.decide_strict(v, live, &ws.ws.policy, lookup, req.tool, &core_req, report);
         } else {
             let mut c = live.usage.lock();
-            let c = &mut *c;
-            // Strict mode rolls the counters back if the balance cannot be
-            // made durable, so keep what they were.
-            let strict = self.opts.strict_credits && policy.limits.credits.is_some();
-            let before = strict.then(|| (c.key.clone(), req.tool.and_then(|n| c.tools.get(n).cloned())));
-            match (req.tool, lookup) {
-                (Some(name), ToolLookup::Found(_)) => {
-                    if !c.tools.contains_key(name) {
-                        c.tools.insert(name.to_owned(), Default::default());
-                    }
-                    match c.tools.get_mut(name) {
-                        Some((t, kt)) => {
-                            let usage = Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) };
-                            decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
-                        }
-                        None => *v = Verdict::bare(Code::UnknownTool),
-                    }
-                }
-                _ => {
-                    let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
-                    decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
-                }
-            }
+            decide_counters(v, policy, &ws.ws.policy, lookup, req.tool, &core_req, &mut c);
             if let Some(out) = report {
                 let limited = v.code == Code::RateLimited;
                 *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
-            }
-            if v.is_valid()
-                && let Some((key_before, tool_before)) = before
-            {
-                let rec = live.usage.record_with(c);
-                // Strict mode: the balance is durable before the verdict is.
-                let persisted = self.db.begin_write().map_err(Error::from).and_then(|txn| {
-                    self.persist_usage(&txn, &live.usage, &rec)?;
-                    txn.commit().map_err(Error::from)
-                });
-                if persisted.is_err() {
-                    // Not durable: undo the charge and refuse rather than
-                    // hand out an unrecorded credit.
-                    c.key = key_before;
-                    if let (Some(name), Some(t)) = (req.tool, tool_before) {
-                        c.tools.insert(name.to_owned(), t);
-                    }
-                    v.code = Code::UsageExhausted;
-                    return;
-                }
             }
         }
         if v.is_valid() {
@@ -232,11 +180,58 @@ impl Inner {
         live.usage.mark_dirty();
     }
 
+    /// Strict mode: the charge is decided on a copy of the counters and
+    /// published only once the balance is durable. The key's gate orders
+    /// the charges of these counters (level 1 of the lock order), so no
+    /// other charge lands between the copy and the publish; leases released
+    /// meanwhile stay released.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_strict(
+        &self,
+        v: &mut Verdict,
+        live: &LiveKey,
+        ws: &keyward_core::WorkspacePolicy,
+        lookup: ToolLookup<'_>,
+        tool: Option<&str>,
+        core_req: &CoreRequest<'_>,
+        report: Option<&mut Vec<RateReport>>,
+    ) {
+        let policy = live.policy();
+        let _gate = live.usage.gate();
+        let before = live.usage.lock().clone();
+        let mut next = before.clone();
+        decide_counters(v, policy, ws, lookup, tool, core_req, &mut next);
+        if let Some(out) = report {
+            let limited = v.code == Code::RateLimited;
+            *out = rate_report(&policy.limits, &next.key, core_req.now, &core_req.cost, true, limited);
+        }
+        if !v.is_valid() {
+            // A refusal charges nothing: the copy is dropped.
+            return;
+        }
+        let record = live.usage.record_with(&next);
+        let committed = self.write(|batch| {
+            batch.push(Change::Usage(live.usage.owner(), record));
+            Ok(|| {
+                let mut c = live.usage.lock();
+                keep_releases(&mut next, &before, &c);
+                *c = next;
+            })
+        });
+        if committed.is_err() {
+            // Not durable: nothing was charged; refuse rather than hand out
+            // an unrecorded credit.
+            v.code = Code::StoreUnavailable;
+            v.retry_after_ms = Some(STORE_RETRY_MS);
+            v.leases.clear();
+        }
+    }
+
     /// A lookup's outcome decided, with the key's details; with `rates`,
     /// also the rate limits the call applied.
     fn verification(
         &self,
-        found: Result<Found<'_>, Code>,
+        found: Result<Arc<LiveKey>, Code>,
         req: &Request<'_>,
         now: UnixMillis,
         query: Option<&PermissionQuery>,
@@ -253,6 +248,54 @@ impl Inner {
                 verdict.code = code;
                 Verification { verdict, key: None, rates: Vec::new() }
             }
+        }
+    }
+}
+
+/// How long to wait before retrying a call the store could not make durable.
+const STORE_RETRY_MS: u64 = 1_000;
+
+/// Decides for a key with limits, charging counters `c`.
+fn decide_counters(
+    v: &mut Verdict,
+    policy: &keyward_core::KeyPolicy,
+    ws: &keyward_core::WorkspacePolicy,
+    lookup: ToolLookup<'_>,
+    tool: Option<&str>,
+    core_req: &CoreRequest<'_>,
+    c: &mut KeyCounters,
+) {
+    match (tool, lookup) {
+        (Some(name), ToolLookup::Found(_)) => {
+            if !c.tools.contains_key(name) {
+                c.tools.insert(name.to_owned(), Default::default());
+            }
+            match c.tools.get_mut(name) {
+                Some((t, kt)) => {
+                    let usage = Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) };
+                    decide_into(v, policy, ws, lookup, core_req, usage);
+                }
+                None => *v = Verdict::bare(Code::UnknownTool),
+            }
+        }
+        _ => {
+            let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
+            decide_into(v, policy, ws, lookup, core_req, usage);
+        }
+    }
+}
+
+/// Drops from `next` (planned from `before`) the leases released since, as
+/// `now` shows.
+fn keep_releases(next: &mut KeyCounters, before: &KeyCounters, now: &KeyCounters) {
+    fn one(next: &mut UsageState, before: &UsageState, now: &UsageState) {
+        next.leases.retain(|l| now.leases.iter().any(|n| n.id == l.id) || !before.leases.iter().any(|b| b.id == l.id));
+    }
+    one(&mut next.key, &before.key, &now.key);
+    for (name, (t, kt)) in &mut next.tools {
+        if let (Some((bt, bkt)), Some((nt, nkt))) = (before.tools.get(name), now.tools.get(name)) {
+            one(t, bt, nt);
+            one(kt, bkt, nkt);
         }
     }
 }
@@ -361,16 +404,14 @@ impl Engine {
     }
 
     /// The signed scheme (SPEC §5): checks the key, the user id, the HMAC and
-    /// the nonce, then mints a session. The new nonce high-water mark and the
-    /// session are committed in one transaction.
+    /// the nonce, then mints a session. The key's new nonce history and the
+    /// session are committed together before either is used; a login the
+    /// store cannot record is refused as `STORE_UNAVAILABLE` and changes
+    /// nothing.
     pub fn authenticate_user(&self, headers: &SignedHeaders, ip: Option<IpAddr>) -> Result<Session, Box<Verdict>> {
         let inner = &self.inner;
         let now = inner.now();
-        let live = match inner.lookup(&headers.api_key) {
-            Ok(Found::Key(r)) => Arc::clone(r.value()),
-            Ok(Found::Session(k)) => k,
-            Err(code) => return Err(Box::new(Verdict::bare(code))),
-        };
+        let live = inner.lookup(&headers.api_key).map_err(|code| Box::new(Verdict::bare(code)))?;
         let policy = live.policy();
         let mut base = Verdict::bare(Code::Valid);
         base.key_id = Some(policy.id);
@@ -395,47 +436,55 @@ impl Engine {
         verify_signature(&secret, &headers.nonce, &headers.user_id, &headers.api_key, &headers.signature)
             .map_err(fail)?;
 
-        // Serialise per key: nonce check, mint limit, commit, publish.
-        let mut c = live.usage.lock();
-        c.nonce.check(signing.nonce_policy, &headers.nonce, now).map_err(fail)?;
+        // Level 1 of the lock order: this key's logins (and those of a key
+        // sharing its counters) run one at a time from the nonce check to
+        // the publish, so two logins with one nonce cannot both pass.
+        let _gate = live.usage.gate();
+        let mut nonce = LeafGuard::lock(&live.nonce).clone();
+        nonce.check(signing.nonce_policy, &headers.nonce, now).map_err(fail)?;
         let mint_limits = Limits { rates: vec![inner.opts.session_mint_limit.clone()], ..Limits::default() };
         let cost = Cost::default();
-        if let Err(r) = peek(&mint_limits, &c.mint, now, &cost) {
+        let mut mint = live.usage.lock().mint.clone();
+        if let Err(r) = peek(&mint_limits, &mint, now, &cost) {
             let mut v = fail(Code::RateLimited);
             v.retry_after_ms = r.retry_after_ms;
             return Err(v);
         }
-        let mut nonce = c.nonce.clone();
         nonce.accept(signing.nonce_policy, &headers.nonce, now);
-        let mut mint = c.mint.clone();
         charge(&mut [Scope { limits: &mint_limits, state: &mut mint }], now, &cost).map_err(|r| fail(r.code))?;
 
         let prefix = Prefix::parse(SESSION_PREFIX).map_err(|_| fail(Code::Malformed))?;
         let token = Token::generate(&prefix, &mut os_rng());
-        let expires_at = now.plus(inner.opts.session_ttl_ms);
-        let record = SessionRecord { key_id: policy.id, created_at: now, expires_at };
-        let mut usage = live.usage.record_with(&c);
-        usage.nonce = nonce.clone();
-        usage.mint = mint.clone();
         let hash = token.hash();
-        let committed = (|| -> Result<()> {
-            let txn = inner.db.begin_write()?;
-            {
-                let mut t = txn.open_table(SESSIONS).map_err(table_err)?;
-                t.insert(&hash.0, encode_record(&record).as_slice())?;
+        let id = policy.id;
+        let expires_at = now.plus(inner.opts.session_ttl_ms);
+        let record = SessionRecord { key_id: id, created_at: now, expires_at };
+        let minted = inner.write(|batch| {
+            // Read again under the writer: a revoke, disable or delete that
+            // landed since the checks above refuses the login.
+            let current = inner.key(id).map_err(|_| Error::Refused(Code::NotFound))?;
+            let ws = current.workspace.as_ref().map(|slot| slot.current.load_full());
+            let ws = ws.ok_or(Error::Refused(Code::PlanInactive))?;
+            admit(current.policy(), &ws.ws.policy, ip, now).map_err(Error::Refused)?;
+            batch.push(Change::Session(hash.0, record.clone()));
+            batch.push(Change::Nonce(id, nonce.clone()));
+            Ok(move || {
+                *LeafGuard::lock(&current.nonce) = nonce;
+                current.usage.lock().mint = mint;
+                current.usage.mark_dirty();
+                inner.sessions.insert(hash.0, record);
+            })
+        });
+        match minted {
+            Ok(()) => {}
+            Err(Error::Refused(code)) => return Err(fail(code)),
+            Err(_) => {
+                let mut v = fail(Code::StoreUnavailable);
+                v.retry_after_ms = Some(STORE_RETRY_MS);
+                return Err(v);
             }
-            inner.persist_usage(&txn, &live.usage, &usage)?;
-            txn.commit()?;
-            Ok(())
-        })();
-        if committed.is_err() {
-            return Err(fail(Code::Malformed));
         }
-        c.nonce = nonce;
-        c.mint = mint;
-        drop(c);
-        inner.sessions.insert(hash.0, record);
-        Ok(Session { token, key_id: policy.id, user_id: signing.user_id.clone(), expires_at })
+        Ok(Session { token, key_id: id, user_id: signing.user_id.clone(), expires_at })
     }
 
     /// Ends a session: its token is refused from now on. Returns whether it existed.
@@ -444,48 +493,47 @@ impl Engine {
             return Ok(false);
         }
         let hash = KeyHash::of(token).0;
-        let Some(rec) = self.inner.sessions.get(&hash).map(|s| s.clone()) else {
-            return Ok(false);
-        };
-        let now = self.inner.now();
-        let ws = self.inner.key(rec.key_id).ok().map(|k| k.policy().workspace);
-        self.inner.write(|txn| {
-            let mut t = txn.open_table(SESSIONS).map_err(table_err)?;
-            t.remove(&hash)?;
-            drop(t);
-            append_audit(
-                txn,
-                now,
-                &Actor::Key(rec.key_id),
-                AuditAction::SessionEnded,
-                ws,
-                rec.key_id.to_string(),
-                String::new(),
-            )?;
-            self.inner.sessions.remove(&hash);
-            Ok(())
-        })?;
-        Ok(true)
+        let inner = &self.inner;
+        let now = inner.now();
+        inner.write(|batch| {
+            let ended = inner.sessions.get(&hash).map(|s| s.key_id);
+            if let Some(key_id) = ended {
+                let ws = inner.key(key_id).ok().map(|k| k.policy().workspace);
+                batch.push(Change::SessionDeleted(hash));
+                audit(batch, now, &Actor::Key(key_id), AuditAction::SessionEnded, ws, key_id.to_string(), "");
+            }
+            Ok(move || {
+                if ended.is_some() {
+                    inner.sessions.remove(&hash);
+                }
+                ended.is_some()
+            })
+        })
     }
 
-    /// Removes expired sessions from memory and disk. Returns how many.
+    /// Removes expired sessions from memory and disk. Returns how many. The
+    /// engine does this itself when it opens and every session purge
+    /// interval ([`EngineBuilder::session_purge_interval`](crate::EngineBuilder::session_purge_interval)).
     pub fn purge_expired_sessions(&self) -> Result<usize> {
-        let now = self.inner.now();
-        let expired: Vec<[u8; 32]> =
-            self.inner.sessions.iter().filter(|s| now >= s.value().expires_at).map(|s| *s.key()).collect();
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        self.inner.write(|txn| {
-            let mut t = txn.open_table(SESSIONS).map_err(table_err)?;
+        self.inner.purge_expired_sessions()
+    }
+}
+
+impl Inner {
+    pub(crate) fn purge_expired_sessions(&self) -> Result<usize> {
+        let now = self.now();
+        self.write(|batch| {
+            let expired: Vec<[u8; 32]> =
+                self.sessions.iter().filter(|s| now >= s.value().expires_at).map(|s| *s.key()).collect();
             for h in &expired {
-                t.remove(h)?;
+                batch.push(Change::SessionDeleted(*h));
             }
-            Ok(())
-        })?;
-        for h in &expired {
-            self.inner.sessions.remove(h);
-        }
-        Ok(expired.len())
+            Ok(move || {
+                for h in &expired {
+                    self.sessions.remove(h);
+                }
+                expired.len()
+            })
+        })
     }
 }

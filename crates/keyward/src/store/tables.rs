@@ -11,8 +11,12 @@ pub(crate) const WORKSPACES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefini
 pub(crate) const TOOLS: TableDefinition<'_, (&[u8; 16], &str), &[u8]> = TableDefinition::new("tools");
 /// Key id → `KeyRecord` (policy, hash, settings; never a token).
 pub(crate) const KEYS: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("keys");
-/// Key id → `UsageRecord` (counters, last_used_at, nonce state), written behind.
+/// Counter id (the key that owns a shared cell) → `UsageRecord` (counters,
+/// last_used_at, totals), written behind.
 pub(crate) const USAGE: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("usage");
+/// Key id → `NonceState`: each key's own replay history (signed logins),
+/// committed with the session it mints. Since schema version 2.
+pub(crate) const NONCES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("nonces");
 /// SHA-256 of a session token → `SessionRecord`.
 pub(crate) const SESSIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("sessions");
 /// Sequence number → `AuditEvent`. Append-only.
@@ -25,4 +29,4 @@ pub(crate) const MAGIC_KEY: &str = "magic";
 /// Value under [`MAGIC_KEY`].
 pub(crate) const MAGIC: &[u8] = b"keyward";
 /// Schema version this build writes.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;

@@ -1,0 +1,81 @@
+//! The audit log, snapshots and read-only figures.
+
+use keyward_core::{KeyPolicy, Snapshot, Status, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{Actor, AuditAction, AuditEvent, Page};
+use crate::store::{AuditDraft, Batch, Change};
+use crate::validate::MAX_PAGE;
+
+/// Adds an audit event to a batch: it is stored with the change it records.
+pub(crate) fn audit(
+    batch: &mut Batch,
+    at: UnixMillis,
+    actor: &Actor,
+    action: AuditAction,
+    workspace: Option<WorkspaceId>,
+    target: impl Into<String>,
+    detail: impl Into<String>,
+) {
+    batch.push(Change::Audit(AuditDraft {
+        at,
+        actor: actor.to_string(),
+        action,
+        workspace,
+        target: target.into(),
+        detail: detail.into(),
+    }));
+}
+
+impl Engine {
+    /// Audit events after sequence number `after` (0 for the start), oldest
+    /// first, optionally only those of one workspace.
+    pub fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
+        self.inner.writer.store().audit(ws, after, limit.clamp(1, MAX_PAGE))
+    }
+
+    /// Everything verification needs, nothing secret.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut workspaces: Vec<WorkspacePolicy> = Vec::new();
+        let mut tools: Vec<ToolPolicy> = Vec::new();
+        for slot in self.inner.workspaces.iter() {
+            let w = slot.current.load();
+            workspaces.push(w.ws.policy.clone());
+            tools.extend(w.tools.values().map(|t| t.policy.clone()));
+        }
+        workspaces.sort_by_key(|w| w.id);
+        tools.sort_by(|a, b| (a.workspace, &a.name).cmp(&(b.workspace, &b.name)));
+        let mut keys: Vec<KeyPolicy> = self.inner.by_id.iter().map(|k| k.policy().clone()).collect();
+        keys.sort_by_key(|k| k.id);
+        Snapshot { created_at: self.inner.now(), workspaces, tools, keys }
+    }
+
+    /// The snapshot, encoded and authenticated with the snapshot key.
+    pub fn export_snapshot(&self) -> Result<Vec<u8>> {
+        let key = self.inner.opts.snapshot_key.as_ref().ok_or(Error::NoSnapshotKey)?;
+        self.snapshot().encode(key).map_err(|e| Error::invalid("snapshot_key", e.to_string()))
+    }
+
+    /// Number of keys (all statuses).
+    pub fn key_count(&self) -> usize {
+        self.inner.by_id.len()
+    }
+
+    /// Number of keys usable now.
+    pub fn live_key_count(&self) -> usize {
+        let now = self.inner.now();
+        self.inner.by_id.iter().filter(|k| k.policy().status(now) == Status::Active).count()
+    }
+
+    /// Number of sessions held (expired ones included until they are purged).
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Verifies that the database reads back: every key record decodes.
+    /// Returns the number of keys.
+    pub fn check(&self) -> Result<usize> {
+        self.inner.writer.store().check()
+    }
+}

@@ -1,0 +1,541 @@
+//! Keys: create, import, read, update, revoke, delete, credits.
+//!
+//! Every change plans under the writer from the key as memory holds it
+//! then (see `writer`), commits the record with its audit event, and only
+//! then publishes the new version to the index.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use keyward_core::{
+    CreditBalance, KeyHash, KeyId, KeyPolicy, NoncePolicy, Permission, Token, UnixMillis, WorkspaceId, first_uncovered,
+};
+
+use crate::audit::audit;
+use crate::engine::{Engine, Inner, KeyCounters, LiveKey, UsageCell};
+use crate::error::{Error, Result};
+use crate::model::{
+    Actor, AuditAction, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyRecord, KeyUpdate, KeyUsageReport, NewKey,
+    NewSigning, Page, SigningRecord, SigningSecrets, UsageRecord,
+};
+use crate::rng::os_rng;
+use crate::store::Change;
+use crate::validate::{
+    Changes, MAX_PAGE, decode_meta, derive_api_secret, encode_meta, validate_external_id, validate_limits,
+    validate_name, validate_roles, validate_tools, validate_user_id,
+};
+
+impl Inner {
+    pub(crate) fn key_info(&self, live: &LiveKey, now: UnixMillis) -> KeyInfo {
+        let p = live.policy();
+        let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.lock().key.credits_at(c, now));
+        let last = live.usage.last_used.load(Ordering::Acquire);
+        KeyInfo {
+            id: p.id,
+            workspace: p.workspace,
+            name: p.name.clone(),
+            start: live.record.start.clone(),
+            status: p.status(now),
+            created_at: live.record.created_at,
+            created_by: live.record.created_by.clone(),
+            last_used_at: (last != 0).then_some(UnixMillis(last)),
+            expires_at: p.expires_at,
+            revoked_at: p.revoked_at,
+            disabled: p.disabled,
+            permissions: p.permissions.clone(),
+            ip_rules: p.ip_rules.clone(),
+            limits: p.limits.clone(),
+            tool_limits: p.tool_limits.clone(),
+            tools: p.tools.clone(),
+            meta: decode_meta(&p.meta),
+            signing_user_id: live.record.signing.as_ref().map(|s| s.user_id.clone()),
+            imported: p.imported,
+            credits_remaining,
+            external_id: live.record.external_id.clone(),
+            roles: live.record.roles.clone(),
+        }
+    }
+
+    /// The acting key, if the actor is one, checked to be in `ws`.
+    pub(crate) fn acting_key(&self, actor: &Actor, ws: WorkspaceId) -> Result<Option<Arc<LiveKey>>> {
+        match actor {
+            Actor::Key(id) => {
+                let k = self.key(*id)?;
+                if k.policy().workspace != ws {
+                    return Err(Error::not_found("workspace", ws));
+                }
+                Ok(Some(k))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A key, as visible to `actor` (keys see only their own workspace).
+    pub(crate) fn visible_key(&self, actor: &Actor, id: KeyId) -> Result<Arc<LiveKey>> {
+        let k = self.key(id)?;
+        if let Actor::Key(a) = actor {
+            let own = self.key(*a)?.policy().workspace;
+            if own != k.policy().workspace {
+                return Err(Error::not_found("key", id));
+            }
+        }
+        Ok(k)
+    }
+
+    pub(crate) fn check_grant(acting: Option<&LiveKey>, wanted: &[Permission]) -> Result<()> {
+        if let Some(p) = acting.and_then(|k| first_uncovered(&k.policy().permissions, wanted)) {
+            return Err(Error::InsufficientPermissions(format!("cannot grant `{p}`: the acting key lacks it")));
+        }
+        Ok(())
+    }
+
+    /// Whether a key other than `id` shares `cell` (a rotation grace).
+    pub(crate) fn shared_by_another(&self, id: KeyId, cell: &Arc<UsageCell>) -> bool {
+        self.by_id.iter().any(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, cell))
+    }
+}
+
+/// A new key's signing identity, checked.
+fn signing_record(s: &NewSigning, has_master: bool) -> Result<SigningRecord> {
+    validate_user_id(&s.user_id)?;
+    if !has_master {
+        return Err(Error::NoMasterKey);
+    }
+    if let NoncePolicy::Unique { window_ms, capacity } = s.nonce_policy
+        && (window_ms == 0 || capacity == 0 || capacity > 65_536)
+    {
+        return Err(Error::invalid("signing.nonce_policy", "unique needs a window and a capacity of 1 to 65536"));
+    }
+    Ok(SigningRecord { user_id: s.user_id.clone(), nonce_policy: s.nonce_policy })
+}
+
+/// Checks a new key's settings; returns its encoded metadata and signing record.
+pub(crate) fn check_new_key(spec: &NewKey, has_master: bool) -> Result<(String, Option<SigningRecord>)> {
+    validate_name(&spec.name)?;
+    validate_tools(&spec.tools, &spec.tool_limits)?;
+    if let Some(l) = &spec.limits {
+        validate_limits("limits", l)?;
+    }
+    validate_external_id(spec.external_id.as_deref())?;
+    validate_roles(&spec.roles)?;
+    let meta = encode_meta(spec.meta.as_ref())?;
+    let signing = spec.signing.as_ref().map(|s| signing_record(s, has_master)).transpose()?;
+    Ok((meta, signing))
+}
+
+/// The signing secrets of a key just created, shown once.
+pub(crate) fn signing_secrets(inner: &Inner, id: KeyId, signing: Option<&SigningRecord>) -> Option<SigningSecrets> {
+    let (s, master) = (signing?, inner.opts.master_key.as_ref()?);
+    let secret = derive_api_secret(master, id);
+    Some(SigningSecrets {
+        api_secret: zeroize::Zeroizing::new(String::from_utf8_lossy(secret.expose()).into_owned()),
+        user_id: s.user_id.clone(),
+        nonce: 1,
+        nonce_policy: s.nonce_policy,
+    })
+}
+
+/// Applies a credit change to counters `c` at `now`; returns the new balance.
+fn apply_credits(c: &mut KeyCounters, policy: &keyward_core::Credits, change: CreditChange, now: UnixMillis) -> u64 {
+    let current = c.key.credits_at(policy, now);
+    let next = match change {
+        CreditChange::Set(v) => v,
+        CreditChange::Increment(v) => current.saturating_add(v),
+        CreditChange::Decrement(v) => current.saturating_sub(v),
+    };
+    c.key.credits = Some(CreditBalance { remaining: next, refilled_at: now });
+    next
+}
+
+/// What an update does to the credit balance: a reset to the new limits'
+/// `initial` (or to none), then a change.
+struct CreditStep {
+    reset: Option<Option<keyward_core::Credits>>,
+    change: Option<(keyward_core::Credits, CreditChange)>,
+}
+
+impl CreditStep {
+    fn is_empty(&self) -> bool {
+        self.reset.is_none() && self.change.is_none()
+    }
+
+    fn apply(&self, c: &mut KeyCounters, now: UnixMillis) {
+        if let Some(policy) = self.reset {
+            c.key.credits = policy.map(|p| CreditBalance { remaining: p.initial, refilled_at: now });
+        }
+        if let Some((policy, change)) = self.change {
+            apply_credits(c, &policy, change, now);
+        }
+    }
+}
+
+impl Engine {
+    /// Creates a key in workspace `ws`. The token is in the result and nowhere else.
+    ///
+    /// When `actor` is a key, the new key may hold only permissions the actor
+    /// holds ([`Error::InsufficientPermissions`] otherwise).
+    pub fn create_key(&self, ws: WorkspaceId, spec: NewKey, actor: &Actor) -> Result<CreatedKey> {
+        let (info, token, signing) = self.insert_key(ws, spec, actor, None)?;
+        let token = token.ok_or_else(|| Error::Storage("key creation produced no token".into()))?;
+        Ok(CreatedKey { info, token, signing })
+    }
+
+    /// Imports a key issued elsewhere by the SHA-256 of its token. Its token
+    /// skips the checksum step when verified.
+    pub fn import_key(&self, ws: WorkspaceId, import: ImportKey, actor: &Actor) -> Result<KeyInfo> {
+        let Some(hash) = import.hash else {
+            return Err(Error::invalid("hash", "SHA-256 of the token is required"));
+        };
+        if import.key.signing.is_some() {
+            return Err(Error::invalid("signing", "imported keys cannot have a signing identity"));
+        }
+        let start = import.start.unwrap_or_else(|| "imported".into());
+        if start.len() > 32 || start.chars().any(char::is_control) {
+            return Err(Error::invalid("start", "must be at most 32 characters without control characters"));
+        }
+        Ok(self.insert_key(ws, import.key, actor, Some((hash, start)))?.0)
+    }
+
+    fn insert_key(
+        &self,
+        ws_id: WorkspaceId,
+        spec: NewKey,
+        actor: &Actor,
+        imported: Option<(KeyHash, String)>,
+    ) -> Result<(KeyInfo, Option<Token>, Option<SigningSecrets>)> {
+        let inner = &self.inner;
+        // Cheap refusals first, outside the writer; checked again inside it.
+        let ws = inner.workspace(ws_id)?;
+        inner.acting_key(actor, ws_id)?;
+        if !ws.ws.policy.api_access {
+            return Err(Error::PlanInactive);
+        }
+        let (meta, signing) = check_new_key(&spec, inner.opts.master_key.is_some())?;
+        let now = inner.now();
+        let mut rng = os_rng();
+        let id = KeyId::generate(&mut rng);
+        let prefix = spec.prefix.clone().unwrap_or_else(|| ws.ws.policy.prefix.clone());
+        let (token, hash, start) = match imported {
+            Some((hash, start)) => (None, hash, start),
+            None => {
+                let t = Token::generate(&prefix, &mut rng);
+                let (h, s) = (t.hash(), t.start());
+                (Some(t), h, s)
+            }
+        };
+        let expires_at = if spec.expire_now { Some(now) } else { spec.expires_at };
+        let info = inner.write(|batch| {
+            let ws = inner.workspace(ws_id)?;
+            if !ws.ws.policy.api_access {
+                return Err(Error::PlanInactive);
+            }
+            let acting = inner.acting_key(actor, ws_id)?;
+            Inner::check_grant(acting.as_deref(), &spec.permissions)?;
+            if inner.by_hash.contains_key(&hash.0) {
+                return Err(Error::AlreadyExists { kind: "key", id: "with this hash".into() });
+            }
+            let record = KeyRecord {
+                policy: KeyPolicy {
+                    id,
+                    workspace: ws_id,
+                    hash,
+                    name: spec.name.clone(),
+                    revoked_at: None,
+                    expires_at,
+                    disabled: spec.disabled,
+                    permissions: spec.permissions.clone(),
+                    ip_rules: spec.ip_rules.clone(),
+                    limits: spec.limits.clone().unwrap_or_else(|| ws.ws.policy.default_limits.clone()),
+                    tool_limits: spec.tool_limits.clone(),
+                    tools: spec.tools.clone(),
+                    meta: meta.clone(),
+                    imported: token.is_none(),
+                },
+                start: start.clone(),
+                created_at: now,
+                created_by: actor.to_string(),
+                signing: signing.clone(),
+                usage_owner: None,
+                external_id: spec.external_id.clone(),
+                roles: spec.roles.clone(),
+            };
+            let mut usage = UsageRecord::default();
+            // Credits count from creation: a key created with 0 credits
+            // and a daily refill gets them at the next midnight.
+            if let Some(c) = record.policy.limits.credits {
+                usage.key.credits = Some(CreditBalance { remaining: c.initial, refilled_at: now });
+                batch.push(Change::Usage(id, usage.clone()));
+            }
+            batch.push(Change::Key(record.clone()));
+            let action = if token.is_none() { AuditAction::KeyImported } else { AuditAction::KeyCreated };
+            audit(batch, now, actor, action, Some(ws_id), id.to_string(), record.policy.name.clone());
+            Ok(move || {
+                let cell = Arc::new(UsageCell::from_record(id, usage));
+                let live = LiveKey::new(record, cell, Arc::new(Mutex::new(Default::default())));
+                let info = inner.key_info(&live, now);
+                inner.index_key(live);
+                info
+            })
+        })?;
+        let signing = signing_secrets(inner, id, signing.as_ref());
+        Ok((info, token, signing))
+    }
+
+    /// A key by id.
+    pub fn key(&self, id: KeyId) -> Result<KeyInfo> {
+        let live = self.inner.key(id)?;
+        Ok(self.inner.key_info(&live, self.inner.now()))
+    }
+
+    /// A key by id, as `actor` may see it (keys see only their own workspace).
+    pub fn key_as(&self, id: KeyId, actor: &Actor) -> Result<KeyInfo> {
+        let live = self.inner.visible_key(actor, id)?;
+        Ok(self.inner.key_info(&live, self.inner.now()))
+    }
+
+    /// Keys of a workspace, newest first, `limit` (1–100) at a time.
+    pub fn list_keys(&self, ws: WorkspaceId, limit: usize, cursor: Option<&str>) -> Result<Page<KeyInfo>> {
+        self.list_keys_of(ws, None, limit, cursor)
+    }
+
+    /// Like [`Engine::list_keys`], only the keys whose external id is
+    /// `external_id` when it is given.
+    pub fn list_keys_of(
+        &self,
+        ws: WorkspaceId,
+        external_id: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<KeyInfo>> {
+        self.inner.workspace(ws)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let after = match cursor {
+            None => None,
+            Some(c) => {
+                Some(parse_cursor(c).ok_or_else(|| Error::invalid("cursor", "not a cursor from a previous page"))?)
+            }
+        };
+        let mut rows: Vec<(UnixMillis, KeyId)> = self
+            .inner
+            .by_id
+            .iter()
+            .filter(|e| e.policy().workspace == ws)
+            .filter(|e| external_id.is_none_or(|x| e.record.external_id.as_deref() == Some(x)))
+            .map(|e| (e.record.created_at, e.policy().id))
+            .filter(|k| after.is_none_or(|a| *k < a))
+            .collect();
+        rows.sort_unstable_by(|a, b| b.cmp(a));
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let now = self.inner.now();
+        let items: Vec<KeyInfo> =
+            rows.iter().filter_map(|(_, id)| self.inner.key(*id).ok().map(|k| self.inner.key_info(&k, now))).collect();
+        let next_cursor = if more { rows.last().map(|(t, id)| format!("{}.{id}", t.get())) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Changes a key, every field of `update` in one commit. Visible to
+    /// every verification that starts after this returns.
+    pub fn update_key(&self, id: KeyId, update: KeyUpdate, actor: &Actor) -> Result<KeyInfo> {
+        let inner = &self.inner;
+        let current = inner.visible_key(actor, id)?;
+        if let Some(n) = &update.name {
+            validate_name(n)?;
+        }
+        if let Some(l) = &update.limits {
+            validate_limits("limits", l)?;
+        }
+        let tools = update.tools.as_deref().unwrap_or(&current.policy().tools);
+        let tool_limits = update.tool_limits.as_deref().unwrap_or(&current.policy().tool_limits);
+        validate_tools(tools, tool_limits)?;
+        if let Some(x) = &update.external_id {
+            validate_external_id(x.as_deref())?;
+        }
+        if let Some(r) = &update.roles {
+            validate_roles(r)?;
+        }
+        let meta = match &update.meta {
+            Some(m) => Some(encode_meta(m.as_ref())?),
+            None => None,
+        };
+        let touches_credits = update.limits.is_some() || update.credits.is_some();
+        // Level 1 before the writer: a credits change is ordered with
+        // strict-mode charges of the same counters.
+        let _gate = touches_credits.then(|| current.usage.gate());
+        let now = inner.now();
+        inner.write(|batch| {
+            let current = inner.visible_key(actor, id)?;
+            let acting = inner.acting_key(actor, current.policy().workspace)?;
+            if let Some(p) = &update.permissions {
+                Inner::check_grant(acting.as_deref(), p)?;
+            }
+            let mut rec = current.record.clone();
+            let p = &mut rec.policy;
+            let reset_credits = update.limits.as_ref().is_some_and(|v| v.credits != p.limits.credits);
+            let action = match update.disabled {
+                Some(true) if !p.disabled => AuditAction::KeyDisabled,
+                Some(false) if p.disabled => AuditAction::KeyEnabled,
+                _ => AuditAction::KeyUpdated,
+            };
+            let mut changed = Changes::default();
+            changed.set("name", &mut p.name, update.name);
+            changed.set("expires_at", &mut p.expires_at, update.expires_at);
+            changed.set("permissions", &mut p.permissions, update.permissions);
+            changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
+            changed.set("limits", &mut p.limits, update.limits);
+            changed.set("tool_limits", &mut p.tool_limits, update.tool_limits);
+            changed.set("tools", &mut p.tools, update.tools);
+            changed.set("meta", &mut p.meta, meta);
+            changed.set("disabled", &mut p.disabled, update.disabled);
+            changed.set("external_id", &mut rec.external_id, update.external_id);
+            changed.set("roles", &mut rec.roles, update.roles);
+            let credits_policy = rec.policy.limits.credits;
+            // New limits with other credits reset the balance; a credits
+            // change applies after that.
+            let step = CreditStep {
+                reset: reset_credits.then_some(credits_policy),
+                change: match (update.credits, credits_policy) {
+                    (Some(_), None) => return Err(Error::invalid("credits", "the key has no credits limit")),
+                    (Some(change), Some(policy)) => {
+                        changed.note("credits");
+                        Some((policy, change))
+                    }
+                    (None, _) => None,
+                },
+            };
+            batch.push(Change::Key(rec.clone()));
+            if !step.is_empty() {
+                let mut planned = current.usage.lock().clone();
+                step.apply(&mut planned, now);
+                batch.push(Change::Usage(current.usage.owner(), current.usage.record_with(&planned)));
+            }
+            audit(batch, now, actor, action, Some(rec.policy.workspace), id.to_string(), changed.list());
+            Ok(move || {
+                if !step.is_empty() {
+                    step.apply(&mut current.usage.lock(), now);
+                    current.usage.mark_dirty();
+                }
+                let live = current.with_record(rec);
+                let info = inner.key_info(&live, now);
+                inner.index_key(live);
+                info
+            })
+        })
+    }
+
+    /// Revokes a key for good. Idempotent: revoking twice keeps the first time.
+    pub fn revoke_key(&self, id: KeyId, actor: &Actor) -> Result<KeyInfo> {
+        let inner = &self.inner;
+        inner.visible_key(actor, id)?;
+        let now = inner.now();
+        inner.write(|batch| {
+            let current = inner.visible_key(actor, id)?;
+            let mut rec = current.record.clone();
+            let revoke = rec.policy.revoked_at.is_none();
+            if revoke {
+                rec.policy.revoked_at = Some(now);
+                batch.push(Change::Key(rec.clone()));
+                audit(batch, now, actor, AuditAction::KeyRevoked, Some(rec.policy.workspace), id.to_string(), "");
+            }
+            Ok(move || {
+                if !revoke {
+                    return inner.key_info(&current, now);
+                }
+                let live = current.with_record(rec);
+                let info = inner.key_info(&live, now);
+                inner.index_key(live);
+                info
+            })
+        })
+    }
+
+    /// Deletes a key with its sessions and nonce history.
+    pub fn delete_key(&self, id: KeyId, actor: &Actor) -> Result<()> {
+        let inner = &self.inner;
+        inner.visible_key(actor, id)?;
+        let now = inner.now();
+        inner.write(|batch| {
+            let current = inner.visible_key(actor, id)?;
+            batch.push(Change::KeyDeleted(id));
+            batch.push(Change::NonceDeleted(id));
+            // Counters shared with a key in its rotation grace stay theirs.
+            if !inner.shared_by_another(id, &current.usage) {
+                batch.push(Change::UsageDeleted(current.usage.owner()));
+            }
+            let doomed: Vec<[u8; 32]> =
+                inner.sessions.iter().filter(|s| s.value().key_id == id).map(|s| *s.key()).collect();
+            for h in &doomed {
+                batch.push(Change::SessionDeleted(*h));
+            }
+            audit(batch, now, actor, AuditAction::KeyDeleted, Some(current.policy().workspace), id.to_string(), "");
+            Ok(move || {
+                for h in &doomed {
+                    inner.sessions.remove(h);
+                }
+                inner.unindex_key(id);
+            })
+        })
+    }
+
+    /// Changes a key's credit balance. Returns the balance after the change.
+    pub fn update_credits(&self, id: KeyId, change: CreditChange, actor: &Actor) -> Result<u64> {
+        let inner = &self.inner;
+        let live = inner.visible_key(actor, id)?;
+        // Level 1 before the writer: ordered with strict-mode charges.
+        let _gate = live.usage.gate();
+        let now = inner.now();
+        inner.write(|batch| {
+            let live = inner.visible_key(actor, id)?;
+            let Some(policy) = live.policy().limits.credits else {
+                return Err(Error::invalid("credits", "the key has no credits limit"));
+            };
+            let mut planned = live.usage.lock().clone();
+            let remaining = apply_credits(&mut planned, &policy, change, now);
+            batch.push(Change::Usage(live.usage.owner(), live.usage.record_with(&planned)));
+            audit(
+                batch,
+                now,
+                actor,
+                AuditAction::CreditsUpdated,
+                Some(live.policy().workspace),
+                id.to_string(),
+                format!("{change:?} -> {remaining}"),
+            );
+            Ok(move || {
+                // Calls admitted since the plan (not strict ones: they hold
+                // the gate) are charged on top: apply the change to the
+                // balance as it is now, and let the flusher write that.
+                let mut c = live.usage.lock();
+                let now_remaining = apply_credits(&mut c, &policy, change, now);
+                drop(c);
+                live.usage.mark_dirty();
+                now_remaining
+            })
+        })
+    }
+
+    /// Usage figures of a key.
+    pub fn usage(&self, id: KeyId) -> Result<KeyUsageReport> {
+        let live = self.inner.key(id)?;
+        let now = self.inner.now();
+        let c = live.usage.lock();
+        let quota = keyward_core::quota_of(&live.policy().limits, &c.key, now);
+        let daily_used =
+            live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
+        drop(c);
+        let last = live.usage.last_used.load(Ordering::Acquire);
+        Ok(KeyUsageReport {
+            id,
+            last_used_at: (last != 0).then_some(UnixMillis(last)),
+            valid: live.usage.valid.load(Ordering::Acquire),
+            refused: live.usage.refused.load(Ordering::Acquire),
+            quota,
+            daily_used,
+        })
+    }
+}
+
+fn parse_cursor(c: &str) -> Option<(UnixMillis, KeyId)> {
+    let (t, id) = c.split_once('.')?;
+    Some((UnixMillis(t.parse().ok()?), KeyId::parse(id).ok()?))
+}

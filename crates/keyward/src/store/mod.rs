@@ -1,0 +1,96 @@
+//! The store seam: what the engine asks of durable storage.
+//!
+//! The engine decides what changes (under its one [`Writer`](crate::writer::Writer)),
+//! describes it as a [`Batch`], and hands the batch to a [`Store`], which
+//! makes all of it durable or none of it. Only after [`Store::commit`]
+//! returns `Ok` does the engine publish the change to its in-memory index.
+//! A store never calls back into the engine and takes no engine lock.
+//!
+//! The embedded redb store ([`redb::RedbStore`]) is the one implementation
+//! today.
+
+pub(crate) mod redb;
+pub(crate) mod tables;
+
+use keyward_core::{KeyId, NonceState, WorkspaceId};
+
+use crate::error::Result;
+use crate::model::{AuditAction, AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
+
+/// An audit event before the store numbers it.
+#[derive(Clone, Debug)]
+pub(crate) struct AuditDraft {
+    pub at: keyward_core::UnixMillis,
+    pub actor: String,
+    pub action: AuditAction,
+    pub workspace: Option<WorkspaceId>,
+    pub target: String,
+    pub detail: String,
+}
+
+/// One durable change.
+#[derive(Clone, Debug)]
+pub(crate) enum Change {
+    Workspace(Workspace),
+    Tool(ToolRecord),
+    Key(KeyRecord),
+    KeyDeleted(KeyId),
+    /// Counters stored under this id (the owner of a shared cell).
+    Usage(KeyId, UsageRecord),
+    UsageDeleted(KeyId),
+    /// A key's own nonce history (signed logins).
+    Nonce(KeyId, NonceState),
+    NonceDeleted(KeyId),
+    Session([u8; 32], SessionRecord),
+    SessionDeleted([u8; 32]),
+    Audit(AuditDraft),
+    /// Nothing: a commit of only this tests whether the store writes again.
+    Probe,
+}
+
+/// Changes committed together: all of them or none.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub changes: Vec<Change>,
+}
+
+impl Batch {
+    pub(crate) fn push(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Everything a store holds, read once when the engine opens.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub workspaces: Vec<Workspace>,
+    pub tools: Vec<ToolRecord>,
+    pub keys: Vec<KeyRecord>,
+    pub usage: Vec<(KeyId, UsageRecord)>,
+    pub nonces: Vec<(KeyId, NonceState)>,
+    pub sessions: Vec<([u8; 32], SessionRecord)>,
+}
+
+/// Durable storage under the engine.
+///
+/// Every method may block (disk or network): the engine calls them from its
+/// writer, its flusher or a caller's thread, never while it holds a counter
+/// mutex or a map guard.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Makes every change of `batch` durable, atomically. On `Err` nothing
+    /// of the batch is stored.
+    fn commit(&self, batch: &Batch) -> Result<()>;
+
+    /// Reads everything the in-memory index is built from.
+    fn load(&self) -> Result<Loaded>;
+
+    /// Audit events after `after`, oldest first, of one workspace or all.
+    fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>>;
+
+    /// Reads every key record back; returns how many decoded.
+    fn check(&self) -> Result<usize>;
+}

@@ -1,0 +1,375 @@
+//! The embedded store: one redb file (or a caller's [`StorageBackend`]).
+//!
+//! redb can panic on some damaged files instead of returning an error, and
+//! after a failed write it refuses every later one until the database is
+//! opened again. This store contains the panics (a damaged file gives
+//! `Error::Corrupt`, never a crash) and, after a failed commit, reopens the
+//! database before the next one, so the engine recovers when the disk does.
+
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+
+use keyward_core::{KeyId, NonceState, WorkspaceId, decode_record, encode_record};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
+
+use super::tables::{
+    AUDIT, KEYS, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION, SESSIONS, TOOLS, USAGE, WORKSPACES,
+};
+use super::{Batch, Change, Loaded, Store};
+use crate::error::{Error, Result};
+use crate::model::{AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
+
+/// How to open the database again after a failed write.
+enum Source {
+    File(PathBuf),
+    Backend(Box<dyn Fn() -> Result<Database> + Send + Sync>),
+}
+
+/// The database handle. redb can panic while dropping a handle to a damaged
+/// file; dropping through this wrapper contains that, so closing an engine on
+/// a bad file never takes the host process down.
+struct Db(Option<Database>);
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        }
+    }
+}
+
+/// The redb store.
+pub(crate) struct RedbStore {
+    source: Source,
+    label: String,
+    /// `None` after a failed write, until it is opened again.
+    db: RwLock<Db>,
+}
+
+impl RedbStore {
+    /// Opens (or creates, with mode 0600) the file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let label = path.display().to_string();
+        let db = contain(&label, || open_file(path))?;
+        Self::init(Source::File(path.to_path_buf()), label, db)
+    }
+
+    /// Opens a database on `backend`; `reopen` gives a fresh handle on the
+    /// same storage after a failed write.
+    pub(crate) fn open_backend<B: StorageBackend + Clone>(backend: B) -> Result<Self> {
+        let label = "storage backend".to_owned();
+        let make = move || {
+            redb::Builder::new().create_with_backend(backend.clone()).map_err(|e| open_error("storage backend", e))
+        };
+        let db = contain(&label, &make)?;
+        Self::init(Source::Backend(Box::new(make)), label, db)
+    }
+
+    fn init(source: Source, label: String, db: Database) -> Result<Self> {
+        let store = Self { source, label, db: RwLock::new(Db(Some(db))) };
+        store.run(init_schema)?;
+        Ok(store)
+    }
+
+    fn handle(&self) -> RwLockReadGuard<'_, Db> {
+        // Poisoning: a panic inside redb is contained where it happens; the
+        // handle itself is still whole (or None).
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the open database, containing a panic of redb's.
+    fn run<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let guard = self.handle();
+        let Some(db) = guard.0.as_ref() else {
+            return Err(Error::Storage(format!("{}: not open after a failed write", self.label)));
+        };
+        contain(&self.label, || f(db))
+    }
+
+    /// After a failed write redb refuses further writes on this handle:
+    /// drop it and open the storage again.
+    fn reopen(&self) -> Result<()> {
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        *guard = Db(None);
+        let db = match &self.source {
+            Source::File(path) => contain(&self.label, || open_file(path))?,
+            Source::Backend(make) => contain(&self.label, make)?,
+        };
+        *guard = Db(Some(db));
+        Ok(())
+    }
+}
+
+/// Runs `f`, turning a panic into `Error::Corrupt`.
+fn contain<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(Error::Corrupt(format!("{label}: the storage engine failed"))))
+}
+
+fn open_file(path: &Path) -> Result<Database> {
+    let shown = path.display().to_string();
+    if !path.exists() {
+        create_private_file(path)?;
+    } else if path.is_dir() {
+        return Err(Error::Io(format!("{shown} is a directory")));
+    }
+    Database::builder().create(path).map_err(|e| open_error(&shown, e))
+}
+
+fn open_error(shown: &str, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse(shown.to_owned()),
+        // redb reports a file that is not a redb database as an I/O error of
+        // kind InvalidData.
+        redb::DatabaseError::Storage(redb::StorageError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Error::Corrupt(format!("{shown}: {e}"))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(e)) => Error::Io(format!("{shown}: {e}")),
+        e => Error::Corrupt(format!("{shown}: {e}")),
+    }
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn create_private_file(path: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+}
+
+fn table_err(e: redb::TableError) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn init_schema(db: &Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META).map_err(table_err)?;
+        let magic = meta.get(MAGIC_KEY)?.map(|v| v.value().to_vec());
+        let version = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
+        match (magic, version) {
+            (None, None) => {
+                // A new file, or a redb file that is not ours: refuse the latter.
+                let foreign = txn.list_tables()?.any(|t| t.name() != META.name());
+                if foreign {
+                    return Err(Error::Corrupt("a redb database, but not a keyward one".into()));
+                }
+                meta.insert(MAGIC_KEY, MAGIC)?;
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            }
+            (Some(m), Some(v)) if m == MAGIC => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_le_bytes)
+                    .map_err(|_| Error::Corrupt("bad schema version record".into()))?;
+                if found > SCHEMA_VERSION {
+                    return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+                }
+                if found < 2 {
+                    migrate_nonces(&txn)?;
+                }
+                if found < SCHEMA_VERSION {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                }
+            }
+            _ => return Err(Error::Corrupt("missing or foreign meta records".into())),
+        }
+        for def in [WORKSPACES, KEYS, USAGE, NONCES] {
+            txn.open_table(def).map_err(table_err)?;
+        }
+        txn.open_table(TOOLS).map_err(table_err)?;
+        txn.open_table(SESSIONS).map_err(table_err)?;
+        txn.open_table(AUDIT).map_err(table_err)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Version 1 → 2: nonce histories move from the (shared) usage record to
+/// one record per key. A key that shared its successor's counters during a
+/// rotation grace takes a copy of the shared history, so nothing recorded
+/// can replay.
+fn migrate_nonces(txn: &WriteTransaction) -> Result<()> {
+    let mut shared: Vec<(KeyId, NonceState)> = Vec::new();
+    {
+        let usage = txn.open_table(USAGE).map_err(table_err)?;
+        for row in usage.iter()? {
+            let (k, v) = row?;
+            let rec: UsageRecord = decode_record(v.value())?;
+            if rec.nonce != NonceState::default() {
+                shared.push((KeyId(*k.value()), rec.nonce));
+            }
+        }
+    }
+    let mut owners: Vec<(KeyId, KeyId)> = Vec::new();
+    {
+        let keys = txn.open_table(KEYS).map_err(table_err)?;
+        for row in keys.iter()? {
+            let (_, v) = row?;
+            let rec: KeyRecord = decode_record(v.value())?;
+            owners.push((rec.policy.id, rec.usage_owner.unwrap_or(rec.policy.id)));
+        }
+    }
+    let mut nonces = txn.open_table(NONCES).map_err(table_err)?;
+    for (key, owner) in owners {
+        if let Some((_, state)) = shared.iter().find(|(o, _)| *o == owner) {
+            nonces.insert(&key.0, encode_record(state).as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
+    for change in &batch.changes {
+        match change {
+            Change::Workspace(ws) => {
+                txn.open_table(WORKSPACES).map_err(table_err)?.insert(&ws.policy.id.0, encode_record(ws).as_slice())?;
+            }
+            Change::Tool(t) => {
+                let key = (&t.policy.workspace.0, t.policy.name.as_str());
+                txn.open_table(TOOLS).map_err(table_err)?.insert(key, encode_record(t).as_slice())?;
+            }
+            Change::Key(rec) => {
+                txn.open_table(KEYS).map_err(table_err)?.insert(&rec.policy.id.0, encode_record(rec).as_slice())?;
+            }
+            Change::KeyDeleted(id) => {
+                txn.open_table(KEYS).map_err(table_err)?.remove(&id.0)?;
+            }
+            Change::Usage(id, rec) => {
+                txn.open_table(USAGE).map_err(table_err)?.insert(&id.0, encode_record(rec).as_slice())?;
+            }
+            Change::UsageDeleted(id) => {
+                txn.open_table(USAGE).map_err(table_err)?.remove(&id.0)?;
+            }
+            Change::Nonce(id, state) => {
+                txn.open_table(NONCES).map_err(table_err)?.insert(&id.0, encode_record(state).as_slice())?;
+            }
+            Change::NonceDeleted(id) => {
+                txn.open_table(NONCES).map_err(table_err)?.remove(&id.0)?;
+            }
+            Change::Session(hash, rec) => {
+                txn.open_table(SESSIONS).map_err(table_err)?.insert(hash, encode_record(rec).as_slice())?;
+            }
+            Change::SessionDeleted(hash) => {
+                txn.open_table(SESSIONS).map_err(table_err)?.remove(hash)?;
+            }
+            Change::Probe => {}
+            Change::Audit(d) => {
+                let mut t = txn.open_table(AUDIT).map_err(table_err)?;
+                let seq = t.last()?.map_or(0, |(k, _)| k.value()) + 1;
+                let ev = AuditEvent {
+                    seq,
+                    at: d.at,
+                    actor: d.actor.clone(),
+                    action: d.action,
+                    workspace: d.workspace,
+                    target: d.target.clone(),
+                    detail: d.detail.clone(),
+                };
+                t.insert(seq, encode_record(&ev).as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store for RedbStore {
+    fn commit(&self, batch: &Batch) -> Result<()> {
+        let needs_reopen = self.handle().0.is_none();
+        if needs_reopen {
+            self.reopen()?;
+        }
+        let result = self.run(|db| {
+            let txn = db.begin_write()?;
+            apply(&txn, batch)?;
+            txn.commit()?;
+            Ok(())
+        });
+        if matches!(result, Err(Error::Storage(_) | Error::Corrupt(_) | Error::Io(_))) {
+            // The handle may be unusable now (redb latches I/O failures):
+            // open it again before the next write. Reads keep answering
+            // from memory meanwhile.
+            let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            *guard = Db(None);
+        }
+        result
+    }
+
+    fn load(&self) -> Result<Loaded> {
+        self.run(|db| {
+            let txn = db.begin_read()?;
+            let mut out = Loaded::default();
+            for row in txn.open_table(WORKSPACES).map_err(table_err)?.iter()? {
+                out.workspaces.push(decode_record::<Workspace>(row?.1.value())?);
+            }
+            for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
+                out.tools.push(decode_record::<ToolRecord>(row?.1.value())?);
+            }
+            for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
+                out.keys.push(decode_record::<KeyRecord>(row?.1.value())?);
+            }
+            for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
+                let (k, v) = row?;
+                out.usage.push((KeyId(*k.value()), decode_record(v.value())?));
+            }
+            for row in txn.open_table(NONCES).map_err(table_err)?.iter()? {
+                let (k, v) = row?;
+                out.nonces.push((KeyId(*k.value()), decode_record(v.value())?));
+            }
+            for row in txn.open_table(SESSIONS).map_err(table_err)?.iter()? {
+                let (k, v) = row?;
+                out.sessions.push((*k.value(), decode_record::<SessionRecord>(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
+        self.run(|db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(AUDIT).map_err(table_err)?;
+            let mut items = Vec::with_capacity(limit);
+            let mut more = false;
+            for row in t.range(after.saturating_add(1)..)? {
+                let (_, v) = row?;
+                let ev: AuditEvent = decode_record(v.value())?;
+                if ws.is_some() && ev.workspace != ws {
+                    continue;
+                }
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(ev);
+            }
+            let next_cursor = if more { items.last().map(|e: &AuditEvent| e.seq.to_string()) } else { None };
+            Ok(Page { items, next_cursor })
+        })
+    }
+
+    fn check(&self) -> Result<usize> {
+        self.run(|db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(KEYS).map_err(table_err)?;
+            let mut n = 0;
+            for row in t.iter()? {
+                decode_record::<KeyRecord>(row?.1.value())?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Workspaces and their tools.
+
+use std::sync::Arc;
+
+use keyward_core::{Limits, ToolPolicy, WorkspaceId, WorkspacePolicy, check_tool_name};
+
+use crate::audit::audit;
+use crate::engine::{Engine, Inner, LiveWorkspace, WorkspaceSlot};
+use crate::error::{Error, Result};
+use crate::model::{Actor, AuditAction, NewTool, NewWorkspace, ToolRecord, ToolUpdate, Workspace, WorkspaceUpdate};
+use crate::rng::os_rng;
+use crate::store::Change;
+use crate::validate::{Changes, validate_limits, validate_name};
+
+impl Inner {
+    /// Publishes a workspace version. Keys hold the slot: storing into it
+    /// updates them all at once.
+    fn replace_workspace(&self, live: LiveWorkspace) {
+        let id = live.ws.policy.id;
+        match self.workspaces.get(&id) {
+            Some(slot) => slot.current.store(Arc::new(live)),
+            None => {
+                self.workspaces.insert(id, WorkspaceSlot::new(live));
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Creates a workspace.
+    pub fn create_workspace(&self, spec: NewWorkspace, actor: &Actor) -> Result<Workspace> {
+        validate_name(&spec.name)?;
+        validate_limits("default_limits", &spec.default_limits)?;
+        if matches!(actor, Actor::Key(_)) {
+            return Err(Error::InsufficientPermissions("keys cannot create workspaces".into()));
+        }
+        let inner = &self.inner;
+        let now = inner.now();
+        let ws = Workspace {
+            policy: WorkspacePolicy {
+                id: WorkspaceId::generate(&mut os_rng()),
+                name: spec.name,
+                api_access: spec.api_access,
+                prefix: spec.prefix,
+                ip_rules: spec.ip_rules,
+                default_limits: spec.default_limits,
+            },
+            created_at: now,
+        };
+        inner.write(|batch| {
+            let id = ws.policy.id;
+            batch.push(Change::Workspace(ws.clone()));
+            audit(batch, now, actor, AuditAction::WorkspaceCreated, Some(id), id.to_string(), ws.policy.name.clone());
+            Ok(move || {
+                inner.replace_workspace(LiveWorkspace { ws: ws.clone(), tools: Default::default() });
+                ws
+            })
+        })
+    }
+
+    /// A workspace by id.
+    pub fn workspace(&self, id: WorkspaceId) -> Result<Workspace> {
+        Ok(self.inner.workspace(id)?.ws.clone())
+    }
+
+    /// Every workspace, oldest first.
+    pub fn workspaces(&self) -> Vec<Workspace> {
+        let mut all: Vec<Workspace> = self.inner.workspaces.iter().map(|w| w.current.load().ws.clone()).collect();
+        all.sort_by_key(|w| (w.created_at, w.policy.id));
+        all
+    }
+
+    /// Changes a workspace.
+    pub fn update_workspace(&self, id: WorkspaceId, update: WorkspaceUpdate, actor: &Actor) -> Result<Workspace> {
+        let inner = &self.inner;
+        if let Actor::Key(k) = actor {
+            // A key of another workspace learns nothing about this one.
+            if inner.key(*k)?.policy().workspace != id {
+                return Err(Error::not_found("workspace", id));
+            }
+            return Err(Error::InsufficientPermissions("keys cannot change workspaces".into()));
+        }
+        if let Some(n) = &update.name {
+            validate_name(n)?;
+        }
+        if let Some(l) = &update.default_limits {
+            validate_limits("default_limits", l)?;
+        }
+        let now = inner.now();
+        inner.write(|batch| {
+            let mut live = LiveWorkspace::clone(&*inner.workspace(id)?);
+            let p = &mut live.ws.policy;
+            let mut changed = Changes::default();
+            changed.set("name", &mut p.name, update.name);
+            changed.set("prefix", &mut p.prefix, update.prefix);
+            changed.set("api_access", &mut p.api_access, update.api_access);
+            changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
+            changed.set("default_limits", &mut p.default_limits, update.default_limits);
+            batch.push(Change::Workspace(live.ws.clone()));
+            audit(batch, now, actor, AuditAction::WorkspaceUpdated, Some(id), id.to_string(), changed.list());
+            Ok(move || {
+                let out = live.ws.clone();
+                inner.replace_workspace(live);
+                out
+            })
+        })
+    }
+
+    // ---- tools ----------------------------------------------------------
+
+    /// Creates a tool in a workspace.
+    pub fn create_tool(&self, ws: WorkspaceId, spec: NewTool, actor: &Actor) -> Result<ToolPolicy> {
+        let inner = &self.inner;
+        inner.workspace(ws)?;
+        inner.acting_key(actor, ws)?;
+        check_tool_name(&spec.name).map_err(|e| Error::invalid("name", e.to_string()))?;
+        let limits = Limits { cooldown_ms: spec.cooldown_ms, daily: spec.daily_limit, ..Limits::default() };
+        let policy =
+            ToolPolicy { workspace: ws, name: spec.name, enabled: spec.enabled, permission: spec.permission, limits };
+        let now = inner.now();
+        inner.write(|batch| {
+            let current = inner.workspace(ws)?;
+            inner.acting_key(actor, ws)?;
+            if current.tools.contains_key(&policy.name) {
+                return Err(Error::AlreadyExists { kind: "tool", id: policy.name.clone() });
+            }
+            let rec = ToolRecord { policy: policy.clone(), created_at: now };
+            batch.push(Change::Tool(rec.clone()));
+            audit(batch, now, actor, AuditAction::ToolCreated, Some(ws), policy.name.clone(), "");
+            Ok(move || {
+                let mut live = LiveWorkspace::clone(&current);
+                live.tools.insert(policy.name.clone(), Arc::new(rec));
+                inner.replace_workspace(live);
+                policy
+            })
+        })
+    }
+
+    /// Changes a tool.
+    pub fn update_tool(&self, ws: WorkspaceId, name: &str, update: ToolUpdate, actor: &Actor) -> Result<ToolPolicy> {
+        let inner = &self.inner;
+        let now = inner.now();
+        inner.write(|batch| {
+            inner.acting_key(actor, ws)?;
+            let current = inner.workspace(ws)?;
+            let Some(old) = current.tools.get(name) else {
+                return Err(Error::not_found("tool", name));
+            };
+            let mut rec = ToolRecord::clone(old);
+            let t = &mut rec.policy;
+            let mut changed = Changes::default();
+            changed.set("enabled", &mut t.enabled, update.enabled);
+            changed.set("permission", &mut t.permission, update.permission);
+            changed.set("cooldown_ms", &mut t.limits.cooldown_ms, update.cooldown_ms);
+            changed.set("daily_limit", &mut t.limits.daily, update.daily_limit);
+            batch.push(Change::Tool(rec.clone()));
+            audit(batch, now, actor, AuditAction::ToolUpdated, Some(ws), name, changed.list());
+            Ok(move || {
+                let policy = rec.policy.clone();
+                let mut live = LiveWorkspace::clone(&current);
+                live.tools.insert(name.to_owned(), Arc::new(rec));
+                inner.replace_workspace(live);
+                policy
+            })
+        })
+    }
+
+    /// Tools of a workspace, by name.
+    pub fn tools(&self, ws: WorkspaceId) -> Result<Vec<ToolPolicy>> {
+        let w = self.inner.workspace(ws)?;
+        let mut all: Vec<ToolPolicy> = w.tools.values().map(|t| t.policy.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+}
