@@ -42,7 +42,7 @@ export type Code =
   | "VALID" | "MALFORMED" | "NOT_FOUND" | "EXPIRED" | "REVOKED" | "DISABLED" | "PLAN_INACTIVE"
   | "IP_DENIED" | "INSUFFICIENT_PERMISSIONS" | "TOOL_DISABLED" | "UNKNOWN_TOOL" | "RATE_LIMITED"
   | "COOLDOWN" | "DAILY_LIMIT" | "CONCURRENCY_LIMIT" | "USAGE_EXHAUSTED" | "INVALID_SIGNATURE"
-  | "NONCE_REUSED";
+  | "NONCE_REUSED" | "STORE_UNAVAILABLE";
 
 /** Bytes: a `Uint8Array` (a Node `Buffer` is one) or an `ArrayBuffer`. */
 export type Bytes = Uint8Array | ArrayBuffer;

@@ -64,7 +64,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> Result<u8, Fail> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let state = AppState::new(engine.clone()).with_trusted_proxies(TrustedProxies(proxies));
+    let watched = engine.clone();
     let served = rt.block_on(async move {
+        tokio::spawn(watch_health(watched));
         let listener = TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
         let app = keyward_http::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -88,6 +90,31 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> Result<u8, Fail> {
     served.map_err(|e| Fail(2, e.to_string()))?;
     say("keyward stopped");
     Ok(0)
+}
+
+/// Logs the store's health to stderr when it changes: a failing flush or
+/// commit (with its reason), and the recovery.
+async fn watch_health(engine: keyward::Engine) {
+    let mut was: Option<String> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let h = engine.health();
+        if h.degraded != was {
+            use std::io::Write;
+            // A closed stderr is no reason to stop serving.
+            let _ = match &h.degraded {
+                Some(why) => writeln!(
+                    io::stderr(),
+                    "keyward: store degraded ({} failed flushes, {} failed commits): {why}",
+                    h.flush_failures,
+                    h.write_failures
+                ),
+                None => writeln!(io::stderr(), "keyward: store recovered"),
+            };
+            was = h.degraded;
+        }
+    }
 }
 
 /// Prints a line and flushes it, for the scripts that read them. A closed

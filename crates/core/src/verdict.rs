@@ -206,6 +206,7 @@ mod tests {
                 ("USAGE_EXHAUSTED", 429),
                 ("INVALID_SIGNATURE", 401),
                 ("NONCE_REUSED", 401),
+                ("STORE_UNAVAILABLE", 503),
             ]
         );
         for c in Code::ALL {

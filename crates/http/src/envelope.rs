@@ -76,6 +76,12 @@ impl Reply {
         Self { status: StatusCode::CREATED, body: Ok(data), headers: Vec::new(), verdict: None }
     }
 
+    /// `status` with `data`; `success` in the envelope says whether the
+    /// status is a 2xx (a health check that fails still describes itself).
+    pub fn status(status: StatusCode, data: Value) -> Self {
+        Self { status, body: Ok(data), headers: Vec::new(), verdict: None }
+    }
+
     /// An error.
     pub fn error(e: ApiError) -> Self {
         Self { status: e.status, body: Err(e), headers: Vec::new(), verdict: None }
@@ -177,7 +183,7 @@ pub(crate) async fn envelope(State(state): State<AppState>, mut req: Request, ne
     let mut resp = next.run(req).await;
     let status = resp.status();
     let body = match resp.extensions_mut().remove::<EnvelopeBody>() {
-        Some(EnvelopeBody(Ok(data))) => Some(json!({"success": true, "data": data, "request_id": id})),
+        Some(EnvelopeBody(Ok(data))) => Some(json!({"success": status.is_success(), "data": data, "request_id": id})),
         Some(EnvelopeBody(Err(e))) => Some(error_json(&e.code, &e.message, &id)),
         // Not ours (axum's own 404/405/413/...): wrap errors in the envelope too.
         None if status.is_client_error() || status.is_server_error() => {

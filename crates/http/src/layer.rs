@@ -151,7 +151,7 @@ where
             let ip = peer.and_then(|p| config.proxies.client_ip(p, headers));
             let perms: Vec<&str> = config.permissions.iter().map(String::as_str).collect();
             let r = keyward::Request { ip, tool: config.tool.as_deref(), permissions: &perms, ..Default::default() };
-            let guard = match config.engine.acquire(&cred, &r) {
+            let guard = match crate::blocking::verifying(&config.engine, || config.engine.acquire(&cred, &r)) {
                 Ok(g) => g,
                 Err(v) => {
                     let status = axum::http::StatusCode::from_u16(v.code.http_status())

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 mod apex;
+mod blocking;
 mod client_ip;
 mod envelope;
 mod json;

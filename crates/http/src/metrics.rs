@@ -30,7 +30,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, keys_live: usize, keys_total: usize) -> String {
+    pub fn render(&self, keys_live: usize, keys_total: usize, health: &keyward::Health) -> String {
         let mut out = String::new();
         out.push_str("# HELP keyward_http_requests_total HTTP requests by route, status and verdict code.\n");
         out.push_str("# TYPE keyward_http_requests_total counter\n");
@@ -62,6 +62,15 @@ impl Metrics {
         let _ = writeln!(out, "keyward_keys_live {keys_live}");
         out.push_str("# HELP keyward_keys_total Keys in the database, any status.\n# TYPE keyward_keys_total gauge\n");
         let _ = writeln!(out, "keyward_keys_total {keys_total}");
+        out.push_str("# HELP keyward_flush_failures_total Write-behind flushes that failed.\n");
+        out.push_str("# TYPE keyward_flush_failures_total counter\n");
+        let _ = writeln!(out, "keyward_flush_failures_total {}", health.flush_failures);
+        out.push_str("# HELP keyward_write_failures_total Commits that failed (flushes included).\n");
+        out.push_str("# TYPE keyward_write_failures_total counter\n");
+        let _ = writeln!(out, "keyward_write_failures_total {}", health.write_failures);
+        out.push_str("# HELP keyward_store_degraded 1 while the store fails to commit or the flusher has stopped.\n");
+        out.push_str("# TYPE keyward_store_degraded gauge\n");
+        let _ = writeln!(out, "keyward_store_degraded {}", u8::from(health.degraded.is_some()));
         out
     }
 }

@@ -11,6 +11,7 @@ use keyward_core::{Code, Cost, Credential, KeyId, Verdict, WorkspaceId, parse_cr
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::blocking::{blocking, verifying};
 use crate::envelope::{ApiError, Reply};
 use crate::json::{self, Fields, key_json, tool_json};
 
@@ -63,6 +64,7 @@ fn describe(code: Code) -> &'static str {
         Code::UsageExhausted => "no credits left",
         Code::InvalidSignature => "signature mismatch",
         Code::NonceReused => "nonce already used",
+        Code::StoreUnavailable => "the store could not record the call; retry later",
         _ => "refused",
     }
 }
@@ -94,6 +96,12 @@ fn engine_error(e: keyward::Error) -> ApiError {
         E::PlanInactive => ApiError::new(StatusCode::FORBIDDEN, "PLAN_INACTIVE", "workspace plan has no API access"),
         E::AlreadyExists { kind, id } => {
             ApiError::new(StatusCode::CONFLICT, "conflict", format!("{kind} {id} already exists"))
+        }
+        E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        // The change was not made (nothing of it is stored or visible);
+        // the same request can be sent again.
+        E::Storage(m) | E::Io(m) | E::Corrupt(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Code::StoreUnavailable.as_str(), format!("not changed: {m}"))
         }
         E::NoMasterKey => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "signing: the server has no master key")
@@ -166,7 +174,7 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
         disabled: tri!(f.bool("disabled")).unwrap_or(false),
         ..NewKey::default()
     };
-    let created = tri!(state.engine.create_key(ws, spec, &Actor::Key(caller_id)).map_err(engine_error));
+    let created = tri!(blocking(|| state.engine.create_key(ws, spec, &Actor::Key(caller_id))).map_err(engine_error));
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -251,15 +259,14 @@ pub(crate) async fn update_key(
             Some(_) => return ApiError::invalid("meta", "must be a JSON object or null").into(),
         },
         disabled: tri!(f.bool("disabled")),
+        credits: match tri!(f.object("credits")) {
+            Some(c) => tri!(c.u64("remaining")).map(CreditChange::Set),
+            None => None,
+        },
         ..KeyUpdate::default()
     };
-    let info = tri!(state.engine.update_key(id, update, &Actor::Key(caller_id)).map_err(engine_error));
-    if let Some(c) = tri!(f.object("credits"))
-        && let Some(n) = tri!(c.u64("remaining"))
-    {
-        tri!(state.engine.update_credits(id, CreditChange::Set(n), &Actor::Key(caller_id)).map_err(engine_error));
-        return Reply::ok(key_json(&tri!(state.engine.key(id).map_err(engine_error))));
-    }
+    // Every field in one engine call: one commit, all of it or nothing.
+    let info = tri!(blocking(|| state.engine.update_key(id, update, &Actor::Key(caller_id))).map_err(engine_error));
     Reply::ok(key_json(&info))
 }
 
@@ -272,7 +279,7 @@ pub(crate) async fn delete_key(
 ) -> Reply {
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
     let id = key.id;
-    tri!(state.engine.delete_key(id, &Actor::Key(caller_id)).map_err(engine_error));
+    tri!(blocking(|| state.engine.delete_key(id, &Actor::Key(caller_id))).map_err(engine_error));
     Reply::ok(json!({"id": id.to_string(), "deleted": true}))
 }
 
@@ -285,7 +292,9 @@ pub(crate) async fn revoke_key(
     _body: Bytes,
 ) -> Reply {
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
-    Reply::ok(key_json(&tri!(state.engine.revoke_key(key.id, &Actor::Key(caller_id)).map_err(engine_error))))
+    Reply::ok(key_json(&tri!(
+        blocking(|| state.engine.revoke_key(key.id, &Actor::Key(caller_id))).map_err(engine_error)
+    )))
 }
 
 pub(crate) async fn rotate_key(
@@ -301,7 +310,8 @@ pub(crate) async fn rotate_key(
     let f = Fields::new(&map);
     let grace_s = tri!(f.u64("grace_seconds")).unwrap_or(0);
     let grace_ms = tri!(grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large")));
-    let created = tri!(state.engine.rotate_key(id, grace_ms, &Actor::Key(caller_id)).map_err(engine_error));
+    let created =
+        tri!(blocking(|| state.engine.rotate_key(id, grace_ms, &Actor::Key(caller_id))).map_err(engine_error));
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -362,7 +372,7 @@ pub(crate) async fn audit(
             _ => {}
         }
     }
-    let page = tri!(state.engine.audit(Some(ws), after, limit).map_err(engine_error));
+    let page = tri!(blocking(|| state.engine.audit(Some(ws), after, limit)).map_err(engine_error));
     let items: Vec<Value> = page
         .items
         .iter()
@@ -389,7 +399,7 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
         cooldown_ms: tri!(f.u64("cooldown_ms")),
         daily_limit: tri!(f.u64("daily_limit")),
     };
-    let t = tri!(state.engine.create_tool(ws, spec, &Actor::Key(caller_id)).map_err(engine_error));
+    let t = tri!(blocking(|| state.engine.create_tool(ws, spec, &Actor::Key(caller_id))).map_err(engine_error));
     Reply::created(tool_json(&t))
 }
 
@@ -419,7 +429,8 @@ pub(crate) async fn update_tool(
         cooldown_ms: if f.has("cooldown_ms") { Some(tri!(f.u64("cooldown_ms"))) } else { None },
         daily_limit: if f.has("daily_limit") { Some(tri!(f.u64("daily_limit"))) } else { None },
     };
-    let t = tri!(state.engine.update_tool(ws, &name, update, &Actor::Key(caller_id)).map_err(engine_error));
+    let t =
+        tri!(blocking(|| state.engine.update_tool(ws, &name, update, &Actor::Key(caller_id))).map_err(engine_error));
     Reply::ok(tool_json(&t))
 }
 
@@ -432,7 +443,7 @@ pub(crate) async fn list_tools(State(state): State<AppState>, peer: Peer, header
 // ---- verification ---------------------------------------------------------
 
 fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
-    if v.code.http_status() == 429
+    if matches!(v.code.http_status(), 429 | 503)
         && let Some(ms) = v.retry_after_ms
     {
         reply = reply.header(header::RETRY_AFTER, ms.div_ceil(1000).to_string());
@@ -477,7 +488,7 @@ pub(crate) async fn gateway(
     };
     let ip = client_ip(&state, &peer, &headers);
     let req = keyward::Request { ip, tool: Some(&tool), ..Default::default() };
-    let guard = match state.engine.acquire(&cred, &req) {
+    let guard = match verifying(&state.engine, || state.engine.acquire(&cred, &req)) {
         Ok(g) => g,
         Err(v) => return limited_headers(Reply::error(verdict_error(&v, "refused")), &v).verdict(v.code.as_str()),
     };
@@ -511,7 +522,7 @@ pub(crate) async fn verify(State(state): State<AppState>, headers: HeaderMap, bo
     let credits = tri!(f.u64("cost")).unwrap_or(1);
     let req = keyward::Request { ip, tool, permissions: &perm_refs, cost: Cost { credits, rates: &[] } };
     let cred = Credential::ApiKey(zeroize_string(key));
-    let out = state.engine.verify_detailed(&cred, &req);
+    let out = verifying(&state.engine, || state.engine.verify_detailed(&cred, &req));
     let v = &out.verdict;
     let k = out.key.as_ref();
     let data = json!({
@@ -547,7 +558,7 @@ pub(crate) async fn auth(State(state): State<AppState>, peer: Peer, headers: Hea
     };
     let ip = client_ip(&state, &peer, &headers);
     let req = keyward::Request { ip, tool: tool.as_deref(), ..Default::default() };
-    let v = state.engine.verify_credential(&cred, &req);
+    let v = verifying(&state.engine, || state.engine.verify_credential(&cred, &req));
     if let Some(id) = v.key_id {
         state.engine.release(id, tool.as_deref(), &v.leases);
     }
@@ -578,7 +589,7 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
         Err(e) => return Reply::from(e).verdict("MALFORMED"),
     };
     let ip = client_ip(&state, &peer, &headers);
-    match state.engine.authenticate_user(&signed, ip) {
+    match blocking(|| state.engine.authenticate_user(&signed, ip)) {
         Ok(s) => Reply::ok(json!({
             "authenticated": true,
             "session_token": s.token.expose(),
@@ -589,7 +600,7 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
         .verdict("VALID"),
         Err(v) => {
             let mut e = verdict_error(&v, "authentication refused");
-            if e.status != StatusCode::TOO_MANY_REQUESTS {
+            if e.status != StatusCode::TOO_MANY_REQUESTS && e.status != StatusCode::SERVICE_UNAVAILABLE {
                 e.status = StatusCode::UNAUTHORIZED;
             }
             limited_headers(Reply::error(e), &v).verdict(v.code.as_str())
@@ -597,12 +608,27 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
     }
 }
 
-pub(crate) async fn healthz() -> Reply {
-    Reply::ok(json!({"status": "ok"}))
+/// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded", …}`
+/// while the store fails to commit (verification keeps answering from
+/// memory; changes fail and change nothing) or the flusher has stopped.
+pub(crate) async fn healthz(State(state): State<AppState>) -> Reply {
+    let h = state.engine.health();
+    match &h.degraded {
+        None => Reply::ok(json!({"status": "ok"})),
+        Some(reason) => Reply::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "degraded",
+                "reason": reason,
+                "flush_failures": h.flush_failures,
+                "write_failures": h.write_failures,
+            }),
+        ),
+    }
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(state.engine.live_key_count(), state.engine.key_count());
+    let text = state.metrics.render(state.engine.live_key_count(), state.engine.key_count(), &state.engine.health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

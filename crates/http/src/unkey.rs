@@ -32,6 +32,7 @@ use keyward_core::{
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::blocking::{blocking, verifying};
 use crate::envelope::{Stamp, VerdictTag};
 use crate::json::MAX_BODY;
 use crate::routes::{Peer, client_ip};
@@ -221,6 +222,12 @@ fn engine_problem(e: keyward::Error) -> Problem {
         E::AlreadyExists { kind, id } => {
             Problem::new(StatusCode::CONFLICT, "unkey/data/conflict", format!("{kind} {id} already exists"))
         }
+        E::Conflict(m) => Problem::new(StatusCode::CONFLICT, "unkey/data/conflict", m),
+        E::Storage(m) | E::Io(m) | E::Corrupt(m) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unkey/application/service_unavailable",
+            format!("not changed: {m}"),
+        ),
         other => {
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "unkey/application/unexpected_error", other.to_string())
         }
@@ -749,7 +756,7 @@ async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
         roles: tri!(o.strings("roles")).unwrap_or_default(),
         ..NewKey::default()
     };
-    let created = tri!(state.engine.create_key(ws, spec, &Actor::Key(caller)).map_err(engine_problem));
+    let created = tri!(blocking(|| state.engine.create_key(ws, spec, &Actor::Key(caller))).map_err(engine_problem));
     ok(json!({"keyId": created.info.id.to_string(), "key": created.token.expose()}))
 }
 
@@ -807,7 +814,7 @@ async fn verify_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
         ..Default::default()
     };
     let checks = Checks { workspace: Some(ws), permission_query: query.as_ref() };
-    let out = state.engine.verify_with(key, &req, &checks);
+    let out = verifying(&state.engine, || state.engine.verify_with(key, &req, &checks));
     let v = &out.verdict;
     // Leases from a verification are not held: a verify call is not a job.
     if let Some(id) = v.key_id {
@@ -964,10 +971,9 @@ async fn update_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     if limits_changed {
         update.limits = Some(limits);
     }
-    tri!(state.engine.update_key(id, update, &Actor::Key(caller)).map_err(engine_problem));
-    if let Some(n) = balance {
-        tri!(state.engine.update_credits(id, CreditChange::Set(n), &Actor::Key(caller)).map_err(engine_problem));
-    }
+    update.credits = balance.map(CreditChange::Set);
+    // Every field in one engine call: one commit, all of it or nothing.
+    tri!(blocking(|| state.engine.update_key(id, update, &Actor::Key(caller))).map_err(engine_problem));
     ok(json!({}))
 }
 
@@ -980,7 +986,7 @@ async fn delete_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     tri!(o.boolean("permanent"));
     let id = tri!(o.key_id());
     tri!(own_key(&state, caller, id));
-    tri!(state.engine.delete_key(id, &Actor::Key(caller)).map_err(engine_problem));
+    tri!(blocking(|| state.engine.delete_key(id, &Actor::Key(caller))).map_err(engine_problem));
     ok(json!({}))
 }
 
@@ -994,7 +1000,7 @@ async fn reroll_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     let id = tri!(o.key_id());
     let grace_ms = tri!(o.required_integer("expiration"));
     tri!(own_key(&state, caller, id));
-    let created = tri!(state.engine.rotate_key(id, grace_ms, &Actor::Key(caller)).map_err(engine_problem));
+    let created = tri!(blocking(|| state.engine.rotate_key(id, grace_ms, &Actor::Key(caller))).map_err(engine_problem));
     ok(json!({"keyId": created.info.id.to_string(), "key": created.token.expose()}))
 }
 
@@ -1012,7 +1018,7 @@ async fn update_credits(State(state): State<AppState>, peer: Peer, headers: Head
     let current = tri!(own_key(&state, caller, id));
     let set_policy = |credits: Option<Credits>| {
         let limits = Limits { credits, ..current.limits.clone() };
-        state.engine.update_key(id, KeyUpdate { limits: Some(limits), ..KeyUpdate::default() }, &actor)
+        blocking(|| state.engine.update_key(id, KeyUpdate { limits: Some(limits), ..KeyUpdate::default() }, &actor))
     };
     let change = match (operation, value) {
         ("set", None) => {
@@ -1039,7 +1045,7 @@ async fn update_credits(State(state): State<AppState>, peer: Peer, headers: Head
                 .into_response();
         }
     };
-    let remaining = tri!(state.engine.update_credits(id, change, &actor).map_err(engine_problem));
+    let remaining = tri!(blocking(|| state.engine.update_credits(id, change, &actor)).map_err(engine_problem));
     let mut data = json!({ "remaining": remaining });
     if let (Some(r), Value::Object(m)) = (current.limits.credits.and_then(|c| c.refill), &mut data) {
         m.insert("refill".into(), refill_json(r));
@@ -1107,6 +1113,7 @@ mod tests {
                 ("USAGE_EXHAUSTED", "USAGE_EXCEEDED"),
                 ("INVALID_SIGNATURE", "FORBIDDEN"),
                 ("NONCE_REUSED", "FORBIDDEN"),
+                ("STORE_UNAVAILABLE", "FORBIDDEN"),
             ]
         );
         // Every one is in the SDK's enum.
@@ -1162,7 +1169,9 @@ mod tests {
             (E::Invalid { field: "external_id", message: "bad".into() }, 400, "unkey/application/invalid_input"),
             (E::InsufficientPermissions("no".into()), 403, "unkey/authorization/insufficient_permissions"),
             (E::PlanInactive, 403, "unkey/authorization/workspace_disabled"),
-            (E::Storage("disk".into()), 500, "unkey/application/unexpected_error"),
+            (E::Conflict("rotated".into()), 409, "unkey/data/conflict"),
+            (E::Storage("disk".into()), 503, "unkey/application/service_unavailable"),
+            (E::NoSnapshotKey, 500, "unkey/application/unexpected_error"),
         ];
         for (e, status, code) in cases {
             let p = engine_problem(e);

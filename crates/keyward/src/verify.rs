@@ -159,7 +159,10 @@ impl Inner {
             let mut none = UsageState::default();
             let usage = Usage { key: &mut none, tool: None, key_tool: None };
             decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
-        } else if self.opts.strict_credits && policy.limits.credits.is_some() {
+        } else if self.opts.strict_credits && policy.limits.credits.is_some() && req.cost.credits > 0 {
+            // Strict mode commits the balance of a call that spends credits;
+            // a call that spends none (an admin caller's check) changes no
+            // balance and is written behind like any rate counter.
             self.decide_strict(v, live, &ws.ws.policy, lookup, req.tool, &core_req, report);
         } else {
             let mut c = live.usage.lock();
