@@ -1,6 +1,8 @@
-//! What `keyward-loadgen`'s `http_verify_valid` scenario needs: a database
-//! prepared for `keyward serve`, the server as a child process on loopback,
-//! and a minimal blocking HTTP/1.1 keep-alive client.
+//! What `keyward-loadgen`'s HTTP scenarios (`http_verify_valid`,
+//! `http_verify_valid_under_writes`) need: a database prepared for `keyward
+//! serve`, the server as a child process on loopback, a minimal blocking
+//! HTTP/1.1 keep-alive client, and a [`KeyWriter`] that creates and revokes
+//! keys through the admin API.
 //!
 //! The client writes one request at a time on a `TcpStream` (no pipelining)
 //! and reads the answer by its `Content-Length`; it supports exactly what
@@ -36,20 +38,25 @@ pub fn default_keyward_bin() -> io::Result<PathBuf> {
     Ok(dir.join(format!("keyward{}", std::env::consts::EXE_SUFFIX)))
 }
 
+/// What [`prepare_db`] made.
+pub struct Prepared {
+    /// The root key `keyward init --json` printed (permission `*`, so
+    /// `keys:write` too), for the admin API.
+    pub root_key: String,
+    /// The tokens of the `n` keys.
+    pub tokens: Vec<String>,
+}
+
 /// Runs `keyward --db DB init --json` (the default workspace, the root key
 /// and `DB.secrets`), then opens `db` in this process, creates `n` keys from
 /// `spec(i)` in the default workspace and closes the engine again, so a
-/// `keyward serve` can open the file. Returns the keys' tokens.
+/// `keyward serve` can open the file. Returns the root key and the keys'
+/// tokens.
 ///
 /// Keys are created with the engine rather than over `POST /v1/api-keys`:
 /// the cost is the same one fsynced commit per key, without the HTTP round
 /// trips.
-pub fn prepare_db(
-    keyward_bin: &Path,
-    db: &Path,
-    n: usize,
-    spec: impl Fn(usize) -> NewKey,
-) -> Result<Vec<String>, String> {
+pub fn prepare_db(keyward_bin: &Path, db: &Path, n: usize, spec: impl Fn(usize) -> NewKey) -> Result<Prepared, String> {
     let out = Command::new(keyward_bin)
         .arg("--db")
         .arg(db)
@@ -66,6 +73,12 @@ pub fn prepare_db(
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
+    // `{"root_key":"…","workspace_id":"…"}` on one line; keys are base62 plus `_`.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let root_key = json_str(&printed, "root_key")
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| format!("`keyward init --json` printed no root key: {}", printed.trim()))?
+        .to_owned();
     let engine = Engine::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?;
     let ws = engine.workspaces().first().map(|w| w.policy.id).ok_or("`keyward init` created no workspace")?;
     let tokens = (0..n)
@@ -75,7 +88,7 @@ pub fn prepare_db(
     engine.close().map_err(|e| format!("cannot close {}: {e}", db.display()))?;
     // Dropping the last handle closes the database file, so the server can open it.
     drop(engine);
-    Ok(tokens)
+    Ok(Prepared { root_key, tokens })
 }
 
 /// A `keyward serve` child process listening on a loopback address. Dropping
@@ -246,13 +259,36 @@ impl Client {
 
     /// `POST path` with a JSON body; waits for the whole response.
     pub fn post_json(&mut self, path: &str, body: &[u8]) -> io::Result<Response<'_>> {
+        self.post(path, None, body)
+    }
+
+    /// `POST path` with a JSON body and `Authorization: Bearer <bearer>`;
+    /// waits for the whole response. `bearer` must be a valid header value
+    /// (no control characters); an error says so otherwise.
+    pub fn post_json_bearer(&mut self, path: &str, bearer: &str, body: &[u8]) -> io::Result<Response<'_>> {
+        if bearer.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(bad("bearer token holds control characters"));
+        }
+        self.post(path, Some(bearer), body)
+    }
+
+    fn post(&mut self, path: &str, bearer: Option<&str>, body: &[u8]) -> io::Result<Response<'_>> {
         self.req.clear();
-        write!(
-            self.req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        )?;
+        match bearer {
+            None => write!(
+                self.req,
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.host,
+                body.len()
+            )?,
+            Some(bearer) => write!(
+                self.req,
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {bearer}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.host,
+                body.len()
+            )?,
+        }
         self.req.extend_from_slice(body);
         let sent = {
             let req = std::mem::take(&mut self.req);
@@ -393,10 +429,138 @@ pub fn verify_verdict(status: u16, body: &[u8]) -> io::Result<Code> {
     }
 }
 
+/// The value of the first `"field":"value"` pair in `text`, for JSON that
+/// keyward writes compactly and whose value needs no escaping (tokens, ids,
+/// status words). `None` if there is no such pair.
+fn json_str<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    let at = text.find(&format!("\"{field}\":\""))? + field.len() + 4;
+    text[at..].split_once('"').map(|(value, _)| value)
+}
+
+/// An error for an answer that is not the one expected: its status and the
+/// start of its body.
+fn unexpected(status: u16, body: &[u8]) -> io::Error {
+    let text = String::from_utf8_lossy(body);
+    let cut = text.char_indices().nth(300).map_or(text.len(), |(i, _)| i);
+    bad(&format!("unexpected answer: HTTP {status}: {}", &text[..cut]))
+}
+
+/// Creates and revokes keys through keyward's admin API on one keep-alive
+/// connection, authenticated as the root key: the write load of
+/// `http_verify_valid_under_writes`.
+pub struct KeyWriter {
+    client: Client,
+    bearer: String,
+    path: String,
+}
+
+/// The body of every `POST /v1/api-keys` a [`KeyWriter`] sends.
+const NEW_KEY_BODY: &[u8] = br#"{"name":"w"}"#;
+
+impl KeyWriter {
+    /// Connects to `addr`, to send requests with `Authorization: Bearer <root_key>`.
+    pub fn connect(addr: SocketAddr, root_key: &str) -> io::Result<Self> {
+        Ok(Self { client: Client::connect(addr)?, bearer: root_key.to_owned(), path: String::with_capacity(64) })
+    }
+
+    /// `POST /v1/api-keys` with `{"name":"w"}`; returns the new key's id.
+    /// Only 201 with `"success":true` and an id counts.
+    pub fn create(&mut self) -> io::Result<String> {
+        let r = self.client.post_json_bearer("/v1/api-keys", &self.bearer, NEW_KEY_BODY)?;
+        let text = std::str::from_utf8(r.body).ok();
+        let id = text
+            .filter(|t| r.status == 201 && t.contains("\"success\":true"))
+            .and_then(|t| t.split_once("\"data\":"))
+            .and_then(|(_, data)| json_str(data, "id"))
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        match id {
+            Some(id) => Ok(id.to_owned()),
+            None => Err(unexpected(r.status, r.body)),
+        }
+    }
+
+    /// `POST /v1/api-keys/{id}/revoke` with no body. Only 200 with
+    /// `"status":"revoked"` counts.
+    pub fn revoke(&mut self, id: &str) -> io::Result<()> {
+        self.path.clear();
+        self.path.push_str("/v1/api-keys/");
+        self.path.push_str(id);
+        self.path.push_str("/revoke");
+        let r = self.client.post_json_bearer(&self.path, &self.bearer, b"")?;
+        let revoked = std::str::from_utf8(r.body)
+            .is_ok_and(|t| t.contains("\"success\":true") && json_str(t, "status") == Some("revoked"));
+        if r.status == 200 && revoked { Ok(()) } else { Err(unexpected(r.status, r.body)) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    /// Reads one request (head and `Content-Length` body); returns its head.
+    fn read_request(s: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        loop {
+            let n = s.read(&mut b).unwrap();
+            got.extend_from_slice(&b[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&got[..i]).unwrap().to_owned();
+                let len: usize =
+                    head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+                if got.len() >= i + 4 + len {
+                    return head;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_fields() {
+        let t = r#"{"success":true,"data":{"created_by":"key_a","id":"key_b","workspace_id":"ws_c"},"request_id":"r"}"#;
+        assert_eq!(json_str(t, "id"), Some("key_b"));
+        assert_eq!(json_str(t, "workspace_id"), Some("ws_c"));
+        assert_eq!(json_str(t, "missing"), None);
+        assert_eq!(json_str(r#"{"root_key":"kw_live_x","workspace_id":"ws_1"}"#, "root_key"), Some("kw_live_x"));
+    }
+
+    /// A create and a revoke as the root key; then a create the server refuses.
+    #[test]
+    fn key_writer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let answer = |s: &mut TcpStream, status: &str, body: &str| {
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n", body.len());
+                s.write_all(head.as_bytes()).unwrap();
+                s.write_all(body.as_bytes()).unwrap();
+            };
+            let (mut s, _) = listener.accept().unwrap();
+            let head = read_request(&mut s);
+            assert!(head.starts_with("POST /v1/api-keys HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("\r\nAuthorization: Bearer kw_live_root\r\n"), "{head}");
+            answer(
+                &mut s,
+                "201 Created",
+                r#"{"success":true,"data":{"created_by":"key_r","id":"key_n","status":"active"},"request_id":"1"}"#,
+            );
+            let head = read_request(&mut s);
+            assert!(head.starts_with("POST /v1/api-keys/key_n/revoke HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("\r\nAuthorization: Bearer kw_live_root\r\n"), "{head}");
+            answer(&mut s, "200 OK", r#"{"success":true,"data":{"id":"key_n","status":"revoked"},"request_id":"2"}"#);
+            read_request(&mut s);
+            answer(&mut s, "403 Forbidden", r#"{"success":false,"error":{"code":"x","message":"y"}}"#);
+        });
+        let mut w = KeyWriter::connect(addr, "kw_live_root").unwrap();
+        let id = w.create().unwrap();
+        assert_eq!(id, "key_n");
+        w.revoke(&id).unwrap();
+        // Refused before anything is sent: a header cannot be smuggled in.
+        assert!(w.client.post_json_bearer("/v1/api-keys", "kw\r\nX-Evil: 1", b"").is_err());
+        assert!(w.create().is_err());
+        server.join().unwrap();
+    }
 
     #[test]
     fn verdicts() {
@@ -421,22 +585,6 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
-            let read_request = |s: &mut TcpStream| {
-                let mut got = Vec::new();
-                let mut b = [0u8; 1024];
-                loop {
-                    let n = s.read(&mut b).unwrap();
-                    got.extend_from_slice(&b[..n]);
-                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = std::str::from_utf8(&got[..i]).unwrap().to_owned();
-                        let len: usize =
-                            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
-                        if got.len() >= i + 4 + len {
-                            return head;
-                        }
-                    }
-                }
-            };
             let (mut s, _) = listener.accept().unwrap();
             assert!(read_request(&mut s).starts_with("POST /v1/verify HTTP/1.1\r\n"));
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst").unwrap();

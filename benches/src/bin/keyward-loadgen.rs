@@ -6,12 +6,19 @@
 //! peer=keyward op=verify_valid keys=10000 threads=1 ops_per_s=2012345 p50_us=0.431 p99_us=0.902
 //! ```
 //!
+//! `http_verify_valid_under_writes` adds one field, the writer's rate:
+//!
+//! ```text
+//! peer=keyward op=http_verify_valid_under_writes keys=10000 threads=16 ops_per_s=20247 p50_us=728.063 p99_us=2426.879 writes_per_s=702
+//! ```
+//!
 //! Only those lines go to stdout; progress and per-run tallies (refusals,
 //! unexpected verdicts, errors) go to stderr as lines starting with `#`.
 //!
-//! `http_verify_valid` runs the `keyward` binary (package keyward-cli) as a
-//! server on loopback; build it first, in the same profile and target
-//! directory: `cargo build --release -p keyward-cli -p keyward-benches`.
+//! `http_verify_valid` and `http_verify_valid_under_writes` run the `keyward`
+//! binary (package keyward-cli) as a server on loopback; build it first, in
+//! the same profile and target directory:
+//! `cargo build --release -p keyward-cli -p keyward-benches`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use keyward::{Engine, Request};
-use keyward_benches::http::{self, Client, Server};
+use keyward_benches::http::{self, Client, KeyWriter, Server};
 use keyward_benches::{Fixture, plain_key, rate_limited_key, unknown_token};
 use keyward_core::Code;
 
@@ -43,6 +50,17 @@ use keyward_core::Code;
 /// keep-alive HTTP/1.1 connection. An answer counts only if it is 200 with
 /// "valid":true. The server is stopped (SIGTERM) at the end. It needs the
 /// keyward binary: `cargo build --release -p keyward-cli` first.
+///
+/// http_verify_valid_under_writes is http_verify_valid (same database, a
+/// server of its own, same --connections verify threads) plus one more
+/// thread on its own keep-alive connection that, for the same --seconds,
+/// creates a key (`POST /v1/api-keys`, body {"name":"w"}) and revokes it
+/// (`POST /v1/api-keys/{id}/revoke`) as fast as it can, authenticated as the
+/// root key `keyward init --json` printed. Its line adds writes_per_s: the
+/// writer's successful creates plus revokes (each one fsynced commit) per
+/// second of its run; the verify figures cover the verify threads only.
+/// Both HTTP scenarios are in the default run; to run just the two, side by
+/// side: --op http_verify_valid,http_verify_valid_under_writes.
 ///
 /// Latency: with --batch 1 (the default) every call is timed on its own,
 /// between two Instant::now() reads, so each figure includes about one clock
@@ -67,7 +85,7 @@ struct Args {
     seconds: u64,
 
     /// Thread counts, comma-separated; every in-process scenario runs once
-    /// with each (http_verify_valid uses --connections instead).
+    /// with each (the http_* scenarios use --connections instead).
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2],
           value_parser = clap::value_parser!(u32).range(1..=1_024))]
     threads: Vec<u32>,
@@ -94,12 +112,13 @@ struct Args {
     #[arg(long)]
     dir: Option<PathBuf>,
 
-    /// http_verify_valid: keep-alive connections to the server, one thread
-    /// each; printed as threads=.
+    /// http_verify_valid, http_verify_valid_under_writes: keep-alive
+    /// connections sending verifications to the server, one thread each;
+    /// printed as threads= (the writer's connection is not counted).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_024))]
     connections: u32,
 
-    /// http_verify_valid: the keyward binary to serve with. By default,
+    /// http_* scenarios: the keyward binary to serve with. By default,
     /// `keyward` in the directory of this executable (build it with
     /// `cargo build --release -p keyward-cli`).
     #[arg(long, value_name = "PATH")]
@@ -119,11 +138,18 @@ enum Scenario {
     VerifyValidRatelimited,
     /// POST /v1/verify of valid keys without limits, to a `keyward serve` on loopback.
     HttpVerifyValid,
+    /// http_verify_valid while one more connection creates and revokes keys.
+    HttpVerifyValidUnderWrites,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] =
-        [Scenario::VerifyValid, Scenario::VerifyInvalid, Scenario::VerifyValidRatelimited, Scenario::HttpVerifyValid];
+    const ALL: [Scenario; 5] = [
+        Scenario::VerifyValid,
+        Scenario::VerifyInvalid,
+        Scenario::VerifyValidRatelimited,
+        Scenario::HttpVerifyValid,
+        Scenario::HttpVerifyValidUnderWrites,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -131,7 +157,13 @@ impl Scenario {
             Scenario::VerifyInvalid => "verify_invalid",
             Scenario::VerifyValidRatelimited => "verify_valid_ratelimited",
             Scenario::HttpVerifyValid => "http_verify_valid",
+            Scenario::HttpVerifyValidUnderWrites => "http_verify_valid_under_writes",
         }
+    }
+
+    /// Whether the scenario runs against a `keyward serve` (needs the binary).
+    fn over_http(self) -> bool {
+        matches!(self, Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites)
     }
 
     fn key_set(self) -> KeySet {
@@ -139,7 +171,7 @@ impl Scenario {
             Scenario::VerifyValid => KeySet::Valid,
             Scenario::VerifyInvalid => KeySet::Unknown,
             Scenario::VerifyValidRatelimited => KeySet::RateLimited,
-            Scenario::HttpVerifyValid => KeySet::Served,
+            Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites => KeySet::Served,
         }
     }
 
@@ -147,9 +179,13 @@ impl Scenario {
     /// the scenario intends, `None` unexpected (a bug in the engine or here).
     fn classify(self, code: Code) -> Option<bool> {
         match (self, code) {
-            (Scenario::VerifyValid | Scenario::VerifyValidRatelimited | Scenario::HttpVerifyValid, Code::Valid) => {
-                Some(true)
-            }
+            (
+                Scenario::VerifyValid
+                | Scenario::VerifyValidRatelimited
+                | Scenario::HttpVerifyValid
+                | Scenario::HttpVerifyValidUnderWrites,
+                Code::Valid,
+            ) => Some(true),
             (Scenario::VerifyValidRatelimited, Code::RateLimited) => Some(false),
             (Scenario::VerifyInvalid, Code::NotFound) => Some(false),
             _ => None,
@@ -254,6 +290,40 @@ impl Tally {
     }
 }
 
+/// What the writer thread of `http_verify_valid_under_writes` did.
+struct Writes {
+    /// Latency of each create and each revoke request, answered or not.
+    hist: Histogram<u64>,
+    created: u64,
+    revoked: u64,
+    /// Requests that did not get the expected answer (see [`KeyWriter`]).
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl Writes {
+    fn new() -> Self {
+        Writes { hist: new_histogram(), created: 0, revoked: 0, errors: 0, first_error: None, elapsed: Duration::ZERO }
+    }
+
+    fn error(&mut self, e: &io::Error) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
+        }
+    }
+
+    fn record(&mut self, took: Duration) {
+        self.hist.saturating_record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1));
+    }
+
+    /// Successful writes: every create and every revoke is one commit.
+    fn writes(&self) -> u64 {
+        self.created + self.revoked
+    }
+}
+
 fn new_histogram() -> Histogram<u64> {
     // 1 ns to 60 s at 3 significant digits; `saturating_record` clamps outliers.
     // Invariant: constant bounds that hdrhistogram accepts (low ≥ 1, high ≥ 2·low, sigfig ≤ 5).
@@ -316,20 +386,84 @@ fn run_thread<D: Driver>(
     t
 }
 
+/// The writer thread of `http_verify_valid_under_writes`: connects, waits
+/// for the common start, then creates and revokes one key after the other
+/// until `duration` has passed.
+fn run_writer(addr: SocketAddr, root_key: &str, duration: Duration, start: &Barrier) -> Writes {
+    let mut w = Writes::new();
+    let writer = KeyWriter::connect(addr, root_key);
+    start.wait();
+    let mut writer = match writer {
+        Ok(x) => x,
+        Err(e) => {
+            w.error(&e);
+            return w;
+        }
+    };
+    let begin = Instant::now();
+    let deadline = begin + duration;
+    loop {
+        let t0 = Instant::now();
+        let created = writer.create();
+        let mut t1 = Instant::now();
+        w.record(t1 - t0);
+        match created {
+            Ok(id) => {
+                w.created += 1;
+                let revoked = writer.revoke(&id);
+                let t2 = Instant::now();
+                w.record(t2 - t1);
+                t1 = t2;
+                match revoked {
+                    Ok(()) => w.revoked += 1,
+                    Err(e) => w.error(&e),
+                }
+            }
+            Err(e) => w.error(&e),
+        }
+        if t1 >= deadline {
+            w.elapsed = t1 - begin;
+            break;
+        }
+    }
+    w
+}
+
+/// A job for one more thread beside a scenario's threads. It gets the
+/// scenario's start barrier and must wait on it exactly once.
+type Beside<'a> = &'a (dyn Fn(&Barrier) -> Writes + Sync);
+
 /// Runs one scenario with `threads` threads, each with a driver from
-/// `connect`, and merges what they measured.
-fn run<D: Driver>(scenario: Scenario, connect: Connect<'_, D>, tokens: &[String], threads: u32, args: &Args) -> Tally {
+/// `connect`, and merges what they measured. `beside`, if given, runs in one
+/// more thread that starts at the same moment; its result is returned too.
+fn run<D: Driver>(
+    scenario: Scenario,
+    connect: Connect<'_, D>,
+    tokens: &[String],
+    threads: u32,
+    args: &Args,
+    beside: Option<Beside<'_>>,
+) -> (Tally, Option<Writes>) {
     let duration = Duration::from_secs(args.seconds);
-    let start = Barrier::new(threads as usize);
-    let tallies: Vec<Tally> = std::thread::scope(|s| {
+    let start = Barrier::new(threads as usize + usize::from(beside.is_some()));
+    let (tallies, side): (Vec<Tally>, Option<Writes>) = std::thread::scope(|s| {
+        let start = &start;
+        let side = beside.map(|f| s.spawn(move || f(start)));
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 let seed = 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(u64::from(i) + 1);
-                let start = &start;
                 s.spawn(move || run_thread(scenario, connect, tokens, seed, args.batch, duration, start))
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let tallies = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+        let side = side.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                let mut w = Writes::new();
+                w.error(&io::Error::other("the writer thread panicked"));
+                w
+            })
+        });
+        (tallies, side)
     });
     let mut all = Tally::new();
     if tallies.len() < threads as usize {
@@ -348,31 +482,36 @@ fn run<D: Driver>(scenario: Scenario, connect: Connect<'_, D>, tokens: &[String]
         }
         all.elapsed = all.elapsed.max(t.elapsed);
     }
-    all
+    (all, side)
 }
 
 /// Serves the database of [`KeySet::Served`] with `keyward serve` on
-/// loopback, runs `http_verify_valid` against it with `--connections`
-/// threads, and stops the server.
-fn run_http(served: &Served, args: &Args) -> Result<Tally, String> {
+/// loopback, runs `scenario` (`http_verify_valid` or
+/// `http_verify_valid_under_writes`) against it with `--connections` verify
+/// threads, plus the writer thread for the latter, and stops the server.
+fn run_http(scenario: Scenario, served: &Served, args: &Args) -> Result<(Tally, Option<Writes>), String> {
     let mut server = Server::start(&served.keyward_bin, &served.db)?;
     eprintln!("# keyward serve (pid {}) listening on http://{}", server.id(), server.addr());
     let addr = server.addr();
     let connect = move || OverHttp::connect(addr);
-    let t = run(Scenario::HttpVerifyValid, &connect, &served.tokens, args.connections, args);
+    let duration = Duration::from_secs(args.seconds);
+    let writer = |start: &Barrier| run_writer(addr, &served.root_key, duration, start);
+    let beside = (scenario == Scenario::HttpVerifyValidUnderWrites).then_some(&writer as Beside<'_>);
+    let out = run(scenario, &connect, &served.tokens, args.connections, args, beside);
     let status = server.stop().map_err(|e| format!("cannot stop the server: {e}"))?;
     eprintln!("# keyward serve stopped ({status})");
-    Ok(t)
+    Ok(out)
 }
 
 fn micros(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1_000.0)
 }
 
-/// The database `http_verify_valid` serves, and its keys.
+/// The database the http_* scenarios serve, its root key and its keys.
 struct Served {
     keyward_bin: PathBuf,
     db: PathBuf,
+    root_key: String,
     tokens: Vec<String>,
 }
 
@@ -418,13 +557,14 @@ impl KeySets {
             Some(bin) if needs(KeySet::Served) => {
                 let db = fx.dir().join("served.redb");
                 let t0 = Instant::now();
-                let tokens = http::prepare_db(bin, &db, n, |i| plain_key(format!("http-{i}")))?;
+                let http::Prepared { root_key, tokens } =
+                    http::prepare_db(bin, &db, n, |i| plain_key(format!("http-{i}")))?;
                 eprintln!(
                     "# created {n} valid keys for keyward serve in {} in {:.1} s",
                     db.display(),
                     t0.elapsed().as_secs_f64()
                 );
-                Some(Served { keyward_bin: bin.to_owned(), db, tokens })
+                Some(Served { keyward_bin: bin.to_owned(), db, root_key, tokens })
             }
             _ => None,
         };
@@ -441,7 +581,7 @@ impl KeySets {
     }
 }
 
-/// The keyward binary `http_verify_valid` serves with: `--keyward-bin`, or
+/// The keyward binary the http_* scenarios serve with: `--keyward-bin`, or
 /// `keyward` beside this executable. An error says how to build it.
 fn keyward_bin(args: &Args) -> Result<PathBuf, String> {
     let bin = match &args.keyward_bin {
@@ -452,26 +592,29 @@ fn keyward_bin(args: &Args) -> Result<PathBuf, String> {
         return Ok(bin);
     }
     Err(format!(
-        "http_verify_valid needs the keyward server binary, and {} does not exist.\n\
+        "http_verify_valid and http_verify_valid_under_writes need the keyward server binary, and {} does not exist.\n\
          Build it first, with the same profile and target directory as the load generator:\n\
          \x20   cargo build --release -p keyward-cli -p keyward-benches\n\
-         or pass --keyward-bin PATH, or leave the scenario out (--op verify_valid,verify_invalid,...).",
+         or pass --keyward-bin PATH, or leave those scenarios out (--op verify_valid,verify_invalid,...).",
         bin.display()
     ))
 }
 
-/// Prints the run's line on stdout and its tally on stderr; returns whether
-/// it went wrong (unexpected verdicts or errors).
-fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally) -> bool {
+/// Prints the run's line on stdout and its tally on stderr (and the
+/// writer's, if there was one); returns whether it went wrong (unexpected
+/// verdicts or errors, or no successful write).
+fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally, writes: Option<&Writes>) -> bool {
     let secs = t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+    let writes_per_s = |w: &Writes| w.writes() as f64 / w.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     println!(
-        "peer=keyward op={} keys={} threads={} ops_per_s={:.0} p50_us={} p99_us={}",
+        "peer=keyward op={} keys={} threads={} ops_per_s={:.0} p50_us={} p99_us={}{}",
         scenario.name(),
         keys,
         threads,
         t.calls as f64 / secs,
         micros(t.hist.value_at_quantile(0.50)),
         micros(t.hist.value_at_quantile(0.99)),
+        writes.map(|w| format!(" writes_per_s={:.0}", writes_per_s(w))).unwrap_or_default(),
     );
     let share = |n: u64| 100.0 * n as f64 / t.calls.max(1) as f64;
     eprintln!(
@@ -488,7 +631,27 @@ fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally) -> bool {
     if let Some(e) = &t.first_error {
         eprintln!("# op={} threads={}: first error: {e}", scenario.name(), threads);
     }
-    t.unexpected > 0 || t.errors > 0 || t.calls == 0
+    let mut failed = t.unexpected > 0 || t.errors > 0 || t.calls == 0;
+    if let Some(w) = writes {
+        eprintln!(
+            "# op={} writer: {} writes ({} keys created, {} revoked) in {:.2} s, {:.0} writes/s, \
+             p50_us={} p99_us={} per request, errors {}",
+            scenario.name(),
+            w.writes(),
+            w.created,
+            w.revoked,
+            w.elapsed.as_secs_f64(),
+            writes_per_s(w),
+            micros(w.hist.value_at_quantile(0.50)),
+            micros(w.hist.value_at_quantile(0.99)),
+            w.errors,
+        );
+        if let Some(e) = &w.first_error {
+            eprintln!("# op={} writer: first error: {e}", scenario.name());
+        }
+        failed |= w.errors > 0 || w.writes() == 0;
+    }
+    failed
 }
 
 fn main() -> ExitCode {
@@ -496,7 +659,7 @@ fn main() -> ExitCode {
     let scenarios: Vec<Scenario> =
         Scenario::ALL.into_iter().filter(|s| args.op.is_empty() || args.op.contains(s)).collect();
     // Before any set-up: a missing server binary should not cost a minute of key creation first.
-    let bin = if scenarios.contains(&Scenario::HttpVerifyValid) {
+    let bin = if scenarios.iter().any(|s| s.over_http()) {
         match keyward_bin(&args) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -525,10 +688,10 @@ fn main() -> ExitCode {
 
     let mut failed = false;
     for &scenario in &scenarios {
-        if scenario == Scenario::HttpVerifyValid {
+        if scenario.over_http() {
             let Some(served) = &sets.served else { continue };
-            match run_http(served, &args) {
-                Ok(t) => failed |= report(scenario, args.keys, args.connections, &t),
+            match run_http(scenario, served, &args) {
+                Ok((t, w)) => failed |= report(scenario, args.keys, args.connections, &t, w.as_ref()),
                 Err(e) => {
                     eprintln!("keyward-loadgen: {}: {e}", scenario.name());
                     failed = true;
@@ -540,8 +703,8 @@ fn main() -> ExitCode {
         let engine = &fx.engine;
         let connect = || Ok(InProcess { engine, req: Request::default() });
         for &threads in &args.threads {
-            let t = run(scenario, &connect, tokens, threads, &args);
-            failed |= report(scenario, args.keys, threads, &t);
+            let (t, _) = run(scenario, &connect, tokens, threads, &args, None);
+            failed |= report(scenario, args.keys, threads, &t, None);
         }
     }
     if failed {
