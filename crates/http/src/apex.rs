@@ -140,7 +140,7 @@ async fn authenticate_user(State(state): State<AppState>, peer: Peer, headers: H
         Err(why) => return not_authenticated(format!("{why} ({})", Code::Malformed.as_str()), "MALFORMED"),
     };
     let ip = client_ip(&state, &peer, &headers);
-    let session = match crate::blocking::blocking(|| state.engine.authenticate_user(&signed, ip)) {
+    let session = match crate::blocking::login(&state.engine, signed, ip).await {
         Ok(s) => s,
         Err(v) => {
             let mut resp = not_authenticated(refusal(v.code), v.code.as_str());
@@ -194,7 +194,7 @@ async fn log_out(State(state): State<AppState>, headers: HeaderMap, _body: Bytes
             return reply(StatusCode::OK, body, Some(Code::Malformed.as_str()));
         }
     };
-    match crate::blocking::blocking(|| state.engine.end_session(&token)) {
+    match crate::blocking::off_workers(&state.engine, move |e| e.end_session(&token)).await {
         Ok(true) => reply(StatusCode::OK, standard(None, errorcode::SUCCESS, None), Some("VALID")),
         Ok(false) => {
             let body = standard(Some("Not Authorized"), errorcode::NOT_AUTHORIZED, Some("unknown or ended session"));

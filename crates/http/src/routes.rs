@@ -11,7 +11,7 @@ use keyward_core::{Code, Cost, Credential, KeyId, Verdict, WorkspaceId, parse_cr
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::blocking::{blocking, verifying};
+use crate::blocking::{login, off_workers, verifying};
 use crate::envelope::{ApiError, Reply};
 use crate::json::{self, Fields, key_json, tool_json};
 
@@ -174,7 +174,9 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
         disabled: tri!(f.bool("disabled")).unwrap_or(false),
         ..NewKey::default()
     };
-    let created = tri!(blocking(|| state.engine.create_key(ws, spec, &Actor::Key(caller_id))).map_err(engine_error));
+    let created = tri!(
+        off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
+    );
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -266,7 +268,11 @@ pub(crate) async fn update_key(
         ..KeyUpdate::default()
     };
     // Every field in one engine call: one commit, all of it or nothing.
-    let info = tri!(blocking(|| state.engine.update_key(id, update, &Actor::Key(caller_id))).map_err(engine_error));
+    let info = tri!(
+        off_workers(&state.engine, move |e| e.update_key(id, update, &Actor::Key(caller_id)))
+            .await
+            .map_err(engine_error)
+    );
     Reply::ok(key_json(&info))
 }
 
@@ -279,7 +285,7 @@ pub(crate) async fn delete_key(
 ) -> Reply {
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
     let id = key.id;
-    tri!(blocking(|| state.engine.delete_key(id, &Actor::Key(caller_id))).map_err(engine_error));
+    tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error));
     Reply::ok(json!({"id": id.to_string(), "deleted": true}))
 }
 
@@ -293,7 +299,7 @@ pub(crate) async fn revoke_key(
 ) -> Reply {
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
     Reply::ok(key_json(&tri!(
-        blocking(|| state.engine.revoke_key(key.id, &Actor::Key(caller_id))).map_err(engine_error)
+        off_workers(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)
     )))
 }
 
@@ -310,8 +316,11 @@ pub(crate) async fn rotate_key(
     let f = Fields::new(&map);
     let grace_s = tri!(f.u64("grace_seconds")).unwrap_or(0);
     let grace_ms = tri!(grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large")));
-    let created =
-        tri!(blocking(|| state.engine.rotate_key(id, grace_ms, &Actor::Key(caller_id))).map_err(engine_error));
+    let created = tri!(
+        off_workers(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller_id)))
+            .await
+            .map_err(engine_error)
+    );
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -372,7 +381,7 @@ pub(crate) async fn audit(
             _ => {}
         }
     }
-    let page = tri!(blocking(|| state.engine.audit(Some(ws), after, limit)).map_err(engine_error));
+    let page = tri!(off_workers(&state.engine, move |e| e.audit(Some(ws), after, limit)).await.map_err(engine_error));
     let items: Vec<Value> = page
         .items
         .iter()
@@ -399,7 +408,11 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
         cooldown_ms: tri!(f.u64("cooldown_ms")),
         daily_limit: tri!(f.u64("daily_limit")),
     };
-    let t = tri!(blocking(|| state.engine.create_tool(ws, spec, &Actor::Key(caller_id))).map_err(engine_error));
+    let t = tri!(
+        off_workers(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id)))
+            .await
+            .map_err(engine_error)
+    );
     Reply::created(tool_json(&t))
 }
 
@@ -429,8 +442,11 @@ pub(crate) async fn update_tool(
         cooldown_ms: if f.has("cooldown_ms") { Some(tri!(f.u64("cooldown_ms"))) } else { None },
         daily_limit: if f.has("daily_limit") { Some(tri!(f.u64("daily_limit"))) } else { None },
     };
-    let t =
-        tri!(blocking(|| state.engine.update_tool(ws, &name, update, &Actor::Key(caller_id))).map_err(engine_error));
+    let t = tri!(
+        off_workers(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))
+            .await
+            .map_err(engine_error)
+    );
     Reply::ok(tool_json(&t))
 }
 
@@ -589,7 +605,7 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
         Err(e) => return Reply::from(e).verdict("MALFORMED"),
     };
     let ip = client_ip(&state, &peer, &headers);
-    match blocking(|| state.engine.authenticate_user(&signed, ip)) {
+    match login(&state.engine, signed, ip).await {
         Ok(s) => Reply::ok(json!({
             "authenticated": true,
             "session_token": s.token.expose(),

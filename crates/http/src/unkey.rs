@@ -32,7 +32,7 @@ use keyward_core::{
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::blocking::{blocking, verifying};
+use crate::blocking::{off_workers, verifying};
 use crate::envelope::{Stamp, VerdictTag};
 use crate::json::MAX_BODY;
 use crate::routes::{Peer, client_ip};
@@ -756,7 +756,9 @@ async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
         roles: tri!(o.strings("roles")).unwrap_or_default(),
         ..NewKey::default()
     };
-    let created = tri!(blocking(|| state.engine.create_key(ws, spec, &Actor::Key(caller))).map_err(engine_problem));
+    let created = tri!(
+        off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller))).await.map_err(engine_problem)
+    );
     ok(json!({"keyId": created.info.id.to_string(), "key": created.token.expose()}))
 }
 
@@ -973,7 +975,11 @@ async fn update_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     }
     update.credits = balance.map(CreditChange::Set);
     // Every field in one engine call: one commit, all of it or nothing.
-    tri!(blocking(|| state.engine.update_key(id, update, &Actor::Key(caller))).map_err(engine_problem));
+    tri!(
+        off_workers(&state.engine, move |e| e.update_key(id, update, &Actor::Key(caller)))
+            .await
+            .map_err(engine_problem)
+    );
     ok(json!({}))
 }
 
@@ -986,7 +992,7 @@ async fn delete_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     tri!(o.boolean("permanent"));
     let id = tri!(o.key_id());
     tri!(own_key(&state, caller, id));
-    tri!(blocking(|| state.engine.delete_key(id, &Actor::Key(caller))).map_err(engine_problem));
+    tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller))).await.map_err(engine_problem));
     ok(json!({}))
 }
 
@@ -1000,7 +1006,11 @@ async fn reroll_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     let id = tri!(o.key_id());
     let grace_ms = tri!(o.required_integer("expiration"));
     tri!(own_key(&state, caller, id));
-    let created = tri!(blocking(|| state.engine.rotate_key(id, grace_ms, &Actor::Key(caller))).map_err(engine_problem));
+    let created = tri!(
+        off_workers(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller)))
+            .await
+            .map_err(engine_problem)
+    );
     ok(json!({"keyId": created.info.id.to_string(), "key": created.token.expose()}))
 }
 
@@ -1016,17 +1026,19 @@ async fn update_credits(State(state): State<AppState>, peer: Peer, headers: Head
     let value = tri!(o.integer("value"));
     let actor = Actor::Key(caller);
     let current = tri!(own_key(&state, caller, id));
+    // Only the credits limit changes; the key's other limits are kept as the
+    // engine holds them when it commits.
     let set_policy = |credits: Option<Credits>| {
-        let limits = Limits { credits, ..current.limits.clone() };
-        blocking(|| state.engine.update_key(id, KeyUpdate { limits: Some(limits), ..KeyUpdate::default() }, &actor))
+        let update = KeyUpdate { credit_limit: Some(credits), ..KeyUpdate::default() };
+        off_workers(&state.engine, move |e| e.update_key(id, update, &actor))
     };
     let change = match (operation, value) {
         ("set", None) => {
-            tri!(set_policy(None).map_err(engine_problem));
+            tri!(set_policy(None).await.map_err(engine_problem));
             return ok(json!({"remaining": null}));
         }
         ("set", Some(n)) if current.limits.credits.is_none() => {
-            tri!(set_policy(Some(Credits { initial: n, refill: None })).map_err(engine_problem));
+            tri!(set_policy(Some(Credits { initial: n, refill: None })).await.map_err(engine_problem));
             return ok(json!({"remaining": n}));
         }
         ("set", Some(n)) => CreditChange::Set(n),
@@ -1045,7 +1057,8 @@ async fn update_credits(State(state): State<AppState>, peer: Peer, headers: Head
                 .into_response();
         }
     };
-    let remaining = tri!(blocking(|| state.engine.update_credits(id, change, &actor)).map_err(engine_problem));
+    let remaining =
+        tri!(off_workers(&state.engine, move |e| e.update_credits(id, change, &actor)).await.map_err(engine_problem));
     let mut data = json!({ "remaining": remaining });
     if let (Some(r), Value::Object(m)) = (current.limits.credits.and_then(|c| c.refill), &mut data) {
         m.insert("refill".into(), refill_json(r));

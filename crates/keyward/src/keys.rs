@@ -358,7 +358,7 @@ impl Engine {
             Some(m) => Some(encode_meta(m.as_ref())?),
             None => None,
         };
-        let touches_credits = update.limits.is_some() || update.credits.is_some();
+        let touches_credits = update.limits.is_some() || update.credit_limit.is_some() || update.credits.is_some();
         // Level 1 before the writer: a credits change is ordered with
         // strict-mode charges of the same counters.
         let _gate = touches_credits.then(|| current.usage.gate());
@@ -371,7 +371,7 @@ impl Engine {
             }
             let mut rec = current.record.clone();
             let p = &mut rec.policy;
-            let reset_credits = update.limits.as_ref().is_some_and(|v| v.credits != p.limits.credits);
+            let credits_before = p.limits.credits;
             let action = match update.disabled {
                 Some(true) if !p.disabled => AuditAction::KeyDisabled,
                 Some(false) if p.disabled => AuditAction::KeyEnabled,
@@ -383,6 +383,7 @@ impl Engine {
             changed.set("permissions", &mut p.permissions, update.permissions);
             changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
             changed.set("limits", &mut p.limits, update.limits);
+            changed.set("credit_limit", &mut p.limits.credits, update.credit_limit);
             changed.set("tool_limits", &mut p.tool_limits, update.tool_limits);
             changed.set("tools", &mut p.tools, update.tools);
             changed.set("meta", &mut p.meta, meta);
@@ -390,6 +391,7 @@ impl Engine {
             changed.set("external_id", &mut rec.external_id, update.external_id);
             changed.set("roles", &mut rec.roles, update.roles);
             let credits_policy = rec.policy.limits.credits;
+            let reset_credits = credits_policy != credits_before;
             // New limits with other credits reset the balance; a credits
             // change applies after that.
             let step = CreditStep {

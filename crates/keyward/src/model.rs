@@ -3,8 +3,8 @@
 use std::fmt;
 
 use keyward_core::{
-    IpRules, KeyId, KeyPolicy, Limits, NoncePolicy, NonceState, Permission, Prefix, Quota, Status, Token, ToolPolicy,
-    UnixMillis, UsageState, WorkspaceId, WorkspacePolicy,
+    Credits, IpRules, KeyId, KeyPolicy, Limits, NoncePolicy, NonceState, Permission, Prefix, Quota, Status, Token,
+    ToolPolicy, UnixMillis, UsageState, WorkspaceId, WorkspacePolicy,
 };
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -151,8 +151,12 @@ pub struct KeyUpdate {
     pub external_id: Option<Option<String>>,
     /// New role labels.
     pub roles: Option<Vec<String>>,
-    /// A change of the credit balance, applied after `limits` (which reset
-    /// the balance to `credits.initial` when they change the credits).
+    /// New credits limit only (the other limits kept as they are then), or
+    /// `Some(None)` for unlimited. Applied after `limits`.
+    pub credit_limit: Option<Option<Credits>>,
+    /// A change of the credit balance, applied after `limits` and
+    /// `credit_limit` (which reset the balance to `initial` when they change
+    /// the credits).
     pub credits: Option<CreditChange>,
 }
 
