@@ -25,15 +25,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Barrier, Mutex, PoisonError};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Server, bearer};
-use serde_json::{Value, json};
+use common::{Server, Watched, agent_with_timeout, bearer, call, watchdog};
+use serde_json::json;
 
 /// Writer threads per round.
 const THREADS: usize = 3;
@@ -44,6 +41,8 @@ const BASE_BUDGET: Duration = Duration::from_secs(120);
 const ROUND_BUDGET: Duration = Duration::from_secs(30);
 /// Credits values stay below this.
 const MAX_CREDITS: u64 = 1_000_000;
+/// How long the server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn kill9_soak_short() {
@@ -61,69 +60,6 @@ fn rounds(default: usize) -> usize {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("KEYWARD_SOAK_ROUNDS={v:?} is not a number")),
         Err(_) => default,
     }
-}
-
-/// The servers this test binary runs now. The watchdog kills them before it
-/// ends the process: tests run in parallel threads, and the `Drop` of the
-/// other tests' servers does not run on `exit`.
-static SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn servers() -> std::sync::MutexGuard<'static, Vec<u32>> {
-    SERVERS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A server the watchdog knows about; killed (and forgotten) on drop.
-struct Watched(Server);
-
-impl Watched {
-    fn new(s: Server) -> Self {
-        servers().push(s.child.id());
-        Self(s)
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-        let pid = self.0.child.id();
-        servers().retain(|p| *p != pid);
-    }
-}
-
-impl std::ops::Deref for Watched {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Watched {
-    fn deref_mut(&mut self) -> &mut Server {
-        &mut self.0
-    }
-}
-
-/// Ends the process, after killing the servers, if the soak has not finished
-/// in time (a panic in another thread would not fail the test). Dropping it,
-/// also while unwinding, disarms it.
-struct Watchdog {
-    _armed: mpsc::Sender<()>,
-}
-
-fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
-    let (armed, disarmed) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if disarmed.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
-            // Straight to stderr: the harness's captured output dies with the process.
-            let _ = writeln!(std::io::stderr(), "{name}: watchdog: the soak did not finish within {limit:?}; exiting");
-            for pid in servers().iter() {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-            std::process::exit(101);
-        }
-    });
-    Watchdog { _armed: armed }
 }
 
 /// xorshift64: enough to vary choices and kill times; no dependency needed.
@@ -144,31 +80,6 @@ impl Rng {
     fn index(&mut self, len: usize) -> usize {
         usize::try_from(self.below(len as u64)).unwrap()
     }
-}
-
-/// One request; `Err` when no answer came (refused, reset, timed out).
-fn call(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let mut req = agent.request(method, url);
-    for (n, v) in headers {
-        req = req.set(n, v);
-    }
-    let result = match body {
-        Some(b) => req.set("content-type", "application/json").send_string(&b.to_string()),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
-    let text = resp.into_string().map_err(|e| format!("reading the body: {e}"))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 /// A write that got no answer: it may or may not have landed.
@@ -226,7 +137,7 @@ struct WriterOut {
 /// Mixed writes on the keys this thread owns until the first request without
 /// an answer (the kill).
 fn writer(base: &str, root: &str, round: usize, t: usize, mut keys: Vec<KeyModel>, seed: u64) -> WriterOut {
-    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
+    let agent = agent_with_timeout(TIMEOUT);
     let auth = bearer(root);
     let headers = [("authorization", auth.as_str())];
     let mut rng = Rng(seed | 1);
@@ -321,7 +232,7 @@ fn writer(base: &str, root: &str, round: usize, t: usize, mut keys: Vec<KeyModel
 
 /// Every key of the workspace: id → (status, credits_remaining).
 fn list_all(s: &Server) -> HashMap<String, (String, Option<u64>)> {
-    let agent = ureq::AgentBuilder::new().timeout(TIMEOUT).build();
+    let agent = agent_with_timeout(TIMEOUT);
     let auth = bearer(&s.root);
     let mut all = HashMap::new();
     let mut cursor: Option<String> = None;
@@ -425,7 +336,7 @@ fn soak(name: &'static str, rounds: usize) {
     println!("{name}: {rounds} rounds, seed {seed} (KEYWARD_SOAK_SEED)");
     let mut rng = Rng(seed | 1);
     let budget = BASE_BUDGET + ROUND_BUDGET * u32::try_from(rounds).unwrap_or(u32::MAX);
-    let _watchdog = watchdog(name, budget);
+    let _watchdog = watchdog(name, "the soak", budget);
 
     let dir = tempfile::tempdir().unwrap();
     let db: PathBuf = dir.path().join("soak.redb");
@@ -451,7 +362,7 @@ fn soak(name: &'static str, rounds: usize) {
         }
         if round == rounds || !lost.is_empty() {
             // Done (or already broken): a clean stop for the last look.
-            let code = terminate(&mut s);
+            let code = s.try_terminate(STOP_TIMEOUT);
             assert_eq!(code, Some(0), "{name}: SIGTERM after the soak");
             break;
         }
@@ -506,17 +417,4 @@ fn soak(name: &'static str, rounds: usize) {
     println!("soak: {kills} rounds, {} acknowledged writes, lost = {}", m.acks.total(), lost.len());
     assert!(m.acks.total() > 0, "{name}: no write was acknowledged");
     assert!(lost.is_empty(), "{name}: {} violations: {:?}", lost.len(), &lost[..lost.len().min(20)]);
-}
-
-/// Sends SIGTERM; the exit code, or `None` if the server still runs after 10 s.
-fn terminate(s: &mut Server) -> Option<i32> {
-    Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            return Some(status.code().unwrap_or(-1));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }

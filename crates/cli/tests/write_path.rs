@@ -12,14 +12,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, bearer};
+use common::{Server, Watched, agent_with_timeout as agent, bearer, call, watchdog};
 use serde_json::{Value, json};
 
 /// Keys with a signing identity and a daily limit.
@@ -45,98 +42,6 @@ fn serve_default_flush_does_not_wedge() {
 #[test]
 fn serve_flush_ms_1_does_not_wedge() {
     run("serve_flush_ms_1_does_not_wedge", &["--flush-ms", "1"], Duration::from_secs(5));
-}
-
-/// The servers this test binary runs now. The watchdog kills them before it
-/// ends the process: tests run in parallel threads, and the `Drop` of the
-/// other tests' servers does not run on `exit`.
-static SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn servers() -> std::sync::MutexGuard<'static, Vec<u32>> {
-    SERVERS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A server the watchdog knows about; killed (and forgotten) on drop.
-struct Watched(Server);
-
-impl Watched {
-    fn new(s: Server) -> Self {
-        servers().push(s.child.id());
-        Self(s)
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-        let pid = self.0.child.id();
-        servers().retain(|p| *p != pid);
-    }
-}
-
-impl std::ops::Deref for Watched {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Watched {
-    fn deref_mut(&mut self) -> &mut Server {
-        &mut self.0
-    }
-}
-
-/// Ends the process, after killing the servers, if the test has not finished
-/// in time (a panic in another thread would not fail the test). Dropping it,
-/// also while unwinding, disarms it.
-struct Watchdog {
-    _armed: mpsc::Sender<()>,
-}
-
-fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
-    let (armed, disarmed) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if disarmed.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
-            // Straight to stderr: the harness's captured output dies with the process.
-            let _ = writeln!(std::io::stderr(), "{name}: watchdog: the test did not finish within {limit:?}; exiting");
-            for pid in servers().iter() {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-            std::process::exit(101);
-        }
-    });
-    Watchdog { _armed: armed }
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(timeout).build()
-}
-
-/// One request; `Err` for transport failures (refused, reset, timed out).
-fn call(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let mut req = agent.request(method, url);
-    for (n, v) in headers {
-        req = req.set(n, v);
-    }
-    let result = match body {
-        Some(b) => req.set("content-type", "application/json").send_string(&b.to_string()),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = resp.status();
-    let text = resp.into_string().map_err(|e| format!("reading the body: {e}"))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 fn error_code(body: &Value) -> &str {
@@ -297,22 +202,8 @@ fn health_loop(base: &str, stop: &AtomicBool, start: Instant) -> (u64, Vec<Strin
     (polls, failures)
 }
 
-/// Sends SIGTERM; the exit code, or `None` if the server is still running
-/// after [`STOP_TIMEOUT`].
-fn terminate(s: &mut Server) -> Option<i32> {
-    Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            return Some(status.code().unwrap_or(-1));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 fn run(name: &'static str, extra: &[&str], load_for: Duration) {
-    let _watchdog = watchdog(name, WATCHDOG);
+    let _watchdog = watchdog(name, "the test", WATCHDOG);
     let mut s = Watched::new(Server::start(extra));
     let keys = Arc::new(create_keys(&s));
 
@@ -344,7 +235,7 @@ fn run(name: &'static str, extra: &[&str], load_for: Duration) {
 
     // After the load: still answering, and a clean stop.
     let after = call(&agent(HEALTH_TIMEOUT), "GET", &s.url("/healthz"), &[], None);
-    let stopped = terminate(&mut s);
+    let stopped = s.try_terminate(STOP_TIMEOUT);
 
     println!(
         "{name}: load ran {load_ran:?}; logins: {}; gateway: {}; healthz: {polls} polls, {} failed; \

@@ -568,11 +568,12 @@ impl Inner {
     pub(crate) fn flush(&self) -> Result<()> {
         let mut taken: Vec<Arc<UsageCell>> = Vec::new();
         let result = self.write(|batch| {
-            let mut seen = std::collections::HashSet::new();
             for entry in self.by_id.iter() {
                 let cell = &entry.value().usage;
-                // Shared cells are written once, under their owner.
-                if seen.insert(Arc::as_ptr(cell) as usize) && cell.dirty.swap(false, Ordering::AcqRel) {
+                // A cell shared by a rotated key and its successor is met
+                // twice; only the first swap takes it. Clean cells are only
+                // read, so a flush writes no cache line of theirs.
+                if cell.dirty.load(Ordering::Relaxed) && cell.dirty.swap(false, Ordering::AcqRel) {
                     taken.push(Arc::clone(cell));
                 }
             }

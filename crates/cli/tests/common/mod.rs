@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -105,6 +107,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Sends SIGTERM; the exit code, or `None` if the server still runs after `limit`.
+    pub fn try_terminate(&mut self, limit: Duration) -> Option<i32> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for Server {
@@ -112,6 +127,70 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The servers this test binary runs now under [`Watched`]. The [`watchdog`]
+/// kills them before it ends the process: tests run in parallel threads, and
+/// the `Drop` of the other tests' servers does not run on `exit`.
+static SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+pub fn servers() -> MutexGuard<'static, Vec<u32>> {
+    SERVERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A server the watchdog knows about; killed (and forgotten) on drop.
+pub struct Watched(pub Server);
+
+impl Watched {
+    pub fn new(s: Server) -> Self {
+        servers().push(s.child.id());
+        Self(s)
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+        let pid = self.0.child.id();
+        servers().retain(|p| *p != pid);
+    }
+}
+
+impl std::ops::Deref for Watched {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Watched {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
+    }
+}
+
+/// Ends the process, after killing the [`Watched`] servers, if `what` (say
+/// "the test") has not finished within `limit` (a panic in another thread
+/// would not fail the test). Dropping it, also while unwinding, disarms it.
+pub struct Watchdog {
+    _armed: mpsc::Sender<()>,
+}
+
+/// Arms a [`Watchdog`]; its message reads "{name}: watchdog: {what} did not finish within {limit}; exiting".
+pub fn watchdog(name: &'static str, what: &'static str, limit: Duration) -> Watchdog {
+    let (armed, disarmed) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if disarmed.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
+            // Straight to stderr: the harness's captured output dies with the process.
+            let _ = writeln!(std::io::stderr(), "{name}: watchdog: {what} did not finish within {limit:?}; exiting");
+            for pid in servers().iter() {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+            std::process::exit(101);
+        }
+    });
+    Watchdog { _armed: armed }
 }
 
 /// A response: status, headers we look at, JSON body (or Null).
@@ -137,7 +216,12 @@ impl Resp {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(20)).build()
+    agent_with_timeout(Duration::from_secs(20))
+}
+
+/// An agent whose every request times out after `timeout`.
+pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(timeout).build()
 }
 
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Resp {
@@ -152,6 +236,39 @@ pub fn request_with(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Resp {
+    let resp = send(agent, method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status();
+    let headers =
+        resp.headers_names().iter().filter_map(|n| resp.header(n).map(|v| (n.clone(), v.to_owned()))).collect();
+    let text = resp.into_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp { status, body, headers }
+}
+
+/// One request; (status, JSON body or Null), or `Err` when no answer came
+/// (refused, reset, timed out, or the body could not be read).
+pub fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let resp = send(agent, method, url, headers, body)?;
+    let status = resp.status();
+    let text = resp.into_string().map_err(|e| format!("reading the body: {e}"))?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// Sends a request (JSON `body`, if any); the response whatever its status,
+/// or the transport error.
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<ureq::Response, String> {
     let mut req = agent.request(method, url);
     for (n, v) in headers {
         req = req.set(n, v);
@@ -160,17 +277,10 @@ pub fn request_with(
         Some(b) => req.set("content-type", "application/json").send_string(&b.to_string()),
         None => req.call(),
     };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    let status = resp.status();
-    let headers =
-        resp.headers_names().iter().filter_map(|n| resp.header(n).map(|v| (n.clone(), v.to_owned()))).collect();
-    let text = resp.into_string().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, body, headers }
+    match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(r),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn bearer(token: &str) -> String {
