@@ -68,7 +68,7 @@ impl Metrics {
         out.push_str("# HELP keyward_write_failures_total Commits that failed (flushes included).\n");
         out.push_str("# TYPE keyward_write_failures_total counter\n");
         let _ = writeln!(out, "keyward_write_failures_total {}", health.write_failures);
-        out.push_str("# HELP keyward_store_degraded 1 while the store fails to commit or the flusher has stopped.\n");
+        out.push_str("# HELP keyward_store_degraded 1 while the store fails to commit.\n");
         out.push_str("# TYPE keyward_store_degraded gauge\n");
         let _ = writeln!(out, "keyward_store_degraded {}", u8::from(health.degraded.is_some()));
         out

@@ -626,7 +626,7 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
 
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded", …}`
 /// while the store fails to commit (verification keeps answering from
-/// memory; changes fail and change nothing) or the flusher has stopped.
+/// memory; changes fail and change nothing) or a flush panicked.
 pub(crate) async fn healthz(State(state): State<AppState>) -> Reply {
     let h = state.engine.health();
     match &h.degraded {

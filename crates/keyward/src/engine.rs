@@ -395,7 +395,7 @@ impl EngineBuilder {
 #[non_exhaustive]
 pub struct Health {
     /// Why the store is degraded, or `None` when the last commit (or flush)
-    /// succeeded and the flusher runs. While degraded, verification keeps
+    /// succeeded. While degraded, verification keeps
     /// answering from memory; changes fail and change nothing.
     pub degraded: Option<String>,
     /// Commits that failed since the engine opened (flushes included).
@@ -447,11 +447,8 @@ impl Engine {
     /// store is degraded now.
     pub fn health(&self) -> Health {
         let h = &self.inner.writer.health;
-        let mut degraded =
+        let degraded =
             h.degraded.load(Ordering::Acquire).then(|| h.problem.lock().ok().and_then(|p| p.clone())).flatten();
-        if degraded.is_none() && h.flusher_died.load(Ordering::Acquire) {
-            degraded = Some("the background flusher stopped".into());
-        }
         Health {
             degraded,
             write_failures: h.write_failures.load(Ordering::Relaxed),

@@ -92,8 +92,6 @@ pub(crate) struct Health {
     pub flush_failures: AtomicU64,
     /// Why the store is degraded; `None` when the last commit succeeded.
     pub problem: Mutex<Option<String>>,
-    /// Set when the flusher thread has stopped unexpectedly.
-    pub flusher_died: AtomicBool,
     /// Set while the last commit failed (a cheap read of `problem`).
     pub degraded: AtomicBool,
 }
