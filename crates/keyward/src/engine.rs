@@ -353,6 +353,20 @@ impl EngineBuilder {
         self.start(Box::new(store), PathBuf::from("<storage backend>"))
     }
 
+    /// Opens (or provisions) a database in Redis at `url`
+    /// (`redis://HOST:PORT/DB`): records, counters, sessions and the audit
+    /// log live there, each change committed as one atomic script. Secrets
+    /// (the master and snapshot keys) are never written to it.
+    ///
+    /// One node per Redis database for now: a node does not yet see changes
+    /// other nodes make after it opened.
+    #[cfg(feature = "redis")]
+    pub fn open_redis(self, url: &str) -> Result<Engine> {
+        self.check_keys()?;
+        let store = crate::store::redis::RedisStore::open(url)?;
+        self.start(Box::new(store), PathBuf::from(crate::store::redis::shown(url)))
+    }
+
     fn check_keys(&self) -> Result<()> {
         if self.opts.master_key.as_ref().is_some_and(|k| k.len() < 32) {
             return Err(Error::invalid("master_key", "must be at least 32 bytes"));

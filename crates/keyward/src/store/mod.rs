@@ -6,10 +6,12 @@
 //! returns `Ok` does the engine publish the change to its in-memory index.
 //! A store never calls back into the engine and takes no engine lock.
 //!
-//! The embedded redb store ([`redb::RedbStore`]) is the one implementation
-//! today.
+//! Two implementations: the embedded redb store ([`redb::RedbStore`], the
+//! default) and a Redis store ([`redis::RedisStore`], feature `redis`).
 
 pub(crate) mod redb;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 pub(crate) mod tables;
 
 use keyward_core::{KeyId, NonceState, WorkspaceId};

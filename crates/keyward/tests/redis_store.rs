@@ -1,0 +1,198 @@
+//! The Redis store against a real `redis-server` the test starts on a free
+//! loopback port (Debian's package). Without `redis-server` the tests skip
+//! with a message, unless `KEYWARD_REQUIRE_REDIS=1` (CI) makes them fail.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{MASTER, T0};
+use keyward::{Actor, CreditChange, Engine, Error, ManualClock, NewKey, NewSigning, NewTool, NewWorkspace, Request};
+use keyward_core::{Code, Credits, Limits, NoncePolicy, SignedHeaders, Status, sign_hex};
+
+/// A `redis-server` child: append-only file fsynced on every write, so a
+/// restart keeps what it acknowledged. Killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one, or `None` (after saying why) when `redis-server` is missing.
+    fn start() -> Option<Self> {
+        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+            assert!(
+                std::env::var("KEYWARD_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "KEYWARD_REQUIRE_REDIS=1 but redis-server is not installed"
+            );
+            println!("skipped: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(port, dir.path());
+        Some(Self { child, port, dir })
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, self.dir.path());
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn open(url: &str, clock: &ManualClock) -> Engine {
+    Engine::builder()
+        .clock(clock.clone())
+        .master_key(MASTER)
+        .flush_interval(Duration::from_secs(3600))
+        .open_redis(url)
+        .unwrap()
+}
+
+fn login(k: &keyward::CreatedKey, nonce: &str) -> SignedHeaders {
+    let secret = keyward_core::ApiSecret::new(k.signing.as_ref().unwrap().api_secret.as_bytes().to_vec());
+    SignedHeaders {
+        api_key: zeroize::Zeroizing::new(k.token.expose().to_owned()),
+        signature: sign_hex(&secret, nonce, "u1", k.token.expose()),
+        user_id: "u1".into(),
+        nonce: nonce.into(),
+    }
+}
+
+#[test]
+fn everything_round_trips_through_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let clock = ManualClock::new(T0);
+    let e = open(&redis.url(), &clock);
+    let ws = e.create_workspace(NewWorkspace::named("acme"), &Actor::Admin).unwrap().policy.id;
+    let tool = NewTool {
+        name: "reports".into(),
+        enabled: true,
+        permission: None,
+        cooldown_ms: Some(10),
+        daily_limit: Some(5),
+    };
+    e.create_tool(ws, tool, &Actor::Admin).unwrap();
+    let credits = Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() };
+    let paid =
+        e.create_key(ws, NewKey { name: "paid".into(), limits: Some(credits), ..NewKey::default() }, &Actor::Admin);
+    let paid = paid.unwrap();
+    let signer = NewKey {
+        name: "signer".into(),
+        signing: Some(NewSigning { user_id: "u1".into(), nonce_policy: NoncePolicy::Monotonic }),
+        ..NewKey::default()
+    };
+    let signer = e.create_key(ws, signer, &Actor::Admin).unwrap();
+    let revoked = e.create_key(ws, NewKey { name: "revoked".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    let deleted = e.create_key(ws, NewKey { name: "deleted".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    assert!(e.verify(paid.token.expose(), &Request::default()).is_valid());
+    e.update_credits(paid.info.id, CreditChange::Decrement(2), &Actor::Admin).unwrap();
+    let rotated = e.rotate_key(paid.info.id, 60_000, &Actor::Admin).unwrap();
+    e.revoke_key(revoked.info.id, &Actor::Admin).unwrap();
+    e.delete_key(deleted.info.id, &Actor::Admin).unwrap();
+    e.authenticate_user(&login(&signer, "5"), None).unwrap();
+    let keys_before: Vec<_> =
+        [paid.info.id, rotated.info.id, signer.info.id, revoked.info.id].iter().map(|id| e.key(*id).unwrap()).collect();
+    let audit_before = e.audit(None, 0, 100).unwrap();
+    assert_eq!(audit_before.items.len(), 10);
+    assert_eq!(audit_before.items.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<u64>>());
+    e.close().unwrap();
+    drop(e);
+
+    let e = open(&redis.url(), &clock);
+    let keys_after: Vec<_> = keys_before.iter().map(|k| e.key(k.id).unwrap()).collect();
+    assert_eq!(keys_after, keys_before);
+    assert_eq!(keys_after[1].credits_remaining, Some(7), "10, one call, minus 2");
+    assert_eq!(keys_after[3].status, Status::Revoked);
+    assert!(matches!(e.key(deleted.info.id), Err(Error::NotFound { .. })));
+    assert_eq!(e.verify(deleted.token.expose(), &Request::default()).code, Code::NotFound);
+    assert_eq!(e.audit(None, 0, 100).unwrap(), audit_before);
+    assert_eq!(e.audit(Some(ws), 3, 4).unwrap().items.iter().map(|a| a.seq).collect::<Vec<_>>(), [4, 5, 6, 7]);
+    assert_eq!(e.audit(Some(ws), 3, 4).unwrap().next_cursor.as_deref(), Some("7"));
+    assert_eq!(e.tools(ws).unwrap()[0].limits.daily, Some(5));
+    assert_eq!(e.session_count(), 1);
+    assert_eq!(e.authenticate_user(&login(&signer, "5"), None).unwrap_err().code, Code::NonceReused);
+    assert_eq!(e.check().unwrap(), 4);
+}
+
+#[test]
+fn redis_down_changes_nothing_and_the_engine_recovers() {
+    let Some(mut redis) = Redis::start() else { return };
+    let clock = ManualClock::new(T0);
+    let e = open(&redis.url(), &clock);
+    let ws = e.create_workspace(NewWorkspace::named("acme"), &Actor::Admin).unwrap().policy.id;
+    let k = e.create_key(ws, NewKey { name: "k".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+
+    redis.stop();
+    let failed = e.create_key(ws, NewKey { name: "x".into(), ..NewKey::default() }, &Actor::Admin);
+    assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+    assert!(e.revoke_key(k.info.id, &Actor::Admin).is_err());
+    assert_eq!(e.key_count(), 1);
+    assert_eq!(e.verify(k.token.expose(), &Request::default()).code, Code::Valid, "answers from memory");
+    assert!(e.health().degraded.is_some());
+
+    redis.restart();
+    e.revoke_key(k.info.id, &Actor::Admin).unwrap();
+    assert_eq!(e.health().degraded, None);
+    e.close().unwrap();
+    drop(e);
+    let e = open(&redis.url(), &clock);
+    assert_eq!((e.key_count(), e.key(k.info.id).unwrap().status), (1, Status::Revoked));
+}
+
+#[test]
+fn a_foreign_or_newer_layout_is_refused() {
+    let Some(redis) = Redis::start() else { return };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    redis::cmd("HSET")
+        .arg("{keyward}:meta")
+        .arg("magic")
+        .arg("keyward")
+        .arg("schema_version")
+        .arg(99)
+        .query::<()>(&mut c)
+        .unwrap();
+    let err = Engine::builder().open_redis(&redis.url()).err().unwrap();
+    assert_eq!(err, Error::SchemaTooNew { found: 99, supported: 1 });
+    redis::cmd("HSET").arg("{keyward}:meta").arg("magic").arg("other").query::<()>(&mut c).unwrap();
+    let err = Engine::builder().open_redis(&redis.url()).err().unwrap();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+}
