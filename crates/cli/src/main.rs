@@ -8,7 +8,7 @@ mod secrets;
 mod serve;
 mod table;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -28,6 +28,14 @@ struct Cli {
     /// Database file.
     #[arg(long, global = true, default_value = "./keyward.redb")]
     db: PathBuf,
+    /// A shared store instead of the database file: `redis://HOST:PORT/DB`.
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "db")]
+    store: Option<String>,
+    /// With --store: the master and snapshot keys (JSON, as `<db>.secrets`);
+    /// `init` creates it. `KEYWARD_MASTER_KEY` / `KEYWARD_SNAPSHOT_KEY` (hex)
+    /// override it. A shared store never holds them.
+    #[arg(long, global = true, value_name = "FILE", requires = "store")]
+    secrets: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -308,14 +316,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Out {
     let json = cli.json;
+    let place = Place::new(cli.db, cli.store, cli.secrets)?;
+    let db = &place;
     match cli.command {
-        Command::Init { prefix } => init(&cli.db, &prefix, json),
-        Command::Serve(args) => serve::run(&cli.db, args),
-        Command::Key(cmd) => key(&cli.db, cmd, json),
-        Command::Tool(cmd) => tool(&cli.db, cmd, json),
-        Command::Workspace(cmd) => workspace(&cli.db, cmd, json),
+        Command::Init { prefix } => init(db, &prefix, json),
+        Command::Serve(args) => serve::run(db, args),
+        Command::Key(cmd) => key(db, cmd, json),
+        Command::Tool(cmd) => tool(db, cmd, json),
+        Command::Workspace(cmd) => workspace(db, cmd, json),
         Command::Verify { token, ip, tool, permissions } => {
-            let engine = open(&cli.db)?;
+            let engine = open(db)?;
             let perms: Vec<&str> = permissions.iter().map(String::as_str).collect();
             let req = keyward::Request { ip, tool: tool.as_deref(), permissions: &perms, ..Default::default() };
             let v = engine.verify(&token, &req);
@@ -333,7 +343,7 @@ fn run(cli: Cli) -> Out {
             Ok(if v.is_valid() { 0 } else { 1 })
         }
         Command::Audit { cursor, limit } => {
-            let engine = open(&cli.db)?;
+            let engine = open(db)?;
             let page = engine.audit(None, cursor, limit)?;
             if json {
                 let items: Vec<Value> = page
@@ -362,7 +372,7 @@ fn run(cli: Cli) -> Out {
             Ok(0)
         }
         Command::Snapshot(SnapshotCommand::Export { out }) => {
-            let engine = open(&cli.db)?;
+            let engine = open(db)?;
             let bytes = engine.export_snapshot()?;
             std::fs::write(&out, &bytes).map_err(|e| Fail(2, format!("{}: {e}", out.display())))?;
             if json {
@@ -378,19 +388,72 @@ fn run(cli: Cli) -> Out {
     }
 }
 
-/// Opens an existing database with its secrets.
-pub(crate) fn open(db: &Path) -> Result<Engine, Fail> {
-    if !db.exists() {
-        return Err(Fail(
-            2,
-            format!("{} does not exist; run `keyward init --db {}` first", db.display(), db.display()),
-        ));
-    }
-    open_or_create(db, std::time::Duration::from_secs(1))
+/// Where the data lives: the redb file of `--db` (the default), or the
+/// shared store of `--store`.
+pub(crate) enum Place {
+    File(PathBuf),
+    Redis { url: String, secrets: Option<PathBuf> },
 }
 
-pub(crate) fn open_or_create(db: &Path, flush: std::time::Duration) -> Result<Engine, Fail> {
-    let s = secrets::load_or_create(db)?;
+impl Place {
+    fn new(db: PathBuf, store: Option<String>, secrets: Option<PathBuf>) -> Result<Self, Fail> {
+        let Some(url) = store else { return Ok(Place::File(db)) };
+        match url.split_once("://").map(|(scheme, _)| scheme) {
+            Some("redis") => Ok(Place::Redis { url, secrets }),
+            Some(scheme @ ("rediss" | "redis+cluster")) => {
+                Err(Fail(2, format!("--store: {scheme}:// is not supported yet; use redis://HOST:PORT/DB")))
+            }
+            _ => Err(Fail(2, "--store: expected redis://HOST:PORT/DB".into())),
+        }
+    }
+
+    /// For messages: the file, or the store's URL without its password.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            Place::File(p) => p.display().to_string(),
+            Place::Redis { url, .. } => match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+                _ => url.clone(),
+            },
+        }
+    }
+
+    /// Whether a database file is there already (a store always is).
+    pub(crate) fn exists(&self) -> bool {
+        match self {
+            Place::File(p) => p.exists(),
+            Place::Redis { .. } => true,
+        }
+    }
+}
+
+/// Opens an existing database with its secrets.
+pub(crate) fn open(db: &Place) -> Result<Engine, Fail> {
+    if let Place::File(path) = db
+        && !path.exists()
+    {
+        return Err(Fail(
+            2,
+            format!("{} does not exist; run `keyward init --db {}` first", path.display(), path.display()),
+        ));
+    }
+    let engine = connect(db, std::time::Duration::from_secs(1), false)?;
+    if matches!(db, Place::Redis { .. }) && engine.workspaces().is_empty() {
+        return Err(Fail(2, format!("{} holds no keyward data; run `keyward init --store …` first", db.shown())));
+    }
+    Ok(engine)
+}
+
+pub(crate) fn open_or_create(db: &Place, flush: std::time::Duration) -> Result<Engine, Fail> {
+    connect(db, flush, true)
+}
+
+/// Opens the engine; `create` lets `init` write a missing `--secrets` file.
+fn connect(db: &Place, flush: std::time::Duration, create: bool) -> Result<Engine, Fail> {
+    let s = match db {
+        Place::File(path) => secrets::load_or_create(path)?,
+        Place::Redis { secrets, .. } => secrets::for_store(secrets.as_deref(), create)?,
+    };
     let mut b = Engine::builder().flush_interval(flush);
     if let Some(m) = s.master_key {
         b = b.master_key(m);
@@ -398,7 +461,11 @@ pub(crate) fn open_or_create(db: &Path, flush: std::time::Duration) -> Result<En
     if let Some(k) = s.snapshot_key {
         b = b.snapshot_key(k);
     }
-    b.open(db).map_err(|e| Fail(2, e.to_string()))
+    match db {
+        Place::File(path) => b.open(path),
+        Place::Redis { url, .. } => b.open_redis(url),
+    }
+    .map_err(|e| Fail(2, e.to_string()))
 }
 
 /// What `init` creates.
@@ -433,9 +500,11 @@ fn provision(engine: &Engine, name: &str, prefix: &str, actor: &Actor) -> Result
     Ok(Initialised { workspace: id, root_key: root.token.expose().to_owned() })
 }
 
-fn init(db: &Path, prefix: &str, json: bool) -> Out {
-    if db.exists() {
-        return Err(Fail(2, format!("{} already exists", db.display())));
+fn init(db: &Place, prefix: &str, json: bool) -> Out {
+    if let Place::File(path) = db
+        && path.exists()
+    {
+        return Err(Fail(2, format!("{} already exists", path.display())));
     }
     // Validate before creating any file.
     Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
@@ -445,7 +514,7 @@ fn init(db: &Path, prefix: &str, json: bool) -> Out {
     if json {
         println!("{}", json!({"workspace_id": init.workspace.to_string(), "root_key": init.root_key}));
     } else {
-        println!("initialised {}", db.display());
+        println!("initialised {}", db.shown());
         println!("workspace  {}", init.workspace);
         println!("ROOT KEY (shown once, store it now): {}", init.root_key);
     }
@@ -571,7 +640,7 @@ fn new_key(name: String, settings: &KeySettings) -> Result<NewKey, Fail> {
     })
 }
 
-fn key(db: &Path, cmd: KeyCommand, json: bool) -> Out {
+fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
     let engine = open(db)?;
     let ws = default_workspace(&engine)?;
     let admin = Actor::Admin;
@@ -676,7 +745,7 @@ fn tool_row(t: &keyward_core::ToolPolicy) -> Vec<String> {
 
 const TOOL_HEADERS: [&str; 5] = ["NAME", "ENABLED", "PERMISSION", "COOLDOWN MS", "DAILY LIMIT"];
 
-fn tool(db: &Path, cmd: ToolCommand, json: bool) -> Out {
+fn tool(db: &Place, cmd: ToolCommand, json: bool) -> Out {
     let engine = open(db)?;
     let ws = default_workspace(&engine)?;
     let perm = |p: Option<String>| p.map(|p| Permission::parse(&p)).transpose();
@@ -719,7 +788,7 @@ fn tool(db: &Path, cmd: ToolCommand, json: bool) -> Out {
     Ok(0)
 }
 
-fn workspace(db: &Path, cmd: WorkspaceCommand, json: bool) -> Out {
+fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
     let engine = open(db)?;
     if let WorkspaceCommand::Create { name, prefix } = &cmd {
         let made = provision(&engine, name, prefix, &Actor::Admin)?;

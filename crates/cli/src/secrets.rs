@@ -41,31 +41,67 @@ fn env_key(name: &str) -> Result<Option<Vec<u8>>, Fail> {
 /// (hex) override the file.
 pub(crate) fn load_or_create(db: &Path) -> Result<Secrets, Fail> {
     let path = path_for(db);
-    let mut s = Secrets { master_key: None, snapshot_key: None };
-    if path.exists() {
-        let text = std::fs::read_to_string(&path).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
-        let field = |name: &str| -> Result<Option<Vec<u8>>, Fail> {
-            match v.get(name).and_then(|x| x.as_str()) {
-                Some(h) => unhex(h).map(Some).ok_or_else(|| Fail(2, format!("{}: bad {name}", path.display()))),
-                None => Ok(None),
-            }
-        };
-        s.master_key = field("master_key")?;
-        s.snapshot_key = field("snapshot_key")?;
+    let s = if path.exists() {
+        read(&path)?
     } else if !db.exists() {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        let mut master = vec![0u8; 32];
-        let mut snap = vec![0u8; 32];
-        rng.fill_bytes(&mut master);
-        rng.fill_bytes(&mut snap);
-        let body = serde_json::json!({"master_key": hex(&master), "snapshot_key": hex(&snap)}).to_string();
-        write_private(&path, body.as_bytes())?;
-        s.master_key = Some(master);
-        s.snapshot_key = Some(snap);
+        create(&path)?
+    } else {
+        Secrets { master_key: None, snapshot_key: None }
+    };
+    with_env(s)
+}
+
+/// The keys of a node of a shared store, which never holds them: from
+/// `KEYWARD_MASTER_KEY` / `KEYWARD_SNAPSHOT_KEY` (hex) or the `--secrets`
+/// file (created with fresh keys when `create` and it does not exist yet).
+/// Both keys are required.
+pub(crate) fn for_store(file: Option<&Path>, create_missing: bool) -> Result<Secrets, Fail> {
+    let s = match file {
+        Some(path) if path.exists() => read(path)?,
+        Some(path) if create_missing => create(path)?,
+        Some(path) => return Err(Fail(2, format!("--secrets {}: no such file", path.display()))),
+        None => Secrets { master_key: None, snapshot_key: None },
+    };
+    let s = with_env(s)?;
+    if s.master_key.is_none() || s.snapshot_key.is_none() {
+        return Err(Fail(
+            2,
+            "a shared store never holds the master and snapshot keys: set KEYWARD_MASTER_KEY and \
+             KEYWARD_SNAPSHOT_KEY (hex, as every node must) or pass --secrets FILE"
+                .into(),
+        ));
     }
+    Ok(s)
+}
+
+/// Reads a secrets file (`{"master_key": hex, "snapshot_key": hex}`).
+fn read(path: &Path) -> Result<Secrets, Fail> {
+    let text = std::fs::read_to_string(path).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+    let field = |name: &str| -> Result<Option<Vec<u8>>, Fail> {
+        match v.get(name).and_then(|x| x.as_str()) {
+            Some(h) => unhex(h).map(Some).ok_or_else(|| Fail(2, format!("{}: bad {name}", path.display()))),
+            None => Ok(None),
+        }
+    };
+    Ok(Secrets { master_key: field("master_key")?, snapshot_key: field("snapshot_key")? })
+}
+
+/// Writes a secrets file with fresh random keys (mode 0600).
+fn create(path: &Path) -> Result<Secrets, Fail> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut master = vec![0u8; 32];
+    let mut snap = vec![0u8; 32];
+    rng.fill_bytes(&mut master);
+    rng.fill_bytes(&mut snap);
+    let body = serde_json::json!({"master_key": hex(&master), "snapshot_key": hex(&snap)}).to_string();
+    write_private(path, body.as_bytes())?;
+    Ok(Secrets { master_key: Some(master), snapshot_key: Some(snap) })
+}
+
+/// The environment's keys over the file's.
+fn with_env(mut s: Secrets) -> Result<Secrets, Fail> {
     if let Some(k) = env_key("KEYWARD_MASTER_KEY")? {
         s.master_key = Some(k);
     }

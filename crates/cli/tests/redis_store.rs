@@ -1,0 +1,124 @@
+//! `keyward --store redis://…`: init, the key commands and `serve` on a real
+//! `redis-server` the test starts (skipped with a message when it is not
+//! installed, unless `KEYWARD_REQUIRE_REDIS=1`).
+
+mod common;
+#[path = "../../keyward/tests/common/redis_server.rs"]
+mod redis_server;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{BIN, bearer, request};
+use redis_server::Redis;
+use serde_json::{Value, json};
+
+/// Runs the CLI against `url`; returns (exit code, stdout, stderr).
+fn cli(url: &str, secrets: Option<&std::path::Path>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--store", url]).env_remove("KEYWARD_MASTER_KEY").env_remove("KEYWARD_SNAPSHOT_KEY");
+    if let Some(s) = secrets {
+        cmd.arg("--secrets").arg(s);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn init_keys_and_serve_on_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("node.secrets");
+
+    // No keys, no node: the store never holds them.
+    let (code, _, err) = cli(&url, None, &["init", "--json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("set KEYWARD_MASTER_KEY and KEYWARD_SNAPSHOT_KEY"), "{err}");
+    let (code, _, err) = cli("rediss://127.0.0.1:1/0", None, &["init"]);
+    assert_eq!(
+        (code, err.trim()),
+        (2, "keyward: error: --store: rediss:// is not supported yet; use redis://HOST:PORT/DB")
+    );
+
+    let (code, out, err) = cli(&url, Some(&secrets), &["init", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let root = v["root_key"].as_str().unwrap().to_owned();
+    assert!(v["workspace_id"].as_str().unwrap().starts_with("ws_"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (code, _, err) = cli(&url, Some(&secrets), &["init"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is already initialised"), "{err}");
+
+    // Neither key is anywhere in Redis.
+    let keys: Value = serde_json::from_str(&std::fs::read_to_string(&secrets).unwrap()).unwrap();
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let names: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(names.iter().all(|n| n.starts_with("{keyward}:")), "{names:?}");
+    let mut everything = Vec::new();
+    for n in &names {
+        let kind: String = redis::cmd("TYPE").arg(n).query(&mut c).unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "hash" => redis::cmd("HGETALL").arg(n).query(&mut c).unwrap(),
+            _ => redis::cmd("LRANGE").arg(n).arg(0).arg(-1).query(&mut c).unwrap(),
+        };
+        everything.extend(values.into_iter().flatten());
+    }
+    for name in ["master_key", "snapshot_key"] {
+        let hex = keys[name].as_str().unwrap();
+        let raw: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        assert!(!everything.windows(raw.len()).any(|w| w == raw.as_slice()), "{name} in Redis");
+        assert!(!everything.windows(hex.len()).any(|w| w == hex.as_bytes()), "{name} (hex) in Redis");
+    }
+
+    // The key commands work on the store.
+    let (code, out, err) = cli(&url, Some(&secrets), &["key", "create", "--name", "ci", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let token = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(cli(&url, Some(&secrets), &["verify", &token]).0, 0);
+
+    // A node serves it; a key made over HTTP is in Redis for the next node.
+    let mut child = Command::new(BIN)
+        .args(["--store", &url])
+        .arg("--secrets")
+        .arg(&secrets)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        if let Some(rest) = line.strip_prefix("keyward listening on http://") {
+            break rest.to_owned();
+        }
+    };
+    let health = request("GET", &format!("http://{addr}/healthz"), &[], None);
+    assert_eq!(health.status, 200);
+    let auth = bearer(&root);
+    let made = request(
+        "POST",
+        &format!("http://{addr}/v1/api-keys"),
+        &[("authorization", &auth)],
+        Some(&json!({"name": "over-http"})),
+    );
+    assert_eq!(made.status, 201);
+    let secret = made.data()["secret"].as_str().unwrap().to_owned();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(cli(&url, Some(&secrets), &["verify", &secret]).0, 0, "seen by the next node");
+    let (code, out, _) = cli(&url, Some(&secrets), &["key", "list", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["over-http", "ci", "root"]);
+}
