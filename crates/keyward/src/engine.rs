@@ -16,7 +16,7 @@ use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
 use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
-use crate::store::{Batch, Change, Loaded, Store};
+use crate::store::{Batch, Change, Followed, Loaded, Store};
 use crate::writer::{LeafGuard, Writer};
 
 /// Hasher for maps keyed by SHA-256 output: the bytes are already uniform and
@@ -231,11 +231,14 @@ pub struct Engine {
 struct FlusherHandle {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that follows other nodes' changes (shared stores only).
+    follower: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for FlusherHandle {
     fn drop(&mut self) {
         stop_flusher(&self.inner, &self.thread);
+        stop_flusher(&self.inner, &self.follower);
         // A final flush; errors cannot be reported from drop.
         let _ = self.inner.flush();
     }
@@ -358,8 +361,10 @@ impl EngineBuilder {
     /// log live there, each change committed as one atomic script. Secrets
     /// (the master and snapshot keys) are never written to it.
     ///
-    /// One node per Redis database for now: a node does not yet see changes
-    /// other nodes make after it opened.
+    /// Several nodes may share one Redis database: each follows the others'
+    /// changes of keys, workspaces, tools, sessions and nonces through a
+    /// change stream, within milliseconds. Counters are each node's own for
+    /// now (a limit is enforced per node, not across nodes).
     #[cfg(feature = "redis")]
     pub fn open_redis(self, url: &str) -> Result<Engine> {
         self.check_keys()?;
@@ -399,7 +404,21 @@ impl EngineBuilder {
             .name("keyward-flush".into())
             .spawn(move || worker.flush_loop())
             .map_err(|e| Error::Io(e.to_string()))?;
-        let flusher = Arc::new(FlusherHandle { inner: Arc::clone(&inner), thread: Mutex::new(Some(thread)) });
+        let follower = if inner.writer.store().shared() {
+            let worker = Arc::clone(&inner);
+            let t = std::thread::Builder::new()
+                .name("keyward-follow".into())
+                .spawn(move || worker.follow_loop())
+                .map_err(|e| Error::Io(e.to_string()))?;
+            Some(t)
+        } else {
+            None
+        };
+        let flusher = Arc::new(FlusherHandle {
+            inner: Arc::clone(&inner),
+            thread: Mutex::new(Some(thread)),
+            follower: Mutex::new(follower),
+        });
         Ok(Engine { inner, flusher })
     }
 }
@@ -438,6 +457,7 @@ impl Engine {
     /// counters are then written only by [`Engine::flush`] and on drop.
     pub fn close(&self) -> Result<()> {
         stop_flusher(&self.inner, &self.flusher.thread);
+        stop_flusher(&self.inner, &self.flusher.follower);
         self.inner.flush()
     }
 
@@ -570,6 +590,73 @@ impl Inner {
                 h.degraded.store(true, Ordering::Release);
             }
             stopped = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Follows what other nodes commit to a shared store: each record they
+    /// changed is read again and published here, under the writer (so in
+    /// order with this node's own changes), until the engine stops.
+    fn follow_loop(self: Arc<Self>) {
+        const WAIT: Duration = Duration::from_millis(200);
+        loop {
+            if *self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                return;
+            }
+            match self.writer.store().follow(WAIT) {
+                Ok(items) if !items.is_empty() => {
+                    let _ = self.write(|_| Ok(|| items.into_iter().for_each(|item| self.apply_followed(item))));
+                }
+                Ok(_) => {}
+                // Unreachable for now: try again after a pause.
+                Err(_) => std::thread::sleep(WAIT),
+            }
+        }
+    }
+
+    /// Publishes one record another node changed.
+    fn apply_followed(&self, item: Followed) {
+        match item {
+            Followed::Workspace(id, Some(ws)) => {
+                let tools = self.workspaces.get(&id).map(|s| s.current.load().tools.clone()).unwrap_or_default();
+                self.replace_workspace(LiveWorkspace { ws, tools });
+            }
+            // Workspaces are never deleted.
+            Followed::Workspace(_, None) => {}
+            Followed::Tool(ws, name, rec) => {
+                if let Some(slot) = self.workspaces.get(&ws) {
+                    let mut live = LiveWorkspace::clone(&slot.current.load());
+                    match rec {
+                        Some(r) => live.tools.insert(name, Arc::new(r)),
+                        None => live.tools.remove(&name),
+                    };
+                    slot.current.store(Arc::new(live));
+                }
+            }
+            Followed::Key(id, None) => self.unindex_key(id),
+            Followed::Key(id, Some(rec)) => {
+                let existing = self.by_id.get(&id).map(|k| Arc::clone(&k));
+                // A rotated key shares its successor's counters (the
+                // successor comes first in the same change).
+                let shared = rec.usage_owner.and_then(|o| self.by_id.get(&o).map(|k| Arc::clone(&k.usage)));
+                let cell = match (shared, &existing) {
+                    (Some(cell), _) => cell,
+                    (None, Some(k)) => Arc::clone(&k.usage),
+                    (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default())),
+                };
+                let nonce = existing.map(|k| Arc::clone(&k.nonce)).unwrap_or_default();
+                self.index_key(LiveKey::new(*rec, cell, nonce));
+            }
+            Followed::Nonce(id, state) => {
+                if let Some(k) = self.by_id.get(&id).map(|k| Arc::clone(&k)) {
+                    *LeafGuard::lock(&k.nonce) = state.unwrap_or_default();
+                }
+            }
+            Followed::Session(hash, Some(rec)) => {
+                self.sessions.insert(hash, rec);
+            }
+            Followed::Session(hash, None) => {
+                self.sessions.remove(&hash);
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use crate::validate::{Changes, validate_limits, validate_name};
 impl Inner {
     /// Publishes a workspace version. Keys hold the slot: storing into it
     /// updates them all at once.
-    fn replace_workspace(&self, live: LiveWorkspace) {
+    pub(crate) fn replace_workspace(&self, live: LiveWorkspace) {
         let id = live.ws.policy.id;
         match self.workspaces.get(&id) {
             Some(slot) => slot.current.store(Arc::new(live)),

@@ -132,3 +132,66 @@ fn a_foreign_or_newer_layout_is_refused() {
     let err = Engine::builder().open_redis(&redis.url()).err().unwrap();
     assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
 }
+
+/// Waits (at most 5 s) until `f` holds; returns how long it took.
+fn within(what: &str, f: impl Fn() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}: not seen after 5 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_second_node_follows_every_change_within_milliseconds() {
+    let Some(redis) = Redis::start() else { return };
+    let clock = ManualClock::new(T0);
+    let a = open(&redis.url(), &clock);
+    let ws = a.create_workspace(NewWorkspace::named("acme"), &Actor::Admin).unwrap().policy.id;
+    let early = a.create_key(ws, NewKey { name: "early".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    let b = open(&redis.url(), &clock);
+    let valid = |e: &Engine, token: &str| e.verify(token, &Request::default()).code;
+    assert_eq!(valid(&b, early.token.expose()), Code::Valid, "loaded on open");
+
+    // Made on A after B opened: followed.
+    let signer = NewKey {
+        name: "late".into(),
+        signing: Some(NewSigning { user_id: "u1".into(), nonce_policy: NoncePolicy::Monotonic }),
+        ..NewKey::default()
+    };
+    let late = a.create_key(ws, signer, &Actor::Admin).unwrap();
+    within("a new key", || valid(&b, late.token.expose()) == Code::Valid);
+    a.revoke_key(early.info.id, &Actor::Admin).unwrap();
+    let took = within("a revocation", || valid(&b, early.token.expose()) == Code::Revoked);
+    println!("revocation seen on the other node after {took:?}");
+
+    let session = a.authenticate_user(&login(&late, "9"), None).unwrap();
+    within("a session", || b.verify_session(session.token.expose(), &Request::default()).code == Code::Valid);
+    assert_eq!(b.authenticate_user(&login(&late, "9"), None).unwrap_err().code, Code::NonceReused, "nonce followed");
+
+    let rotated = a.rotate_key(late.info.id, 60_000, &Actor::Admin).unwrap();
+    within("a rotation", || valid(&b, rotated.token.expose()) == Code::Valid);
+    assert_eq!(b.key(late.info.id).unwrap().expires_at, Some(T0.plus(60_000)));
+
+    let tool =
+        NewTool { name: "reports".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None };
+    a.create_tool(ws, tool, &Actor::Admin).unwrap();
+    let on_tool =
+        |e: &Engine| e.verify(rotated.token.expose(), &Request { tool: Some("reports"), ..Request::default() }).code;
+    within("a tool", || on_tool(&b) == Code::Valid);
+    let off = keyward::ToolUpdate { enabled: Some(false), ..keyward::ToolUpdate::default() };
+    a.update_tool(ws, "reports", off, &Actor::Admin).unwrap();
+    within("a disabled tool", || on_tool(&b) == Code::ToolDisabled);
+    let closed = keyward::WorkspaceUpdate { api_access: Some(false), ..keyward::WorkspaceUpdate::default() };
+    a.update_workspace(ws, closed, &Actor::Admin).unwrap();
+    within("a workspace change", || valid(&b, rotated.token.expose()) == Code::PlanInactive);
+
+    a.delete_key(rotated.info.id, &Actor::Admin).unwrap();
+    within("a deletion", || valid(&b, rotated.token.expose()) == Code::NotFound);
+    // And the other way round.
+    b.revoke_key(late.info.id, &Actor::Admin).unwrap();
+    within("a change made on B", || a.key(late.info.id).unwrap().status == Status::Revoked);
+    a.close().unwrap();
+    b.close().unwrap();
+}

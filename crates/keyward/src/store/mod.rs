@@ -77,6 +77,17 @@ pub(crate) struct Loaded {
     pub sessions: Vec<([u8; 32], SessionRecord)>,
 }
 
+/// A record another node changed, as the store holds it now (`None`:
+/// deleted). Counters are not followed: each node counts its own calls.
+#[derive(Debug)]
+pub(crate) enum Followed {
+    Workspace(WorkspaceId, Option<Workspace>),
+    Tool(WorkspaceId, String, Option<ToolRecord>),
+    Key(KeyId, Option<Box<KeyRecord>>),
+    Nonce(KeyId, Option<NonceState>),
+    Session([u8; 32], Option<SessionRecord>),
+}
+
 /// Durable storage under the engine.
 ///
 /// Every method may block (disk or network): the engine calls them from its
@@ -95,4 +106,17 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Reads every key record back; returns how many decoded.
     fn check(&self) -> Result<usize>;
+
+    /// Whether other nodes may write this store (so [`Store::follow`] is
+    /// worth calling). By default, no.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The records other nodes changed since the last call (or since the
+    /// store was opened), waiting up to `wait` for one. By default none.
+    fn follow(&self, wait: std::time::Duration) -> Result<Vec<Followed>> {
+        std::thread::sleep(wait);
+        Ok(Vec::new())
+    }
 }
