@@ -28,6 +28,20 @@ fn cli(url: &str, secrets: Option<&std::path::Path>, args: &[&str]) -> (i32, Str
     )
 }
 
+/// Every byte string in a Redis reply, one after the other.
+fn flatten(v: redis::Value, out: &mut Vec<u8>) {
+    match v {
+        redis::Value::BulkString(b) => out.extend(b),
+        redis::Value::SimpleString(s) => out.extend(s.into_bytes()),
+        redis::Value::Array(items) | redis::Value::Set(items) => items.into_iter().for_each(|i| flatten(i, out)),
+        redis::Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| {
+            flatten(k, out);
+            flatten(v, out);
+        }),
+        _ => {}
+    }
+}
+
 #[test]
 fn init_keys_and_serve_on_redis() {
     let Some(redis) = Redis::start() else { return };
@@ -66,11 +80,13 @@ fn init_keys_and_serve_on_redis() {
     let mut everything = Vec::new();
     for n in &names {
         let kind: String = redis::cmd("TYPE").arg(n).query(&mut c).unwrap();
-        let values: Vec<Vec<u8>> = match kind.as_str() {
-            "hash" => redis::cmd("HGETALL").arg(n).query(&mut c).unwrap(),
-            _ => redis::cmd("LRANGE").arg(n).arg(0).arg(-1).query(&mut c).unwrap(),
+        let read = match kind.as_str() {
+            "hash" => redis::cmd("HGETALL").arg(n).query(&mut c),
+            "list" => redis::cmd("LRANGE").arg(n).arg(0).arg(-1).query(&mut c),
+            "stream" => redis::cmd("XRANGE").arg(n).arg("-").arg("+").query(&mut c),
+            other => panic!("{n} is a {other}"),
         };
-        everything.extend(values.into_iter().flatten());
+        flatten(read.unwrap(), &mut everything);
     }
     for name in ["master_key", "snapshot_key"] {
         let hex = keys[name].as_str().unwrap();
