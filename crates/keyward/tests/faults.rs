@@ -9,10 +9,10 @@ mod faulty;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{MASTER, T0};
+use common::{MASTER, T0, login};
 use faulty::FaultyBackend;
 use keyward::{Actor, CreditChange, Engine, Error, ManualClock, NewKey, NewSigning, NewWorkspace, Request};
-use keyward_core::{Code, Credits, Limits, NoncePolicy, SignedHeaders, Status, sign_hex};
+use keyward_core::{Code, Credits, Limits, NoncePolicy, Status};
 
 fn builder(clock: &ManualClock) -> keyward::EngineBuilder {
     // A long interval: this test flushes by hand.
@@ -21,16 +21,6 @@ fn builder(clock: &ManualClock) -> keyward::EngineBuilder {
         .master_key(MASTER)
         .strict_credits(true)
         .flush_interval(Duration::from_secs(3600))
-}
-
-fn login(k: &keyward::CreatedKey, nonce: &str) -> SignedHeaders {
-    let secret = keyward_core::ApiSecret::new(k.signing.as_ref().unwrap().api_secret.as_bytes().to_vec());
-    SignedHeaders {
-        api_key: zeroize::Zeroizing::new(k.token.expose().to_owned()),
-        signature: sign_hex(&secret, nonce, "u1", k.token.expose()),
-        user_id: "u1".into(),
-        nonce: nonce.into(),
-    }
 }
 
 #[test]

@@ -8,9 +8,9 @@ mod redis_server;
 
 use std::time::Duration;
 
-use common::{MASTER, T0};
+use common::{MASTER, T0, login};
 use keyward::{Actor, CreditChange, Engine, Error, ManualClock, NewKey, NewSigning, NewTool, NewWorkspace, Request};
-use keyward_core::{Code, Credits, Limits, NoncePolicy, SignedHeaders, Status, sign_hex};
+use keyward_core::{Code, Credits, Limits, NoncePolicy, Status};
 use redis_server::Redis;
 
 fn open(url: &str, clock: &ManualClock) -> Engine {
@@ -20,16 +20,6 @@ fn open(url: &str, clock: &ManualClock) -> Engine {
         .flush_interval(Duration::from_secs(3600))
         .open_redis(url)
         .unwrap()
-}
-
-fn login(k: &keyward::CreatedKey, nonce: &str) -> SignedHeaders {
-    let secret = keyward_core::ApiSecret::new(k.signing.as_ref().unwrap().api_secret.as_bytes().to_vec());
-    SignedHeaders {
-        api_key: zeroize::Zeroizing::new(k.token.expose().to_owned()),
-        signature: sign_hex(&secret, nonce, "u1", k.token.expose()),
-        user_id: "u1".into(),
-        nonce: nonce.into(),
-    }
 }
 
 #[test]

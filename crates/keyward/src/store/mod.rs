@@ -30,6 +30,21 @@ pub(crate) struct AuditDraft {
     pub detail: String,
 }
 
+impl AuditDraft {
+    /// The event, numbered `seq`.
+    pub(crate) fn event(&self, seq: u64) -> AuditEvent {
+        AuditEvent {
+            seq,
+            at: self.at,
+            actor: self.actor.clone(),
+            action: self.action,
+            workspace: self.workspace,
+            target: self.target.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
 /// One durable change.
 #[derive(Clone, Debug)]
 pub(crate) enum Change {

@@ -270,16 +270,7 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
             Change::Audit(d) => {
                 let mut t = txn.open_table(AUDIT).map_err(table_err)?;
                 let seq = t.last()?.map_or(0, |(k, _)| k.value()) + 1;
-                let ev = AuditEvent {
-                    seq,
-                    at: d.at,
-                    actor: d.actor.clone(),
-                    action: d.action,
-                    workspace: d.workspace,
-                    target: d.target.clone(),
-                    detail: d.detail.clone(),
-                };
-                t.insert(seq, encode_record(&ev).as_slice())?;
+                t.insert(seq, encode_record(&d.event(seq)).as_slice())?;
             }
         }
     }

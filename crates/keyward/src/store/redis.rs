@@ -238,16 +238,7 @@ impl Store for RedisStore {
                 Change::SessionDeleted(hash) => op("hdel", SESSIONS, hash, Vec::new()),
                 Change::Audit(d) => {
                     // The sequence number is the event's place in the list.
-                    let ev = AuditEvent {
-                        seq: 0,
-                        at: d.at,
-                        actor: d.actor.clone(),
-                        action: d.action,
-                        workspace: d.workspace,
-                        target: d.target.clone(),
-                        detail: d.detail.clone(),
-                    };
-                    op("audit", AUDIT, b"", encode_record(&ev));
+                    op("audit", AUDIT, b"", encode_record(&d.event(0)));
                 }
                 Change::Probe => {}
             }
