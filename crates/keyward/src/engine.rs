@@ -220,7 +220,7 @@ pub(crate) struct Inner {
     wake: Condvar,
 }
 
-/// The keyward engine: one redb file, an in-memory index, and the decisions of
+/// The keyward engine: one store (a redb file, or Redis), an in-memory index, and the decisions of
 /// `keyward-core`. Cheap to share: wrap it in an `Arc` or use [`Engine::clone`].
 #[derive(Clone)]
 pub struct Engine {

@@ -27,8 +27,11 @@
 //! # Durability and the write-behind bound
 //! Every change (create, update, revoke, rotate, delete, tools, workspaces)
 //! is committed to disk, with its audit event, before the call returns, and is
-//! visible to every verification that starts afterwards — the in-memory index
-//! is updated in the same call; there is no cache TTL.
+//! visible to every verification that starts afterwards: the in-memory index
+//! is updated in the same call, after the commit succeeded (a failed commit
+//! changes nothing and returns [`Error::Storage`]); there is no cache TTL.
+//! The lock order that keeps this free of deadlocks is documented in
+//! `docs/storage.md`; [`Engine::health`] reports failing commits.
 //!
 //! Counters (rate, cooldown, daily, concurrency, credits), `last_used_at` and
 //! usage totals live in memory and are written behind every flush interval
