@@ -407,17 +407,6 @@ impl Place {
         }
     }
 
-    /// For messages: the file, or the store's URL without its password.
-    pub(crate) fn shown(&self) -> String {
-        match self {
-            Place::File(p) => p.display().to_string(),
-            Place::Redis { url, .. } => match (url.find("://"), url.rfind('@')) {
-                (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-                _ => url.clone(),
-            },
-        }
-    }
-
     /// Whether a database file is there already (a store always is).
     pub(crate) fn exists(&self) -> bool {
         match self {
@@ -439,7 +428,10 @@ pub(crate) fn open(db: &Place) -> Result<Engine, Fail> {
     }
     let engine = connect(db, std::time::Duration::from_secs(1), false)?;
     if matches!(db, Place::Redis { .. }) && engine.workspaces().is_empty() {
-        return Err(Fail(2, format!("{} holds no keyward data; run `keyward init --store …` first", db.shown())));
+        return Err(Fail(
+            2,
+            format!("{} holds no keyward data; run `keyward init --store …` first", engine.path().display()),
+        ));
     }
     Ok(engine)
 }
@@ -514,7 +506,7 @@ fn init(db: &Place, prefix: &str, json: bool) -> Out {
     if json {
         println!("{}", json!({"workspace_id": init.workspace.to_string(), "root_key": init.root_key}));
     } else {
-        println!("initialised {}", db.shown());
+        println!("initialised {}", engine.path().display());
         println!("workspace  {}", init.workspace);
         println!("ROOT KEY (shown once, store it now): {}", init.root_key);
     }

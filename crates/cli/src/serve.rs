@@ -59,7 +59,7 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
     let engine = crate::open_or_create(db, Duration::from_millis(args.flush_ms.max(1)))?;
     if fresh || engine.workspaces().is_empty() {
         let init = crate::initialise(&engine, &args.prefix)?;
-        say(&format!("created {} with workspace {}", db.shown(), init.workspace));
+        say(&format!("created {} with workspace {}", engine.path().display(), init.workspace));
         say(&format!("ROOT KEY (shown once, store it now): {}", init.root_key));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
