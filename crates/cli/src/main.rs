@@ -4,16 +4,17 @@
 //! 2 usage, I/O or database error.
 #![forbid(unsafe_code)]
 
+mod copy;
 mod secrets;
 mod serve;
 mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use keyward::{
-    Actor, Engine, ImportKey, KeyInfo, KeyUpdate, NewKey, NewSigning, NewTool, NewWorkspace, ToolUpdate,
+    Actor, Engine, ImportKey, KeyInfo, KeyUpdate, LimitSync, NewKey, NewSigning, NewTool, NewWorkspace, ToolUpdate,
     WorkspaceUpdate,
 };
 use keyward_core::{
@@ -25,16 +26,24 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 #[command(name = "keyward", version, about = "Embedded API-key authentication: keys, limits, verification.")]
 struct Cli {
-    /// Database file.
-    #[arg(long, global = true, default_value = "./keyward.redb")]
-    db: PathBuf,
-    /// A shared store instead of the database file: `redis://HOST:PORT/DB`.
+    /// Database file [default: ./keyward.redb].
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// A shared store instead of the database file: `redis://HOST:PORT/DB`,
+    /// `rediss://…` (TLS), `redis+cluster://H1:P1,H2:P2,…` (Redis Cluster)
+    /// or `rediss+cluster://…`.
     #[arg(long, global = true, value_name = "URL", conflicts_with = "db")]
     store: Option<String>,
+    /// A PEM CA certificate the TLS store's certificate must chain to,
+    /// instead of the system's roots (`rediss://`; with `store copy`, for
+    /// its Redis sides).
+    #[arg(long, global = true, value_name = "PEM")]
+    store_ca: Option<PathBuf>,
     /// With --store: the master and snapshot keys (JSON, as `<db>.secrets`);
     /// `init` creates it. `KEYWARD_MASTER_KEY` / `KEYWARD_SNAPSHOT_KEY` (hex)
-    /// override it. A shared store never holds them.
-    #[arg(long, global = true, value_name = "FILE", requires = "store")]
+    /// override it. A shared store never holds them. With `store copy`: those
+    /// of its Redis side.
+    #[arg(long, global = true, value_name = "FILE")]
     secrets: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -88,6 +97,28 @@ enum Command {
     /// Snapshots for edge verifiers.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// The store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy everything a store holds into an empty one: workspaces, tools,
+    /// keys, counters, nonces, sessions and the audit log. Keys keep their
+    /// tokens; the master and snapshot keys go where the destination's
+    /// nodes read them (`<db>.secrets`, or the --secrets file of a Redis
+    /// destination).
+    Copy {
+        /// The store to copy, only read: a redb file (not served meanwhile)
+        /// or redis://HOST:PORT/DB.
+        #[arg(long, value_name = "DB|URL")]
+        from: String,
+        /// The empty store to copy into: a redb file (created) or
+        /// redis://HOST:PORT/DB.
+        #[arg(long, value_name = "DB|URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -289,7 +320,31 @@ enum WorkspaceCommand {
         /// Deny this CIDR (repeatable; replaces the rules).
         #[arg(long = "ip-deny")]
         ip_deny: Vec<String>,
+        /// How nodes sharing a store count limits: `exact`, or `local:MS`
+        /// (each node counts alone and reconciles every MS milliseconds).
+        #[arg(long, value_parser = parse_limit_sync)]
+        limit_sync: Option<LimitSync>,
     },
+}
+
+/// `exact` or `local:MS`.
+fn parse_limit_sync(s: &str) -> Result<LimitSync, String> {
+    match s.split_once(':') {
+        None if s == "exact" => Ok(LimitSync::Exact),
+        Some(("local", ms)) => match ms.parse() {
+            Ok(ms) => Ok(LimitSync::Local { ms }),
+            Err(_) => Err(format!("`{ms}` is not a number of milliseconds")),
+        },
+        _ => Err("expected `exact` or `local:MS`".into()),
+    }
+}
+
+/// How a workspace's limits are counted, as shown.
+fn limit_sync_text(sync: LimitSync) -> String {
+    match sync {
+        LimitSync::Exact => "exact".into(),
+        LimitSync::Local { ms } => format!("local:{ms}"),
+    }
 }
 
 /// A failure with its exit code.
@@ -316,9 +371,32 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Out {
     let json = cli.json;
-    let place = Place::new(cli.db, cli.store, cli.secrets)?;
-    let db = &place;
     match cli.command {
+        // It names its two stores itself.
+        Command::Store(StoreCommand::Copy { from, to }) => {
+            if cli.db.is_some() || cli.store.is_some() {
+                return Err(Fail(2, "store copy: name the stores with --from and --to, not --db or --store".into()));
+            }
+            let ca = read_ca(cli.store_ca.as_deref())?;
+            copy::run(&from, &to, cli.secrets.as_deref(), ca, json)
+        }
+        command => {
+            if cli.secrets.is_some() && cli.store.is_none() {
+                return Err(Fail(2, "--secrets goes with --store (or `store copy`)".into()));
+            }
+            if cli.store_ca.is_some() && cli.store.is_none() {
+                return Err(Fail(2, "--store-ca goes with --store (or `store copy`)".into()));
+            }
+            let db = cli.db.unwrap_or_else(|| PathBuf::from("./keyward.redb"));
+            let ca = read_ca(cli.store_ca.as_deref())?;
+            on_place(&Place::new(db, cli.store, cli.secrets, ca)?, command, json)
+        }
+    }
+}
+
+/// Runs a command on the store of `--db` or `--store`.
+fn on_place(db: &Place, command: Command, json: bool) -> Out {
+    match command {
         Command::Init { prefix } => init(db, &prefix, json),
         Command::Serve(args) => serve::run(db, args),
         Command::Key(cmd) => key(db, cmd, json),
@@ -385,6 +463,9 @@ fn run(cli: Cli) -> Out {
             }
             Ok(0)
         }
+        Command::Store(StoreCommand::Copy { .. }) => {
+            Err(Fail(2, "store copy: name the stores with --from and --to, not --db or --store".into()))
+        }
     }
 }
 
@@ -392,19 +473,21 @@ fn run(cli: Cli) -> Out {
 /// shared store of `--store`.
 pub(crate) enum Place {
     File(PathBuf),
-    Redis { url: String, secrets: Option<PathBuf> },
+    Redis { url: String, secrets: Option<PathBuf>, ca: Option<Vec<u8>> },
+}
+
+/// What `--store` takes.
+pub(crate) const STORE_URL: &str = "a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL";
+
+/// The CA certificate of `--store-ca`, read.
+fn read_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>, Fail> {
+    path.map(|p| std::fs::read(p).map_err(|e| Fail(2, format!("--store-ca: {}: {e}", p.display())))).transpose()
 }
 
 impl Place {
-    fn new(db: PathBuf, store: Option<String>, secrets: Option<PathBuf>) -> Result<Self, Fail> {
+    fn new(db: PathBuf, store: Option<String>, secrets: Option<PathBuf>, ca: Option<Vec<u8>>) -> Result<Self, Fail> {
         let Some(url) = store else { return Ok(Place::File(db)) };
-        match url.split_once("://").map(|(scheme, _)| scheme) {
-            Some("redis") => Ok(Place::Redis { url, secrets }),
-            Some(scheme @ ("rediss" | "redis+cluster")) => {
-                Err(Fail(2, format!("--store: {scheme}:// is not supported yet; use redis://HOST:PORT/DB")))
-            }
-            _ => Err(Fail(2, "--store: expected redis://HOST:PORT/DB".into())),
-        }
+        Ok(Place::Redis { url: redis_url("--store", url, STORE_URL)?, secrets, ca })
     }
 
     /// Whether a database file is there already (a store always is).
@@ -413,6 +496,15 @@ impl Place {
             Place::File(p) => p.exists(),
             Place::Redis { .. } => true,
         }
+    }
+}
+
+/// The URL `flag` gave, if it names a store this build supports (`expected`
+/// says what `flag` takes, for the message).
+pub(crate) fn redis_url(flag: &str, url: String, expected: &str) -> Result<String, Fail> {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster") => Ok(url),
+        _ => Err(Fail(2, format!("{flag}: expected {expected}"))),
     }
 }
 
@@ -426,7 +518,7 @@ pub(crate) fn open(db: &Place) -> Result<Engine, Fail> {
             format!("{} does not exist; run `keyward init --db {}` first", path.display(), path.display()),
         ));
     }
-    let engine = connect(db, std::time::Duration::from_secs(1), false)?;
+    let engine = connect(db, std::time::Duration::from_secs(1), false, &|b| b)?;
     if matches!(db, Place::Redis { .. }) && engine.workspaces().is_empty() {
         return Err(Fail(
             2,
@@ -436,17 +528,28 @@ pub(crate) fn open(db: &Place) -> Result<Engine, Fail> {
     Ok(engine)
 }
 
-pub(crate) fn open_or_create(db: &Place, flush: std::time::Duration) -> Result<Engine, Fail> {
-    connect(db, flush, true)
+/// Opens the engine, creating the database (or a missing `--secrets` file)
+/// if needed; `tune` sets further engine options.
+pub(crate) fn open_or_create(
+    db: &Place,
+    flush: std::time::Duration,
+    tune: &dyn Fn(keyward::EngineBuilder) -> keyward::EngineBuilder,
+) -> Result<Engine, Fail> {
+    connect(db, flush, true, tune)
 }
 
 /// Opens the engine; `create` lets `init` write a missing `--secrets` file.
-fn connect(db: &Place, flush: std::time::Duration, create: bool) -> Result<Engine, Fail> {
+fn connect(
+    db: &Place,
+    flush: std::time::Duration,
+    create: bool,
+    tune: &dyn Fn(keyward::EngineBuilder) -> keyward::EngineBuilder,
+) -> Result<Engine, Fail> {
     let s = match db {
         Place::File(path) => secrets::load_or_create(path)?,
         Place::Redis { secrets, .. } => secrets::for_store(secrets.as_deref(), create)?,
     };
-    let mut b = Engine::builder().flush_interval(flush);
+    let mut b = tune(Engine::builder().flush_interval(flush));
     if let Some(m) = s.master_key {
         b = b.master_key(m);
     }
@@ -455,7 +558,10 @@ fn connect(db: &Place, flush: std::time::Duration, create: bool) -> Result<Engin
     }
     match db {
         Place::File(path) => b.open(path),
-        Place::Redis { url, .. } => b.open_redis(url),
+        Place::Redis { url, ca, .. } => match ca {
+            Some(ca) => b.store_ca(ca.as_slice()).open_redis(url),
+            None => b.open_redis(url),
+        },
     }
     .map_err(|e| Fail(2, e.to_string()))
 }
@@ -500,7 +606,7 @@ fn init(db: &Place, prefix: &str, json: bool) -> Out {
     }
     // Validate before creating any file.
     Prefix::parse(prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
-    let engine = open_or_create(db, std::time::Duration::from_secs(1))?;
+    let engine = open_or_create(db, std::time::Duration::from_secs(1), &|b| b)?;
     let init = initialise(&engine, prefix)?;
     engine.close()?;
     if json {
@@ -820,13 +926,14 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
     let w = match cmd {
         WorkspaceCommand::Create { .. } | WorkspaceCommand::List => return Ok(0),
         WorkspaceCommand::Show => engine.workspace(ws)?,
-        WorkspaceCommand::Update { name, api_access, prefix, ip_allow, ip_deny } => {
+        WorkspaceCommand::Update { name, api_access, prefix, ip_allow, ip_deny, limit_sync } => {
             let update = WorkspaceUpdate {
                 name,
                 api_access,
                 prefix: prefix.map(|p| Prefix::parse(&p)).transpose()?,
                 ip_rules: ip_rules(&ip_allow, &ip_deny)?,
                 default_limits: None,
+                limit_sync,
             };
             engine.update_workspace(ws, update, &Actor::Admin)?
         }
@@ -837,18 +944,19 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
             "{}",
             json!({"id": p.id.to_string(), "name": p.name, "api_access": p.api_access, "prefix": p.prefix.as_str(),
                 "ip_rules": p.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
-                "created_at": w.created_at.to_rfc3339()})
+                "limit_sync": limit_sync_text(w.limit_sync), "created_at": w.created_at.to_rfc3339()})
         );
     } else {
         let rules = p.ip_rules.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         table::print(
-            &["ID", "NAME", "API ACCESS", "PREFIX", "IP RULES"],
+            &["ID", "NAME", "API ACCESS", "PREFIX", "IP RULES", "LIMIT SYNC"],
             &[vec![
                 p.id.to_string(),
                 p.name.clone(),
                 p.api_access.to_string(),
                 p.prefix.to_string(),
                 if rules.is_empty() { "-".into() } else { rules },
+                limit_sync_text(w.limit_sync),
             ]],
         );
     }

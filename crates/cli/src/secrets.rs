@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use crate::Fail;
 
 /// The keys an engine is opened with.
+#[derive(PartialEq, Eq)]
 pub(crate) struct Secrets {
     pub master_key: Option<Vec<u8>>,
     pub snapshot_key: Option<Vec<u8>>,
 }
 
-fn path_for(db: &Path) -> PathBuf {
+/// Where the database file `db` keeps its keys: `<db>.secrets`.
+pub(crate) fn path_for(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
     p.push(".secrets");
     PathBuf::from(p)
@@ -51,6 +53,20 @@ pub(crate) fn load_or_create(db: &Path) -> Result<Secrets, Fail> {
     with_env(s)
 }
 
+/// The keys a database file is opened with (`<db>.secrets`, then the
+/// environment's), creating nothing.
+pub(crate) fn beside(db: &Path) -> Result<Secrets, Fail> {
+    let path = path_for(db);
+    let s = if path.exists() { read(&path)? } else { Secrets { master_key: None, snapshot_key: None } };
+    with_env(s)
+}
+
+/// Whether the environment gives both keys (so every node can take them
+/// from there).
+pub(crate) fn both_in_env() -> Result<bool, Fail> {
+    Ok(env_key("KEYWARD_MASTER_KEY")?.is_some() && env_key("KEYWARD_SNAPSHOT_KEY")?.is_some())
+}
+
 /// The keys of a node of a shared store, which never holds them: from
 /// `KEYWARD_MASTER_KEY` / `KEYWARD_SNAPSHOT_KEY` (hex) or the `--secrets`
 /// file (created with fresh keys when `create` and it does not exist yet).
@@ -75,7 +91,7 @@ pub(crate) fn for_store(file: Option<&Path>, create_missing: bool) -> Result<Sec
 }
 
 /// Reads a secrets file (`{"master_key": hex, "snapshot_key": hex}`).
-fn read(path: &Path) -> Result<Secrets, Fail> {
+pub(crate) fn read(path: &Path) -> Result<Secrets, Fail> {
     let text = std::fs::read_to_string(path).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
     let field = |name: &str| -> Result<Option<Vec<u8>>, Fail> {
@@ -98,6 +114,18 @@ fn create(path: &Path) -> Result<Secrets, Fail> {
     let body = serde_json::json!({"master_key": hex(&master), "snapshot_key": hex(&snap)}).to_string();
     write_private(path, body.as_bytes())?;
     Ok(Secrets { master_key: Some(master), snapshot_key: Some(snap) })
+}
+
+/// Writes `keys` to a new secrets file (mode 0600), leaving out a key that
+/// is absent.
+pub(crate) fn write(path: &Path, keys: &Secrets) -> Result<(), Fail> {
+    let mut body = serde_json::Map::new();
+    for (name, key) in [("master_key", &keys.master_key), ("snapshot_key", &keys.snapshot_key)] {
+        if let Some(k) = key {
+            body.insert(name.into(), hex(k).into());
+        }
+    }
+    write_private(path, serde_json::Value::Object(body).to_string().as_bytes())
 }
 
 /// The environment's keys over the file's.

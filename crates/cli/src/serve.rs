@@ -39,6 +39,16 @@ pub(crate) struct ServeArgs {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A shared store (`--store redis://…`): how long, in milliseconds, keys
+    /// are still verified from memory after the store stopped answering;
+    /// then every key is refused with STORE_UNAVAILABLE until it answers.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    store_stale_ms: u64,
+    /// A shared store: while it does not answer, decide limited keys on this
+    /// node's own counters instead of refusing them (calls admitted then are
+    /// not counted on other nodes).
+    #[arg(long)]
+    fail_open_limits: bool,
 }
 
 pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
@@ -56,7 +66,9 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
     if fresh {
         keyward_core::Prefix::parse(&args.prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
     }
-    let engine = crate::open_or_create(db, Duration::from_millis(args.flush_ms.max(1)))?;
+    let (stale, fail_open) = (Duration::from_millis(args.store_stale_ms), args.fail_open_limits);
+    let tune = move |b: keyward::EngineBuilder| b.store_stale(stale).fail_open_limits(fail_open);
+    let engine = crate::open_or_create(db, Duration::from_millis(args.flush_ms.max(1)), &tune)?;
     if fresh || engine.workspaces().is_empty() {
         let init = crate::initialise(&engine, &args.prefix)?;
         say(&format!("created {} with workspace {}", engine.path().display(), init.workspace));

@@ -88,6 +88,16 @@ fn init_create_verify_revoke() {
     assert_eq!(cli(&db, &["tool", "update", "generate_image", "--disable"]).0, 0);
     let (code, out, _) = cli(&db, &["workspace", "show", "--json"]);
     assert_eq!((code, json(&out)["prefix"].as_str()), (0, Some("sk_test")));
+    assert_eq!(json(&out)["limit_sync"], "exact");
+    let (code, out, _) = cli(&db, &["workspace", "update", "--limit-sync", "local:250", "--json"]);
+    assert_eq!((code, json(&out)["limit_sync"].as_str()), (0, Some("local:250")));
+    let (code, _, err) = cli(&db, &["workspace", "update", "--limit-sync", "local:0"]);
+    assert_eq!((code, err.trim()), (2, "keyward: error: invalid limit_sync: local_ms must be 1 to 60000"));
+    let (code, _, err) = cli(&db, &["workspace", "update", "--limit-sync", "sometimes"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected `exact` or `local:MS`"), "{err}");
+    let (code, out, _) = cli(&db, &["workspace", "show", "--json"]);
+    assert_eq!((code, json(&out)["limit_sync"].as_str()), (0, Some("local:250")));
     let (code, out, _) = cli(&db, &["audit", "--json"]);
     assert_eq!(code, 0);
     let actions: Vec<String> =

@@ -53,10 +53,10 @@ fn init_keys_and_serve_on_redis() {
     let (code, _, err) = cli(&url, None, &["init", "--json"]);
     assert_eq!(code, 2);
     assert!(err.contains("set KEYWARD_MASTER_KEY and KEYWARD_SNAPSHOT_KEY"), "{err}");
-    let (code, _, err) = cli("rediss://127.0.0.1:1/0", None, &["init"]);
+    let (code, _, err) = cli("memcached://127.0.0.1:1/0", None, &["init"]);
     assert_eq!(
         (code, err.trim()),
-        (2, "keyward: error: --store: rediss:// is not supported yet; use redis://HOST:PORT/DB")
+        (2, "keyward: error: --store: expected a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL")
     );
 
     let (code, out, err) = cli(&url, Some(&secrets), &["init", "--json"]);
@@ -137,4 +137,46 @@ fn init_keys_and_serve_on_redis() {
     let listed: Value = serde_json::from_str(&out).unwrap();
     let names: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["over-http", "ci", "root"]);
+}
+
+/// `init`, `key create` and `verify` on a store at `url` (extra flags in
+/// `with`); returns the key's token after checking it verifies.
+fn init_and_verify(url: &str, with: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("node.secrets");
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = with.iter().chain(args).copied().collect();
+        cli(url, Some(&secrets), &all)
+    };
+    let (code, _, err) = run(&["init", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["key", "create", "--name", "edge", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let token = serde_json::from_str::<Value>(&out).unwrap()["secret"].as_str().unwrap().to_owned();
+    let (code, out, err) = run(&["verify", &token]);
+    assert_eq!((code, out.trim()), (0, "VALID"), "{err}");
+    token
+}
+
+#[test]
+fn the_cli_runs_on_redis_over_tls() {
+    let Some((redis, ca)) = Redis::start_tls() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+    init_and_verify(&redis.url(), &["--store-ca", ca_path]);
+    // The server's certificate is refused without its CA.
+    let (code, _, err) = cli(&redis.url(), Some(&dir.path().join("s")), &["init"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    let (code, _, err) = cli(&redis.url(), None, &["--store-ca", "/nonexistent/ca.pem", "key", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("keyward: error: --store-ca: /nonexistent/ca.pem: "), "{err}");
+}
+
+#[test]
+fn the_cli_runs_on_a_redis_cluster() {
+    let Some(cluster) = redis_server::Cluster::start() else { return };
+    init_and_verify(&cluster.url(), &[]);
 }

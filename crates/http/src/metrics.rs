@@ -71,6 +71,9 @@ impl Metrics {
         out.push_str("# HELP keyward_store_degraded 1 while the store fails to commit.\n");
         out.push_str("# TYPE keyward_store_degraded gauge\n");
         let _ = writeln!(out, "keyward_store_degraded {}", u8::from(health.degraded.is_some()));
+        out.push_str("# HELP keyward_store_stale 1 while a shared store has not answered for the stale window.\n");
+        out.push_str("# TYPE keyward_store_stale gauge\n");
+        let _ = writeln!(out, "keyward_store_stale {}", u8::from(health.store_stale));
         out
     }
 }

@@ -626,7 +626,9 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
 
 /// `GET /healthz`: 200 `{"status":"ok"}`, or 503 `{"status":"degraded", …}`
 /// while the store fails to commit (verification keeps answering from
-/// memory; changes fail and change nothing) or a flush panicked.
+/// memory; changes fail and change nothing), a flush panicked, or a shared
+/// store does not answer (`store_unreachable_ms`; `store_stale` once keys
+/// are refused).
 pub(crate) async fn healthz(State(state): State<AppState>) -> Reply {
     let h = state.engine.health();
     match &h.degraded {
@@ -638,6 +640,8 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Reply {
                 "reason": reason,
                 "flush_failures": h.flush_failures,
                 "write_failures": h.write_failures,
+                "store_unreachable_ms": h.store_unreachable_ms,
+                "store_stale": h.store_stale,
             }),
         ),
     }

@@ -16,7 +16,7 @@ use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
 use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
-use crate::store::{Batch, Change, Followed, Loaded, Store};
+use crate::store::{Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
 use crate::writer::{LeafGuard, Writer};
 
 /// Hasher for maps keyed by SHA-256 output: the bytes are already uniform and
@@ -67,6 +67,18 @@ pub(crate) struct UsageCell {
     pub refused: AtomicU64,
     /// Set when something changed since the last flush.
     pub dirty: AtomicBool,
+    /// On a shared store: the version of the counters this node last read
+    /// or wrote there ([`UNREAD`] before that). Changed under the gate.
+    pub version: AtomicU64,
+    /// On a shared store: the totals already added to the store's
+    /// statistics (each node adds what it counted since).
+    flushed_valid: AtomicU64,
+    flushed_refused: AtomicU64,
+    /// [`LimitSync::Local`](crate::LimitSync): the store's counters as of
+    /// the last reconciliation (at `version`), and when that was (ms since
+    /// the engine opened; 0: never). Changed under the gate.
+    pub base: Mutex<Option<KeyCounters>>,
+    pub synced_at: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -74,24 +86,70 @@ pub(crate) struct KeyCounters {
     pub key: UsageState,
     pub tools: HashMap<String, (UsageState, UsageState)>,
     pub mint: UsageState,
+    /// [`LimitSync::Local`](crate::LimitSync): calls admitted on these
+    /// counters since they were last reconciled with the shared store.
+    pub pending: Vec<crate::local::Admitted>,
+}
+
+impl KeyCounters {
+    /// The counters of a stored record (its statistics aside).
+    pub(crate) fn stored(rec: UsageRecord) -> Self {
+        Self {
+            key: rec.key,
+            tools: rec.tools.into_iter().map(|(t, a, b)| (t, (a, b))).collect(),
+            mint: rec.mint,
+            pending: Vec::new(),
+        }
+    }
 }
 
 impl UsageCell {
     pub(crate) fn from_record(owner: KeyId, rec: UsageRecord) -> Self {
-        let counters = KeyCounters {
-            key: rec.key,
-            tools: rec.tools.into_iter().map(|(t, a, b)| (t, (a, b))).collect(),
-            mint: rec.mint,
-        };
+        let last_used_at = rec.last_used_at;
+        let (valid, refused) = (rec.valid, rec.refused);
+        let counters = KeyCounters::stored(rec);
         Self {
             owner: Mutex::new(owner),
             gate: Mutex::new(()),
             state: Mutex::new(counters),
-            last_used: AtomicU64::new(rec.last_used_at.map_or(0, UnixMillis::get)),
-            valid: AtomicU64::new(rec.valid),
-            refused: AtomicU64::new(rec.refused),
+            last_used: AtomicU64::new(last_used_at.map_or(0, UnixMillis::get)),
+            valid: AtomicU64::new(valid),
+            refused: AtomicU64::new(refused),
             dirty: AtomicBool::new(false),
+            version: AtomicU64::new(UNREAD),
+            flushed_valid: AtomicU64::new(valid),
+            flushed_refused: AtomicU64::new(refused),
+            base: Mutex::new(None),
+            synced_at: AtomicU64::new(0),
         }
+    }
+
+    /// Takes the counters another node left in a shared store, at `version`.
+    /// Called under the gate.
+    pub(crate) fn adopt(&self, rec: Option<Box<UsageRecord>>, version: u64) {
+        let stored = KeyCounters::stored(rec.map(|r| *r).unwrap_or_default());
+        let mut c = self.lock();
+        // Calls waiting to be reconciled stay (local mode).
+        let pending = std::mem::take(&mut c.pending);
+        *c = KeyCounters { pending, ..stored };
+        drop(c);
+        self.version.store(version, Ordering::Release);
+    }
+
+    /// What this node counted since its last flush to a shared store.
+    pub(crate) fn unflushed_stats(&self) -> UsageStats {
+        let last = self.last_used.load(Ordering::Acquire);
+        UsageStats {
+            valid: self.valid.load(Ordering::Acquire).saturating_sub(self.flushed_valid.load(Ordering::Acquire)),
+            refused: self.refused.load(Ordering::Acquire).saturating_sub(self.flushed_refused.load(Ordering::Acquire)),
+            last_used_at: (last != 0).then_some(UnixMillis(last)),
+        }
+    }
+
+    /// Notes `stats` as added to the shared store.
+    pub(crate) fn flushed(&self, stats: &UsageStats) {
+        self.flushed_valid.fetch_add(stats.valid, Ordering::AcqRel);
+        self.flushed_refused.fetch_add(stats.refused, Ordering::AcqRel);
     }
 
     /// The counters (a leaf lock).
@@ -152,6 +210,8 @@ pub(crate) struct LiveKey {
     /// Whether any limit applies to this key at all (key, tool or key×tool):
     /// when false the hot path never takes the counters' lock.
     pub has_key_limits: bool,
+    /// Whether the key has a concurrency limit of its own or per tool.
+    pub has_concurrency: bool,
     /// The key's workspace, set when the key is indexed. Verification reads
     /// it through this pointer: no map lookup, no shared lock.
     pub workspace: Option<Arc<WorkspaceSlot>>,
@@ -159,8 +219,11 @@ pub(crate) struct LiveKey {
 
 impl LiveKey {
     pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>, nonce: Arc<Mutex<NonceState>>) -> Self {
-        let has_key_limits = !record.policy.limits.is_empty() || !record.policy.tool_limits.is_empty();
-        Self { record, usage, nonce, has_key_limits, workspace: None }
+        let p = &record.policy;
+        let has_key_limits = !p.limits.is_empty() || !p.tool_limits.is_empty();
+        let has_concurrency =
+            p.limits.concurrency.is_some() || p.tool_limits.iter().any(|(_, l)| l.concurrency.is_some());
+        Self { record, usage, nonce, has_key_limits, has_concurrency, workspace: None }
     }
 
     /// The same key with a changed record: same counters, same nonces.
@@ -204,6 +267,58 @@ pub(crate) struct Options {
     pub strict_credits: bool,
     pub session_ttl_ms: u64,
     pub session_mint_limit: RateLimit,
+    pub store_stale: Duration,
+    pub fail_open_limits: bool,
+    pub store_ca: Option<Vec<u8>>,
+}
+
+/// Whether a shared store answers. Its follower asks it every 200 ms; the
+/// flusher checks the window every flush interval.
+#[derive(Default)]
+pub(crate) struct Reach {
+    /// Set while the store does not answer: limited calls do not wait for it.
+    pub down: AtomicBool,
+    /// Set once it has not answered for the stale window: keys are refused
+    /// (`STORE_UNAVAILABLE`), since a revocation may have been missed.
+    pub stale: AtomicBool,
+    /// Since when, and why, it does not answer.
+    since: Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl Reach {
+    fn lost(&self, why: String, window: Duration) {
+        let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = since.get_or_insert_with(|| (std::time::Instant::now(), String::new()));
+        at.1 = why;
+        self.down.store(true, Ordering::Release);
+        if at.0.elapsed() >= window {
+            self.stale.store(true, Ordering::Release);
+        }
+    }
+
+    fn check(&self, window: Duration) {
+        let since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if since.as_ref().is_some_and(|(at, _)| at.elapsed() >= window) {
+            self.stale.store(true, Ordering::Release);
+        }
+    }
+
+    /// Notes an answer; returns whether the store was away until now.
+    fn answered(&self) -> bool {
+        if !self.down.load(Ordering::Acquire) {
+            return false;
+        }
+        *self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.stale.store(false, Ordering::Release);
+        self.down.store(false, Ordering::Release);
+        true
+    }
+
+    /// How long, and why, the store has not answered.
+    fn unreachable(&self) -> Option<(u64, String)> {
+        let since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.as_ref().map(|(at, why)| (u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX), why.clone()))
+    }
 }
 
 pub(crate) struct Inner {
@@ -216,8 +331,18 @@ pub(crate) struct Inner {
     pub workspaces: DashMap<WorkspaceId, Arc<WorkspaceSlot>>,
     pub sessions: DigestMap<SessionRecord>,
     pub any_imported: AtomicBool,
+    /// Whether other nodes share the store: limited calls are then charged
+    /// in the store ([`Store::charge`]), not in memory alone.
+    pub shared: bool,
+    /// Whether the shared store answers (always, for a store of one node).
+    pub reach: Reach,
+    /// When the engine opened: the clock of [`LimitSync::Local`](crate::LimitSync) reconciliations.
+    pub opened: std::time::Instant,
+    /// Calls admitted on a node's own counters that the shared store's
+    /// counters refused when they were reconciled.
+    pub overshoot: AtomicU64,
     stop: Mutex<bool>,
-    wake: Condvar,
+    pub(crate) wake: Condvar,
 }
 
 /// The keyward engine: one store (a redb file, or Redis), an in-memory index, and the decisions of
@@ -233,13 +358,17 @@ struct FlusherHandle {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The thread that follows other nodes' changes (shared stores only).
     follower: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that reconciles local-mode counters (shared stores only).
+    reconciler: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for FlusherHandle {
     fn drop(&mut self) {
         stop_flusher(&self.inner, &self.thread);
         stop_flusher(&self.inner, &self.follower);
-        // A final flush; errors cannot be reported from drop.
+        stop_flusher(&self.inner, &self.reconciler);
+        // A final reconciliation and flush; errors cannot be reported from drop.
+        self.inner.reconcile_all();
         let _ = self.inner.flush();
     }
 }
@@ -278,6 +407,9 @@ impl Default for EngineBuilder {
                     window_ms: 60_000,
                     auto_apply: true,
                 },
+                store_stale: Duration::from_secs(5),
+                fail_open_limits: false,
+                store_ca: None,
             },
         }
     }
@@ -319,6 +451,31 @@ impl EngineBuilder {
         self
     }
 
+    /// A shared store: how long a node keeps verifying keys from memory
+    /// after the store stopped answering. Past it, every key is refused
+    /// with `STORE_UNAVAILABLE` until the store answers again (a revocation
+    /// made meanwhile on another node cannot have been seen). By default,
+    /// 5 seconds.
+    pub fn store_stale(mut self, window: Duration) -> Self {
+        self.opts.store_stale = window;
+        self
+    }
+
+    /// A store over TLS (`rediss://`): the CA certificate (PEM) its server
+    /// certificate must chain to, instead of the system's roots.
+    pub fn store_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.opts.store_ca = Some(pem.into());
+        self
+    }
+
+    /// A shared store: while it does not answer, decide limited calls on
+    /// this node's own counters (admitting calls no other node counts)
+    /// instead of refusing them with `STORE_UNAVAILABLE`. By default, off.
+    pub fn fail_open_limits(mut self, open: bool) -> Self {
+        self.opts.fail_open_limits = open;
+        self
+    }
+
     /// Persist credit balances before `verify` returns, for keys that have
     /// credits. By default, off: credits are written behind like other counters.
     pub fn strict_credits(mut self, strict: bool) -> Self {
@@ -356,19 +513,21 @@ impl EngineBuilder {
         self.start(Box::new(store), PathBuf::from("<storage backend>"))
     }
 
-    /// Opens (or provisions) a database in Redis at `url`
-    /// (`redis://HOST:PORT/DB`): records, counters, sessions and the audit
-    /// log live there, each change committed as one atomic script. Secrets
-    /// (the master and snapshot keys) are never written to it.
+    /// Opens (or provisions) a database in Redis at `url`:
+    /// `redis://[USER:PASS@]HOST:PORT/DB`, `rediss://…` (TLS),
+    /// `redis+cluster://[USER:PASS@]H1:P1,H2:P2,…` (Redis Cluster) or
+    /// `rediss+cluster://…`. Records, counters, sessions and the audit log
+    /// live there, each change committed as one atomic script. Secrets (the
+    /// master and snapshot keys) are never written to it.
     ///
     /// Several nodes may share one Redis database: each follows the others'
     /// changes of keys, workspaces, tools, sessions and nonces through a
-    /// change stream, within milliseconds. Counters are each node's own for
-    /// now (a limit is enforced per node, not across nodes).
+    /// change stream, within milliseconds, and limits are counted across
+    /// nodes as each workspace's [`LimitSync`](crate::LimitSync) says.
     #[cfg(feature = "redis")]
     pub fn open_redis(self, url: &str) -> Result<Engine> {
         self.check_keys()?;
-        let store = crate::store::redis::RedisStore::open(url)?;
+        let store = crate::store::redis::RedisStore::open(url, self.opts.store_ca.as_deref())?;
         self.start(Box::new(store), PathBuf::from(crate::store::redis::shown(url)))
     }
 
@@ -384,6 +543,7 @@ impl EngineBuilder {
 
     fn start(self, store: Box<dyn Store>, path: PathBuf) -> Result<Engine> {
         let loaded = store.load()?;
+        let shared = store.shared();
         let inner = Arc::new(Inner {
             writer: Writer::new(store),
             path,
@@ -394,6 +554,10 @@ impl EngineBuilder {
             workspaces: DashMap::new(),
             sessions: DigestMap::default(),
             any_imported: AtomicBool::new(false),
+            shared,
+            reach: Reach::default(),
+            opened: std::time::Instant::now(),
+            overshoot: AtomicU64::new(0),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -404,7 +568,7 @@ impl EngineBuilder {
             .name("keyward-flush".into())
             .spawn(move || worker.flush_loop())
             .map_err(|e| Error::Io(e.to_string()))?;
-        let follower = if inner.writer.store().shared() {
+        let follower = if inner.shared {
             let worker = Arc::clone(&inner);
             let t = std::thread::Builder::new()
                 .name("keyward-follow".into())
@@ -414,10 +578,21 @@ impl EngineBuilder {
         } else {
             None
         };
+        let reconciler = if inner.shared {
+            let worker = Arc::clone(&inner);
+            let t = std::thread::Builder::new()
+                .name("keyward-reconcile".into())
+                .spawn(move || worker.reconcile_loop())
+                .map_err(|e| Error::Io(e.to_string()))?;
+            Some(t)
+        } else {
+            None
+        };
         let flusher = Arc::new(FlusherHandle {
             inner: Arc::clone(&inner),
             thread: Mutex::new(Some(thread)),
             follower: Mutex::new(follower),
+            reconciler: Mutex::new(reconciler),
         });
         Ok(Engine { inner, flusher })
     }
@@ -435,6 +610,16 @@ pub struct Health {
     pub write_failures: u64,
     /// Write-behind flushes that failed since the engine opened.
     pub flush_failures: u64,
+    /// A shared store that does not answer: for how many milliseconds.
+    /// `None` while it answers (and always for a store of one node).
+    pub store_unreachable_ms: Option<u64>,
+    /// Whether keys are refused because the shared store has not answered
+    /// for longer than the stale window ([`EngineBuilder::store_stale`]).
+    pub store_stale: bool,
+    /// [`LimitSync::Local`](crate::LimitSync): calls this node admitted on
+    /// its own counters that the store's counters refused when reconciled
+    /// (the overshoot), since the engine opened.
+    pub local_overshoot: u64,
 }
 
 impl Engine {
@@ -458,6 +643,8 @@ impl Engine {
     pub fn close(&self) -> Result<()> {
         stop_flusher(&self.inner, &self.flusher.thread);
         stop_flusher(&self.inner, &self.flusher.follower);
+        stop_flusher(&self.inner, &self.flusher.reconciler);
+        self.inner.reconcile_all();
         self.inner.flush()
     }
 
@@ -471,27 +658,38 @@ impl Engine {
         self.inner.now()
     }
 
-    /// Whether verification may block on a commit (strict credits are on):
-    /// async callers then verify off their runtime's workers.
+    /// Whether verification may block (strict credits are on, or the store
+    /// is shared, so limited calls are charged there): async callers then
+    /// verify off their runtime's workers.
     pub fn verify_may_block(&self) -> bool {
-        self.inner.opts.strict_credits
+        self.inner.opts.strict_credits || self.inner.shared
     }
 
     /// The write path's health: failed commits and flushes, and whether the
     /// store is degraded now.
     pub fn health(&self) -> Health {
         let h = &self.inner.writer.health;
+        let unreachable = self.inner.reach.unreachable();
         let degraded =
             h.degraded.load(Ordering::Acquire).then(|| h.problem.lock().ok().and_then(|p| p.clone())).flatten();
+        let degraded = degraded.or_else(|| unreachable.as_ref().map(|(_, why)| why.clone()));
         Health {
             degraded,
             write_failures: h.write_failures.load(Ordering::Relaxed),
             flush_failures: h.flush_failures.load(Ordering::Relaxed),
+            store_unreachable_ms: unreachable.map(|(ms, _)| ms),
+            store_stale: self.inner.reach.stale.load(Ordering::Acquire),
+            local_overshoot: self.inner.overshoot.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Inner {
+    /// The stop flag the background threads wait on.
+    pub(crate) fn stop_guard(&self) -> MutexGuard<'_, bool> {
+        self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) fn now(&self) -> UnixMillis {
         self.opts.clock.now()
     }
@@ -575,6 +773,7 @@ impl Inner {
             let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // Errors are counted in `health` and retried at the next tick:
                 // the dirty flags of cells that failed to write are set again.
+                self.reach.check(self.opts.store_stale);
                 let _ = self.flush();
                 if last_purge.elapsed() >= purge_every {
                     last_purge = std::time::Instant::now();
@@ -603,12 +802,20 @@ impl Inner {
                 return;
             }
             match self.writer.store().follow(WAIT) {
-                Ok(items) if !items.is_empty() => {
-                    let _ = self.write(|_| Ok(|| items.into_iter().for_each(|item| self.apply_followed(item))));
+                Ok(items) => {
+                    if self.reach.answered() {
+                        self.writer.store().reconnect();
+                    }
+                    if !items.is_empty() {
+                        let _ = self.write(|_| Ok(|| items.into_iter().for_each(|item| self.apply_followed(item))));
+                    }
                 }
-                Ok(_) => {}
-                // Unreachable for now: try again after a pause.
-                Err(_) => std::thread::sleep(WAIT),
+                // Unreachable for now: try again after a pause; the store
+                // resumes from the last change read.
+                Err(e) => {
+                    self.reach.lost(e.to_string(), self.opts.store_stale);
+                    std::thread::sleep(WAIT);
+                }
             }
         }
     }
@@ -616,6 +823,7 @@ impl Inner {
     /// Publishes one record another node changed.
     fn apply_followed(&self, item: Followed) {
         match item {
+            Followed::Reload(loaded) => self.reload(*loaded),
             Followed::Workspace(id, Some(ws)) => {
                 let tools = self.workspaces.get(&id).map(|s| s.current.load().tools.clone()).unwrap_or_default();
                 self.replace_workspace(LiveWorkspace { ws, tools });
@@ -660,11 +868,46 @@ impl Inner {
         }
     }
 
+    /// Replaces what this node holds with everything the store holds (the
+    /// changes it missed were trimmed from the change stream). Counters are
+    /// not read here: each cell reads the store's on its next charge.
+    fn reload(&self, loaded: Loaded) {
+        let mut tools: HashMap<WorkspaceId, HashMap<String, Arc<ToolRecord>>> = HashMap::new();
+        for t in loaded.tools {
+            tools.entry(t.policy.workspace).or_default().insert(t.policy.name.clone(), Arc::new(t));
+        }
+        for ws in loaded.workspaces {
+            let tools = tools.remove(&ws.policy.id).unwrap_or_default();
+            self.replace_workspace(LiveWorkspace { ws, tools });
+        }
+        let kept: std::collections::HashSet<KeyId> = loaded.keys.iter().map(|k| k.policy.id).collect();
+        let gone: Vec<KeyId> = self.by_id.iter().map(|e| *e.key()).filter(|id| !kept.contains(id)).collect();
+        for id in gone {
+            self.unindex_key(id);
+        }
+        // Keys that own their counters first: a rotated key then finds its
+        // successor's cell.
+        let (owners, sharers): (Vec<_>, Vec<_>) = loaded.keys.into_iter().partition(|k| k.usage_owner.is_none());
+        for rec in owners.into_iter().chain(sharers) {
+            self.apply_followed(Followed::Key(rec.policy.id, Some(Box::new(rec))));
+        }
+        for (id, state) in loaded.nonces {
+            self.apply_followed(Followed::Nonce(id, Some(state)));
+        }
+        let sessions: std::collections::HashSet<[u8; 32]> = loaded.sessions.iter().map(|(h, _)| *h).collect();
+        self.sessions.retain(|h, _| sessions.contains(h));
+        for (hash, rec) in loaded.sessions {
+            self.sessions.insert(hash, rec);
+        }
+    }
+
     /// Writes every dirty usage cell in one commit. The counters are copied
     /// out (each under its own lock, briefly) before the store is asked to
     /// write; while the store is degraded, an empty commit probes it.
     pub(crate) fn flush(&self) -> Result<()> {
         let mut taken: Vec<Arc<UsageCell>> = Vec::new();
+        let shared = self.shared;
+        let mut sent: Vec<UsageStats> = Vec::new();
         let result = self.write(|batch| {
             for entry in self.by_id.iter() {
                 let cell = &entry.value().usage;
@@ -676,12 +919,24 @@ impl Inner {
                 }
             }
             for cell in &taken {
-                batch.push(Change::Usage(cell.owner(), cell.to_record()));
+                if shared {
+                    // The counters themselves are the store's (see
+                    // `Store::charge`): only this node's statistics go.
+                    let stats = cell.unflushed_stats();
+                    batch.push(Change::UsageStats(cell.owner(), stats));
+                    sent.push(stats);
+                } else {
+                    batch.push(Change::Usage(cell.owner(), cell.to_record()));
+                }
             }
             if batch.is_empty() && self.writer.health.degraded.load(Ordering::Acquire) {
                 batch.push(Change::Probe);
             }
-            Ok(|| ())
+            Ok(|| {
+                for (cell, stats) in taken.iter().zip(&sent) {
+                    cell.flushed(stats);
+                }
+            })
         });
         if result.is_err() {
             self.writer.health.flush_failures.fetch_add(1, Ordering::Relaxed);

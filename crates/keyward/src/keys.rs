@@ -284,12 +284,14 @@ impl Engine {
     /// A key by id.
     pub fn key(&self, id: KeyId) -> Result<KeyInfo> {
         let live = self.inner.key(id)?;
+        self.inner.read_counters(&live)?;
         Ok(self.inner.key_info(&live, self.inner.now()))
     }
 
     /// A key by id, as `actor` may see it (keys see only their own workspace).
     pub fn key_as(&self, id: KeyId, actor: &Actor) -> Result<KeyInfo> {
         let live = self.inner.visible_key(actor, id)?;
+        self.inner.read_counters(&live)?;
         Ok(self.inner.key_info(&live, self.inner.now()))
     }
 
@@ -363,64 +365,70 @@ impl Engine {
         // strict-mode charges of the same counters.
         let _gate = touches_credits.then(|| current.usage.gate());
         let now = inner.now();
-        inner.write(|batch| {
-            let current = inner.visible_key(actor, id)?;
-            let acting = inner.acting_key(actor, current.policy().workspace)?;
-            if let Some(p) = &update.permissions {
-                Inner::check_grant(acting.as_deref(), p)?;
+        inner.retry_moved(|| {
+            if touches_credits {
+                inner.sync_cell(&current.usage)?;
             }
-            let mut rec = current.record.clone();
-            let p = &mut rec.policy;
-            let credits_before = p.limits.credits;
-            let action = match update.disabled {
-                Some(true) if !p.disabled => AuditAction::KeyDisabled,
-                Some(false) if p.disabled => AuditAction::KeyEnabled,
-                _ => AuditAction::KeyUpdated,
-            };
-            let mut changed = Changes::default();
-            changed.set("name", &mut p.name, update.name);
-            changed.set("expires_at", &mut p.expires_at, update.expires_at);
-            changed.set("permissions", &mut p.permissions, update.permissions);
-            changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
-            changed.set("limits", &mut p.limits, update.limits);
-            changed.set("credit_limit", &mut p.limits.credits, update.credit_limit);
-            changed.set("tool_limits", &mut p.tool_limits, update.tool_limits);
-            changed.set("tools", &mut p.tools, update.tools);
-            changed.set("meta", &mut p.meta, meta);
-            changed.set("disabled", &mut p.disabled, update.disabled);
-            changed.set("external_id", &mut rec.external_id, update.external_id);
-            changed.set("roles", &mut rec.roles, update.roles);
-            let credits_policy = rec.policy.limits.credits;
-            let reset_credits = credits_policy != credits_before;
-            // New limits with other credits reset the balance; a credits
-            // change applies after that.
-            let step = CreditStep {
-                reset: reset_credits.then_some(credits_policy),
-                change: match (update.credits, credits_policy) {
-                    (Some(_), None) => return Err(Error::invalid("credits", "the key has no credits limit")),
-                    (Some(change), Some(policy)) => {
-                        changed.note("credits");
-                        Some((policy, change))
-                    }
-                    (None, _) => None,
-                },
-            };
-            batch.push(Change::Key(rec.clone()));
-            if !step.is_empty() {
-                let mut planned = current.usage.lock().clone();
-                step.apply(&mut planned, now);
-                batch.push(Change::Usage(current.usage.owner(), current.usage.record_with(&planned)));
-            }
-            audit(batch, now, actor, action, Some(rec.policy.workspace), id.to_string(), changed.list());
-            Ok(move || {
-                if !step.is_empty() {
-                    step.apply(&mut current.usage.lock(), now);
-                    current.usage.mark_dirty();
+            let (update, meta) = (update.clone(), meta.clone());
+            inner.write(|batch| {
+                let current = inner.visible_key(actor, id)?;
+                let acting = inner.acting_key(actor, current.policy().workspace)?;
+                if let Some(p) = &update.permissions {
+                    Inner::check_grant(acting.as_deref(), p)?;
                 }
-                let live = current.with_record(rec);
-                let info = inner.key_info(&live, now);
-                inner.index_key(live);
-                info
+                let mut rec = current.record.clone();
+                let p = &mut rec.policy;
+                let credits_before = p.limits.credits;
+                let action = match update.disabled {
+                    Some(true) if !p.disabled => AuditAction::KeyDisabled,
+                    Some(false) if p.disabled => AuditAction::KeyEnabled,
+                    _ => AuditAction::KeyUpdated,
+                };
+                let mut changed = Changes::default();
+                changed.set("name", &mut p.name, update.name);
+                changed.set("expires_at", &mut p.expires_at, update.expires_at);
+                changed.set("permissions", &mut p.permissions, update.permissions);
+                changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
+                changed.set("limits", &mut p.limits, update.limits);
+                changed.set("credit_limit", &mut p.limits.credits, update.credit_limit);
+                changed.set("tool_limits", &mut p.tool_limits, update.tool_limits);
+                changed.set("tools", &mut p.tools, update.tools);
+                changed.set("meta", &mut p.meta, meta);
+                changed.set("disabled", &mut p.disabled, update.disabled);
+                changed.set("external_id", &mut rec.external_id, update.external_id);
+                changed.set("roles", &mut rec.roles, update.roles);
+                let credits_policy = rec.policy.limits.credits;
+                let reset_credits = credits_policy != credits_before;
+                // New limits with other credits reset the balance; a credits
+                // change applies after that.
+                let step = CreditStep {
+                    reset: reset_credits.then_some(credits_policy),
+                    change: match (update.credits, credits_policy) {
+                        (Some(_), None) => return Err(Error::invalid("credits", "the key has no credits limit")),
+                        (Some(change), Some(policy)) => {
+                            changed.note("credits");
+                            Some((policy, change))
+                        }
+                        (None, _) => None,
+                    },
+                };
+                batch.push(Change::Key(rec.clone()));
+                if !step.is_empty() {
+                    let mut planned = current.usage.lock().clone();
+                    step.apply(&mut planned, now);
+                    batch.push(inner.counters_change(&current.usage, current.usage.record_with(&planned)));
+                }
+                audit(batch, now, actor, action, Some(rec.policy.workspace), id.to_string(), changed.list());
+                Ok(move || {
+                    if !step.is_empty() {
+                        step.apply(&mut current.usage.lock(), now);
+                        current.usage.mark_dirty();
+                    }
+                    let live = current.with_record(rec);
+                    let info = inner.key_info(&live, now);
+                    inner.index_key(live);
+                    info
+                })
             })
         })
     }
@@ -486,39 +494,47 @@ impl Engine {
         // Level 1 before the writer: ordered with strict-mode charges.
         let _gate = live.usage.gate();
         let now = inner.now();
-        inner.write(|batch| {
-            let live = inner.visible_key(actor, id)?;
-            let Some(policy) = live.policy().limits.credits else {
-                return Err(Error::invalid("credits", "the key has no credits limit"));
-            };
-            let mut planned = live.usage.lock().clone();
-            let remaining = apply_credits(&mut planned, &policy, change, now);
-            batch.push(Change::Usage(live.usage.owner(), live.usage.record_with(&planned)));
-            audit(
-                batch,
-                now,
-                actor,
-                AuditAction::CreditsUpdated,
-                Some(live.policy().workspace),
-                id.to_string(),
-                format!("{change:?} -> {remaining}"),
-            );
-            Ok(move || {
-                // Calls admitted since the plan (not strict ones: they hold
-                // the gate) are charged on top: apply the change to the
-                // balance as it is now, and let the flusher write that.
-                let mut c = live.usage.lock();
-                let now_remaining = apply_credits(&mut c, &policy, change, now);
-                drop(c);
-                live.usage.mark_dirty();
-                now_remaining
+        inner.retry_moved(|| {
+            inner.sync_cell(&live.usage)?;
+            inner.write(|batch| {
+                let live = inner.visible_key(actor, id)?;
+                let Some(policy) = live.policy().limits.credits else {
+                    return Err(Error::invalid("credits", "the key has no credits limit"));
+                };
+                let mut planned = live.usage.lock().clone();
+                let remaining = apply_credits(&mut planned, &policy, change, now);
+                batch.push(inner.counters_change(&live.usage, live.usage.record_with(&planned)));
+                audit(
+                    batch,
+                    now,
+                    actor,
+                    AuditAction::CreditsUpdated,
+                    Some(live.policy().workspace),
+                    id.to_string(),
+                    format!("{change:?} -> {remaining}"),
+                );
+                Ok(move || {
+                    // Calls admitted since the plan (not strict ones: they hold
+                    // the gate) are charged on top: apply the change to the
+                    // balance as it is now, and let the flusher write that.
+                    let mut c = live.usage.lock();
+                    let now_remaining = apply_credits(&mut c, &policy, change, now);
+                    drop(c);
+                    live.usage.mark_dirty();
+                    now_remaining
+                })
             })
         })
     }
 
     /// Usage figures of a key.
+    ///
+    /// On a shared store the limits' figures are the store's (read there
+    /// first); `valid` and `refused` count the calls of every node up to
+    /// this node's start, then this node's own.
     pub fn usage(&self, id: KeyId) -> Result<KeyUsageReport> {
         let live = self.inner.key(id)?;
+        self.inner.read_counters(&live)?;
         let now = self.inner.now();
         let c = live.usage.lock();
         let quota = keyward_core::quota_of(&live.policy().limits, &c.key, now);

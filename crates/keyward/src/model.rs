@@ -43,6 +43,8 @@ pub struct NewWorkspace {
     pub ip_rules: IpRules,
     /// Limits for new keys that set none. By default none.
     pub default_limits: Limits,
+    /// How nodes sharing a store count its keys' limits. By default exact.
+    pub limit_sync: LimitSync,
 }
 
 impl NewWorkspace {
@@ -54,6 +56,7 @@ impl NewWorkspace {
             api_access: true,
             ip_rules: IpRules::none(),
             default_limits: Limits::default(),
+            limit_sync: LimitSync::Exact,
         }
     }
 }
@@ -71,6 +74,26 @@ pub struct WorkspaceUpdate {
     pub ip_rules: Option<IpRules>,
     /// Default limits for new keys.
     pub default_limits: Option<Limits>,
+    /// How nodes sharing a store count its keys' limits.
+    pub limit_sync: Option<LimitSync>,
+}
+
+/// How the nodes sharing a store (Redis) count a workspace's limits. A store
+/// of one node (redb) is exact either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitSync {
+    /// Every call of a key with limits is decided in the store, in one
+    /// atomic step: exact across nodes, one round trip per call.
+    #[default]
+    Exact,
+    /// Each node decides on its own copy of the counters, with no round
+    /// trip, and reconciles its calls with the store every `ms`
+    /// milliseconds. Between two reconciliations each node may admit what
+    /// its copy still allows: see docs/cluster.md for the overshoot bound.
+    Local {
+        /// Milliseconds between reconciliations (at least 1).
+        ms: u64,
+    },
 }
 
 /// A workspace as stored and shown.
@@ -80,6 +103,24 @@ pub struct Workspace {
     pub policy: WorkspacePolicy,
     /// Creation time.
     pub created_at: UnixMillis,
+    /// How nodes sharing a store count its keys' limits.
+    pub limit_sync: LimitSync,
+}
+
+impl Workspace {
+    /// Decodes a stored workspace, also as written before `limit_sync`
+    /// existed (then exact).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
+        #[derive(Deserialize)]
+        struct Before {
+            policy: WorkspacePolicy,
+            created_at: UnixMillis,
+        }
+        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
+            let Before { policy, created_at } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            Ok(Self { policy, created_at, limit_sync: LimitSync::Exact })
+        })
+    }
 }
 
 /// A signing identity to attach to a new key (SPEC §5).
@@ -456,6 +497,15 @@ pub(crate) struct UsageRecord {
     pub last_used_at: Option<UnixMillis>,
     pub valid: u64,
     pub refused: u64,
+}
+
+impl UsageRecord {
+    /// Adds one node's statistics.
+    pub(crate) fn add_stats(&mut self, stats: &crate::store::UsageStats) {
+        self.valid = self.valid.saturating_add(stats.valid);
+        self.refused = self.refused.saturating_add(stats.refused);
+        self.last_used_at = self.last_used_at.max(stats.last_used_at);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

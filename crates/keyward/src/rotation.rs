@@ -34,98 +34,117 @@ impl Engine {
     /// [`Error::Conflict`] for a key already rotated.
     pub fn rotate_key(&self, id: KeyId, grace_ms: u64, actor: &Actor) -> Result<CreatedKey> {
         let inner = &self.inner;
-        inner.visible_key(actor, id)?;
+        let cell = Arc::clone(&inner.visible_key(actor, id)?.usage);
         let mut rng = os_rng();
         let new_id = KeyId::generate(&mut rng);
         let now = inner.now();
-        let (info, token, signing) = inner.write(|batch| {
-            // Everything is read again here, under the writer: a revoke or a
-            // delete that landed since the call began is seen, not undone.
-            let old = inner.visible_key(actor, id)?;
-            let p = old.policy();
-            match p.status(now) {
-                Status::Revoked => return Err(Error::invalid("key", "a revoked key cannot be rotated")),
-                Status::Expired => return Err(Error::invalid("key", "an expired key cannot be rotated")),
-                _ => {}
-            }
-            if !inner.workspace(p.workspace)?.ws.policy.api_access {
-                return Err(Error::PlanInactive);
-            }
-            if p.imported {
-                return Err(Error::invalid("key", "an imported key cannot be rotated; create a new key instead"));
-            }
-            if let Some(successor) = old.record.usage_owner {
-                return Err(Error::Conflict(format!(
-                    "key {id} was already rotated (its successor is {successor}); rotate that key instead"
-                )));
-            }
-            // The successor holds exactly the old key's permissions: a
-            // narrower key cannot rotate a broader one and read its token.
-            let acting = inner.acting_key(actor, p.workspace)?;
-            crate::engine::Inner::check_grant(acting.as_deref(), &p.permissions)?;
-            let prefix = match prefix_of_start(&old.record.start) {
-                Some(prefix) => prefix,
-                None => inner.workspace(p.workspace)?.ws.policy.prefix.clone(),
-            };
-            let token = Token::generate(&prefix, &mut rng);
-            let successor = KeyRecord {
-                policy: KeyPolicy { id: new_id, hash: token.hash(), revoked_at: None, imported: false, ..p.clone() },
-                start: token.start(),
-                created_at: now,
-                created_by: actor.to_string(),
-                signing: old.record.signing.clone(),
-                usage_owner: None,
-                external_id: old.record.external_id.clone(),
-                roles: old.record.roles.clone(),
-            };
-            let grace_end = now.plus(grace_ms);
-            let mut old_rec = old.record.clone();
-            old_rec.policy.expires_at = Some(old_rec.policy.expires_at.map_or(grace_end, |e| e.min(grace_end)));
-            old_rec.usage_owner = Some(new_id);
-            // Keys still in the grace of an earlier rotation share these
-            // counters too: they follow them to the new owner.
-            let mut sharers: Vec<_> = inner
-                .by_id
-                .iter()
-                .filter(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, &old.usage))
-                .map(|e| Arc::clone(e.value()))
-                .collect();
-            sharers.sort_by_key(|k| k.policy().id);
-            let sharer_records: Vec<KeyRecord> =
-                sharers.iter().map(|k| KeyRecord { usage_owner: Some(new_id), ..k.record.clone() }).collect();
-            let counters = old.usage.to_record();
-            batch.push(Change::Key(successor.clone()));
-            batch.push(Change::Key(old_rec.clone()));
-            for r in &sharer_records {
-                batch.push(Change::Key(r.clone()));
-            }
-            batch.push(Change::UsageDeleted(old.usage.owner()));
-            batch.push(Change::Usage(new_id, counters));
-            audit(
-                batch,
-                now,
-                actor,
-                AuditAction::KeyRotated,
-                Some(p.workspace),
-                id.to_string(),
-                format!("new={new_id} grace_ms={grace_ms}"),
-            );
-            Ok(move || {
-                let cell = Arc::clone(&old.usage);
-                cell.set_owner(new_id);
-                // Counters changed since the copy above are written by the
-                // next flush, under the new owner.
-                cell.mark_dirty();
-                let signing = successor.signing.clone();
-                let live =
-                    crate::engine::LiveKey::new(successor, Arc::clone(&cell), Arc::new(Mutex::new(Default::default())));
-                let info = inner.key_info(&live, now);
-                inner.index_key(live);
-                inner.index_key(old.with_record(old_rec));
-                for (k, r) in sharers.iter().zip(sharer_records) {
-                    inner.index_key(k.with_record(r));
+        // Level 1 before the writer: the counters handed over are the ones
+        // stored, on a shared store too.
+        let _gate = cell.gate();
+        let (info, token, signing) = inner.retry_moved(|| {
+            inner.sync_cell(&cell)?;
+            inner.write(|batch| {
+                // Everything is read again here, under the writer: a revoke or a
+                // delete that landed since the call began is seen, not undone.
+                let old = inner.visible_key(actor, id)?;
+                let p = old.policy();
+                match p.status(now) {
+                    Status::Revoked => return Err(Error::invalid("key", "a revoked key cannot be rotated")),
+                    Status::Expired => return Err(Error::invalid("key", "an expired key cannot be rotated")),
+                    _ => {}
                 }
-                (info, token, signing)
+                if !inner.workspace(p.workspace)?.ws.policy.api_access {
+                    return Err(Error::PlanInactive);
+                }
+                if p.imported {
+                    return Err(Error::invalid("key", "an imported key cannot be rotated; create a new key instead"));
+                }
+                if let Some(successor) = old.record.usage_owner {
+                    return Err(Error::Conflict(format!(
+                        "key {id} was already rotated (its successor is {successor}); rotate that key instead"
+                    )));
+                }
+                // The successor holds exactly the old key's permissions: a
+                // narrower key cannot rotate a broader one and read its token.
+                let acting = inner.acting_key(actor, p.workspace)?;
+                crate::engine::Inner::check_grant(acting.as_deref(), &p.permissions)?;
+                let prefix = match prefix_of_start(&old.record.start) {
+                    Some(prefix) => prefix,
+                    None => inner.workspace(p.workspace)?.ws.policy.prefix.clone(),
+                };
+                let token = Token::generate(&prefix, &mut rng);
+                let successor = KeyRecord {
+                    policy: KeyPolicy {
+                        id: new_id,
+                        hash: token.hash(),
+                        revoked_at: None,
+                        imported: false,
+                        ..p.clone()
+                    },
+                    start: token.start(),
+                    created_at: now,
+                    created_by: actor.to_string(),
+                    signing: old.record.signing.clone(),
+                    usage_owner: None,
+                    external_id: old.record.external_id.clone(),
+                    roles: old.record.roles.clone(),
+                };
+                let grace_end = now.plus(grace_ms);
+                let mut old_rec = old.record.clone();
+                old_rec.policy.expires_at = Some(old_rec.policy.expires_at.map_or(grace_end, |e| e.min(grace_end)));
+                old_rec.usage_owner = Some(new_id);
+                // Keys still in the grace of an earlier rotation share these
+                // counters too: they follow them to the new owner.
+                let mut sharers: Vec<_> = inner
+                    .by_id
+                    .iter()
+                    .filter(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, &old.usage))
+                    .map(|e| Arc::clone(e.value()))
+                    .collect();
+                sharers.sort_by_key(|k| k.policy().id);
+                let sharer_records: Vec<KeyRecord> =
+                    sharers.iter().map(|k| KeyRecord { usage_owner: Some(new_id), ..k.record.clone() }).collect();
+                let counters = old.usage.to_record();
+                batch.push(Change::Key(successor.clone()));
+                batch.push(Change::Key(old_rec.clone()));
+                for r in &sharer_records {
+                    batch.push(Change::Key(r.clone()));
+                }
+                if inner.shared {
+                    // Only if no other node charged them since they were read.
+                    batch.push(inner.counters_change(&old.usage, counters.clone()));
+                }
+                batch.push(Change::UsageDeleted(old.usage.owner()));
+                batch.push(Change::Usage(new_id, counters));
+                audit(
+                    batch,
+                    now,
+                    actor,
+                    AuditAction::KeyRotated,
+                    Some(p.workspace),
+                    id.to_string(),
+                    format!("new={new_id} grace_ms={grace_ms}"),
+                );
+                Ok(move || {
+                    let cell = Arc::clone(&old.usage);
+                    cell.set_owner(new_id);
+                    // Counters changed since the copy above are written by the
+                    // next flush, under the new owner.
+                    cell.mark_dirty();
+                    let signing = successor.signing.clone();
+                    let live = crate::engine::LiveKey::new(
+                        successor,
+                        Arc::clone(&cell),
+                        Arc::new(Mutex::new(Default::default())),
+                    );
+                    let info = inner.key_info(&live, now);
+                    inner.index_key(live);
+                    inner.index_key(old.with_record(old_rec));
+                    for (k, r) in sharers.iter().zip(sharer_records) {
+                        inner.index_key(k.with_record(r));
+                    }
+                    (info, token, signing)
+                })
             })
         })?;
         let signing = signing_secrets(inner, new_id, signing.as_ref());

@@ -13,9 +13,11 @@ use keyward_core::{
 use crate::audit::audit;
 use crate::engine::{Engine, Inner, KeyCounters, LiveKey};
 use crate::error::{Error, Result};
+use crate::local::Admitted;
+use crate::model::LimitSync;
 use crate::model::{Actor, AuditAction, KeyInfo, Session, SessionRecord};
 use crate::rng::os_rng;
-use crate::store::Change;
+use crate::store::{Change, Charged};
 use crate::validate::derive_api_secret;
 use crate::writer::LeafGuard;
 
@@ -131,6 +133,12 @@ impl Inner {
         report: Option<&mut Vec<RateReport>>,
     ) {
         let policy = live.policy();
+        if self.shared && self.reach.stale.load(Ordering::Relaxed) {
+            // The shared store has not answered for the stale window: a
+            // revocation made on another node may have been missed.
+            store_unavailable(v, policy);
+            return;
+        }
         let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load()) else {
             *v = Verdict::bare(Code::PlanInactive);
             v.key_id = Some(policy.id);
@@ -159,6 +167,24 @@ impl Inner {
             let mut none = UsageState::default();
             let usage = Usage { key: &mut none, tool: None, key_tool: None };
             decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
+        } else if self.shared && !Inner::counts_locally(live, ws.ws.limit_sync) {
+            // Other nodes charge these counters too: the store decides.
+            self.decide_shared(v, live, &ws.ws.policy, lookup, req.tool, &core_req, report);
+        } else if self.shared {
+            // Local mode: this node's copy decides; the call is replayed on
+            // the store's counters at the next reconciliation.
+            if let LimitSync::Local { ms } = ws.ws.limit_sync {
+                self.refresh_local(live, ms);
+            }
+            let mut c = live.usage.lock();
+            decide_counters(v, policy, &ws.ws.policy, lookup, req.tool, &core_req, &mut c);
+            if v.is_valid() {
+                c.pending.push(Admitted::of(req, now));
+            }
+            if let Some(out) = report {
+                let limited = v.code == Code::RateLimited;
+                *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
+            }
         } else if self.opts.strict_credits && policy.limits.credits.is_some() && req.cost.credits > 0 {
             // Strict mode commits the balance of a call that spends credits;
             // a call that spends none (an admin caller's check) changes no
@@ -230,6 +256,122 @@ impl Inner {
         }
     }
 
+    /// A shared store: the call is decided with keyward-core on this node's
+    /// copy of the counters, and the store takes the result only if no
+    /// other node changed them since that copy was read (one atomic step,
+    /// [`Store::charge`](crate::store::Store::charge)); a refusal is
+    /// confirmed the same way. If they changed, the store hands back the
+    /// counters as they are, and the call is decided again on those. The
+    /// key's gate (level 1 of the lock order) keeps this node's calls of
+    /// one key in line, so each attempt that loses, loses to another node.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_shared(
+        &self,
+        v: &mut Verdict,
+        live: &LiveKey,
+        ws: &keyward_core::WorkspacePolicy,
+        lookup: ToolLookup<'_>,
+        tool: Option<&str>,
+        core_req: &CoreRequest<'_>,
+        report: Option<&mut Vec<RateReport>>,
+    ) {
+        let policy = live.policy();
+        let cell = &live.usage;
+        let _gate = cell.gate();
+        let owner = cell.owner();
+        // The store is known not to answer: do not wait for it.
+        let mut attempts = if self.reach.down.load(Ordering::Acquire) { 0 } else { SHARED_ATTEMPTS };
+        while attempts > 0 {
+            attempts -= 1;
+            let seen = cell.version.load(Ordering::Acquire);
+            let mut next = cell.lock().clone();
+            decide_counters(v, policy, ws, lookup, tool, core_req, &mut next);
+            let record = v.is_valid().then(|| cell.record_with(&next));
+            match self.writer.store().charge(owner, seen, record.as_ref()) {
+                Ok(Charged::Done(version)) => {
+                    if let Some(out) = report {
+                        let limited = v.code == Code::RateLimited;
+                        *out = rate_report(&policy.limits, &next.key, core_req.now, &core_req.cost, true, limited);
+                    }
+                    if v.is_valid() {
+                        *cell.lock() = next;
+                    }
+                    cell.version.store(version, Ordering::Release);
+                    return;
+                }
+                Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
+                Err(_) => break,
+            }
+        }
+        if self.opts.fail_open_limits {
+            // Chosen by the operator: this node's own counters decide.
+            let mut c = cell.lock();
+            decide_counters(v, policy, ws, lookup, tool, core_req, &mut c);
+            if let Some(out) = report {
+                let limited = v.code == Code::RateLimited;
+                *out = rate_report(&policy.limits, &c.key, core_req.now, &core_req.cost, true, limited);
+            }
+            return;
+        }
+        // The store could not be reached (or never settled): nothing was
+        // charged; refuse rather than admit a call no node counted.
+        store_unavailable(v, policy);
+    }
+
+    /// Reads a cell's counters from a shared store if they changed there
+    /// since this node last did. Call it under the cell's gate.
+    pub(crate) fn sync_cell(&self, cell: &crate::engine::UsageCell) -> Result<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let owner = cell.owner();
+        for _ in 0..SHARED_ATTEMPTS {
+            let seen = cell.version.load(Ordering::Acquire);
+            match self.writer.store().charge(owner, seen, None)? {
+                Charged::Done(_) => return Ok(()),
+                Charged::Moved(version, rec) => cell.adopt(rec, version),
+            }
+        }
+        Err(Error::Conflict(MOVED.into()))
+    }
+
+    /// On a shared store, reads a limited key's counters there before they
+    /// are shown (they may have changed on another node).
+    pub(crate) fn read_counters(&self, live: &LiveKey) -> Result<()> {
+        if self.shared && live.has_key_limits {
+            let _gate = live.usage.gate();
+            self.sync_cell(&live.usage)?;
+        }
+        Ok(())
+    }
+
+    /// Runs an admin change of a key's counters (`once`: read, plan,
+    /// commit) until it lands: on a shared store the change is committed
+    /// only if no other node charged the counters since they were read
+    /// ([`Inner::counters_change`]), and is planned again on them if one did.
+    pub(crate) fn retry_moved<T>(&self, mut once: impl FnMut() -> Result<T>) -> Result<T> {
+        for _ in 0..SHARED_ATTEMPTS {
+            match once() {
+                Err(Error::Conflict(m)) if self.shared && m == MOVED => {}
+                r => return r,
+            }
+        }
+        Err(Error::Conflict(MOVED.into()))
+    }
+
+    /// The change that stores `record` as the counters of `cell`: on a
+    /// shared store, only if they are still at the version this node read
+    /// (call [`Inner::sync_cell`] under the gate first; after the commit
+    /// the cell's version is unknown until the next charge reads it).
+    pub(crate) fn counters_change(&self, cell: &crate::engine::UsageCell, record: crate::model::UsageRecord) -> Change {
+        if self.shared {
+            let seen = cell.version.swap(crate::store::UNREAD, Ordering::AcqRel);
+            Change::UsageAt(cell.owner(), seen, record)
+        } else {
+            Change::Usage(cell.owner(), record)
+        }
+    }
+
     /// A lookup's outcome decided, with the key's details; with `rates`,
     /// also the rate limits the call applied.
     fn verification(
@@ -258,8 +400,24 @@ impl Inner {
 /// How long to wait before retrying a call the store could not make durable.
 const STORE_RETRY_MS: u64 = 1_000;
 
+/// Why a change of counters on a shared store did not land: another node
+/// charged them first (the change is planned again).
+pub(crate) const MOVED: &str = "the key's counters changed on another node; try again";
+
+/// Attempts of one charge on a shared store before it is refused. Each
+/// failed attempt means another node's charge landed.
+const SHARED_ATTEMPTS: usize = 64;
+
+/// Refuses a found key's call: the store cannot decide it now.
+fn store_unavailable(v: &mut Verdict, policy: &keyward_core::KeyPolicy) {
+    *v = Verdict::bare(Code::StoreUnavailable);
+    v.key_id = Some(policy.id);
+    v.workspace_id = Some(policy.workspace);
+    v.retry_after_ms = Some(STORE_RETRY_MS);
+}
+
 /// Decides for a key with limits, charging counters `c`.
-fn decide_counters(
+pub(crate) fn decide_counters(
     v: &mut Verdict,
     policy: &keyward_core::KeyPolicy,
     ws: &keyward_core::WorkspacePolicy,
@@ -285,6 +443,56 @@ fn decide_counters(
             let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
             decide_into(v, policy, ws, lookup, core_req, usage);
         }
+    }
+}
+
+/// Releases `leases` in counters `c`. Returns whether all were held.
+fn release_in(c: &mut KeyCounters, tool: Option<&str>, leases: &[(LeaseScope, LeaseId)]) -> bool {
+    let mut all = true;
+    for &(scope, id) in leases {
+        let (t, kt) = match tool.and_then(|n| c.tools.get_mut(n)) {
+            Some((t, kt)) => (Some(t), Some(kt)),
+            None => (None, None),
+        };
+        all &= keyward_core::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
+    }
+    all
+}
+
+/// Leases held in counters `c`, in every scope.
+fn lease_count(c: &KeyCounters) -> usize {
+    c.key.leases.len() + c.tools.values().map(|(t, kt)| t.leases.len() + kt.leases.len()).sum::<usize>()
+}
+
+impl Inner {
+    /// [`Engine::release`] on a shared store: the leases are released in
+    /// the store's counters, whichever node took them. A release the store
+    /// cannot record is reported as not held (the lease then frees itself
+    /// when its TTL passes).
+    fn release_shared(&self, live: &LiveKey, tool: Option<&str>, leases: &[(LeaseScope, LeaseId)]) -> bool {
+        let cell = &live.usage;
+        let _gate = cell.gate();
+        let owner = cell.owner();
+        for _ in 0..SHARED_ATTEMPTS {
+            let seen = cell.version.load(Ordering::Acquire);
+            let mut next = cell.lock().clone();
+            let held = lease_count(&next);
+            let all = release_in(&mut next, tool, leases);
+            let released = lease_count(&next) != held;
+            let record = released.then(|| cell.record_with(&next));
+            match self.writer.store().charge(owner, seen, record.as_ref()) {
+                Ok(Charged::Done(version)) => {
+                    if released {
+                        *cell.lock() = next;
+                    }
+                    cell.version.store(version, Ordering::Release);
+                    return all;
+                }
+                Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
+                Err(_) => return false,
+            }
+        }
+        false
     }
 }
 
@@ -392,16 +600,10 @@ impl Engine {
     /// Releases leases taken by a verification. Returns whether all were held.
     pub fn release(&self, key: KeyId, tool: Option<&str>, leases: &[(LeaseScope, LeaseId)]) -> bool {
         let Ok(live) = self.inner.key(key) else { return false };
-        let mut c = live.usage.lock();
-        let c = &mut *c;
-        let mut all = true;
-        for &(scope, id) in leases {
-            let (t, kt) = match tool.and_then(|n| c.tools.get_mut(n)) {
-                Some((t, kt)) => (Some(t), Some(kt)),
-                None => (None, None),
-            };
-            all &= keyward_core::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
+        if self.inner.shared {
+            return self.inner.release_shared(&live, tool, leases);
         }
+        let all = release_in(&mut live.usage.lock(), tool, leases);
         live.usage.mark_dirty();
         all
     }

@@ -7,7 +7,9 @@ use keyward_core::{Limits, ToolPolicy, WorkspaceId, WorkspacePolicy, check_tool_
 use crate::audit::audit;
 use crate::engine::{Engine, Inner, LiveWorkspace, WorkspaceSlot};
 use crate::error::{Error, Result};
-use crate::model::{Actor, AuditAction, NewTool, NewWorkspace, ToolRecord, ToolUpdate, Workspace, WorkspaceUpdate};
+use crate::model::{
+    Actor, AuditAction, LimitSync, NewTool, NewWorkspace, ToolRecord, ToolUpdate, Workspace, WorkspaceUpdate,
+};
 use crate::rng::os_rng;
 use crate::store::Change;
 use crate::validate::{Changes, validate_limits, validate_name};
@@ -31,6 +33,7 @@ impl Engine {
     pub fn create_workspace(&self, spec: NewWorkspace, actor: &Actor) -> Result<Workspace> {
         validate_name(&spec.name)?;
         validate_limits("default_limits", &spec.default_limits)?;
+        validate_limit_sync(spec.limit_sync)?;
         if matches!(actor, Actor::Key(_)) {
             return Err(Error::InsufficientPermissions("keys cannot create workspaces".into()));
         }
@@ -46,6 +49,7 @@ impl Engine {
                 default_limits: spec.default_limits,
             },
             created_at: now,
+            limit_sync: spec.limit_sync,
         };
         inner.write(|batch| {
             let id = ws.policy.id;
@@ -86,6 +90,9 @@ impl Engine {
         if let Some(l) = &update.default_limits {
             validate_limits("default_limits", l)?;
         }
+        if let Some(sync) = update.limit_sync {
+            validate_limit_sync(sync)?;
+        }
         let now = inner.now();
         inner.write(|batch| {
             let mut live = LiveWorkspace::clone(&*inner.workspace(id)?);
@@ -96,6 +103,7 @@ impl Engine {
             changed.set("api_access", &mut p.api_access, update.api_access);
             changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
             changed.set("default_limits", &mut p.default_limits, update.default_limits);
+            changed.set("limit_sync", &mut live.ws.limit_sync, update.limit_sync);
             batch.push(Change::Workspace(live.ws.clone()));
             audit(batch, now, actor, AuditAction::WorkspaceUpdated, Some(id), id.to_string(), changed.list());
             Ok(move || {
@@ -171,5 +179,17 @@ impl Engine {
         let mut all: Vec<ToolPolicy> = w.tools.values().map(|t| t.policy.clone()).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
+    }
+}
+
+/// Longest reconciliation interval of [`LimitSync::Local`]: a minute.
+const MAX_LOCAL_SYNC_MS: u64 = 60_000;
+
+fn validate_limit_sync(sync: LimitSync) -> Result<()> {
+    match sync {
+        LimitSync::Local { ms } if !(1..=MAX_LOCAL_SYNC_MS).contains(&ms) => {
+            Err(Error::invalid("limit_sync", format!("local_ms must be 1 to {MAX_LOCAL_SYNC_MS}")))
+        }
+        _ => Ok(()),
     }
 }

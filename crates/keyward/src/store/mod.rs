@@ -9,9 +9,13 @@
 //! Two implementations: the embedded redb store ([`redb::RedbStore`], the
 //! default) and a Redis store ([`redis::RedisStore`], feature `redis`).
 
+pub(crate) mod copy;
 pub(crate) mod redb;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(all(test, feature = "redis"))]
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
 pub(crate) mod tables;
 
 use keyward_core::{KeyId, NonceState, WorkspaceId};
@@ -54,6 +58,14 @@ pub(crate) enum Change {
     KeyDeleted(KeyId),
     /// Counters stored under this id (the owner of a shared cell).
     Usage(KeyId, UsageRecord),
+    /// Counters stored under this id, on a shared store only if they are
+    /// still at the version the engine read (else the whole batch fails
+    /// with [`Error::Conflict`](crate::Error::Conflict)). A store of one
+    /// node treats it as [`Change::Usage`].
+    UsageAt(KeyId, u64, UsageRecord),
+    /// Calls counted by this node since its last flush, added to the
+    /// counters' statistics (shared stores: each node adds its own).
+    UsageStats(KeyId, UsageStats),
     UsageDeleted(KeyId),
     /// A key's own nonce history (signed logins).
     Nonce(KeyId, NonceState),
@@ -64,6 +76,32 @@ pub(crate) enum Change {
     /// Nothing: a commit of only this tests whether the store writes again.
     Probe,
 }
+
+/// Statistics one node adds to a key's usage record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UsageStats {
+    /// Valid verifications to add.
+    pub valid: u64,
+    /// Refused verifications to add.
+    pub refused: u64,
+    /// Last valid verification seen by this node (the store keeps the latest).
+    pub last_used_at: Option<keyward_core::UnixMillis>,
+}
+
+/// What a conditional write of one cell's counters found (see
+/// [`Store::charge`]).
+#[derive(Debug)]
+pub(crate) enum Charged {
+    /// The counters were at the version read: the write (if any) landed.
+    /// Their version now.
+    Done(u64),
+    /// Another node changed them since: their version and record now.
+    Moved(u64, Option<Box<UsageRecord>>),
+}
+
+/// The version of counters a node has not read from a shared store yet:
+/// no stored version equals it, so the first charge reads them.
+pub(crate) const UNREAD: u64 = u64::MAX;
 
 /// Changes committed together: all of them or none.
 #[derive(Debug, Default)]
@@ -101,6 +139,9 @@ pub(crate) enum Followed {
     Key(KeyId, Option<Box<KeyRecord>>),
     Nonce(KeyId, Option<NonceState>),
     Session([u8; 32], Option<SessionRecord>),
+    /// The store dropped changes this node had not read yet (the change
+    /// stream was trimmed past it): everything, read again.
+    Reload(Box<Loaded>),
 }
 
 /// Durable storage under the engine.
@@ -126,6 +167,20 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// worth calling). By default, no.
     fn shared(&self) -> bool {
         false
+    }
+
+    /// Drops connections that may have broken while the store was away
+    /// (called when it answers again). By default, nothing.
+    fn reconnect(&self) {}
+
+    /// Counters shared by several nodes: if the counters stored under
+    /// `owner` are still at version `seen`, stores `next` (nothing when
+    /// `None`: the caller only confirms what it read) in one atomic step;
+    /// else hands back what they are now. Only called when
+    /// [`Store::shared`] is true; a store of one node is never behind.
+    fn charge(&self, owner: KeyId, seen: u64, next: Option<&UsageRecord>) -> Result<Charged> {
+        let _ = (owner, next);
+        Ok(Charged::Done(seen))
     }
 
     /// The records other nodes changed since the last call (or since the

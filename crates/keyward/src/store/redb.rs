@@ -28,9 +28,9 @@ enum Source {
 /// The database handle. redb can panic while dropping a handle to a damaged
 /// file; dropping through this wrapper contains that, so closing an engine on
 /// a bad file never takes the host process down.
-struct Db(Option<Database>);
+struct Db<D = Database>(Option<D>);
 
-impl Drop for Db {
+impl<D> Drop for Db<D> {
     fn drop(&mut self) {
         if let Some(db) = self.0.take() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
@@ -248,8 +248,18 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
             Change::KeyDeleted(id) => {
                 txn.open_table(KEYS).map_err(table_err)?.remove(&id.0)?;
             }
-            Change::Usage(id, rec) => {
+            // One node: the counters in memory are the only ones.
+            Change::Usage(id, rec) | Change::UsageAt(id, _, rec) => {
                 txn.open_table(USAGE).map_err(table_err)?.insert(&id.0, encode_record(rec).as_slice())?;
+            }
+            Change::UsageStats(id, stats) => {
+                let mut t = txn.open_table(USAGE).map_err(table_err)?;
+                let mut rec: UsageRecord = match t.get(&id.0)? {
+                    Some(v) => decode_record(v.value())?,
+                    None => UsageRecord::default(),
+                };
+                rec.add_stats(stats);
+                t.insert(&id.0, encode_record(&rec).as_slice())?;
             }
             Change::UsageDeleted(id) => {
                 txn.open_table(USAGE).map_err(table_err)?.remove(&id.0)?;
@@ -300,55 +310,11 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Loaded> {
-        self.run(|db| {
-            let txn = db.begin_read()?;
-            let mut out = Loaded::default();
-            for row in txn.open_table(WORKSPACES).map_err(table_err)?.iter()? {
-                out.workspaces.push(decode_record::<Workspace>(row?.1.value())?);
-            }
-            for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
-                out.tools.push(decode_record::<ToolRecord>(row?.1.value())?);
-            }
-            for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
-                out.keys.push(decode_record::<KeyRecord>(row?.1.value())?);
-            }
-            for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
-                let (k, v) = row?;
-                out.usage.push((KeyId(*k.value()), decode_record(v.value())?));
-            }
-            for row in txn.open_table(NONCES).map_err(table_err)?.iter()? {
-                let (k, v) = row?;
-                out.nonces.push((KeyId(*k.value()), decode_record(v.value())?));
-            }
-            for row in txn.open_table(SESSIONS).map_err(table_err)?.iter()? {
-                let (k, v) = row?;
-                out.sessions.push((*k.value(), decode_record::<SessionRecord>(v.value())?));
-            }
-            Ok(out)
-        })
+        self.run(read_all)
     }
 
     fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
-        self.run(|db| {
-            let txn = db.begin_read()?;
-            let t = txn.open_table(AUDIT).map_err(table_err)?;
-            let mut items = Vec::with_capacity(limit);
-            let mut more = false;
-            for row in t.range(after.saturating_add(1)..)? {
-                let (_, v) = row?;
-                let ev: AuditEvent = decode_record(v.value())?;
-                if ws.is_some() && ev.workspace != ws {
-                    continue;
-                }
-                if items.len() == limit {
-                    more = true;
-                    break;
-                }
-                items.push(ev);
-            }
-            let next_cursor = if more { items.last().map(|e: &AuditEvent| e.seq.to_string()) } else { None };
-            Ok(Page { items, next_cursor })
-        })
+        self.run(|db| read_audit(db, ws, after, limit))
     }
 
     fn check(&self) -> Result<usize> {
@@ -363,4 +329,148 @@ impl Store for RedbStore {
             Ok(n)
         })
     }
+}
+
+/// Reads everything the in-memory index is built from, in one read
+/// transaction.
+fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
+    let txn = db.begin_read()?;
+    let mut out = Loaded::default();
+    for row in txn.open_table(WORKSPACES).map_err(table_err)?.iter()? {
+        out.workspaces.push(Workspace::decode(row?.1.value())?);
+    }
+    for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
+        out.tools.push(decode_record::<ToolRecord>(row?.1.value())?);
+    }
+    for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
+        out.keys.push(decode_record::<KeyRecord>(row?.1.value())?);
+    }
+    for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
+        let (k, v) = row?;
+        out.usage.push((KeyId(*k.value()), decode_record(v.value())?));
+    }
+    for row in txn.open_table(NONCES).map_err(table_err)?.iter()? {
+        let (k, v) = row?;
+        out.nonces.push((KeyId(*k.value()), decode_record(v.value())?));
+    }
+    for row in txn.open_table(SESSIONS).map_err(table_err)?.iter()? {
+        let (k, v) = row?;
+        out.sessions.push((*k.value(), decode_record::<SessionRecord>(v.value())?));
+    }
+    Ok(out)
+}
+
+/// Audit events after `after`, oldest first, of one workspace or all.
+fn read_audit(
+    db: &impl ReadableDatabase,
+    ws: Option<WorkspaceId>,
+    after: u64,
+    limit: usize,
+) -> Result<Page<AuditEvent>> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(AUDIT).map_err(table_err)?;
+    let mut items = Vec::with_capacity(limit);
+    let mut more = false;
+    for row in t.range(after.saturating_add(1)..)? {
+        let (_, v) = row?;
+        let ev: AuditEvent = decode_record(v.value())?;
+        if ws.is_some() && ev.workspace != ws {
+            continue;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(ev);
+    }
+    let next_cursor = if more { items.last().map(|e: &AuditEvent| e.seq.to_string()) } else { None };
+    Ok(Page { items, next_cursor })
+}
+
+/// A keyward file opened read-only, to copy it (`store::copy`). Nothing is
+/// written to it, not even an upgrade or a crash recovery: a file that needs
+/// either is refused with a message that says what to do. Like
+/// [`RedbStore`], it contains redb's panics.
+///
+/// redb refuses to open it while an engine holds the file
+/// ([`Error::InUse`]), and an engine cannot open the file while it is open.
+pub(crate) struct RedbReader {
+    label: String,
+    db: Db<redb::ReadOnlyDatabase>,
+}
+
+impl RedbReader {
+    /// Opens the keyward file at `path`, which must exist.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let label = path.display().to_string();
+        if path.is_dir() {
+            return Err(Error::Io(format!("{label} is a directory")));
+        }
+        if !path.exists() {
+            return Err(Error::Io(format!("{label}: no such file")));
+        }
+        let db = contain(&label, || {
+            Database::builder().open_read_only(path).map_err(|e| match e {
+                redb::DatabaseError::RepairAborted => Error::Storage(format!(
+                    "{label} was not closed cleanly: open it once with keyward (any command) to recover it, \
+                     then try again"
+                )),
+                e => open_error(&label, e),
+            })
+        })?;
+        let reader = Self { label, db: Db(Some(db)) };
+        reader.run(|db| check_schema(db, &reader.label))?;
+        Ok(reader)
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&redb::ReadOnlyDatabase) -> Result<T>) -> Result<T> {
+        let Some(db) = self.db.0.as_ref() else {
+            return Err(Error::Storage(format!("{}: not open", self.label)));
+        };
+        contain(&self.label, || f(db))
+    }
+
+    /// See [`Store::load`].
+    pub(crate) fn load(&self) -> Result<Loaded> {
+        self.run(read_all)
+    }
+
+    /// See [`Store::audit`] (every workspace).
+    pub(crate) fn audit(&self, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
+        self.run(|db| read_audit(db, None, after, limit))
+    }
+}
+
+/// The meta records of a file opened read-only: ours, at this build's
+/// schema version (an older file needs the upgrade an engine runs on open).
+fn check_schema(db: &redb::ReadOnlyDatabase, label: &str) -> Result<()> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Err(Error::Corrupt(format!("{label}: a redb database, but not a keyward one")));
+        }
+        Err(e) => return Err(table_err(e)),
+    };
+    let magic = meta.get(MAGIC_KEY)?.map(|v| v.value().to_vec());
+    let version = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
+    let (Some(magic), Some(version)) = (magic, version) else {
+        return Err(Error::Corrupt(format!("{label}: missing or foreign meta records")));
+    };
+    if magic != MAGIC {
+        return Err(Error::Corrupt(format!("{label}: missing or foreign meta records")));
+    }
+    let found = <[u8; 4]>::try_from(version.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| Error::Corrupt(format!("{label}: bad schema version record")))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    if found < SCHEMA_VERSION {
+        return Err(Error::Conflict(format!(
+            "{label} has schema version {found}, older than this build's ({SCHEMA_VERSION}): open it once with \
+             this keyward (any command) to upgrade it, then try again"
+        )));
+    }
+    Ok(())
 }

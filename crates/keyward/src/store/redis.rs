@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use keyward_core::{KeyId, WorkspaceId, decode_record, encode_record};
 
-use super::{Batch, Change, Followed, Loaded, Store};
+use super::{Batch, Change, Charged, Followed, Loaded, Store, UsageStats};
 use crate::error::{Error, Result};
-use crate::model::{AuditEvent, KeyRecord, Page};
+use crate::model::{AuditEvent, KeyRecord, Page, UsageRecord, Workspace};
 
 const META: &str = "{keyward}:meta";
 const WORKSPACES: &str = "{keyward}:workspaces";
@@ -27,6 +27,12 @@ const USAGE: &str = "{keyward}:usage";
 const NONCES: &str = "{keyward}:nonces";
 const SESSIONS: &str = "{keyward}:sessions";
 const AUDIT: &str = "{keyward}:audit";
+/// Version of each cell's counters in [`USAGE`], raised by every write of
+/// them: what [`Store::charge`] compares.
+const USAGE_VERSIONS: &str = "{keyward}:usage-versions";
+/// Statistics the nodes add to the counters in [`USAGE`]: fields `<id>v`,
+/// `<id>r` (valid and refused calls to add) and `<id>l` (last valid call).
+const STATS: &str = "{keyward}:stats";
 /// The change stream: one entry per batch that changed a followed table,
 /// `node` then (table, field) pairs.
 const CHANGES: &str = "{keyward}:changes";
@@ -39,20 +45,60 @@ const MAGIC: &str = "keyward";
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Applies a batch: ARGV[1] is the writing node, then (op, key, field,
-/// value) quadruples; `hset`, `hdel`, or `audit` (RPUSH of the value; key
-/// and field unused). Every `hset`/`hdel` of a followed table is named in
-/// one change-stream entry (several for a very large batch), in the same
-/// script, so a change and its announcement land together.
+/// value) quadruples:
+/// - `hset`, `hdel`: of `key`; a write of the counters (`{keyward}:usage`)
+///   also raises their version, a delete removes it;
+/// - `usageat`: the counters `field` set to `value` only if their version
+///   is `key` (checked for every such entry before anything is written:
+///   one stale entry refuses the batch);
+/// - `stats`: `value` is "valid refused last", added to the statistics of
+///   the counters `field`;
+/// - `audit`: RPUSH of `value` to the audit list (key and field unused).
+///
+/// Every `hset`/`hdel` of a followed table is named in one change-stream
+/// entry (several for a very large batch), in the same script, so a change
+/// and its announcement land together.
 const APPLY: &str = r"
 local node = ARGV[1]
-local changed = {}
 local i = 2
 while i <= #ARGV do
+  if ARGV[i] == 'usageat' then
+    local now = redis.call('HGET', '{keyward}:usage-versions', ARGV[i + 2]) or '0'
+    if now ~= ARGV[i + 1] then
+      return redis.error_reply('KEYWARD_MOVED counters changed on another node')
+    end
+  end
+  i = i + 4
+end
+local changed = {}
+i = 2
+while i <= #ARGV do
   local op, key, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if op == 'usageat' then
+    op, key = 'hset', '{keyward}:usage'
+  end
   if op == 'hset' then
     redis.call('HSET', key, field, value)
+    if key == '{keyward}:usage' then
+      redis.call('HINCRBY', '{keyward}:usage-versions', field, 1)
+    end
   elseif op == 'hdel' then
     redis.call('HDEL', key, field)
+    if key == '{keyward}:usage' then
+      redis.call('HDEL', '{keyward}:usage-versions', field)
+      redis.call('HDEL', '{keyward}:stats', field .. 'v', field .. 'r', field .. 'l')
+    end
+  elseif op == 'stats' then
+    local valid, refused, last = string.match(value, '^(%d+) (%d+) (%d+)$')
+    if not valid then
+      return redis.error_reply('bad statistics ' .. value)
+    end
+    redis.call('HINCRBY', '{keyward}:stats', field .. 'v', valid)
+    redis.call('HINCRBY', '{keyward}:stats', field .. 'r', refused)
+    local seen = tonumber(redis.call('HGET', '{keyward}:stats', field .. 'l') or '0')
+    if tonumber(last) > seen then
+      redis.call('HSET', '{keyward}:stats', field .. 'l', last)
+    end
   elseif op == 'audit' then
     redis.call('RPUSH', key, value)
   else
@@ -77,19 +123,47 @@ end
 return (#ARGV - 1) / 4
 ";
 
+/// Charges one cell's counters if nobody changed them since they were
+/// read: KEYS are the counters and their versions; ARGV the cell, the
+/// version read, and the new counters (empty: only confirm). Returns
+/// `{1, version}` when they were as read, else `{0, version, counters}`.
+const CHARGE: &str = r"
+local now = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+if now ~= ARGV[2] then
+  return {0, now, redis.call('HGET', KEYS[1], ARGV[1])}
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  now = tostring(redis.call('HINCRBY', KEYS[2], ARGV[1], 1))
+end
+return {1, now, false}
+";
+
+/// Change-stream entries read at most at once.
+const FOLLOW_COUNT: usize = 100;
+
+/// Connections for charges: limited verifications of different keys go
+/// to Redis side by side.
+const CHARGE_CONNECTIONS: usize = 8;
+
 /// The Redis store.
 pub(crate) struct RedisStore {
-    client: redis::Client,
+    target: Target,
     label: String,
     /// The connection, opened on first use and again after an error.
-    con: Mutex<Option<redis::Connection>>,
+    con: Mutex<Option<Con>>,
     /// A second one for blocking reads of the change stream.
-    follow_con: Mutex<Option<redis::Connection>>,
+    follow_con: Mutex<Option<Con>>,
     apply: redis::Script,
+    /// Connections for [`Store::charge`].
+    charge_cons: Vec<Mutex<Option<Con>>>,
+    charge: redis::Script,
     /// This node, as it signs its change-stream entries.
     node: String,
     /// The last change-stream entry read (or there when the store opened).
-    cursor: Mutex<String>,
+    /// Its place: how many entries the stream had gained up to it
+    /// (`entries-added`), so entries trimmed away unread can be told.
+    cursor: Mutex<(String, u64)>,
 }
 
 fn redis_err(label: &str, e: &redis::RedisError) -> Error {
@@ -104,64 +178,155 @@ pub(crate) fn shown(url: &str) -> String {
     }
 }
 
+/// A connection to one server or to a cluster.
+type Con = Box<dyn redis::ConnectionLike + Send>;
+
+/// Where the store is.
+enum Target {
+    /// One server: `redis://` or, over TLS, `rediss://`.
+    One(redis::Client),
+    /// A Redis Cluster: `redis+cluster://H1:P1,H2:P2,…` or, over TLS,
+    /// `rediss+cluster://…`. Every key of the store carries the hash tag
+    /// `{keyward}`, so each batch, charge and stream read stays in one slot.
+    Cluster { nodes: Vec<String>, certs: Option<redis::TlsCertificates> },
+}
+
+impl Target {
+    /// Reads a store URL; `ca` is a PEM CA certificate to trust for TLS
+    /// (else the system's roots).
+    fn parse(url: &str, ca: Option<&[u8]>) -> std::result::Result<Self, String> {
+        let certs = ca.map(|pem| redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) });
+        let (scheme, rest) =
+            url.split_once("://").ok_or("expected redis://, rediss://, redis+cluster:// or rediss+cluster://")?;
+        match scheme {
+            "redis" | "rediss" => {
+                if ca.is_some() && scheme == "redis" {
+                    return Err("a CA certificate is for rediss:// (TLS) only".into());
+                }
+                let client = match certs {
+                    Some(certs) => redis::Client::build_with_tls(url, certs),
+                    None => redis::Client::open(url),
+                };
+                client.map(Target::One).map_err(|e| e.to_string())
+            }
+            "redis+cluster" | "rediss+cluster" => {
+                let tls = scheme == "rediss+cluster";
+                if ca.is_some() && !tls {
+                    return Err("a CA certificate is for rediss+cluster:// (TLS) only".into());
+                }
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                    None => (String::new(), rest),
+                };
+                let hosts = hosts.trim_end_matches('/');
+                if hosts.contains('/') {
+                    return Err("a cluster has one database (0): drop the /DB".into());
+                }
+                let node_scheme = if tls { "rediss" } else { "redis" };
+                let nodes: Vec<String> = hosts
+                    .split(',')
+                    .map(|h| {
+                        if h.is_empty() {
+                            Err("an empty node address".to_owned())
+                        } else {
+                            Ok(format!("{node_scheme}://{auth}{h}"))
+                        }
+                    })
+                    .collect::<std::result::Result<_, _>>()?;
+                // Checked now: a bad address fails at open, not at first use.
+                for n in &nodes {
+                    redis::Client::open(n.as_str()).map_err(|e| e.to_string())?;
+                }
+                Ok(Target::Cluster { nodes, certs })
+            }
+            other => Err(format!(
+                "unknown scheme `{other}://`: expected redis://, rediss://, redis+cluster:// or rediss+cluster://"
+            )),
+        }
+    }
+
+    /// A new connection whose reads wait at most `read_timeout`.
+    fn connect(&self, read_timeout: Duration) -> redis::RedisResult<Con> {
+        match self {
+            Target::One(client) => {
+                let con = client.get_connection_with_timeout(TIMEOUT)?;
+                con.set_read_timeout(Some(read_timeout))?;
+                con.set_write_timeout(Some(TIMEOUT))?;
+                Ok(Box::new(con))
+            }
+            Target::Cluster { nodes, certs } => {
+                let mut b = redis::cluster::ClusterClientBuilder::new(nodes.clone()).connection_timeout(TIMEOUT);
+                if let Some(certs) = certs {
+                    b = b.certs(certs.clone());
+                }
+                let con = b.build()?.get_connection()?;
+                con.set_read_timeout(Some(read_timeout))?;
+                con.set_write_timeout(Some(TIMEOUT))?;
+                Ok(Box::new(con))
+            }
+        }
+    }
+}
+
 impl RedisStore {
-    /// Connects to `url` (`redis://HOST:PORT/DB`) and checks or writes the
-    /// layout's magic and schema version.
-    pub(crate) fn open(url: &str) -> Result<Self> {
+    /// Connects to `url` (see [`Target`]) and checks or writes the layout's
+    /// magic and schema version. `ca`: a PEM CA certificate for TLS.
+    pub(crate) fn open(url: &str, ca: Option<&[u8]>) -> Result<Self> {
         let label = shown(url);
-        let client = redis::Client::open(url).map_err(|e| Error::invalid("store", format!("{label}: {e}")))?;
+        let target = Target::parse(url, ca).map_err(|e| Error::invalid("store", format!("{label}: {e}")))?;
         let node = {
             use rand_core::Rng;
             format!("{:016x}", crate::rng::os_rng().next_u64())
         };
         let store = Self {
-            client,
+            target,
             label,
             con: Mutex::new(None),
             follow_con: Mutex::new(None),
             apply: redis::Script::new(APPLY),
+            charge_cons: (0..CHARGE_CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            charge: redis::Script::new(CHARGE),
             node,
-            cursor: Mutex::new("0-0".into()),
+            cursor: Mutex::new(("0-0".into(), 0)),
         };
         store.init()?;
         // Before anything is loaded: a change made while loading is read
         // again from the stream (re-reading a record is idempotent).
-        let last: redis::Value =
-            store.with(|c| redis::cmd("XREVRANGE").arg(CHANGES).arg("+").arg("-").arg("COUNT").arg(1).query(c))?;
-        // Shaped like one stream of an XREAD reply.
-        let as_read = redis::Value::Array(vec![redis::Value::Array(vec![
-            redis::Value::BulkString(CHANGES.as_bytes().to_vec()),
-            last,
-        ])]);
-        if let Some((id, _)) = stream_entries(as_read).into_iter().next() {
-            *store.cursor.lock().unwrap_or_else(PoisonError::into_inner) = id;
-        }
+        let (last, added, _) = store.stream_state()?;
+        *store.cursor.lock().unwrap_or_else(PoisonError::into_inner) = (last, added);
         Ok(store)
+    }
+
+    /// Whether the database at `url` holds keyward's meta record (read
+    /// without writing anything, unlike [`RedisStore::open`]).
+    pub(crate) fn provisioned(url: &str, ca: Option<&[u8]>) -> Result<bool> {
+        let label = shown(url);
+        let target = Target::parse(url, ca).map_err(|e| Error::invalid("store", format!("{label}: {e}")))?;
+        let mut con = target.connect(TIMEOUT).map_err(|e| redis_err(&label, &e))?;
+        let found: i64 = redis::cmd("EXISTS").arg(META).query(&mut *con).map_err(|e| redis_err(&label, &e))?;
+        Ok(found > 0)
     }
 
     /// Runs `f` on the connection, connecting first if needed; after an
     /// error the connection is dropped, so the next call connects again.
-    fn with<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>) -> Result<T> {
         self.on(&self.con, TIMEOUT, f)
     }
 
     fn on<T>(
         &self,
-        slot: &Mutex<Option<redis::Connection>>,
+        slot: &Mutex<Option<Con>>,
         read_timeout: Duration,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {
-            let con = self.client.get_connection_with_timeout(TIMEOUT).map_err(|e| redis_err(&self.label, &e))?;
-            con.set_read_timeout(Some(read_timeout)).map_err(|e| redis_err(&self.label, &e))?;
-            con.set_write_timeout(Some(TIMEOUT)).map_err(|e| redis_err(&self.label, &e))?;
-            *guard = Some(con);
+            *guard = Some(self.target.connect(read_timeout).map_err(|e| redis_err(&self.label, &e))?);
         }
         let Some(con) = guard.as_mut() else {
             return Err(Error::Storage(format!("{}: not connected", self.label)));
         };
-        let out = f(con);
+        let out = f(&mut **con);
         if out.is_err() {
             *guard = None;
         }
@@ -201,6 +366,38 @@ impl RedisStore {
         }
     }
 
+    /// The change stream now: its newest id, how many entries it ever
+    /// gained, and how many it holds (`XINFO STREAM`; none yet: nothing).
+    fn stream_state(&self) -> Result<(String, u64, u64)> {
+        let info: redis::Value = match self.with(|c| redis::cmd("XINFO").arg("STREAM").arg(CHANGES).query(c)) {
+            Ok(v) => v,
+            Err(Error::Storage(m)) if m.contains("no such key") => return Ok(("0-0".into(), 0, 0)),
+            Err(e) => return Err(e),
+        };
+        let pairs: Vec<(redis::Value, redis::Value)> = match info {
+            redis::Value::Map(pairs) => pairs,
+            redis::Value::Array(flat) => {
+                let mut it = flat.into_iter();
+                std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+            }
+            _ => Vec::new(),
+        };
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::SimpleString(s) => s.clone(),
+            redis::Value::Int(n) => n.to_string(),
+            _ => String::new(),
+        };
+        let field = |name: &str| pairs.iter().find(|(k, _)| text(k) == name).map(|(_, v)| text(v));
+        let count = |name: &str| {
+            field(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Error::Corrupt(format!("{CHANGES}: XINFO without `{name}`")))
+        };
+        let last = field("last-generated-id").unwrap_or_else(|| "0-0".into());
+        Ok((last, count("entries-added")?, count("length")?))
+    }
+
     fn all(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.with(|c| redis::cmd("HGETALL").arg(table).query(c))
     }
@@ -231,6 +428,11 @@ impl Store for RedisStore {
                 Change::Key(rec) => op("hset", KEYS, &rec.policy.id.0, encode_record(rec)),
                 Change::KeyDeleted(id) => op("hdel", KEYS, &id.0, Vec::new()),
                 Change::Usage(id, rec) => op("hset", USAGE, &id.0, encode_record(rec)),
+                Change::UsageAt(id, seen, rec) => op("usageat", &seen.to_string(), &id.0, encode_record(rec)),
+                Change::UsageStats(id, st) => {
+                    let last = st.last_used_at.map_or(0, keyward_core::UnixMillis::get);
+                    op("stats", STATS, &id.0, format!("{} {} {last}", st.valid, st.refused).into_bytes());
+                }
                 Change::UsageDeleted(id) => op("hdel", USAGE, &id.0, Vec::new()),
                 Change::Nonce(id, state) => op("hset", NONCES, &id.0, encode_record(state)),
                 Change::NonceDeleted(id) => op("hdel", NONCES, &id.0, Vec::new()),
@@ -244,17 +446,48 @@ impl Store for RedisStore {
             }
         }
         let mut call = self.apply.prepare_invoke();
-        call.arg(self.node.as_str());
+        // Every key of the store shares the hash tag `{keyward}`: naming one
+        // routes the script to the Redis Cluster node holding all of them.
+        call.key(META).arg(self.node.as_str());
         for a in &args {
             call.arg(a.as_slice());
         }
-        self.with(|c| call.invoke::<i64>(c)).map(drop)
+        self.with(|c| call.invoke::<i64>(c)).map(drop).map_err(|e| match e {
+            Error::Storage(m) if m.contains("KEYWARD_MOVED") => Error::Conflict(crate::verify::MOVED.into()),
+            e => e,
+        })
+    }
+
+    fn charge(&self, owner: KeyId, seen: u64, next: Option<&UsageRecord>) -> Result<Charged> {
+        let value = next.map(encode_record).unwrap_or_default();
+        let mut call = self.charge.prepare_invoke();
+        call.key(USAGE).key(USAGE_VERSIONS).arg(&owner.0[..]).arg(seen.to_string()).arg(value);
+        // Any free connection; when all are busy, one picked by key.
+        let slot = self
+            .charge_cons
+            .iter()
+            .position(|m| m.try_lock().is_ok())
+            .unwrap_or(usize::from(owner.0[0]) % CHARGE_CONNECTIONS);
+        // A connection broken while idle fails once: try once more on a new
+        // one (safe: a charge that did land meanwhile has moved the version,
+        // so the second attempt only reads).
+        let slot = &self.charge_cons[slot];
+        let reply: (i64, String, Option<Vec<u8>>) = match self.on(slot, TIMEOUT, |c| call.invoke(c)) {
+            Ok(r) => r,
+            Err(_) => self.on(slot, TIMEOUT, |c| call.invoke(c))?,
+        };
+        let version =
+            reply.1.parse().map_err(|_| Error::Corrupt(format!("{USAGE_VERSIONS}: bad version `{}`", reply.1)))?;
+        match reply {
+            (1, ..) => Ok(Charged::Done(version)),
+            (_, _, rec) => Ok(Charged::Moved(version, rec.map(|r| decode_record(&r).map(Box::new)).transpose()?)),
+        }
     }
 
     fn load(&self) -> Result<Loaded> {
         let mut out = Loaded::default();
         for (_, v) in self.all(WORKSPACES)? {
-            out.workspaces.push(decode_record(&v)?);
+            out.workspaces.push(Workspace::decode(&v)?);
         }
         for (_, v) in self.all(TOOLS)? {
             out.tools.push(decode_record(&v)?);
@@ -262,9 +495,27 @@ impl Store for RedisStore {
         for (_, v) in self.all(KEYS)? {
             out.keys.push(decode_record(&v)?);
         }
+        let mut usage: std::collections::HashMap<[u8; 16], UsageRecord> = std::collections::HashMap::new();
         for (k, v) in self.all(USAGE)? {
-            out.usage.push((KeyId(id16(&k, USAGE)?), decode_record(&v)?));
+            usage.insert(id16(&k, USAGE)?, decode_record(&v)?);
         }
+        for (k, v) in self.all(STATS)? {
+            let (id, which) =
+                k.split_at_checked(16).ok_or_else(|| Error::Corrupt(format!("{STATS}: a short field")))?;
+            let n: u64 = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Corrupt(format!("{STATS}: a value that is not a count")))?;
+            let mut stats = UsageStats::default();
+            match which {
+                b"v" => stats.valid = n,
+                b"r" => stats.refused = n,
+                b"l" => stats.last_used_at = (n > 0).then_some(keyward_core::UnixMillis(n)),
+                _ => return Err(Error::Corrupt(format!("{STATS}: an unknown field"))),
+            }
+            usage.entry(id16(id, STATS)?).or_default().add_stats(&stats);
+        }
+        out.usage = usage.into_iter().map(|(id, rec)| (KeyId(id), rec)).collect();
         for (k, v) in self.all(NONCES)? {
             out.nonces.push((KeyId(id16(&k, NONCES)?), decode_record(&v)?));
         }
@@ -306,13 +557,31 @@ impl Store for RedisStore {
         true
     }
 
+    fn reconnect(&self) {
+        for slot in std::iter::once(&self.con).chain(&self.charge_cons) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
     fn follow(&self, wait: Duration) -> Result<Vec<Followed>> {
-        let cursor = self.cursor.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let (cursor, read) = self.cursor.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        // Entries after the cursor that were trimmed away unread (this node
+        // was away, or far behind) cannot be followed, nor can a stream that
+        // lost entries this node had read (Redis restarted from an older
+        // snapshot or AOF): read everything.
+        let (last, added, length) = self.stream_state()?;
+        if added < read || added - length > read {
+            // The place is taken before reading: a change made meanwhile
+            // is read again after (re-reading a record is idempotent).
+            let loaded = self.load()?;
+            *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = (last, added);
+            return Ok(vec![Followed::Reload(Box::new(loaded))]);
+        }
         let block = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let reply: redis::Value = self.on(&self.follow_con, wait + TIMEOUT, |c| {
             redis::cmd("XREAD")
                 .arg("COUNT")
-                .arg(100)
+                .arg(FOLLOW_COUNT)
                 .arg("BLOCK")
                 .arg(block)
                 .arg("STREAMS")
@@ -320,9 +589,11 @@ impl Store for RedisStore {
                 .arg(&cursor)
                 .query(c)
         })?;
+        let entries = stream_entries(reply);
+        let read = read + entries.len() as u64;
         let mut touched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut last = None;
-        for (id, fields) in stream_entries(reply) {
+        for (id, fields) in entries {
             last = Some(id);
             let mut pairs = fields.chunks_exact(2);
             let own = matches!(pairs.next(), Some([n, v]) if n == b"node" && v == self.node.as_bytes());
@@ -344,7 +615,7 @@ impl Store for RedisStore {
             out.push(match table.as_str() {
                 WORKSPACES => Followed::Workspace(
                     WorkspaceId(id16(&field, WORKSPACES)?),
-                    value.map(|v| decode_record(&v)).transpose()?,
+                    value.map(|v| Workspace::decode(&v)).transpose()?,
                 ),
                 TOOLS => {
                     let (ws, name) =
@@ -365,7 +636,7 @@ impl Store for RedisStore {
             });
         }
         if let Some(id) = last {
-            *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = id;
+            *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = (id, read);
         }
         Ok(out)
     }
@@ -405,4 +676,78 @@ fn stream_entries(reply: redis::Value) -> Vec<(String, Vec<Vec<u8>>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_core::{Limits, Prefix, UnixMillis, WorkspacePolicy};
+
+    use super::*;
+    use crate::model::Workspace;
+
+    fn workspace(n: u8) -> Change {
+        Change::Workspace(Workspace {
+            policy: WorkspacePolicy {
+                id: WorkspaceId([n; 16]),
+                name: format!("ws{n}"),
+                api_access: true,
+                prefix: Prefix::parse("kw_live").unwrap(),
+                ip_rules: Default::default(),
+                default_limits: Limits::default(),
+            },
+            created_at: UnixMillis(1),
+            limit_sync: crate::LimitSync::Exact,
+        })
+    }
+
+    fn names(items: &[Followed]) -> Vec<String> {
+        items
+            .iter()
+            .map(|f| match f {
+                Followed::Workspace(_, Some(ws)) => ws.policy.name.clone(),
+                Followed::Reload(all) => {
+                    format!(
+                        "reload:{}",
+                        all.workspaces.iter().map(|w| w.policy.name.as_str()).collect::<Vec<_>>().join(",")
+                    )
+                }
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_node_the_stream_was_trimmed_past_reads_everything_again() {
+        let Some(redis) = crate::store::redis_server::Redis::start() else { return };
+        let (a, b) = (RedisStore::open(&redis.url(), None).unwrap(), RedisStore::open(&redis.url(), None).unwrap());
+        let commit = |n| b.commit(&Batch { changes: vec![workspace(n)] }).unwrap();
+        commit(1);
+        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws1"]);
+        commit(2);
+        commit(3);
+        // Both entries a has not read are dropped: a reads everything.
+        let mut raw = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+        redis::cmd("XTRIM").arg(CHANGES).arg("MAXLEN").arg(0).query::<i64>(&mut raw).unwrap();
+        let reloaded = names(&a.follow(Duration::from_millis(10)).unwrap());
+        assert_eq!(reloaded.len(), 1);
+        let mut all: Vec<&str> = reloaded[0].trim_start_matches("reload:").split(',').collect();
+        all.sort_unstable();
+        assert_eq!(all, ["ws1", "ws2", "ws3"]);
+        // Then it follows entry by entry again.
+        commit(4);
+        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws4"]);
+        // A trim of entries a has read changes nothing.
+        redis::cmd("XTRIM").arg(CHANGES).arg("MAXLEN").arg(0).query::<i64>(&mut raw).unwrap();
+        commit(5);
+        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws5"]);
+        // A stream that lost entries a had read (Redis back from an older
+        // copy): a reads everything again.
+        redis::cmd("DEL").arg(CHANGES).query::<i64>(&mut raw).unwrap();
+        commit(6);
+        let reloaded = names(&a.follow(Duration::from_millis(10)).unwrap());
+        assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+        assert_eq!(reloaded[0].split(',').count(), 6, "{reloaded:?}");
+        commit(7);
+        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws7"]);
+    }
 }

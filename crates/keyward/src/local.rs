@@ -1,0 +1,234 @@
+//! [`LimitSync::Local`]: on a shared store, a workspace's limited keys are
+//! decided on each node's own copy of their counters, with no round trip,
+//! and each node's calls are reconciled with the store's counters every
+//! `ms` milliseconds.
+//!
+//! A node remembers the calls it admitted since the last reconciliation.
+//! Reconciling replays them, with keyward-core's arithmetic, on the store's
+//! counters as they are then (other nodes' calls included), and stores the
+//! result only if no other node changed them meanwhile (the same atomic
+//! step as an exact charge); the node's copy becomes that result. A
+//! replayed call the store's counters refuse was admitted by this node
+//! alone: it counts in [`Health::local_overshoot`](crate::Health).
+//!
+//! Concurrency limits are never counted locally (a lease must be released
+//! where it was taken): keys with one are decided exactly.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use keyward_core::{Code, Cost, RateCost, Request as CoreRequest, ToolLookup, UnixMillis, Verdict};
+
+use crate::engine::{Inner, KeyCounters, LiveKey};
+use crate::model::LimitSync;
+use crate::store::{Charged, UNREAD};
+use crate::verify::{Request, decide_counters};
+
+/// One call admitted on a node's own counters, kept to be replayed on the
+/// store's.
+#[derive(Clone, Debug)]
+pub(crate) struct Admitted {
+    at: UnixMillis,
+    ip: Option<IpAddr>,
+    tool: Option<Box<str>>,
+    credits: u64,
+    rates: Box<[RateCall]>,
+}
+
+/// A [`RateCost`] a call named, owned: (name, cost, limit, window_ms).
+type RateCall = (Box<str>, u64, Option<u64>, Option<u64>);
+
+impl Admitted {
+    pub(crate) fn of(req: &Request<'_>, at: UnixMillis) -> Self {
+        Self {
+            at,
+            ip: req.ip,
+            tool: req.tool.map(Box::from),
+            credits: req.cost.credits,
+            rates: req.cost.rates.iter().map(|r| (Box::from(r.name), r.cost, r.limit, r.window_ms)).collect(),
+        }
+    }
+}
+
+/// How often the reconciler looks for counters to reconcile when no
+/// workspace asks for less.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+impl Inner {
+    /// Whether calls of `live` (in a workspace syncing `sync`) are decided
+    /// on this node's own counters: local mode, and no concurrency limit.
+    pub(crate) fn counts_locally(live: &LiveKey, sync: LimitSync) -> bool {
+        matches!(sync, LimitSync::Local { .. }) && !live.has_concurrency
+    }
+
+    /// Milliseconds since the engine opened.
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Before a local decision: counters not reconciled for `ms` and with
+    /// no call waiting are read from the store first (a node that has not
+    /// served a key for a while would otherwise decide on an old copy). A
+    /// store that does not answer leaves the copy as it is.
+    pub(crate) fn refresh_local(&self, live: &LiveKey, ms: u64) {
+        let cell = &live.usage;
+        let synced = cell.synced_at.load(Ordering::Acquire);
+        if synced != 0 && self.elapsed_ms().saturating_sub(synced) < ms {
+            return;
+        }
+        if self.reach.down.load(Ordering::Acquire) || !cell.lock().pending.is_empty() {
+            return;
+        }
+        let _gate = cell.gate();
+        if self.sync_cell(cell).is_ok() {
+            let copy = cell.lock().clone();
+            // A call admitted meanwhile is not in the store's counters.
+            if copy.pending.is_empty() {
+                *crate::writer::LeafGuard::lock(&cell.base) = Some(copy);
+                cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
+            }
+        }
+    }
+
+    /// Replays `call` on counters `c`; returns whether they admit it.
+    fn replay(&self, live: &LiveKey, call: &Admitted, c: &mut KeyCounters) -> bool {
+        let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load()) else { return false };
+        let tool = call.tool.as_deref();
+        let found = tool.map(|name| ws.tools.get(name));
+        let lookup = match &found {
+            None => ToolLookup::NotRequested,
+            Some(None) => ToolLookup::Unknown,
+            Some(Some(t)) => ToolLookup::Found(&t.policy),
+        };
+        let rates: Vec<RateCost<'_>> = call
+            .rates
+            .iter()
+            .map(|(name, cost, limit, window_ms)| RateCost { name, cost: *cost, limit: *limit, window_ms: *window_ms })
+            .collect();
+        let req = CoreRequest {
+            ip: call.ip,
+            tool,
+            permissions: &[],
+            permission_query: None,
+            cost: Cost { credits: call.credits, rates: &rates },
+            now: call.at,
+        };
+        let mut v = Verdict::bare(Code::Valid);
+        decide_counters(&mut v, live.policy(), &ws.ws.policy, lookup, tool, &req, c);
+        v.is_valid()
+    }
+
+    /// Reconciles one key's counters with the store (see the module docs).
+    fn reconcile(&self, live: &LiveKey) -> crate::error::Result<()> {
+        let cell = &live.usage;
+        let _gate = cell.gate();
+        let calls = cell.lock().pending.clone();
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let owner = cell.owner();
+        let mut base = crate::writer::LeafGuard::lock(&cell.base).take();
+        let mut seen = if base.is_some() { cell.version.load(Ordering::Acquire) } else { UNREAD };
+        for _ in 0..64 {
+            let mut next = base.clone().unwrap_or_default();
+            let refused = calls.iter().filter(|call| !self.replay(live, call, &mut next)).count();
+            let outcome = match seen {
+                // Not read yet: read, then replay on what was read.
+                UNREAD => self.writer.store().charge(owner, UNREAD, None),
+                _ => self.writer.store().charge(owner, seen, Some(&cell.record_with(&next))),
+            };
+            match outcome {
+                Ok(Charged::Done(version)) => {
+                    // Calls admitted since the reconciliation began stay
+                    // waiting, and are counted again on the new copy.
+                    let mut c = cell.lock();
+                    let done = calls.len().min(c.pending.len());
+                    let later: Vec<Admitted> = c.pending.split_off(done);
+                    let mut local = next.clone();
+                    for call in &later {
+                        self.replay(live, call, &mut local);
+                    }
+                    local.pending = later;
+                    *c = local;
+                    drop(c);
+                    *crate::writer::LeafGuard::lock(&cell.base) = Some(next);
+                    cell.version.store(version, Ordering::Release);
+                    cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
+                    self.overshoot.fetch_add(refused as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(Charged::Moved(version, rec)) => {
+                    base = Some(KeyCounters::stored(rec.map(|r| *r).unwrap_or_default()));
+                    seen = version;
+                }
+                Err(e) => {
+                    // The calls stay waiting; the next tick tries again.
+                    *crate::writer::LeafGuard::lock(&cell.base) = base.filter(|_| seen != UNREAD);
+                    return Err(e);
+                }
+            }
+        }
+        Err(crate::error::Error::Conflict(crate::verify::MOVED.into()))
+    }
+
+    /// Reconciles every key with calls waiting whose workspace's interval
+    /// has passed (all of them with `due_only` false); returns the shortest
+    /// interval of a local-mode workspace, if any.
+    fn reconcile_due(&self, due_only: bool) -> Option<Duration> {
+        let mut shortest: Option<u64> = None;
+        for slot in self.workspaces.iter() {
+            if let LimitSync::Local { ms } = slot.current.load().ws.limit_sync {
+                shortest = Some(shortest.map_or(ms, |s| s.min(ms)));
+            }
+        }
+        let shortest = shortest?;
+        let now = self.elapsed_ms();
+        let waiting: Vec<Arc<LiveKey>> = self
+            .by_id
+            .iter()
+            .filter(|e| !e.value().usage.lock().pending.is_empty())
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        for live in waiting {
+            let ms = match live.workspace.as_ref().map(|s| s.current.load().ws.limit_sync) {
+                Some(LimitSync::Local { ms }) => ms,
+                _ => 0,
+            };
+            if due_only && now.saturating_sub(live.usage.synced_at.load(Ordering::Acquire)) < ms {
+                continue;
+            }
+            // A failure leaves the calls waiting for the next tick.
+            let _ = self.reconcile(&live);
+        }
+        Some(Duration::from_millis(shortest.max(1)))
+    }
+
+    /// Reconciles every key with calls waiting (when the engine closes).
+    pub(crate) fn reconcile_all(&self) {
+        if self.shared {
+            self.reconcile_due(false);
+        }
+    }
+
+    /// Reconciles local-mode counters until the engine stops.
+    pub(crate) fn reconcile_loop(self: Arc<Self>) {
+        let mut tick = IDLE_TICK;
+        let mut stopped = self.stop_guard();
+        loop {
+            if *stopped {
+                return;
+            }
+            let (guard, _) = self.wake.wait_timeout(stopped, tick).unwrap_or_else(std::sync::PoisonError::into_inner);
+            stopped = guard;
+            if *stopped {
+                return;
+            }
+            drop(stopped);
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reconcile_due(true)));
+            tick = next.ok().flatten().map_or(IDLE_TICK, |t| (t / 2).clamp(Duration::from_millis(1), IDLE_TICK));
+            stopped = self.stop_guard();
+        }
+    }
+}
