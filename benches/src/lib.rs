@@ -5,7 +5,8 @@
 //! generator in `src/bin/keyward-loadgen.rs`. The keys they verify are built
 //! here, so the benches and the load generator measure the same kinds of key.
 //! [`http`] holds what the load generator's HTTP scenario adds: a `keyward
-//! serve` child process on loopback and a small keep-alive HTTP/1.1 client.
+//! serve` child process on loopback and a small keep-alive HTTP/1.1 client;
+//! [`Fixture::redis`] puts the same fixture on a Redis store.
 //!
 //! ```
 //! use keyward::Request;
@@ -23,11 +24,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use keyward::{Actor, CreatedKey, Engine, EngineBuilder, NewKey, NewWorkspace};
+use keyward::{Actor, CreatedKey, Engine, EngineBuilder, LimitSync, NewKey, NewWorkspace};
 use keyward_core::{IpRule, IpRules, Limits, Prefix, RateLimit, Token, WorkspaceId};
 use tempfile::TempDir;
 
 pub mod http;
+pub mod store;
 
 /// The allow rule of [`key_with_ip_rule_and_rate`].
 pub const ALLOWED_CIDR: &str = "10.0.0.0/8";
@@ -37,14 +39,16 @@ pub fn client_ip() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
 }
 
-/// An engine on a fresh database in a temporary directory, with one workspace.
-/// The directory is removed when the fixture is dropped.
+/// An engine on a fresh database, with one workspace: a redb file in a
+/// temporary directory (removed when the fixture is dropped), or a Redis
+/// store ([`Fixture::redis`]).
 pub struct Fixture {
     /// The engine. Declared before the directory so it closes first.
     pub engine: Engine,
     /// The workspace keys are created in.
     pub ws: WorkspaceId,
-    dir: TempDir,
+    /// The redb file's directory; `None` on Redis.
+    dir: Option<TempDir>,
 }
 
 impl Fixture {
@@ -62,7 +66,21 @@ impl Fixture {
         }
         .map_err(|e| keyward::Error::Io(e.to_string()))?;
         let engine = builder.open(dir.path().join("bench.redb"))?;
-        let ws = engine.create_workspace(NewWorkspace::named("bench"), &Actor::Admin)?.policy.id;
+        Self::on(engine, Some(dir))
+    }
+
+    /// The given options, on the Redis store at `url` (`redis://HOST:PORT/DB`),
+    /// which should hold no keyward data yet. The workspace counts its limits
+    /// exactly across nodes ([`LimitSync::Exact`]): every call of a limited
+    /// key is charged in Redis. Nothing is removed from Redis on drop.
+    pub fn redis(builder: EngineBuilder, url: &str) -> keyward::Result<Self> {
+        let engine = builder.open_redis(url)?;
+        Self::on(engine, None)
+    }
+
+    fn on(engine: Engine, dir: Option<TempDir>) -> keyward::Result<Self> {
+        let spec = NewWorkspace { limit_sync: LimitSync::Exact, ..NewWorkspace::named("bench") };
+        let ws = engine.create_workspace(spec, &Actor::Admin)?.policy.id;
         Ok(Self { engine, ws, dir })
     }
 
@@ -76,9 +94,9 @@ impl Fixture {
         (0..n).map(|i| self.key(spec(i)).map(|k| k.token.expose().to_owned())).collect()
     }
 
-    /// The directory holding the database.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// The directory holding the redb file; `None` on Redis.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(TempDir::path)
     }
 }
 

@@ -12,6 +12,17 @@
 //! peer=keyward op=http_verify_valid_under_writes keys=10000 threads=16 ops_per_s=20247 p50_us=728.063 p99_us=2426.879 writes_per_s=702
 //! ```
 //!
+//! `revocation_propagation` prints two lines of its own, in milliseconds:
+//!
+//! ```text
+//! peer=keyward op=key_creation_propagation rounds=200 p50_ms=0.412 p99_ms=1.318
+//! peer=keyward op=revocation_propagation rounds=200 p50_ms=0.398 p99_ms=1.207
+//! ```
+//!
+//! With `--store redis://HOST:PORT/DB` the scenarios run twice in one run,
+//! first on a temporary redb file, then on that Redis, and every line ends
+//! with ` store=redb` or ` store=redis`.
+//!
 //! Only those lines go to stdout; progress and per-run tallies (refusals,
 //! unexpected verdicts, errors) go to stderr as lines starting with `#`.
 //!
@@ -25,14 +36,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use keyward::{Engine, Request};
+use keyward::{Actor, Engine, NewKey, Request};
 use keyward_benches::http::{self, Client, KeyWriter, Server};
-use keyward_benches::{Fixture, plain_key, rate_limited_key, unknown_token};
-use keyward_core::Code;
+use keyward_benches::store::{self as redis_store, PATTERN, Written};
+use keyward_benches::{Fixture, plain_key, rate_limited_key, unknown_token, unreachable_rate_limit};
+use keyward_core::{Code, WorkspaceId};
 
 /// Load generator for keyward: verification throughput and latency.
 ///
@@ -62,6 +75,28 @@ use keyward_core::Code;
 /// Both HTTP scenarios are in the default run; to run just the two, side by
 /// side: --op http_verify_valid,http_verify_valid_under_writes.
 ///
+/// revocation_propagation (not in the default run without --store) has two
+/// nodes: node A creates a key, and the time from the start of that call
+/// until node B verifies it as VALID is one sample of key_creation_propagation
+/// (B looks from the moment A's call returns); then B verifies the token in a
+/// tight loop on a thread of its own while A revokes it, and the time from
+/// the start of A's call until B first refuses it is one sample of
+/// revocation_propagation. --rounds such rounds, one key each. On redb B is
+/// A itself (a redb file admits one engine), so the figures are the time of
+/// the committed (fsynced) call; on --store B is a second engine on the same
+/// Redis, which learns of A's changes through the change stream.
+///
+/// --store redis://HOST:PORT/DB runs the in-process scenarios on a temporary
+/// redb file first, then on that Redis (node A: the engine that creates the
+/// keys), and appends store=redb or store=redis to every line. By default it
+/// runs verify_valid, verify_valid_ratelimited_exact (every call charged in
+/// Redis: one round trip) and revocation_propagation. The Redis must hold no
+/// keyward data ({keyward}:* keys): the load generator refuses one that does,
+/// unless --store-flush is given, which deletes those keys first. After the
+/// run it deletes the {keyward}:* keys if they hold exactly what the run
+/// wrote (one workspace, the keys it created), and otherwise leaves them and
+/// says so.
+///
 /// Latency: with --batch 1 (the default) every call is timed on its own,
 /// between two Instant::now() reads, so each figure includes about one clock
 /// read (~20-50 ns here). The call's token is copied into a reused buffer
@@ -90,7 +125,10 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1_024))]
     threads: Vec<u32>,
 
-    /// Scenarios to run, comma-separated. By default, all of them.
+    /// Scenarios to run, comma-separated. By default, all but
+    /// verify_valid_ratelimited_exact and revocation_propagation; with
+    /// --store, verify_valid, verify_valid_ratelimited_exact and
+    /// revocation_propagation.
     #[arg(long, value_enum, value_delimiter = ',')]
     op: Vec<Scenario>,
 
@@ -123,6 +161,20 @@ struct Args {
     /// `cargo build --release -p keyward-cli`).
     #[arg(long, value_name = "PATH")]
     keyward_bin: Option<PathBuf>,
+
+    /// Also run the scenarios on this Redis store, after a temporary redb
+    /// file, in the same run (see above). Only in-process scenarios.
+    #[arg(long, value_name = "redis://HOST:PORT/DB")]
+    store: Option<String>,
+
+    /// With --store: delete the {keyward}:* keys the Redis holds before the
+    /// run. Without it, a Redis that holds any is refused.
+    #[arg(long, requires = "store")]
+    store_flush: bool,
+
+    /// revocation_propagation: keys created and revoked, one after the other.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rounds: u32,
 }
 
 /// What is measured. Each scenario names its operation, its key set and the
@@ -136,6 +188,12 @@ enum Scenario {
     VerifyInvalid,
     /// Engine::verify of valid keys that carry a rate limit (--rate-limit).
     VerifyValidRatelimited,
+    /// Engine::verify of valid keys with a rate limit no load reaches
+    /// (10⁹/s): every call is charged, none refused. On Redis the charge is
+    /// exact across nodes: one atomic round trip per call.
+    VerifyValidRatelimitedExact,
+    /// Node A creates, then revokes a key; how long until node B follows.
+    RevocationPropagation,
     /// POST /v1/verify of valid keys without limits, to a `keyward serve` on loopback.
     HttpVerifyValid,
     /// http_verify_valid while one more connection creates and revokes keys.
@@ -143,7 +201,19 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    /// Every scenario, in the order they run.
+    const ALL: [Scenario; 7] = [
+        Scenario::VerifyValid,
+        Scenario::VerifyInvalid,
+        Scenario::VerifyValidRatelimited,
+        Scenario::VerifyValidRatelimitedExact,
+        Scenario::RevocationPropagation,
+        Scenario::HttpVerifyValid,
+        Scenario::HttpVerifyValidUnderWrites,
+    ];
+
+    /// What runs without --op.
+    const DEFAULT: [Scenario; 5] = [
         Scenario::VerifyValid,
         Scenario::VerifyInvalid,
         Scenario::VerifyValidRatelimited,
@@ -151,11 +221,17 @@ impl Scenario {
         Scenario::HttpVerifyValidUnderWrites,
     ];
 
+    /// What runs with --store and without --op.
+    const STORE_DEFAULT: [Scenario; 3] =
+        [Scenario::VerifyValid, Scenario::VerifyValidRatelimitedExact, Scenario::RevocationPropagation];
+
     fn name(self) -> &'static str {
         match self {
             Scenario::VerifyValid => "verify_valid",
             Scenario::VerifyInvalid => "verify_invalid",
             Scenario::VerifyValidRatelimited => "verify_valid_ratelimited",
+            Scenario::VerifyValidRatelimitedExact => "verify_valid_ratelimited_exact",
+            Scenario::RevocationPropagation => "revocation_propagation",
             Scenario::HttpVerifyValid => "http_verify_valid",
             Scenario::HttpVerifyValidUnderWrites => "http_verify_valid_under_writes",
         }
@@ -171,6 +247,8 @@ impl Scenario {
             Scenario::VerifyValid => KeySet::Valid,
             Scenario::VerifyInvalid => KeySet::Unknown,
             Scenario::VerifyValidRatelimited => KeySet::RateLimited,
+            Scenario::VerifyValidRatelimitedExact => KeySet::Charged,
+            Scenario::RevocationPropagation => KeySet::PerRound,
             Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites => KeySet::Served,
         }
     }
@@ -182,6 +260,7 @@ impl Scenario {
             (
                 Scenario::VerifyValid
                 | Scenario::VerifyValidRatelimited
+                | Scenario::VerifyValidRatelimitedExact
                 | Scenario::HttpVerifyValid
                 | Scenario::HttpVerifyValidUnderWrites,
                 Code::Valid,
@@ -198,6 +277,10 @@ enum KeySet {
     Valid,
     Unknown,
     RateLimited,
+    /// Valid keys with [`unreachable_rate_limit`]: charged, never refused.
+    Charged,
+    /// None: the scenario creates a key per round.
+    PerRound,
     /// Valid keys without limits in the database `keyward serve` serves.
     Served,
 }
@@ -520,6 +603,7 @@ struct KeySets {
     valid: Vec<String>,
     unknown: Vec<String>,
     rate_limited: Vec<String>,
+    charged: Vec<String>,
     served: Option<Served>,
 }
 
@@ -552,10 +636,18 @@ impl KeySets {
         } else {
             Vec::new()
         };
+        let charged = if needs(KeySet::Charged) {
+            timed("keys with an unreachable rate limit", &|| {
+                fx.tokens(n, |i| NewKey { limits: Some(unreachable_rate_limit()), ..plain_key(format!("charged-{i}")) })
+            })
+            .map_err(|e| format!("cannot create keys: {e}"))?
+        } else {
+            Vec::new()
+        };
         let unknown = if needs(KeySet::Unknown) { (0..n).map(|_| unknown_token()).collect() } else { Vec::new() };
-        let served = match keyward_bin {
-            Some(bin) if needs(KeySet::Served) => {
-                let db = fx.dir().join("served.redb");
+        let served = match (keyward_bin, fx.dir()) {
+            (Some(bin), Some(dir)) if needs(KeySet::Served) => {
+                let db = dir.join("served.redb");
                 let t0 = Instant::now();
                 let http::Prepared { root_key, tokens } =
                     http::prepare_db(bin, &db, n, |i| plain_key(format!("http-{i}")))?;
@@ -568,7 +660,7 @@ impl KeySets {
             }
             _ => None,
         };
-        Ok(Self { valid, unknown, rate_limited, served })
+        Ok(Self { valid, unknown, rate_limited, charged, served })
     }
 
     fn get(&self, set: KeySet) -> &[String] {
@@ -576,6 +668,8 @@ impl KeySets {
             KeySet::Valid => &self.valid,
             KeySet::Unknown => &self.unknown,
             KeySet::RateLimited => &self.rate_limited,
+            KeySet::Charged => &self.charged,
+            KeySet::PerRound => &[],
             KeySet::Served => self.served.as_ref().map_or(&[], |s| &s.tokens),
         }
     }
@@ -603,11 +697,11 @@ fn keyward_bin(args: &Args) -> Result<PathBuf, String> {
 /// Prints the run's line on stdout and its tally on stderr (and the
 /// writer's, if there was one); returns whether it went wrong (unexpected
 /// verdicts or errors, or no successful write).
-fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally, writes: Option<&Writes>) -> bool {
+fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally, writes: Option<&Writes>, store: Label) -> bool {
     let secs = t.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     let writes_per_s = |w: &Writes| w.writes() as f64 / w.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     println!(
-        "peer=keyward op={} keys={} threads={} ops_per_s={:.0} p50_us={} p99_us={}{}",
+        "peer=keyward op={} keys={} threads={} ops_per_s={:.0} p50_us={} p99_us={}{}{}",
         scenario.name(),
         keys,
         threads,
@@ -615,10 +709,12 @@ fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally, writes: Option
         micros(t.hist.value_at_quantile(0.50)),
         micros(t.hist.value_at_quantile(0.99)),
         writes.map(|w| format!(" writes_per_s={:.0}", writes_per_s(w))).unwrap_or_default(),
+        suffix(store),
     );
     let share = |n: u64| 100.0 * n as f64 / t.calls.max(1) as f64;
     eprintln!(
-        "# op={} threads={}: {} calls in {:.2} s, passed {:.1}%, refused {:.1}%, unexpected {}, errors {}",
+        "# {}op={} threads={}: {} calls in {:.2} s, passed {:.1}%, refused {:.1}%, unexpected {}, errors {}",
+        prefix(store),
         scenario.name(),
         threads,
         t.calls,
@@ -629,7 +725,7 @@ fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally, writes: Option
         t.errors,
     );
     if let Some(e) = &t.first_error {
-        eprintln!("# op={} threads={}: first error: {e}", scenario.name(), threads);
+        eprintln!("# {}op={} threads={}: first error: {e}", prefix(store), scenario.name(), threads);
     }
     let mut failed = t.unexpected > 0 || t.errors > 0 || t.calls == 0;
     if let Some(w) = writes {
@@ -654,10 +750,374 @@ fn report(scenario: Scenario, keys: u32, threads: u32, t: &Tally, writes: Option
     failed
 }
 
+/// Which store a line's figures are of: `Some("redb")` or `Some("redis")`
+/// with --store, `None` without it (the lines then keep their usual form).
+type Label = Option<&'static str>;
+
+/// The end of a stdout line: ` store=<label>`, or nothing.
+fn suffix(store: Label) -> String {
+    store.map(|s| format!(" store={s}")).unwrap_or_default()
+}
+
+/// The start of a `#` line's subject: `<label>: `, or nothing.
+fn prefix(store: Label) -> String {
+    store.map(|s| format!("{s}: ")).unwrap_or_default()
+}
+
+/// How long a round of revocation_propagation waits for node B to follow.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What revocation_propagation measured, per round.
+struct Propagation {
+    /// From the start of `create_key` on A until B answers `VALID`.
+    created: Histogram<u64>,
+    /// From the start of `revoke_key` on A until B first refuses.
+    revoked: Histogram<u64>,
+    /// `create_key` on A alone.
+    create_call: Histogram<u64>,
+    /// `revoke_key` on A alone.
+    revoke_call: Histogram<u64>,
+    /// B's verifications while it waited for the revocations.
+    spins: u64,
+    /// Verdicts on B that neither the old nor the new state of the key gives.
+    unexpected: u64,
+    /// Failed calls on A, rounds that timed out or a panicked thread.
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Propagation {
+    fn new() -> Self {
+        Propagation {
+            created: new_histogram(),
+            revoked: new_histogram(),
+            create_call: new_histogram(),
+            revoke_call: new_histogram(),
+            spins: 0,
+            unexpected: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.note(e);
+    }
+
+    fn unexpected(&mut self, code: Code, what: &str) {
+        self.unexpected += 1;
+        self.note(format!("node B answered {code:?} for a key node A {what}"));
+    }
+
+    fn note(&mut self, e: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(e);
+        }
+    }
+
+    /// Rounds measured in full.
+    fn rounds(&self) -> u64 {
+        self.revoked.len()
+    }
+}
+
+fn record(hist: &mut Histogram<u64>, took: Duration) {
+    hist.saturating_record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1));
+}
+
+/// Verifies `token` on `node` in a tight loop while the verdict is `old`,
+/// from now until it changes, `stop` is set or [`PROPAGATION_TIMEOUT`]
+/// passes. Returns the moment the new verdict came back, the verdict, and
+/// how many calls were made.
+fn wait_for_change(node: &Engine, token: &str, old: Code, stop: &AtomicBool) -> Result<(Instant, Code, u64), String> {
+    let req = Request::default();
+    let deadline = Instant::now() + PROPAGATION_TIMEOUT;
+    let mut calls = 0;
+    loop {
+        let code = node.verify(token, &req).code;
+        let now = Instant::now();
+        calls += 1;
+        if code != old {
+            return Ok((now, code, calls));
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped".into());
+        }
+        if now >= deadline {
+            return Err(format!("node B still answered {old:?} after {} s", PROPAGATION_TIMEOUT.as_secs()));
+        }
+    }
+}
+
+/// revocation_propagation: `rounds` times, node `a` creates a key in `ws`
+/// and node `b` waits until it verifies; then `b` verifies it in a tight
+/// loop on a thread of its own while `a` revokes it. Stops at the first
+/// failure (the rounds before it count).
+fn run_propagation(a: &Engine, ws: WorkspaceId, b: &Engine, rounds: u32) -> Propagation {
+    let mut p = Propagation::new();
+    let never = AtomicBool::new(false);
+    for i in 0..rounds {
+        let t0 = Instant::now();
+        let created = a.create_key(ws, plain_key(format!("propagation-{i}")), &Actor::Admin);
+        let t1 = Instant::now();
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => {
+                p.error(format!("create_key on node A: {e}"));
+                break;
+            }
+        };
+        record(&mut p.create_call, t1 - t0);
+        // B can only look once it has the token: from the moment A's call
+        // returns. A key B learnt of before that is seen on its first call.
+        let token = created.token.expose();
+        match wait_for_change(b, token, Code::NotFound, &never) {
+            Ok((at, Code::Valid, _)) => record(&mut p.created, at - t0),
+            Ok((_, code, _)) => {
+                p.unexpected(code, "created");
+                break;
+            }
+            Err(e) => {
+                p.error(format!("key creation: {e}"));
+                break;
+            }
+        }
+        let start = Barrier::new(2);
+        let stop = AtomicBool::new(false);
+        let (revoked, waited) = std::thread::scope(|s| {
+            let spinner = s.spawn(|| {
+                start.wait();
+                wait_for_change(b, token, Code::Valid, &stop)
+            });
+            start.wait();
+            let t0 = Instant::now();
+            let revoked = a.revoke_key(created.info.id, &Actor::Admin);
+            let t1 = Instant::now();
+            if revoked.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let waited = spinner.join().unwrap_or_else(|_| Err("node B's thread panicked".into()));
+            (revoked.map(|_| (t0, t1)), waited)
+        });
+        let (t0, t1) = match revoked {
+            Ok(times) => times,
+            Err(e) => {
+                p.error(format!("revoke_key on node A: {e}"));
+                break;
+            }
+        };
+        record(&mut p.revoke_call, t1 - t0);
+        match waited {
+            Ok((at, Code::Revoked, calls)) => {
+                // B may refuse before A's call returns (it is timed from
+                // the call's start), never before the call began.
+                record(&mut p.revoked, at.saturating_duration_since(t0));
+                p.spins += calls;
+            }
+            Ok((_, code, _)) => {
+                p.unexpected(code, "revoked");
+                break;
+            }
+            Err(e) => {
+                p.error(format!("revocation: {e}"));
+                break;
+            }
+        }
+    }
+    p
+}
+
+fn millis(ns: u64) -> String {
+    format!("{:.3}", ns as f64 / 1_000_000.0)
+}
+
+/// Prints revocation_propagation's two lines on stdout and its tally on
+/// stderr; returns whether it went wrong.
+fn report_propagation(p: &Propagation, store: Label) -> bool {
+    let line = |op: &str, h: &Histogram<u64>| {
+        println!(
+            "peer=keyward op={op} rounds={} p50_ms={} p99_ms={}{}",
+            h.len(),
+            millis(h.value_at_quantile(0.50)),
+            millis(h.value_at_quantile(0.99)),
+            suffix(store),
+        );
+    };
+    line("key_creation_propagation", &p.created);
+    line("revocation_propagation", &p.revoked);
+    let call = |h: &Histogram<u64>| {
+        format!("p50_ms={} p99_ms={}", millis(h.value_at_quantile(0.50)), millis(h.value_at_quantile(0.99)))
+    };
+    eprintln!(
+        "# {}op=revocation_propagation: {} rounds; max_ms creation {} revocation {}; node A's create_key {}, \
+         revoke_key {}; node B verified {:.0} times per revocation; unexpected {}, errors {}",
+        prefix(store),
+        p.rounds(),
+        millis(p.created.max()),
+        millis(p.revoked.max()),
+        call(&p.create_call),
+        call(&p.revoke_call),
+        p.spins as f64 / p.rounds().max(1) as f64,
+        p.unexpected,
+        p.errors,
+    );
+    if let Some(e) = &p.first_error {
+        eprintln!("# {}op=revocation_propagation: first error: {e}", prefix(store));
+    }
+    p.unexpected > 0 || p.errors > 0 || p.rounds() == 0
+}
+
+/// Node B of revocation_propagation, opened when the scenario starts.
+type NodeB<'a> = &'a dyn Fn() -> keyward::Result<Engine>;
+
+/// Runs `scenarios` on `fx` (the http_* ones on the served database of
+/// `sets`); returns whether any went wrong, and how many keys they created
+/// on `fx` (revocation_propagation's).
+fn run_scenarios(
+    fx: &Fixture,
+    sets: &KeySets,
+    scenarios: &[Scenario],
+    args: &Args,
+    store: Label,
+    node_b: NodeB<'_>,
+) -> (bool, u64) {
+    let mut failed = false;
+    let mut created = 0;
+    for &scenario in scenarios {
+        if scenario.over_http() {
+            let Some(served) = &sets.served else { continue };
+            match run_http(scenario, served, args) {
+                Ok((t, w)) => failed |= report(scenario, args.keys, args.connections, &t, w.as_ref(), store),
+                Err(e) => {
+                    eprintln!("keyward-loadgen: {}: {e}", scenario.name());
+                    failed = true;
+                }
+            }
+            continue;
+        }
+        if scenario == Scenario::RevocationPropagation {
+            match node_b() {
+                Ok(b) => {
+                    let p = run_propagation(&fx.engine, fx.ws, &b, args.rounds);
+                    created += p.create_call.len();
+                    failed |= report_propagation(&p, store);
+                }
+                Err(e) => {
+                    eprintln!("keyward-loadgen: {}: cannot open node B: {e}", scenario.name());
+                    failed = true;
+                }
+            }
+            continue;
+        }
+        let tokens = sets.get(scenario.key_set());
+        let engine = &fx.engine;
+        let connect = || Ok(InProcess { engine, req: Request::default() });
+        for &threads in &args.threads {
+            let (t, _) = run(scenario, &connect, tokens, threads, args, None);
+            failed |= report(scenario, args.keys, threads, &t, None, store);
+        }
+    }
+    (failed, created)
+}
+
+/// `n` Redis keys, in words.
+fn keys(n: usize) -> String {
+    if n == 1 { "1 key".into() } else { format!("{n} keys") }
+}
+
+/// Before a --store run: refuses a Redis that holds keyward data, or with
+/// --store-flush deletes it.
+fn prepare_store(url: &str, flush: bool) -> Result<(), String> {
+    let found = redis_store::keyward_keys(url).map_err(|e| format!("--store {e}"))?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !flush {
+        let some: Vec<&str> = found.iter().take(3).map(String::as_str).collect();
+        return Err(format!(
+            "--store {} already holds keyward data: {} matching {PATTERN} ({}{}).\n\
+             The load generator needs a Redis without them. Point --store at another database \
+             (redis://HOST:PORT/DB), or pass --store-flush to delete those keys (and only those) first.",
+            redis_store::shown(url),
+            keys(found.len()),
+            some.join(", "),
+            if found.len() > some.len() { ", …" } else { "" },
+        ));
+    }
+    let n = redis_store::remove(url, &found).map_err(|e| format!("--store-flush {e}"))?;
+    eprintln!("# --store-flush: deleted {} matching {PATTERN} from {}", keys(n as usize), redis_store::shown(url));
+    Ok(())
+}
+
+/// The Redis half of a --store run: key sets created on node A, the
+/// scenarios, node B for revocation_propagation; returns whether any went
+/// wrong. Notes in `written` what it wrote, as far as it got. Engines are
+/// closed when it returns.
+fn run_on_redis(url: &str, scenarios: &[Scenario], args: &Args, written: &mut Option<Written>) -> Result<bool, String> {
+    let fx = Fixture::redis(Engine::builder(), url)
+        .map_err(|e| format!("cannot open --store {}: {e}", redis_store::shown(url)))?;
+    eprintln!("# redis: store {} (node A)", redis_store::shown(url));
+    // Until the key sets are complete the count is unknown, and stays 0:
+    // no count of keys then matches, so nothing is deleted.
+    *written = Some(Written { workspace: fx.ws, keys: 0 });
+    let sets = KeySets::build(&fx, scenarios, args.keys as usize, args.rate_limit, None)?;
+    let mut keys = (sets.valid.len() + sets.rate_limited.len() + sets.charged.len()) as u64;
+    *written = Some(Written { workspace: fx.ws, keys });
+    let node_b = || Engine::builder().open_redis(url);
+    let (failed, created) = run_scenarios(&fx, &sets, scenarios, args, Some("redis"), &node_b);
+    keys += created;
+    *written = Some(Written { workspace: fx.ws, keys });
+    Ok(failed)
+}
+
+/// After a --store run: deletes the keyward data in the Redis if all of it
+/// is what this run wrote (it held none when the run began); otherwise
+/// leaves it and says so.
+fn clean_store(url: &str, written: Option<&Written>) {
+    let shown = redis_store::shown(url);
+    let keep = |why: &str| {
+        eprintln!(
+            "keyward-loadgen: left the keys matching {PATTERN} in {shown} in place: {why}. \
+             --store-flush deletes them before the next run."
+        );
+    };
+    let found = match redis_store::keyward_keys(url) {
+        Ok(found) if found.is_empty() => return,
+        Ok(found) => found,
+        Err(e) => return keep(&e),
+    };
+    let Some(written) = written else { return keep("this run did not get to open the store") };
+    match redis_store::foreign(url, written) {
+        Ok(None) => match redis_store::remove(url, &found) {
+            Ok(n) => eprintln!("# redis: deleted the {} matching {PATTERN} this run wrote", keys(n as usize)),
+            Err(e) => keep(&e),
+        },
+        Ok(Some(why)) => keep(&format!("they hold more than this run wrote ({why}); another client used this Redis")),
+        Err(e) => keep(&e),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let scenarios: Vec<Scenario> =
-        Scenario::ALL.into_iter().filter(|s| args.op.is_empty() || args.op.contains(s)).collect();
+    let chosen = |s: &Scenario| {
+        if !args.op.is_empty() {
+            args.op.contains(s)
+        } else if args.store.is_some() {
+            Scenario::STORE_DEFAULT.contains(s)
+        } else {
+            Scenario::DEFAULT.contains(s)
+        }
+    };
+    let scenarios: Vec<Scenario> = Scenario::ALL.into_iter().filter(chosen).collect();
+    if let (Some(_), Some(s)) = (&args.store, scenarios.iter().find(|s| s.over_http())) {
+        eprintln!(
+            "keyward-loadgen: --store runs the in-process scenarios only, not {} (it serves a redb file); \
+             leave it out of --op",
+            s.name()
+        );
+        return ExitCode::from(2);
+    }
     // Before any set-up: a missing server binary should not cost a minute of key creation first.
     let bin = if scenarios.iter().any(|s| s.over_http()) {
         match keyward_bin(&args) {
@@ -670,41 +1130,48 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let fx = match Fixture::with(Engine::builder(), args.dir.as_deref()) {
-        Ok(fx) => fx,
-        Err(e) => {
-            eprintln!("keyward-loadgen: cannot open a temporary database: {e}");
-            return ExitCode::from(2);
+    // So is a Redis that cannot be used.
+    if let Some(url) = &args.store
+        && let Err(e) = prepare_store(url, args.store_flush)
+    {
+        eprintln!("keyward-loadgen: {e}");
+        return ExitCode::from(2);
+    }
+    let store = args.store.as_ref().map(|_| "redb");
+
+    let mut failed = {
+        let fx = match Fixture::with(Engine::builder(), args.dir.as_deref()) {
+            Ok(fx) => fx,
+            Err(e) => {
+                eprintln!("keyward-loadgen: cannot open a temporary database: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(dir) = fx.dir() {
+            eprintln!("# {}database in {}", prefix(store), dir.display());
         }
-    };
-    eprintln!("# database in {}", fx.dir().display());
-    let sets = match KeySets::build(&fx, &scenarios, args.keys as usize, args.rate_limit, bin.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("keyward-loadgen: {e}");
-            return ExitCode::from(2);
-        }
+        let sets = match KeySets::build(&fx, &scenarios, args.keys as usize, args.rate_limit, bin.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("keyward-loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        // On redb node B is node A: a redb file admits one engine.
+        let node_b = || Ok(fx.engine.clone());
+        run_scenarios(&fx, &sets, &scenarios, &args, store, &node_b).0
     };
 
-    let mut failed = false;
-    for &scenario in &scenarios {
-        if scenario.over_http() {
-            let Some(served) = &sets.served else { continue };
-            match run_http(scenario, served, &args) {
-                Ok((t, w)) => failed |= report(scenario, args.keys, args.connections, &t, w.as_ref()),
-                Err(e) => {
-                    eprintln!("keyward-loadgen: {}: {e}", scenario.name());
-                    failed = true;
-                }
+    if let Some(url) = &args.store {
+        let mut written = None;
+        let outcome = run_on_redis(url, &scenarios, &args, &mut written);
+        clean_store(url, written.as_ref());
+        match outcome {
+            Ok(f) => failed |= f,
+            Err(e) => {
+                eprintln!("keyward-loadgen: {e}");
+                return ExitCode::from(2);
             }
-            continue;
-        }
-        let tokens = sets.get(scenario.key_set());
-        let engine = &fx.engine;
-        let connect = || Ok(InProcess { engine, req: Request::default() });
-        for &threads in &args.threads {
-            let (t, _) = run(scenario, &connect, tokens, threads, &args, None);
-            failed |= report(scenario, args.keys, threads, &t, None);
         }
     }
     if failed {
