@@ -24,7 +24,7 @@ use keyward_core::{Code, Cost, RateCost, Request as CoreRequest, ToolLookup, Uni
 use crate::engine::{Inner, KeyCounters, LiveKey};
 use crate::model::LimitSync;
 use crate::store::{Charged, UNREAD};
-use crate::verify::{Request, decide_counters};
+use crate::verify::{Call, Request};
 
 /// One call admitted on a node's own counters, kept to be replayed on the
 /// store's.
@@ -116,7 +116,7 @@ impl Inner {
             now: call.at,
         };
         let mut v = Verdict::bare(Code::Valid);
-        decide_counters(&mut v, live.policy(), &ws.ws.policy, lookup, tool, &req, c);
+        Call { policy: live.policy(), ws: &ws.ws.policy, lookup, tool, req: &req }.decide(&mut v, c);
         v.is_valid()
     }
 

@@ -167,35 +167,33 @@ impl Inner {
             let mut none = UsageState::default();
             let usage = Usage { key: &mut none, tool: None, key_tool: None };
             decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
-        } else if self.shared && !Inner::counts_locally(live, ws.ws.limit_sync) {
-            // Other nodes charge these counters too: the store decides.
-            self.decide_shared(v, live, &ws.ws.policy, lookup, req.tool, &core_req, report);
-        } else if self.shared {
-            // Local mode: this node's copy decides; the call is replayed on
-            // the store's counters at the next reconciliation.
-            if let LimitSync::Local { ms } = ws.ws.limit_sync {
-                self.refresh_local(live, ms);
-            }
-            let mut c = live.usage.lock();
-            decide_counters(v, policy, &ws.ws.policy, lookup, req.tool, &core_req, &mut c);
-            if v.is_valid() {
-                c.pending.push(Admitted::of(req, now));
-            }
-            if let Some(out) = report {
-                let limited = v.code == Code::RateLimited;
-                *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
-            }
-        } else if self.opts.strict_credits && policy.limits.credits.is_some() && req.cost.credits > 0 {
-            // Strict mode commits the balance of a call that spends credits;
-            // a call that spends none (an admin caller's check) changes no
-            // balance and is written behind like any rate counter.
-            self.decide_strict(v, live, &ws.ws.policy, lookup, req.tool, &core_req, report);
         } else {
-            let mut c = live.usage.lock();
-            decide_counters(v, policy, &ws.ws.policy, lookup, req.tool, &core_req, &mut c);
-            if let Some(out) = report {
-                let limited = v.code == Code::RateLimited;
-                *out = rate_report(&policy.limits, &c.key, now, &core_req.cost, true, limited);
+            let call = Call { policy, ws: &ws.ws.policy, lookup, tool: req.tool, req: &core_req };
+            if self.shared && !Inner::counts_locally(live, ws.ws.limit_sync) {
+                // Other nodes charge these counters too: the store decides.
+                self.decide_shared(v, live, &call, report);
+            } else if self.shared {
+                // Local mode: this node's copy decides; the call is replayed
+                // on the store's counters at the next reconciliation.
+                if let LimitSync::Local { ms } = ws.ws.limit_sync {
+                    self.refresh_local(live, ms);
+                }
+                let mut c = live.usage.lock();
+                call.decide(v, &mut c);
+                if v.is_valid() {
+                    c.pending.push(Admitted::of(req, now));
+                }
+                call.report(v, &c, report);
+            } else if self.opts.strict_credits && policy.limits.credits.is_some() && req.cost.credits > 0 {
+                // Strict mode commits the balance of a call that spends
+                // credits; a call that spends none (an admin caller's check)
+                // changes no balance and is written behind like any rate
+                // counter.
+                self.decide_strict(v, live, &call, report);
+            } else {
+                let mut c = live.usage.lock();
+                call.decide(v, &mut c);
+                call.report(v, &c, report);
             }
         }
         if v.is_valid() {
@@ -214,26 +212,12 @@ impl Inner {
     /// the charges of these counters (level 1 of the lock order), so no
     /// other charge lands between the copy and the publish; leases released
     /// meanwhile stay released.
-    #[allow(clippy::too_many_arguments)]
-    fn decide_strict(
-        &self,
-        v: &mut Verdict,
-        live: &LiveKey,
-        ws: &keyward_core::WorkspacePolicy,
-        lookup: ToolLookup<'_>,
-        tool: Option<&str>,
-        core_req: &CoreRequest<'_>,
-        report: Option<&mut Vec<RateReport>>,
-    ) {
-        let policy = live.policy();
+    fn decide_strict(&self, v: &mut Verdict, live: &LiveKey, call: &Call<'_>, report: Option<&mut Vec<RateReport>>) {
         let _gate = live.usage.gate();
         let before = live.usage.lock().clone();
         let mut next = before.clone();
-        decide_counters(v, policy, ws, lookup, tool, core_req, &mut next);
-        if let Some(out) = report {
-            let limited = v.code == Code::RateLimited;
-            *out = rate_report(&policy.limits, &next.key, core_req.now, &core_req.cost, true, limited);
-        }
+        call.decide(v, &mut next);
+        call.report(v, &next, report);
         if !v.is_valid() {
             // A refusal charges nothing: the copy is dropped.
             return;
@@ -264,18 +248,7 @@ impl Inner {
     /// counters as they are, and the call is decided again on those. The
     /// key's gate (level 1 of the lock order) keeps this node's calls of
     /// one key in line, so each attempt that loses, loses to another node.
-    #[allow(clippy::too_many_arguments)]
-    fn decide_shared(
-        &self,
-        v: &mut Verdict,
-        live: &LiveKey,
-        ws: &keyward_core::WorkspacePolicy,
-        lookup: ToolLookup<'_>,
-        tool: Option<&str>,
-        core_req: &CoreRequest<'_>,
-        report: Option<&mut Vec<RateReport>>,
-    ) {
-        let policy = live.policy();
+    fn decide_shared(&self, v: &mut Verdict, live: &LiveKey, call: &Call<'_>, report: Option<&mut Vec<RateReport>>) {
         let cell = &live.usage;
         let _gate = cell.gate();
         let owner = cell.owner();
@@ -285,14 +258,11 @@ impl Inner {
             attempts -= 1;
             let seen = cell.version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
-            decide_counters(v, policy, ws, lookup, tool, core_req, &mut next);
+            call.decide(v, &mut next);
             let record = v.is_valid().then(|| cell.record_with(&next));
             match self.writer.store().charge(owner, seen, record.as_ref()) {
                 Ok(Charged::Done(version)) => {
-                    if let Some(out) = report {
-                        let limited = v.code == Code::RateLimited;
-                        *out = rate_report(&policy.limits, &next.key, core_req.now, &core_req.cost, true, limited);
-                    }
+                    call.report(v, &next, report);
                     if v.is_valid() {
                         *cell.lock() = next;
                     }
@@ -306,16 +276,13 @@ impl Inner {
         if self.opts.fail_open_limits {
             // Chosen by the operator: this node's own counters decide.
             let mut c = cell.lock();
-            decide_counters(v, policy, ws, lookup, tool, core_req, &mut c);
-            if let Some(out) = report {
-                let limited = v.code == Code::RateLimited;
-                *out = rate_report(&policy.limits, &c.key, core_req.now, &core_req.cost, true, limited);
-            }
+            call.decide(v, &mut c);
+            call.report(v, &c, report);
             return;
         }
         // The store could not be reached (or never settled): nothing was
         // charged; refuse rather than admit a call no node counted.
-        store_unavailable(v, policy);
+        store_unavailable(v, call.policy);
     }
 
     /// Reads a cell's counters from a shared store if they changed there
@@ -416,32 +383,46 @@ fn store_unavailable(v: &mut Verdict, policy: &keyward_core::KeyPolicy) {
     v.retry_after_ms = Some(STORE_RETRY_MS);
 }
 
-/// Decides for a key with limits, charging counters `c`.
-pub(crate) fn decide_counters(
-    v: &mut Verdict,
-    policy: &keyward_core::KeyPolicy,
-    ws: &keyward_core::WorkspacePolicy,
-    lookup: ToolLookup<'_>,
-    tool: Option<&str>,
-    core_req: &CoreRequest<'_>,
-    c: &mut KeyCounters,
-) {
-    match (tool, lookup) {
-        (Some(name), ToolLookup::Found(_)) => {
-            if !c.tools.contains_key(name) {
-                c.tools.insert(name.to_owned(), Default::default());
-            }
-            match c.tools.get_mut(name) {
-                Some((t, kt)) => {
-                    let usage = Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) };
-                    decide_into(v, policy, ws, lookup, core_req, usage);
+/// One call of a key with limits, to be decided on some counters (this
+/// node's, a copy of them, or the shared store's).
+pub(crate) struct Call<'a> {
+    pub policy: &'a keyward_core::KeyPolicy,
+    pub ws: &'a keyward_core::WorkspacePolicy,
+    pub lookup: ToolLookup<'a>,
+    pub tool: Option<&'a str>,
+    pub req: &'a CoreRequest<'a>,
+}
+
+impl Call<'_> {
+    /// Decides into `v`, charging counters `c` if the call is admitted.
+    pub(crate) fn decide(&self, v: &mut Verdict, c: &mut KeyCounters) {
+        let (policy, ws, lookup, req) = (self.policy, self.ws, self.lookup, self.req);
+        match (self.tool, lookup) {
+            (Some(name), ToolLookup::Found(_)) => {
+                if !c.tools.contains_key(name) {
+                    c.tools.insert(name.to_owned(), Default::default());
                 }
-                None => *v = Verdict::bare(Code::UnknownTool),
+                match c.tools.get_mut(name) {
+                    Some((t, kt)) => {
+                        let usage = Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) };
+                        decide_into(v, policy, ws, lookup, req, usage);
+                    }
+                    None => *v = Verdict::bare(Code::UnknownTool),
+                }
+            }
+            _ => {
+                let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
+                decide_into(v, policy, ws, lookup, req, usage);
             }
         }
-        _ => {
-            let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
-            decide_into(v, policy, ws, lookup, core_req, usage);
+    }
+
+    /// Into `out` (when asked for): the key's rate limits the call applied,
+    /// from counters `c` right after verdict `v`.
+    fn report(&self, v: &Verdict, c: &KeyCounters, out: Option<&mut Vec<RateReport>>) {
+        if let Some(out) = out {
+            let limited = v.code == Code::RateLimited;
+            *out = rate_report(&self.policy.limits, &c.key, self.req.now, &self.req.cost, true, limited);
         }
     }
 }
