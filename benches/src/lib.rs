@@ -94,6 +94,20 @@ impl Fixture {
         (0..n).map(|i| self.key(spec(i)).map(|k| k.token.expose().to_owned())).collect()
     }
 
+    /// Creates a second workspace in the same engine, whose limits sync as
+    /// `sync`.
+    pub fn workspace_synced(&self, sync: LimitSync) -> keyward::Result<WorkspaceId> {
+        let ws = NewWorkspace { limit_sync: sync, ..NewWorkspace::named("bench-synced") };
+        Ok(self.engine.create_workspace(ws, &Actor::Admin)?.policy.id)
+    }
+
+    /// Like [`Fixture::tokens`], in workspace `ws`.
+    pub fn tokens_in(&self, ws: WorkspaceId, n: usize, spec: impl Fn(usize) -> NewKey) -> keyward::Result<Vec<String>> {
+        (0..n)
+            .map(|i| self.engine.create_key(ws, spec(i), &Actor::Admin).map(|k| k.token.expose().to_owned()))
+            .collect()
+    }
+
     /// The directory holding the redb file; `None` on Redis.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_ref().map(TempDir::path)

@@ -80,10 +80,10 @@ pub fn remove(url: &str, keys: &[String]) -> Result<u64, String> {
 
 /// What a run wrote to Redis: enough to tell its data from anyone else's
 /// before deleting it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Written {
-    /// The one workspace the run created.
-    pub workspace: WorkspaceId,
+    /// The workspaces the run created.
+    pub workspaces: Vec<WorkspaceId>,
     /// API keys the run created in it.
     pub keys: u64,
 }
@@ -93,9 +93,12 @@ pub struct Written {
 pub fn foreign(url: &str, written: &Written) -> Result<Option<String>, String> {
     let mut con = connect(url)?;
     let fail = |e: redis::RedisError| format!("{}: {e}", shown(url));
-    let workspaces: Vec<Vec<u8>> = redis::cmd("HKEYS").arg(WORKSPACES).query(&mut con).map_err(fail)?;
-    if workspaces != [written.workspace.0.to_vec()] {
-        return Ok(Some(format!("{} workspaces where this run created one", workspaces.len())));
+    let mut workspaces: Vec<Vec<u8>> = redis::cmd("HKEYS").arg(WORKSPACES).query(&mut con).map_err(fail)?;
+    let mut ours: Vec<Vec<u8>> = written.workspaces.iter().map(|w| w.0.to_vec()).collect();
+    workspaces.sort_unstable();
+    ours.sort_unstable();
+    if workspaces != ours {
+        return Ok(Some(format!("{} workspaces where this run created {}", workspaces.len(), ours.len())));
     }
     let keys: u64 = redis::cmd("HLEN").arg(KEYS).query(&mut con).map_err(fail)?;
     if keys != written.keys {

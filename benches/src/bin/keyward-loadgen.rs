@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use keyward::{Actor, Engine, NewKey, Request};
+use keyward::{Actor, Engine, LimitSync, NewKey, Request};
 use keyward_benches::http::{self, Client, KeyWriter, Server};
 use keyward_benches::store::{self as redis_store, PATTERN, Written};
 use keyward_benches::{Fixture, plain_key, rate_limited_key, unknown_token, unreachable_rate_limit};
@@ -192,6 +192,10 @@ enum Scenario {
     /// (10⁹/s): every call is charged, none refused. On Redis the charge is
     /// exact across nodes: one atomic round trip per call.
     VerifyValidRatelimitedExact,
+    /// verify_valid_ratelimited_exact in a workspace that counts limits
+    /// locally and reconciles every 100 ms (`LimitSync::Local`): on Redis,
+    /// no round trip per call.
+    VerifyValidRatelimitedLocal,
     /// Node A creates, then revokes a key; how long until node B follows.
     RevocationPropagation,
     /// POST /v1/verify of valid keys without limits, to a `keyward serve` on loopback.
@@ -202,11 +206,12 @@ enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::VerifyValid,
         Scenario::VerifyInvalid,
         Scenario::VerifyValidRatelimited,
         Scenario::VerifyValidRatelimitedExact,
+        Scenario::VerifyValidRatelimitedLocal,
         Scenario::RevocationPropagation,
         Scenario::HttpVerifyValid,
         Scenario::HttpVerifyValidUnderWrites,
@@ -222,8 +227,12 @@ impl Scenario {
     ];
 
     /// What runs with --store and without --op.
-    const STORE_DEFAULT: [Scenario; 3] =
-        [Scenario::VerifyValid, Scenario::VerifyValidRatelimitedExact, Scenario::RevocationPropagation];
+    const STORE_DEFAULT: [Scenario; 4] = [
+        Scenario::VerifyValid,
+        Scenario::VerifyValidRatelimitedExact,
+        Scenario::VerifyValidRatelimitedLocal,
+        Scenario::RevocationPropagation,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -231,6 +240,7 @@ impl Scenario {
             Scenario::VerifyInvalid => "verify_invalid",
             Scenario::VerifyValidRatelimited => "verify_valid_ratelimited",
             Scenario::VerifyValidRatelimitedExact => "verify_valid_ratelimited_exact",
+            Scenario::VerifyValidRatelimitedLocal => "verify_valid_ratelimited_local",
             Scenario::RevocationPropagation => "revocation_propagation",
             Scenario::HttpVerifyValid => "http_verify_valid",
             Scenario::HttpVerifyValidUnderWrites => "http_verify_valid_under_writes",
@@ -248,6 +258,7 @@ impl Scenario {
             Scenario::VerifyInvalid => KeySet::Unknown,
             Scenario::VerifyValidRatelimited => KeySet::RateLimited,
             Scenario::VerifyValidRatelimitedExact => KeySet::Charged,
+            Scenario::VerifyValidRatelimitedLocal => KeySet::ChargedLocal,
             Scenario::RevocationPropagation => KeySet::PerRound,
             Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites => KeySet::Served,
         }
@@ -261,6 +272,7 @@ impl Scenario {
                 Scenario::VerifyValid
                 | Scenario::VerifyValidRatelimited
                 | Scenario::VerifyValidRatelimitedExact
+                | Scenario::VerifyValidRatelimitedLocal
                 | Scenario::HttpVerifyValid
                 | Scenario::HttpVerifyValidUnderWrites,
                 Code::Valid,
@@ -279,6 +291,8 @@ enum KeySet {
     RateLimited,
     /// Valid keys with [`unreachable_rate_limit`]: charged, never refused.
     Charged,
+    /// The same, in a workspace counting locally.
+    ChargedLocal,
     /// None: the scenario creates a key per round.
     PerRound,
     /// Valid keys without limits in the database `keyward serve` serves.
@@ -604,6 +618,9 @@ struct KeySets {
     unknown: Vec<String>,
     rate_limited: Vec<String>,
     charged: Vec<String>,
+    charged_local: Vec<String>,
+    /// The workspace of `charged_local`.
+    local_ws: Option<keyward_core::WorkspaceId>,
     served: Option<Served>,
 }
 
@@ -644,6 +661,22 @@ impl KeySets {
         } else {
             Vec::new()
         };
+        let local_ws = if needs(KeySet::ChargedLocal) {
+            let ws = fx.workspace_synced(LimitSync::Local { ms: 100 });
+            Some(ws.map_err(|e| format!("cannot create a workspace: {e}"))?)
+        } else {
+            None
+        };
+        let charged_local = match local_ws {
+            Some(ws) => timed("keys with an unreachable rate limit, counted locally", &|| {
+                fx.tokens_in(ws, n, |i| NewKey {
+                    limits: Some(unreachable_rate_limit()),
+                    ..plain_key(format!("local-{i}"))
+                })
+            })
+            .map_err(|e| format!("cannot create keys: {e}"))?,
+            None => Vec::new(),
+        };
         let unknown = if needs(KeySet::Unknown) { (0..n).map(|_| unknown_token()).collect() } else { Vec::new() };
         let served = match (keyward_bin, fx.dir()) {
             (Some(bin), Some(dir)) if needs(KeySet::Served) => {
@@ -660,7 +693,7 @@ impl KeySets {
             }
             _ => None,
         };
-        Ok(Self { valid, unknown, rate_limited, charged, served })
+        Ok(Self { valid, unknown, rate_limited, charged, charged_local, local_ws, served })
     }
 
     fn get(&self, set: KeySet) -> &[String] {
@@ -669,6 +702,7 @@ impl KeySets {
             KeySet::Unknown => &self.unknown,
             KeySet::RateLimited => &self.rate_limited,
             KeySet::Charged => &self.charged,
+            KeySet::ChargedLocal => &self.charged_local,
             KeySet::PerRound => &[],
             KeySet::Served => self.served.as_ref().map_or(&[], |s| &s.tokens),
         }
@@ -1060,14 +1094,15 @@ fn run_on_redis(url: &str, scenarios: &[Scenario], args: &Args, written: &mut Op
     eprintln!("# redis: store {} (node A)", redis_store::shown(url));
     // Until the key sets are complete the count is unknown, and stays 0:
     // no count of keys then matches, so nothing is deleted.
-    *written = Some(Written { workspace: fx.ws, keys: 0 });
+    *written = Some(Written { workspaces: vec![fx.ws], keys: 0 });
     let sets = KeySets::build(&fx, scenarios, args.keys as usize, args.rate_limit, None)?;
-    let mut keys = (sets.valid.len() + sets.rate_limited.len() + sets.charged.len()) as u64;
-    *written = Some(Written { workspace: fx.ws, keys });
+    let workspaces: Vec<_> = std::iter::once(fx.ws).chain(sets.local_ws).collect();
+    let mut keys = (sets.valid.len() + sets.rate_limited.len() + sets.charged.len() + sets.charged_local.len()) as u64;
+    *written = Some(Written { workspaces: workspaces.clone(), keys });
     let node_b = || Engine::builder().open_redis(url);
     let (failed, created) = run_scenarios(&fx, &sets, scenarios, args, Some("redis"), &node_b);
     keys += created;
-    *written = Some(Written { workspace: fx.ws, keys });
+    *written = Some(Written { workspaces, keys });
     Ok(failed)
 }
 
