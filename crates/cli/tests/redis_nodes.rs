@@ -42,33 +42,37 @@ const CREATE_BOUND: Duration = Duration::from_secs(5);
 /// Verifications per node in one burst against a limited key.
 const PER_NODE: usize = 200;
 
-/// The test's `redis-server`, known to the [`watchdog`] (which kills the
-/// pids in [`servers`] before it ends the process) for as long as it runs.
+/// The test's `redis-server` (or the three of a Redis Cluster), known to
+/// the [`watchdog`] (which kills the pids in [`servers`] before it ends the
+/// process) for as long as it runs.
 struct Store {
-    redis: Redis,
-    pid: u32,
+    redis: Vec<Redis>,
+    url: String,
 }
 
 impl Store {
-    fn start() -> Option<Self> {
-        let redis = Redis::start()?;
-        let mut c = redis::Client::open(redis.url().as_str()).unwrap().get_connection().unwrap();
-        let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
-        let pid = info
-            .lines()
-            .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|p| p.trim().parse().ok())
-            .expect("INFO server names the process_id");
-        servers().push(pid);
-        Some(Self { redis, pid })
+    fn start(on_cluster: bool) -> Option<Self> {
+        let (redis, url) = if on_cluster {
+            let cluster = redis_server::Cluster::start()?;
+            let url = cluster.url();
+            (cluster.nodes, url)
+        } else {
+            let redis = Redis::start()?;
+            let url = redis.url();
+            (vec![redis], url)
+        };
+        servers().extend(redis.iter().map(Redis::pid));
+        Some(Self { redis, url })
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.redis.stop();
-        let pid = self.pid;
-        servers().retain(|p| *p != pid);
+        for r in &mut self.redis {
+            r.stop();
+            let pid = r.pid();
+            servers().retain(|p| *p != pid);
+        }
     }
 }
 
@@ -82,11 +86,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `keyward init` once on a fresh Redis, then `n` nodes; `None` when
-    /// `redis-server` is not installed.
-    fn start(n: usize) -> Option<Self> {
-        let store = Store::start()?;
-        let url = store.redis.url();
+    /// `keyward init` once on a fresh Redis (a Redis Cluster with
+    /// `on_cluster`), then `n` nodes; `None` when `redis-server` is not
+    /// installed.
+    fn start(n: usize, on_cluster: bool) -> Option<Self> {
+        let store = Store::start(on_cluster)?;
+        let url = store.url.clone();
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("node.secrets");
         let out = keyward(&url, &secrets).args(["init", "--json"]).output().unwrap();
@@ -252,7 +257,19 @@ fn summary(what: &str, samples: &[f64]) -> String {
 fn three_nodes_share_keys_and_revocations() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let _watchdog = watchdog("redis_nodes", "three_nodes_share_keys_and_revocations", Duration::from_secs(180));
-    let Some(cluster) = Cluster::start(3) else { return };
+    keys_and_revocations(false);
+}
+
+#[test]
+fn three_nodes_share_keys_and_revocations_on_a_redis_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _watchdog =
+        watchdog("redis_nodes", "three_nodes_share_keys_and_revocations_on_a_redis_cluster", Duration::from_secs(180));
+    keys_and_revocations(true);
+}
+
+fn keys_and_revocations(on_cluster: bool) {
+    let Some(cluster) = Cluster::start(3, on_cluster) else { return };
     let root = cluster.root.as_str();
     let [a, b, c] = &cluster.nodes[..] else { unreachable!("three nodes") };
     // One agent (one kept-alive connection) per node.
@@ -413,7 +430,19 @@ fn clear_of_midnight() {
 fn three_nodes_enforce_exact_limits() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let _watchdog = watchdog("redis_nodes", "three_nodes_enforce_exact_limits", Duration::from_secs(300));
-    let Some(cluster) = Cluster::start(3) else { return };
+    exact_limits(false);
+}
+
+#[test]
+fn three_nodes_enforce_exact_limits_on_a_redis_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _watchdog =
+        watchdog("redis_nodes", "three_nodes_enforce_exact_limits_on_a_redis_cluster", Duration::from_secs(300));
+    exact_limits(true);
+}
+
+fn exact_limits(on_cluster: bool) {
+    let Some(cluster) = Cluster::start(3, on_cluster) else { return };
     let root = cluster.root.as_str();
     let a = &cluster.nodes[0];
 

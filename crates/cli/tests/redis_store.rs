@@ -180,3 +180,78 @@ fn the_cli_runs_on_a_redis_cluster() {
     let Some(cluster) = redis_server::Cluster::start() else { return };
     init_and_verify(&cluster.url(), &[]);
 }
+
+/// A node whose Redis went away: `/healthz` says so at once; known keys
+/// pass until `--store-stale-ms`, then every key is refused 503
+/// `STORE_UNAVAILABLE` with `Retry-After`; a limited key is refused at
+/// once; all recovers when Redis is back, without restarting the node.
+#[test]
+fn serve_answers_an_unreachable_store_with_503_after_the_stale_window() {
+    let Some(mut redis) = Redis::start() else { return };
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("node.secrets");
+    let (code, out, err) = cli(&url, Some(&secrets), &["init", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let root = serde_json::from_str::<Value>(&out).unwrap()["root_key"].as_str().unwrap().to_owned();
+    let mut child = Command::new(BIN)
+        .args(["--store", &url])
+        .arg("--secrets")
+        .arg(&secrets)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store-stale-ms", "1500"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        if let Some(rest) = line.strip_prefix("keyward listening on http://") {
+            break rest.to_owned();
+        }
+    };
+    let auth = bearer(&root);
+    let create = |body: Value| {
+        let made = request("POST", &format!("http://{addr}/v1/api-keys"), &[("authorization", &auth)], Some(&body));
+        assert_eq!(made.status, 201, "{:?}", made.body);
+        made.data()["secret"].as_str().unwrap().to_owned()
+    };
+    let plain = create(json!({"name": "plain"}));
+    let paid = create(json!({"name": "paid", "limits": {"credits": {"remaining": 5}}}));
+    let gate =
+        |token: &str| request("GET", &format!("http://{addr}/v1/auth"), &[("authorization", &bearer(token))], None);
+    assert_eq!(gate(&paid).status, 200);
+    let health = || request("GET", &format!("http://{addr}/healthz"), &[], None);
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !f() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    redis.stop();
+    let stopped = std::time::Instant::now();
+    wait("healthz reports the store", &|| health().status == 503);
+    let h = health();
+    assert_eq!((h.data()["status"].as_str(), h.data()["store_stale"].as_bool()), (Some("degraded"), Some(false)));
+    assert!(h.data()["store_unreachable_ms"].as_u64().is_some(), "{:?}", h.body);
+    assert_eq!(gate(&plain).status, 200, "known keys pass inside the window");
+    let limited = gate(&paid);
+    assert_eq!((limited.status, limited.header("retry-after")), (503, Some("1")));
+    assert_eq!(limited.body["error"]["code"], "STORE_UNAVAILABLE", "{:?}", limited.body);
+    assert!(stopped.elapsed() < std::time::Duration::from_millis(1500), "the checks outlasted the window");
+
+    wait("the window passes", &|| health().data()["store_stale"].as_bool() == Some(true));
+    let refused = gate(&plain);
+    assert_eq!((refused.status, refused.header("retry-after")), (503, Some("1")));
+    assert_eq!(refused.body["error"]["code"], "STORE_UNAVAILABLE");
+    let metrics = ureq::get(&format!("http://{addr}/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.lines().any(|l| l == "keyward_store_stale 1"), "{metrics}");
+
+    redis.restart();
+    wait("the node answers again", &|| health().status == 200);
+    assert_eq!(gate(&plain).status, 200);
+    assert_eq!(gate(&paid).status, 200);
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

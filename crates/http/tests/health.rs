@@ -51,4 +51,5 @@ async fn healthz_is_503_while_the_store_fails_and_200_after() {
     assert_eq!(status, StatusCode::OK);
     let (_, metrics) = get(&app, "/metrics").await;
     assert!(metrics.lines().any(|l| l == "keyward_store_degraded 0"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "keyward_store_stale 0"), "{metrics}");
 }
