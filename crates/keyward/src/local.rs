@@ -25,6 +25,7 @@ use crate::engine::{Inner, KeyCounters, LiveKey};
 use crate::model::LimitSync;
 use crate::store::{Charged, UNREAD};
 use crate::verify::{Call, Request};
+use crate::writer::LeafGuard;
 
 /// One call admitted on a node's own counters, kept to be replayed on the
 /// store's.
@@ -50,6 +51,24 @@ impl Admitted {
             rates: req.cost.rates.iter().map(|r| (Box::from(r.name), r.cost, r.limit, r.window_ms)).collect(),
         }
     }
+}
+
+/// Keys reconciled in one round trip at most.
+const RECONCILE_BATCH: usize = 256;
+
+/// A key's reconciliation in progress.
+struct Reconciling<'a> {
+    live: &'a LiveKey,
+    /// The calls to replay (the cell's waiting calls when it began).
+    calls: Vec<Admitted>,
+    /// The store's counters as last read, if known.
+    base: Option<KeyCounters>,
+    /// Their version ([`UNREAD`]: not read yet).
+    seen: u64,
+    /// `base` with `calls` replayed.
+    next: KeyCounters,
+    /// Calls `base` refused.
+    refused: usize,
 }
 
 /// How often the reconciler looks for counters to reconcile when no
@@ -86,7 +105,7 @@ impl Inner {
             let copy = cell.lock().clone();
             // A call admitted meanwhile is not in the store's counters.
             if copy.pending.is_empty() {
-                *crate::writer::LeafGuard::lock(&cell.base) = Some(copy);
+                *LeafGuard::lock(&cell.base) = Some(copy);
                 cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
             }
         }
@@ -120,57 +139,81 @@ impl Inner {
         v.is_valid()
     }
 
-    /// Reconciles one key's counters with the store (see the module docs).
-    fn reconcile(&self, live: &LiveKey) -> crate::error::Result<()> {
-        let cell = &live.usage;
-        let _gate = cell.gate();
-        let calls = cell.lock().pending.clone();
-        if calls.is_empty() {
-            return Ok(());
-        }
-        let owner = cell.owner();
-        let mut base = crate::writer::LeafGuard::lock(&cell.base).take();
-        let mut seen = if base.is_some() { cell.version.load(Ordering::Acquire) } else { UNREAD };
-        for _ in 0..64 {
-            let mut next = base.clone().unwrap_or_default();
-            let refused = calls.iter().filter(|call| !self.replay(live, call, &mut next)).count();
-            let outcome = match seen {
+    /// Reconciles keys' counters with the store (see the module docs), all
+    /// of them in one round trip per attempt. Keys the store's counters
+    /// keep moving under, or a store that does not answer, leave their
+    /// calls waiting for the next tick.
+    fn reconcile(&self, lives: &[Arc<LiveKey>]) {
+        // Level 1 of the lock order, for each cell (no other path holds two
+        // gates, so taking several here cannot deadlock).
+        let _gates: Vec<_> = lives.iter().map(|l| l.usage.gate()).collect();
+        let mut work: Vec<Reconciling<'_>> = lives
+            .iter()
+            .filter_map(|live| {
+                let calls = live.usage.lock().pending.clone();
+                if calls.is_empty() {
+                    return None;
+                }
+                let base = LeafGuard::lock(&live.usage.base).take();
+                let seen = if base.is_some() { live.usage.version.load(Ordering::Acquire) } else { UNREAD };
+                Some(Reconciling { live, calls, base, seen, next: KeyCounters::default(), refused: 0 })
+            })
+            .collect();
+        for _ in 0..8 {
+            if work.is_empty() {
+                return;
+            }
+            let mut records = Vec::with_capacity(work.len());
+            for r in &mut work {
+                r.next = r.base.clone().unwrap_or_default();
+                r.refused = r.calls.iter().filter(|call| !self.replay(r.live, call, &mut r.next)).count();
                 // Not read yet: read, then replay on what was read.
-                UNREAD => self.writer.store().charge(owner, UNREAD, None),
-                _ => self.writer.store().charge(owner, seen, Some(&cell.record_with(&next))),
-            };
-            match outcome {
-                Ok(Charged::Done(version)) => {
-                    // Calls admitted since the reconciliation began stay
-                    // waiting, and are counted again on the new copy.
-                    let mut c = cell.lock();
-                    let done = calls.len().min(c.pending.len());
-                    let later: Vec<Admitted> = c.pending.split_off(done);
-                    let mut local = next.clone();
-                    for call in &later {
-                        self.replay(live, call, &mut local);
+                records.push((r.seen != UNREAD).then(|| r.live.usage.record_with(&r.next)));
+            }
+            let cells: Vec<_> =
+                work.iter().zip(&records).map(|(r, rec)| (r.live.usage.owner(), r.seen, rec.as_ref())).collect();
+            let Ok(outcomes) = self.writer.store().charge_many(&cells) else { break };
+            let mut again = Vec::new();
+            for (mut r, outcome) in work.into_iter().zip(outcomes) {
+                match outcome {
+                    Charged::Done(version) => self.reconciled(r, version),
+                    Charged::Moved(version, rec) => {
+                        r.base = Some(KeyCounters::stored(rec.map(|b| *b).unwrap_or_default()));
+                        r.seen = version;
+                        again.push(r);
                     }
-                    local.pending = later;
-                    *c = local;
-                    drop(c);
-                    *crate::writer::LeafGuard::lock(&cell.base) = Some(next);
-                    cell.version.store(version, Ordering::Release);
-                    cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
-                    self.overshoot.fetch_add(refused as u64, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Ok(Charged::Moved(version, rec)) => {
-                    base = Some(KeyCounters::stored(rec.map(|r| *r).unwrap_or_default()));
-                    seen = version;
-                }
-                Err(e) => {
-                    // The calls stay waiting; the next tick tries again.
-                    *crate::writer::LeafGuard::lock(&cell.base) = base.filter(|_| seen != UNREAD);
-                    return Err(e);
                 }
             }
+            work = again;
         }
-        Err(crate::error::Error::Conflict(crate::verify::MOVED.into()))
+        // Not settled: the calls stay waiting; keep what was read.
+        for r in work {
+            if r.seen != UNREAD {
+                r.live.usage.version.store(r.seen, Ordering::Release);
+                *LeafGuard::lock(&r.live.usage.base) = r.base;
+            }
+        }
+    }
+
+    /// Publishes a reconciliation the store took at `version`: the copy
+    /// becomes the store's counters, plus the calls admitted since the
+    /// reconciliation began (they stay waiting for the next one).
+    fn reconciled(&self, r: Reconciling<'_>, version: u64) {
+        let cell = &r.live.usage;
+        let mut c = cell.lock();
+        let done = r.calls.len().min(c.pending.len());
+        let later: Vec<Admitted> = c.pending.split_off(done);
+        let mut local = r.next.clone();
+        for call in &later {
+            self.replay(r.live, call, &mut local);
+        }
+        local.pending = later;
+        *c = local;
+        drop(c);
+        *LeafGuard::lock(&cell.base) = Some(r.next);
+        cell.version.store(version, Ordering::Release);
+        cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
+        self.overshoot.fetch_add(r.refused as u64, Ordering::Relaxed);
     }
 
     /// Reconciles every key with calls waiting whose workspace's interval
@@ -185,22 +228,26 @@ impl Inner {
         }
         let shortest = shortest?;
         let now = self.elapsed_ms();
-        let waiting: Vec<Arc<LiveKey>> = self
-            .by_id
-            .iter()
-            .filter(|e| !e.value().usage.lock().pending.is_empty())
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        for live in waiting {
+        // Each cell once (a key in its rotation grace shares its
+        // successor's), with calls waiting, and due.
+        let mut due: Vec<Arc<LiveKey>> = Vec::new();
+        for e in self.by_id.iter() {
+            let live = e.value();
             let ms = match live.workspace.as_ref().map(|s| s.current.load().ws.limit_sync) {
                 Some(LimitSync::Local { ms }) => ms,
                 _ => 0,
             };
-            if due_only && now.saturating_sub(live.usage.synced_at.load(Ordering::Acquire)) < ms {
+            let cell = &live.usage;
+            if (due_only && now.saturating_sub(cell.synced_at.load(Ordering::Acquire)) < ms)
+                || cell.lock().pending.is_empty()
+                || due.iter().any(|d| Arc::ptr_eq(&d.usage, cell))
+            {
                 continue;
             }
-            // A failure leaves the calls waiting for the next tick.
-            let _ = self.reconcile(&live);
+            due.push(Arc::clone(live));
+        }
+        for chunk in due.chunks(RECONCILE_BATCH) {
+            self.reconcile(chunk);
         }
         Some(Duration::from_millis(shortest.max(1)))
     }

@@ -179,8 +179,14 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// else hands back what they are now. Only called when
     /// [`Store::shared`] is true; a store of one node is never behind.
     fn charge(&self, owner: KeyId, seen: u64, next: Option<&UsageRecord>) -> Result<Charged> {
-        let _ = (owner, next);
-        Ok(Charged::Done(seen))
+        let mut one = self.charge_many(&[(owner, seen, next)])?;
+        one.pop().ok_or_else(|| crate::error::Error::Storage("a charge without an answer".into()))
+    }
+
+    /// [`Store::charge`] of several cells in one round trip, each decided
+    /// on its own; the answers in the same order.
+    fn charge_many(&self, cells: &[(KeyId, u64, Option<&UsageRecord>)]) -> Result<Vec<Charged>> {
+        Ok(cells.iter().map(|(_, seen, _)| Charged::Done(*seen)).collect())
     }
 
     /// The records other nodes changed since the last call (or since the

@@ -123,20 +123,29 @@ end
 return (#ARGV - 1) / 4
 ";
 
-/// Charges one cell's counters if nobody changed them since they were
-/// read: KEYS are the counters and their versions; ARGV the cell, the
-/// version read, and the new counters (empty: only confirm). Returns
-/// `{1, version}` when they were as read, else `{0, version, counters}`.
+/// Charges cells' counters if nobody changed them since they were read:
+/// KEYS are the counters and their versions; ARGV (cell, version read, new
+/// counters — empty: only confirm) triples. Returns one `{1, version}` per
+/// cell whose counters were as read, else `{0, version, counters}`; each
+/// cell is decided on its own (one that moved does not stop the others).
 const CHARGE: &str = r"
-local now = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
-if now ~= ARGV[2] then
-  return {0, now, redis.call('HGET', KEYS[1], ARGV[1])}
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local field, seen, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local now = redis.call('HGET', KEYS[2], field) or '0'
+  if now ~= seen then
+    out[#out + 1] = {0, now, redis.call('HGET', KEYS[1], field)}
+  else
+    if value ~= '' then
+      redis.call('HSET', KEYS[1], field, value)
+      now = tostring(redis.call('HINCRBY', KEYS[2], field, 1))
+    end
+    out[#out + 1] = {1, now, false}
+  end
+  i = i + 3
 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  now = tostring(redis.call('HINCRBY', KEYS[2], ARGV[1], 1))
-end
-return {1, now, false}
+return out
 ";
 
 /// Change-stream entries read at most at once.
@@ -458,30 +467,41 @@ impl Store for RedisStore {
         })
     }
 
-    fn charge(&self, owner: KeyId, seen: u64, next: Option<&UsageRecord>) -> Result<Charged> {
-        let value = next.map(encode_record).unwrap_or_default();
+    fn charge_many(&self, cells: &[(KeyId, u64, Option<&UsageRecord>)]) -> Result<Vec<Charged>> {
         let mut call = self.charge.prepare_invoke();
-        call.key(USAGE).key(USAGE_VERSIONS).arg(&owner.0[..]).arg(seen.to_string()).arg(value);
+        call.key(USAGE).key(USAGE_VERSIONS);
+        for (owner, seen, next) in cells {
+            call.arg(&owner.0[..]).arg(seen.to_string()).arg(next.map(encode_record).unwrap_or_default());
+        }
         // Any free connection; when all are busy, one picked by key.
         let slot = self
             .charge_cons
             .iter()
             .position(|m| m.try_lock().is_ok())
-            .unwrap_or(usize::from(owner.0[0]) % CHARGE_CONNECTIONS);
+            .unwrap_or(cells.first().map_or(0, |(owner, ..)| usize::from(owner.0[0])) % CHARGE_CONNECTIONS);
         // A connection broken while idle fails once: try once more on a new
         // one (safe: a charge that did land meanwhile has moved the version,
         // so the second attempt only reads).
         let slot = &self.charge_cons[slot];
-        let reply: (i64, String, Option<Vec<u8>>) = match self.on(slot, TIMEOUT, |c| call.invoke(c)) {
+        type Reply = Vec<(i64, String, Option<Vec<u8>>)>;
+        let replies: Reply = match self.on(slot, TIMEOUT, |c| call.invoke(c)) {
             Ok(r) => r,
             Err(_) => self.on(slot, TIMEOUT, |c| call.invoke(c))?,
         };
-        let version =
-            reply.1.parse().map_err(|_| Error::Corrupt(format!("{USAGE_VERSIONS}: bad version `{}`", reply.1)))?;
-        match reply {
-            (1, ..) => Ok(Charged::Done(version)),
-            (_, _, rec) => Ok(Charged::Moved(version, rec.map(|r| decode_record(&r).map(Box::new)).transpose()?)),
+        if replies.len() != cells.len() {
+            return Err(Error::Storage(format!("{}: {} answers to {} charges", self.label, replies.len(), cells.len())));
         }
+        replies
+            .into_iter()
+            .map(|(done, version, rec)| {
+                let version =
+                    version.parse().map_err(|_| Error::Corrupt(format!("{USAGE_VERSIONS}: bad version `{version}`")))?;
+                Ok(match done {
+                    1 => Charged::Done(version),
+                    _ => Charged::Moved(version, rec.map(|r| decode_record(&r).map(Box::new)).transpose()?),
+                })
+            })
+            .collect()
     }
 
     fn load(&self) -> Result<Loaded> {
