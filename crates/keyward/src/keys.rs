@@ -365,10 +365,7 @@ impl Engine {
         // strict-mode charges of the same counters.
         let _gate = touches_credits.then(|| current.usage.gate());
         let now = inner.now();
-        inner.retry_moved(|| {
-            if touches_credits {
-                inner.sync_cell(&current.usage)?;
-            }
+        inner.retry_moved(touches_credits.then_some(&*current.usage), || {
             let (update, meta) = (update.clone(), meta.clone());
             inner.write(|batch| {
                 let current = inner.visible_key(actor, id)?;
@@ -494,8 +491,7 @@ impl Engine {
         // Level 1 before the writer: ordered with strict-mode charges.
         let _gate = live.usage.gate();
         let now = inner.now();
-        inner.retry_moved(|| {
-            inner.sync_cell(&live.usage)?;
+        inner.retry_moved(Some(&live.usage), || {
             inner.write(|batch| {
                 let live = inner.visible_key(actor, id)?;
                 let Some(policy) = live.policy().limits.credits else {

@@ -182,6 +182,8 @@ impl Inner {
                         r.seen = version;
                         again.push(r);
                     }
+                    // An admin change is landing: try again after it.
+                    Charged::Held => again.push(r),
                 }
             }
             work = again;

@@ -41,8 +41,7 @@ impl Engine {
         // Level 1 before the writer: the counters handed over are the ones
         // stored, on a shared store too.
         let _gate = cell.gate();
-        let (info, token, signing) = inner.retry_moved(|| {
-            inner.sync_cell(&cell)?;
+        let (info, token, signing) = inner.retry_moved(Some(&cell), || {
             inner.write(|batch| {
                 // Everything is read again here, under the writer: a revoke or a
                 // delete that landed since the call began is seen, not undone.

@@ -254,6 +254,7 @@ impl Inner {
         let owner = cell.owner();
         // The store is known not to answer: do not wait for it.
         let mut attempts = if self.reach.down.load(Ordering::Acquire) { 0 } else { SHARED_ATTEMPTS };
+        let mut held = HeldWait::default();
         while attempts > 0 {
             attempts -= 1;
             let seen = cell.version.load(Ordering::Acquire);
@@ -270,7 +271,9 @@ impl Inner {
                     return;
                 }
                 Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
-                Err(_) => break,
+                // An admin change of these counters is landing: wait for it.
+                Ok(Charged::Held) if held.wait() => attempts += 1,
+                Ok(Charged::Held) | Err(_) => break,
             }
         }
         if self.opts.fail_open_limits {
@@ -295,7 +298,8 @@ impl Inner {
         for _ in 0..SHARED_ATTEMPTS {
             let seen = cell.version.load(Ordering::Acquire);
             match self.writer.store().charge(owner, seen, None)? {
-                Charged::Done(_) => return Ok(()),
+                // A read is never held.
+                Charged::Done(_) | Charged::Held => return Ok(()),
                 Charged::Moved(version, rec) => cell.adopt(rec, version),
             }
         }
@@ -316,11 +320,29 @@ impl Inner {
     /// commit) until it lands: on a shared store the change is committed
     /// only if no other node charged the counters since they were read
     /// ([`Inner::counters_change`]), and is planned again on them if one did.
-    pub(crate) fn retry_moved<T>(&self, mut once: impl FnMut() -> Result<T>) -> Result<T> {
+    pub(crate) fn retry_moved<T>(
+        &self,
+        cell: Option<&crate::engine::UsageCell>,
+        mut once: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         for _ in 0..SHARED_ATTEMPTS {
+            let held = cell.filter(|_| self.shared);
+            if let Some(cell) = held {
+                // Other nodes' charges wait while this change lands (which
+                // lifts the hold), so a stream of them cannot starve it.
+                self.writer.store().hold(cell.owner(), HOLD_MS)?;
+                self.sync_cell(cell)?;
+            }
             match once() {
                 Err(Error::Conflict(m)) if self.shared && m == MOVED => {}
-                r => return r,
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    // Refused, or not stored: nothing lands, so lift the hold.
+                    if let Some(cell) = held {
+                        let _ = self.writer.store().hold(cell.owner(), 0);
+                    }
+                    return Err(e);
+                }
             }
         }
         Err(Error::Conflict(MOVED.into()))
@@ -370,6 +392,29 @@ const STORE_RETRY_MS: u64 = 1_000;
 /// Why a change of counters on a shared store did not land: another node
 /// charged them first (the change is planned again).
 pub(crate) const MOVED: &str = "the key's counters changed on another node; try again";
+
+/// How long an admin change holds a key's counters on a shared store at
+/// most (it lifts the hold when it lands).
+const HOLD_MS: u64 = 250;
+
+/// How long a charge waits, in all, for held counters.
+const HELD_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// A charge's wait for counters held by an admin change.
+#[derive(Default)]
+struct HeldWait(Option<std::time::Instant>);
+
+impl HeldWait {
+    /// Waits a little; false once the charge has waited [`HELD_WAIT`].
+    fn wait(&mut self) -> bool {
+        let since = *self.0.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= HELD_WAIT {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        true
+    }
+}
 
 /// Attempts of one charge on a shared store before it is refused. Each
 /// failed attempt means another node's charge landed.
@@ -454,12 +499,15 @@ impl Inner {
         let cell = &live.usage;
         let _gate = cell.gate();
         let owner = cell.owner();
-        for _ in 0..SHARED_ATTEMPTS {
+        let mut held = HeldWait::default();
+        let mut attempts = SHARED_ATTEMPTS;
+        while attempts > 0 {
+            attempts -= 1;
             let seen = cell.version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
-            let held = lease_count(&next);
+            let before = lease_count(&next);
             let all = release_in(&mut next, tool, leases);
-            let released = lease_count(&next) != held;
+            let released = lease_count(&next) != before;
             let record = released.then(|| cell.record_with(&next));
             match self.writer.store().charge(owner, seen, record.as_ref()) {
                 Ok(Charged::Done(version)) => {
@@ -470,7 +518,8 @@ impl Inner {
                     return all;
                 }
                 Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
-                Err(_) => return false,
+                Ok(Charged::Held) if held.wait() => attempts += 1,
+                Ok(Charged::Held) | Err(_) => return false,
             }
         }
         false

@@ -6,12 +6,18 @@
 //!
 //! 1. a counter cell's **gate** (`UsageCell::gate`): held across a commit by
 //!    the few calls that must serialise a key's durable sequence (a signed
-//!    login's nonce, a strict-mode credit charge, a credits change);
+//!    login's nonce, a strict-mode credit charge, a credits change), and,
+//!    on a shared store, across a charge of the store's counters (a round
+//!    trip, not a commit: exact-mode verification, a lease release, reading
+//!    the counters before showing or changing them). Only the local-mode
+//!    reconciler holds several gates at once (one thread; every other
+//!    holder takes one and no other), so gates cannot wait on each other;
 //! 2. the **writer** (`Writer::lock`): one at a time; the only place a store
 //!    transaction begins;
 //! 3. **map guards** (the key and session maps' shard locks);
 //! 4. **leaves**: a key's counter mutex (`UsageCell::state`), its nonce
-//!    mutex, a cell's owner. Nothing is taken while a leaf is held.
+//!    mutex, a cell's owner, a cell's last reconciled counters
+//!    (`UsageCell::base`). Nothing is taken while a leaf is held.
 //!
 //! So no storage transaction is ever begun while a counter mutex or a map
 //! guard is held: [`Writer::write`] checks that on entry (every lock of
@@ -19,7 +25,9 @@
 //! the flusher copies dirty counters out before it asks the store to write.
 //! Verification takes at most a map guard (released before deciding) and a
 //! counter mutex: it never waits for a commit, except a strict-mode charge,
-//! which holds only its own key's gate.
+//! which holds only its own key's gate; on a shared store an exact-mode
+//! charge waits for one round trip under that gate, and no lock of level 2
+//! to 4 is held across it.
 //!
 //! # Commit, then publish
 //!

@@ -373,3 +373,96 @@ fn local_mode_overshoots_by_what_the_nodes_admitted_between_reconciliations() {
         assert_eq!(n.verify(k.token.expose(), &Request::default()).code, Code::UsageExhausted);
     }
 }
+
+/// Runs `work` on its own thread; fails the test if it is not done in time
+/// (a deadlock fails instead of hanging).
+fn with_watchdog<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: not finished after 60 s: the engine is wedged"),
+    }
+}
+
+/// Every path that takes a key's gate on a shared store, at once on two
+/// nodes: exact and local verification, leases taken and released, credit
+/// changes, rotations, reads of the counters, the reconciler and the
+/// flusher. Nothing wedges, and the exact key's balance adds up.
+#[test]
+fn gates_under_contention_never_wedge() {
+    let Some(redis) = Redis::start() else { return };
+    let url = redis.url();
+    let clock = ManualClock::new(T0);
+    let node = |c: &ManualClock| {
+        Engine::builder().clock(c.clone()).flush_interval(Duration::from_millis(5)).open_redis(&url).unwrap()
+    };
+    let nodes = [node(&clock), node(&clock)];
+    let a = &nodes[0];
+    let ws = a.create_workspace(NewWorkspace::named("exact"), &Actor::Admin).unwrap().policy.id;
+    let local = NewWorkspace { limit_sync: LimitSync::Local { ms: 5 }, ..NewWorkspace::named("local") };
+    let local_ws = a.create_workspace(local, &Actor::Admin).unwrap().policy.id;
+    let credits = |n| Limits {
+        credits: Some(Credits { initial: n, refill: None }),
+        concurrency: Some(Concurrency { max: 4, lease_ms: 60_000 }),
+        ..Limits::default()
+    };
+    let exact = a.create_key(
+        ws,
+        NewKey { name: "e".into(), limits: Some(credits(1_000_000)), ..NewKey::default() },
+        &Actor::Admin,
+    );
+    let exact = exact.unwrap();
+    let daily = Limits { daily: Some(1_000_000), ..Limits::default() };
+    let loc =
+        a.create_key(local_ws, NewKey { name: "l".into(), limits: Some(daily), ..NewKey::default() }, &Actor::Admin);
+    let loc = loc.unwrap();
+    known_everywhere(&nodes, exact.info.id);
+    known_everywhere(&nodes, loc.info.id);
+    let (e_token, l_token, e_id) = (exact.token.expose().to_owned(), loc.token.expose().to_owned(), exact.info.id);
+    let (nodes, spent, added) = with_watchdog("gates under contention", move || {
+        let spent = AtomicU64::new(0);
+        let added = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for n in &nodes {
+                let (spent, e_token, l_token) = (&spent, &e_token, &l_token);
+                s.spawn(move || {
+                    let cred = Credential::ApiKey(e_token.clone().into());
+                    for i in 0..300 {
+                        match n.acquire(&cred, &Request::default()) {
+                            Ok(guard) => {
+                                spent.fetch_add(1, Ordering::Relaxed);
+                                if i % 2 == 0 {
+                                    drop(guard);
+                                } else {
+                                    guard.release();
+                                }
+                            }
+                            Err(v) => assert_eq!(v.code, Code::ConcurrencyLimit, "{v:?}"),
+                        }
+                        assert!(n.verify(l_token, &Request::default()).is_valid());
+                    }
+                });
+                let added = &added;
+                s.spawn(move || {
+                    for _ in 0..40 {
+                        n.update_credits(e_id, CreditChange::Increment(3), &Actor::Admin).unwrap();
+                        added.fetch_add(3, Ordering::Relaxed);
+                        n.usage(e_id).unwrap();
+                        n.key(e_id).unwrap();
+                    }
+                });
+            }
+        });
+        (nodes, spent.into_inner(), added.into_inner())
+    });
+    // The exact key's balance: initial, plus what was added, minus what was spent.
+    let left = nodes[1].key(e_id).unwrap().credits_remaining;
+    assert_eq!(left, Some(1_000_000 + added - spent));
+    // A rotation under the gate hands the same balance over.
+    let next = nodes[0].rotate_key(e_id, 1_000, &Actor::Admin).unwrap();
+    known_everywhere(&nodes, next.info.id);
+    assert_eq!(nodes[1].key(next.info.id).unwrap().credits_remaining, left);
+}

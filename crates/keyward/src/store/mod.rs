@@ -97,6 +97,8 @@ pub(crate) enum Charged {
     Done(u64),
     /// Another node changed them since: their version and record now.
     Moved(u64, Option<Box<UsageRecord>>),
+    /// Held for an admin change ([`Store::hold`]): a write waits.
+    Held,
 }
 
 /// The version of counters a node has not read from a shared store yet:
@@ -181,6 +183,16 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn charge(&self, owner: KeyId, seen: u64, next: Option<&UsageRecord>) -> Result<Charged> {
         let mut one = self.charge_many(&[(owner, seen, next)])?;
         one.pop().ok_or_else(|| crate::error::Error::Storage("a charge without an answer".into()))
+    }
+
+    /// Holds the counters under `owner` for an admin change for at most
+    /// `for_ms`: charges that would write them wait (they get
+    /// [`Charged::Held`]) until a [`Change::UsageAt`] of them lands. So an
+    /// admin change is not starved by a stream of charges. By default,
+    /// nothing.
+    fn hold(&self, owner: KeyId, for_ms: u64) -> Result<()> {
+        let _ = (owner, for_ms);
+        Ok(())
     }
 
     /// [`Store::charge`] of several cells in one round trip, each decided

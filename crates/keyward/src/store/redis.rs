@@ -30,6 +30,8 @@ const AUDIT: &str = "{keyward}:audit";
 /// Version of each cell's counters in [`USAGE`], raised by every write of
 /// them: what [`Store::charge`] compares.
 const USAGE_VERSIONS: &str = "{keyward}:usage-versions";
+/// Cells held for an admin change: expiry (Redis time, ms) by cell.
+const USAGE_HOLDS: &str = "{keyward}:usage-holds";
 /// Statistics the nodes add to the counters in [`USAGE`]: fields `<id>v`,
 /// `<id>r` (valid and refused calls to add) and `<id>l` (last valid call).
 const STATS: &str = "{keyward}:stats";
@@ -76,6 +78,7 @@ while i <= #ARGV do
   local op, key, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if op == 'usageat' then
     op, key = 'hset', '{keyward}:usage'
+    redis.call('HDEL', '{keyward}:usage-holds', field)
   end
   if op == 'hset' then
     redis.call('HSET', key, field, value)
@@ -124,18 +127,25 @@ return (#ARGV - 1) / 4
 ";
 
 /// Charges cells' counters if nobody changed them since they were read:
-/// KEYS are the counters and their versions; ARGV (cell, version read, new
-/// counters — empty: only confirm) triples. Returns one `{1, version}` per
-/// cell whose counters were as read, else `{0, version, counters}`; each
-/// cell is decided on its own (one that moved does not stop the others).
+/// KEYS are the counters, their versions and their holds; ARGV (cell,
+/// version read, new counters — empty: only confirm) triples. Returns one
+/// `{1, version}` per cell whose counters were as read, `{0, version,
+/// counters}` per cell whose counters moved, `{2, version}` per cell held
+/// for an admin change (a write waits; a read goes through); each cell is
+/// decided on its own.
 const CHARGE: &str = r"
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 local i = 1
 while i <= #ARGV do
   local field, seen, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local now = redis.call('HGET', KEYS[2], field) or '0'
+  local held = value ~= '' and tonumber(redis.call('HGET', KEYS[3], field) or '0') > now_ms
   if now ~= seen then
     out[#out + 1] = {0, now, redis.call('HGET', KEYS[1], field)}
+  elseif held then
+    out[#out + 1] = {2, now, false}
   else
     if value ~= '' then
       redis.call('HSET', KEYS[1], field, value)
@@ -146,6 +156,16 @@ while i <= #ARGV do
   i = i + 3
 end
 return out
+";
+
+/// Holds a cell's counters for an admin change for ARGV[2] ms (KEYS[1] is
+/// the holds): other writes of them wait until the change lands (which
+/// lifts the hold) or the hold expires.
+const HOLD: &str = r"
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now_ms + tonumber(ARGV[2]))
+return 1
 ";
 
 /// Change-stream entries read at most at once.
@@ -167,6 +187,7 @@ pub(crate) struct RedisStore {
     /// Connections for [`Store::charge`].
     charge_cons: Vec<Mutex<Option<Con>>>,
     charge: redis::Script,
+    hold: redis::Script,
     /// This node, as it signs its change-stream entries.
     node: String,
     /// The last change-stream entry read (or there when the store opened).
@@ -295,6 +316,7 @@ impl RedisStore {
             apply: redis::Script::new(APPLY),
             charge_cons: (0..CHARGE_CONNECTIONS).map(|_| Mutex::new(None)).collect(),
             charge: redis::Script::new(CHARGE),
+            hold: redis::Script::new(HOLD),
             node,
             cursor: Mutex::new(("0-0".into(), 0)),
         };
@@ -469,7 +491,7 @@ impl Store for RedisStore {
 
     fn charge_many(&self, cells: &[(KeyId, u64, Option<&UsageRecord>)]) -> Result<Vec<Charged>> {
         let mut call = self.charge.prepare_invoke();
-        call.key(USAGE).key(USAGE_VERSIONS);
+        call.key(USAGE).key(USAGE_VERSIONS).key(USAGE_HOLDS);
         for (owner, seen, next) in cells {
             call.arg(&owner.0[..]).arg(seen.to_string()).arg(next.map(encode_record).unwrap_or_default());
         }
@@ -489,15 +511,22 @@ impl Store for RedisStore {
             Err(_) => self.on(slot, TIMEOUT, |c| call.invoke(c))?,
         };
         if replies.len() != cells.len() {
-            return Err(Error::Storage(format!("{}: {} answers to {} charges", self.label, replies.len(), cells.len())));
+            return Err(Error::Storage(format!(
+                "{}: {} answers to {} charges",
+                self.label,
+                replies.len(),
+                cells.len()
+            )));
         }
         replies
             .into_iter()
             .map(|(done, version, rec)| {
-                let version =
-                    version.parse().map_err(|_| Error::Corrupt(format!("{USAGE_VERSIONS}: bad version `{version}`")))?;
+                let version = version
+                    .parse()
+                    .map_err(|_| Error::Corrupt(format!("{USAGE_VERSIONS}: bad version `{version}`")))?;
                 Ok(match done {
                     1 => Charged::Done(version),
+                    2 => Charged::Held,
                     _ => Charged::Moved(version, rec.map(|r| decode_record(&r).map(Box::new)).transpose()?),
                 })
             })
@@ -575,6 +604,12 @@ impl Store for RedisStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn hold(&self, owner: KeyId, for_ms: u64) -> Result<()> {
+        let mut call = self.hold.prepare_invoke();
+        call.key(USAGE_HOLDS).arg(&owner.0[..]).arg(for_ms);
+        self.with(|c| call.invoke::<i64>(c)).map(drop)
     }
 
     fn reconnect(&self) {
