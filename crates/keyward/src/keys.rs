@@ -70,6 +70,16 @@ impl Inner {
         }
     }
 
+    /// A key `actor` may change: visible to it, and (for a key actor) with
+    /// no permission the actor lacks (see `bounds`).
+    pub(crate) fn touchable_key(&self, actor: &Actor, id: KeyId) -> Result<Arc<LiveKey>> {
+        let k = self.visible_key(actor, id)?;
+        if let Actor::Key(a) = actor {
+            crate::bounds::may_touch(self.key(*a)?.policy(), k.policy())?;
+        }
+        Ok(k)
+    }
+
     /// A key, as visible to `actor` (keys see only their own workspace).
     pub(crate) fn visible_key(&self, actor: &Actor, id: KeyId) -> Result<Arc<LiveKey>> {
         let k = self.key(id)?;
@@ -234,7 +244,7 @@ impl Engine {
             if inner.by_hash.contains_key(&hash.0) {
                 return Err(Error::AlreadyExists { kind: "key", id: "with this hash".into() });
             }
-            let record = KeyRecord {
+            let mut record = KeyRecord {
                 policy: KeyPolicy {
                     id,
                     workspace: ws_id,
@@ -259,6 +269,11 @@ impl Engine {
                 external_id: spec.external_id.clone(),
                 roles: spec.roles.clone(),
             };
+            if let Some(a) = &acting {
+                // A key makes no key that can do more than itself.
+                crate::bounds::carry(a.policy(), &mut record.policy, spec.limits.is_some())?;
+                crate::bounds::check(a.policy(), &record.policy)?;
+            }
             let mut usage = UsageRecord::default();
             // Credits count from creation: a key created with 0 credits
             // and a daily refill gets them at the next midnight.
@@ -368,7 +383,7 @@ impl Engine {
         inner.retry_moved(touches_credits.then_some(&*current.usage), || {
             let (update, meta) = (update.clone(), meta.clone());
             inner.write(|batch| {
-                let current = inner.visible_key(actor, id)?;
+                let current = inner.touchable_key(actor, id)?;
                 let acting = inner.acting_key(actor, current.policy().workspace)?;
                 if let Some(p) = &update.permissions {
                     Inner::check_grant(acting.as_deref(), p)?;
@@ -409,6 +424,10 @@ impl Engine {
                         (None, _) => None,
                     },
                 };
+                if let Some(a) = &acting {
+                    // A key changes no key into one that can do more than itself.
+                    crate::bounds::check(a.policy(), &rec.policy)?;
+                }
                 batch.push(Change::Key(rec.clone()));
                 if !step.is_empty() {
                     let mut planned = current.usage.lock().clone();
@@ -436,7 +455,7 @@ impl Engine {
         inner.visible_key(actor, id)?;
         let now = inner.now();
         inner.write(|batch| {
-            let current = inner.visible_key(actor, id)?;
+            let current = inner.touchable_key(actor, id)?;
             let mut rec = current.record.clone();
             let revoke = rec.policy.revoked_at.is_none();
             if revoke {
@@ -462,7 +481,7 @@ impl Engine {
         inner.visible_key(actor, id)?;
         let now = inner.now();
         inner.write(|batch| {
-            let current = inner.visible_key(actor, id)?;
+            let current = inner.touchable_key(actor, id)?;
             batch.push(Change::KeyDeleted(id));
             batch.push(Change::NonceDeleted(id));
             // Counters shared with a key in its rotation grace stay theirs.
@@ -493,7 +512,7 @@ impl Engine {
         let now = inner.now();
         inner.retry_moved(Some(&live.usage), || {
             inner.write(|batch| {
-                let live = inner.visible_key(actor, id)?;
+                let live = inner.touchable_key(actor, id)?;
                 let Some(policy) = live.policy().limits.credits else {
                     return Err(Error::invalid("credits", "the key has no credits limit"));
                 };

@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod bounds;
 mod clock;
 mod engine;
 mod error;

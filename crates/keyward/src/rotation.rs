@@ -45,7 +45,7 @@ impl Engine {
             inner.write(|batch| {
                 // Everything is read again here, under the writer: a revoke or a
                 // delete that landed since the call began is seen, not undone.
-                let old = inner.visible_key(actor, id)?;
+                let old = inner.touchable_key(actor, id)?;
                 let p = old.policy();
                 match p.status(now) {
                     Status::Revoked => return Err(Error::invalid("key", "a revoked key cannot be rotated")),

@@ -120,8 +120,15 @@ impl Engine {
     pub fn create_tool(&self, ws: WorkspaceId, spec: NewTool, actor: &Actor) -> Result<ToolPolicy> {
         let inner = &self.inner;
         inner.workspace(ws)?;
-        inner.acting_key(actor, ws)?;
+        let acting = inner.acting_key(actor, ws)?;
         check_tool_name(&spec.name).map_err(|e| Error::invalid("name", e.to_string()))?;
+        if let (Some(a), Some(p)) = (&acting, &spec.permission)
+            && keyward_core::first_uncovered(&a.policy().permissions, std::slice::from_ref(p)).is_some()
+        {
+            return Err(Error::InsufficientPermissions(format!(
+                "permission: a tool needing `{p}` can only be made by a key holding it"
+            )));
+        }
         let limits = Limits { cooldown_ms: spec.cooldown_ms, daily: spec.daily_limit, ..Limits::default() };
         let policy =
             ToolPolicy { workspace: ws, name: spec.name, enabled: spec.enabled, permission: spec.permission, limits };
@@ -149,11 +156,22 @@ impl Engine {
         let inner = &self.inner;
         let now = inner.now();
         inner.write(|batch| {
-            inner.acting_key(actor, ws)?;
+            let acting = inner.acting_key(actor, ws)?;
             let current = inner.workspace(ws)?;
             let Some(old) = current.tools.get(name) else {
                 return Err(Error::not_found("tool", name));
             };
+            // A key changes a tool's permission only if it holds both the
+            // permission it replaces and the one it sets.
+            if let (Some(a), Some(new)) = (&acting, &update.permission) {
+                for p in old.policy.permission.iter().chain(new.iter()) {
+                    if keyward_core::first_uncovered(&a.policy().permissions, std::slice::from_ref(p)).is_some() {
+                        return Err(Error::InsufficientPermissions(format!(
+                            "permission: changing tool `{name}` needs `{p}`, which the acting key lacks"
+                        )));
+                    }
+                }
+            }
             let mut rec = ToolRecord::clone(old);
             let t = &mut rec.policy;
             let mut changed = Changes::default();
