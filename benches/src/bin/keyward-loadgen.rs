@@ -318,22 +318,24 @@ impl Driver for InProcess<'_> {
     }
 }
 
-/// `POST /v1/verify` on one keep-alive connection, one request at a time.
+/// `POST /v1/verify` on one keep-alive connection, one request at a time,
+/// as a key allowed to verify (the root key).
 struct OverHttp {
     client: Client,
     body: Vec<u8>,
+    bearer: String,
 }
 
 impl OverHttp {
-    fn connect(addr: SocketAddr) -> io::Result<Self> {
-        Ok(Self { client: Client::connect(addr)?, body: Vec::with_capacity(64) })
+    fn connect(addr: SocketAddr, bearer: &str) -> io::Result<Self> {
+        Ok(Self { client: Client::connect(addr)?, body: Vec::with_capacity(64), bearer: bearer.to_owned() })
     }
 }
 
 impl Driver for OverHttp {
     fn verify(&mut self, token: &str) -> io::Result<Code> {
         http::verify_body(token, &mut self.body)?;
-        let r = self.client.post_json("/v1/verify", &self.body)?;
+        let r = self.client.post_json_bearer("/v1/verify", &self.bearer, &self.body)?;
         http::verify_verdict(r.status, r.body)
     }
 }
@@ -590,7 +592,7 @@ fn run_http(scenario: Scenario, served: &Served, args: &Args) -> Result<(Tally, 
     let mut server = Server::start(&served.keyward_bin, &served.db)?;
     eprintln!("# keyward serve (pid {}) listening on http://{}", server.id(), server.addr());
     let addr = server.addr();
-    let connect = move || OverHttp::connect(addr);
+    let connect = move || OverHttp::connect(addr, &served.root_key);
     let duration = Duration::from_secs(args.seconds);
     let writer = |start: &Barrier| run_writer(addr, &served.root_key, duration, start);
     let beside = (scenario == Scenario::HttpVerifyValidUnderWrites).then_some(&writer as Beside<'_>);

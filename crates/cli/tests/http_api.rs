@@ -305,7 +305,7 @@ fn verify_endpoint_limits_and_tools() {
         "limits": {"credits": {"remaining": 2}}, "meta": {"plan": "pro"}}),
     );
     let key = secret(&k);
-    let verify = |body: Value| request("POST", &s.url("/v1/verify"), &[], Some(&body));
+    let verify = |body: Value| request("POST", &s.url("/v1/verify"), &[("authorization", &bearer(&root))], Some(&body));
     let r = verify(json!({"key": key, "ip": "10.1.1.1", "tool": "generate_image"}));
     assert_eq!(r.status, 200);
     assert_envelope(&r);
@@ -332,6 +332,17 @@ fn verify_endpoint_limits_and_tools() {
     assert_eq!(verify(json!({"key": "kw_live_x"})).data()["code"], "MALFORMED");
     assert_eq!(verify(json!({})).status, 400);
     assert_eq!(verify(json!({"key": key, "ip": "nope"})).status, 400);
+    // Only a key holding keys:verify may test keys: the body's ip, tool and
+    // cost are trusted.
+    let body = json!({"key": key, "ip": "10.1.1.1"});
+    let anonymous = request("POST", &s.url("/v1/verify"), &[], Some(&body));
+    assert_eq!((anonymous.status, anonymous.body["error"]["code"].as_str()), (401, Some("MALFORMED")));
+    let plain = secret(&create(&s, &root, json!({"name": "plain", "permissions": ["tools:*"]})));
+    let weak = request("POST", &s.url("/v1/verify"), &[("authorization", &bearer(&plain))], Some(&body));
+    assert_eq!((weak.status, weak.body["error"]["code"].as_str()), (403, Some("INSUFFICIENT_PERMISSIONS")));
+    let checker = secret(&create(&s, &root, json!({"name": "checker", "permissions": ["keys:verify"]})));
+    let ok = request("POST", &s.url("/v1/verify"), &[("authorization", &bearer(&checker))], Some(&body));
+    assert_eq!((ok.status, ok.data()["code"].as_str()), (200, Some("USAGE_EXHAUSTED")));
 
     // 429 on the gateway carries Retry-After and RateLimit-*.
     let rl = secret(&create(&s, &root, json!({"name": "rl", "limits": {"rate": {"limit": 1, "window_ms": 60000}}})));

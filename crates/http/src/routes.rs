@@ -524,7 +524,10 @@ pub(crate) async fn gateway(
 }
 
 /// `POST /v1/verify`.
-pub(crate) async fn verify(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Reply {
+pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
+    // Only a key allowed to verify (`keys:verify`) may test keys, and only
+    // its own workspace's: a key of another one is NOT_FOUND.
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
     let key = tri!(tri!(f.str("key")).ok_or_else(|| ApiError::invalid("key", "is required")));
@@ -537,8 +540,8 @@ pub(crate) async fn verify(State(state): State<AppState>, headers: HeaderMap, bo
     let perm_refs: Vec<&str> = perms.iter().map(String::as_str).collect();
     let credits = tri!(f.u64("cost")).unwrap_or(1);
     let req = keyward::Request { ip, tool, permissions: &perm_refs, cost: Cost { credits, rates: &[] } };
-    let cred = Credential::ApiKey(zeroize_string(key));
-    let out = verifying(&state.engine, || state.engine.verify_detailed(&cred, &req));
+    let checks = keyward::Checks { workspace: Some(ws), ..Default::default() };
+    let out = verifying(&state.engine, || state.engine.verify_with(key, &req, &checks));
     let v = &out.verdict;
     let k = out.key.as_ref();
     let data = json!({
@@ -559,10 +562,6 @@ pub(crate) async fn verify(State(state): State<AppState>, headers: HeaderMap, bo
         state.engine.release(id, tool, &v.leases);
     }
     Reply::ok(data).verdict(v.code.as_str())
-}
-
-fn zeroize_string(s: &str) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(s.to_owned())
 }
 
 /// `GET /v1/auth` for nginx `auth_request`.
