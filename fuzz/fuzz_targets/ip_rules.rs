@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_core::internal::fuzz_ip_rules(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_fuzz_support::ip_rules(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_core::internal::fuzz_signature(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_fuzz_support::signature(data));

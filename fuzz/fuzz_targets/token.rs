@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_core::internal::fuzz_token(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_fuzz_support::token(data));

@@ -114,6 +114,3 @@ pub use verdict::{Code, Verdict};
 
 /// Re-exported so callers name the same `CryptoRng` trait.
 pub use rand_core;
-
-#[doc(hidden)]
-pub mod internal;

@@ -161,13 +161,6 @@ impl Snapshot {
     }
 }
 
-/// Decodes without checking the MAC. For fuzzing the body decoder only:
-/// nothing that verifies requests should ever call it.
-#[doc(hidden)]
-pub fn decode_unauthenticated(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-    decode_body(frame(bytes)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

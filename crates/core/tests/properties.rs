@@ -1,16 +1,26 @@
 //! Every parser returns `Err` rather than panicking, and every encoding
 //! round-trips.
 
+use hmac::{KeyInit, Mac};
 use keyward_core::{
     Code, Concurrency, Credits, IpRule, IpRules, KeyHash, KeyId, KeyPolicy, Limits, LocalVerifier, Permission, Prefix,
-    RateLimit, Refill, RefillInterval, Request, Snapshot, Token, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy,
-    check_token, decode_record, encode_record, parse_cidr, parse_credentials, parse_decimal_nonce, tool_from_path,
+    RateLimit, Refill, RefillInterval, Request, Snapshot, SnapshotError, Token, ToolPolicy, UnixMillis, WorkspaceId,
+    WorkspacePolicy, check_token, decode_record, encode_record, parse_cidr, parse_credentials, parse_decimal_nonce,
+    tool_from_path,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 const SNAP_KEY: &[u8] = b"snapshot-key-for-tests-0123456789";
+
+/// `frame` followed by its HMAC-SHA256 tag under [`SNAP_KEY`], as
+/// `Snapshot::encode` writes it.
+fn seal(frame: &[u8]) -> Vec<u8> {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SNAP_KEY).unwrap();
+    mac.update(frame);
+    [frame, &mac.finalize().into_bytes()[..]].concat()
+}
 
 fn arb_limits() -> impl Strategy<Value = Limits> {
     (
@@ -152,12 +162,21 @@ proptest! {
     #[test]
     fn snapshot_decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300), valid_header in any::<bool>()) {
         let mut b = b;
-        if valid_header && b.len() >= 16 {
+        if valid_header && b.len() >= 48 {
+            let body_len = (b.len() - 48) as u64;
             b[..6].copy_from_slice(b"KWSNAP");
             b[6..8].copy_from_slice(&1u16.to_le_bytes());
+            b[8..16].copy_from_slice(&body_len.to_le_bytes());
         }
         prop_assert!(Snapshot::decode(&b, SNAP_KEY).is_err());
-        let _ = keyward_core::internal::decode_snapshot_unauthenticated(&b);
+        // With its tag recomputed, a valid frame gets past the MAC to the body decoder.
+        if b.len() >= 32 {
+            let sealed = seal(&b[..b.len() - 32]);
+            let got = Snapshot::decode(&sealed, SNAP_KEY);
+            if valid_header && b.len() >= 48 {
+                prop_assert!(matches!(got, Ok(_) | Err(SnapshotError::Corrupt)), "{:?}", got);
+            }
+        }
     }
 }
 
