@@ -100,13 +100,15 @@ fn engine_error(e: keyward::Error) -> ApiError {
         E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
         // The change was not made (nothing of it is stored or visible);
         // the same request can be sent again.
-        E::Storage(m) | E::Io(m) | E::Corrupt(m) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Code::StoreUnavailable.as_str(), format!("not changed: {m}"))
+        // The store's own message (file paths, server addresses) is for
+        // operators: `/healthz` shows it; the client learns what to do.
+        E::Storage(_) | E::Io(_) | E::Corrupt(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Code::StoreUnavailable.as_str(), crate::unkey::STORE_DOWN)
         }
         E::NoMasterKey => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "signing: the server has no master key")
         }
-        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
     }
 }
 

@@ -223,16 +223,17 @@ fn engine_problem(e: keyward::Error) -> Problem {
             Problem::new(StatusCode::CONFLICT, "unkey/data/conflict", format!("{kind} {id} already exists"))
         }
         E::Conflict(m) => Problem::new(StatusCode::CONFLICT, "unkey/data/conflict", m),
-        E::Storage(m) | E::Io(m) | E::Corrupt(m) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unkey/application/service_unavailable",
-            format!("not changed: {m}"),
-        ),
-        other => {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "unkey/application/unexpected_error", other.to_string())
+        // The store's own message (file paths, server addresses) is for
+        // operators: `/healthz` shows it; the client learns what to do.
+        E::Storage(_) | E::Io(_) | E::Corrupt(_) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unkey/application/service_unavailable", STORE_DOWN)
         }
+        _ => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "unkey/application/unexpected_error", "internal error"),
     }
 }
+
+/// What a client is told when the store could not record a change.
+pub(crate) const STORE_DOWN: &str = "not changed: the store is unavailable; retry later";
 
 /// Unkey's name for a keyward field.
 fn unkey_field(field: &str) -> &str {
