@@ -17,7 +17,10 @@ pub(crate) const fn digit(b: u8) -> Option<u8> {
 /// are dropped, so callers size `out` for the largest value they encode.
 pub(crate) fn encode_into(mut value: u128, out: &mut [u8]) {
     for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(value % 62) as usize];
+        // In bounds: `value % 62` is below `ALPHABET.len()`.
+        #[allow(clippy::indexing_slicing)]
+        let c = ALPHABET[(value % 62) as usize];
+        *slot = c;
         value /= 62;
     }
 }

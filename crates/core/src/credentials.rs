@@ -116,10 +116,6 @@ const SLOTS: [(Slot, &str); 7] = [
     (Slot::Nonce, "Nonce"),
 ];
 
-fn slot_of(name: &[u8]) -> Option<(usize, &'static str)> {
-    SLOTS.iter().enumerate().find(|(_, (_, n))| n.as_bytes().eq_ignore_ascii_case(name)).map(|(i, (_, n))| (i, *n))
-}
-
 fn clean<'a>(name: &'static str, value: &'a [u8]) -> Result<&'a str, CredentialError> {
     if value.len() > MAX_HEADER_VALUE {
         return Err(CredentialError::TooLong(name));
@@ -150,30 +146,26 @@ where
 {
     let mut found: [Option<&'h [u8]>; 7] = [None; 7];
     for (name, value) in headers {
-        if let Some((i, canonical)) = slot_of(name.as_ref()) {
-            if found[i].is_some() {
-                return Err(CredentialError::Duplicate(canonical));
-            }
-            found[i] = Some(value.as_ref());
+        let name = name.as_ref();
+        let slot = SLOTS.iter().zip(&mut found).find(|((_, n), _)| n.as_bytes().eq_ignore_ascii_case(name));
+        if let Some(((_, canonical), slot)) = slot
+            && slot.replace(value.as_ref()).is_some()
+        {
+            return Err(CredentialError::Duplicate(canonical));
         }
     }
-    let mut kinds: [Option<&'static str>; 4] = [None; 4];
-    let mut n = 0;
-    for (present, label) in [
+    let mut kinds = [
         (found[0].is_some(), "X-API-Key"),
         (found[1].is_some(), "Authorization"),
         (found[2].is_some(), "aptoken"),
         (found[3..].iter().any(Option::is_some), "signed headers"),
-    ] {
-        if present {
-            kinds[n] = Some(label);
-            n += 1;
-        }
-    }
-    match n {
-        0 => return Err(CredentialError::Missing),
-        1 => {}
-        _ => return Err(CredentialError::Conflict(kinds[0].unwrap_or(""), kinds[1].unwrap_or(""))),
+    ]
+    .into_iter()
+    .filter_map(|(present, label)| present.then_some(label));
+    match (kinds.next(), kinds.next()) {
+        (None, _) => return Err(CredentialError::Missing),
+        (Some(_), None) => {}
+        (Some(first), Some(second)) => return Err(CredentialError::Conflict(first, second)),
     }
     if let Some(v) = found[0] {
         return Ok(Credential::ApiKey(Zeroizing::new(clean("X-API-Key", v)?.to_owned())));
@@ -194,9 +186,8 @@ where
         return Ok(Credential::Session(Zeroizing::new(clean("aptoken", v)?.to_owned())));
     }
     let mut parts = [""; 4];
-    for (k, part) in parts.iter_mut().enumerate() {
-        let (_, name) = SLOTS[3 + k];
-        let v = found[3 + k].ok_or(CredentialError::IncompleteSigned(name))?;
+    for ((part, &(_, name)), v) in parts.iter_mut().zip(&SLOTS[3..]).zip(&found[3..]) {
+        let v = v.ok_or(CredentialError::IncompleteSigned(name))?;
         *part = clean(name, v)?;
     }
     Ok(Credential::Signed(SignedHeaders {

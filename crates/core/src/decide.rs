@@ -150,33 +150,30 @@ fn check_and_charge(
 
     // Limits: key, then the tool's limits for this key, then key×tool.
     let Usage { key: key_state, tool: tool_state, key_tool: key_tool_state } = usage;
-    let mut scopes: [Option<Scope<'_>>; 3] = [None, None, None];
-    scopes[0] = Some(Scope { limits: &key.limits, state: key_state });
-    let mut order = [LeaseScope::Key, LeaseScope::Tool, LeaseScope::KeyTool];
-    let mut n = 1;
-    if let Some(t) = tool {
-        if let (false, Some(state)) = (t.limits.is_empty(), tool_state) {
-            scopes[n] = Some(Scope { limits: &t.limits, state });
-            order[n] = LeaseScope::Tool;
-            n += 1;
-        }
-        if let (Some(limits), Some(state)) = (key.limits_for_tool(&t.name), key_tool_state) {
-            scopes[n] = Some(Scope { limits, state });
-            order[n] = LeaseScope::KeyTool;
-        }
-    }
+    let key_scope = Scope { limits: &key.limits, state: key_state };
+    let tool_scope =
+        tool.filter(|t| !t.limits.is_empty()).zip(tool_state).map(|(t, state)| Scope { limits: &t.limits, state });
+    let key_tool_scope = tool
+        .and_then(|t| key.limits_for_tool(&t.name))
+        .zip(key_tool_state)
+        .map(|(limits, state)| Scope { limits, state });
+    let has_tool_scope = tool_scope.is_some();
     let Verdict { quota, leases, .. } = v;
-    let lease = |i: usize, id: LeaseId| leases.push((order[i], id));
-    // Scopes fill in order; charge them from a stack array (no allocation on
-    // the hot path).
-    let charged = match scopes {
-        [Some(a), None, None] => limits::charge_into(&mut [a], req.now, &req.cost, quota, lease),
-        [Some(a), Some(b), None] => limits::charge_into(&mut [a, b], req.now, &req.cost, quota, lease),
-        [Some(a), Some(b), Some(c)] => limits::charge_into(&mut [a, b, c], req.now, &req.cost, quota, lease),
-        other => {
-            let mut list: Vec<Scope<'_>> = other.into_iter().flatten().collect();
-            limits::charge_into(&mut list, req.now, &req.cost, quota, lease)
-        }
+    // `i` is the scope's position in the array charged below.
+    let lease = |i: usize, id: LeaseId| {
+        let scope = match i {
+            0 => LeaseScope::Key,
+            1 if has_tool_scope => LeaseScope::Tool,
+            _ => LeaseScope::KeyTool,
+        };
+        leases.push((scope, id));
+    };
+    // Charge the scopes that apply from a stack array (no allocation on the
+    // hot path).
+    let charged = match (tool_scope, key_tool_scope) {
+        (None, None) => limits::charge_into(&mut [key_scope], req.now, &req.cost, quota, lease),
+        (Some(t), None) | (None, Some(t)) => limits::charge_into(&mut [key_scope, t], req.now, &req.cost, quota, lease),
+        (Some(t), Some(kt)) => limits::charge_into(&mut [key_scope, t, kt], req.now, &req.cost, quota, lease),
     };
     charged.map_err(|(code, retry_after_ms)| {
         v.retry_after_ms = retry_after_ms;

@@ -5,8 +5,11 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 pub(crate) fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+        // In bounds: both nibbles are below 16, `DIGITS.len()`.
+        #[allow(clippy::indexing_slicing)]
+        let (hi, lo) = (DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]);
+        out.push(char::from(hi));
+        out.push(char::from(lo));
     }
     out
 }
@@ -23,13 +26,11 @@ const fn nibble(c: u8) -> Option<u8> {
 
 /// Decodes exactly 64 hex characters (either case) into 32 bytes.
 pub(crate) fn decode32(text: &str) -> Option<[u8; 32]> {
-    let t = text.as_bytes();
-    if t.len() != 64 {
-        return None;
-    }
+    let t: &[u8; 64] = text.as_bytes().try_into().ok()?;
     let mut out = [0u8; 32];
-    for (i, pair) in t.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    let (pairs, _) = t.as_chunks::<2>();
+    for (slot, &[hi, lo]) in out.iter_mut().zip(pairs) {
+        *slot = (nibble(hi)? << 4) | nibble(lo)?;
     }
     Some(out)
 }

@@ -64,6 +64,14 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Attacker input yields an error, never a panic (STYLE.md, "Errors"): outside
+// tests, every unwrap, expect, panic or unchecked index is either rewritten or
+// carries a scoped `allow` with a comment stating why it cannot fire. These
+// are crate attributes rather than a `[lints]` table so they bind this crate
+// only, and the unit tests (`cfg(test)`) stay free to unwrap and index; the
+// integration tests in `tests/` are separate crates and do not see them.
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod base62;
 mod credentials;
@@ -77,6 +85,9 @@ mod permission;
 mod policy;
 mod query;
 mod signature;
+// To be reviewed: snapshot.rs still indexes and slices the record buffer
+// (`encode`/`decode`); allowed here until it is rewritten.
+#[allow(clippy::indexing_slicing)]
 mod snapshot;
 mod time;
 mod token;

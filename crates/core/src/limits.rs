@@ -165,7 +165,7 @@ impl Limits {
             if r.limit > MAX_RATE_LIMIT || r.window_ms > MAX_WINDOW_MS {
                 return Err(LimitsError::RateTooLarge(r.name.clone()));
             }
-            if self.rates[..i].iter().any(|o| o.name == r.name) {
+            if self.rates.iter().take(i).any(|o| o.name == r.name) {
                 return Err(LimitsError::DuplicateRate(r.name.clone()));
             }
         }
@@ -359,7 +359,7 @@ fn applied<'r>(limits: &'r Limits, cost: &'r Cost<'r>, ad_hoc: bool) -> impl Ite
     });
     let extra = cost.rates.iter().enumerate().filter(move |_| ad_hoc).filter_map(move |(j, r)| {
         let (Some(limit), Some(window_ms)) = (r.limit, r.window_ms) else { return None };
-        let first = !cost.rates[..j].iter().any(|o| o.name == r.name);
+        let first = !cost.rates.iter().take(j).any(|o| o.name == r.name);
         let fresh = !limits.rates.iter().any(|c| c.name == r.name);
         (first && fresh && valid_rate_name(r.name)).then_some(Applied {
             index: limits.rates.len() + j,

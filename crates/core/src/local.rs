@@ -23,6 +23,8 @@ struct KeyUsage {
 /// Verifies tokens against a snapshot.
 pub struct LocalVerifier {
     snapshot: Snapshot,
+    // Indices into `snapshot`'s lists, built once in `new`. They are read
+    // with `get`, so even a stale one would answer "not found", not panic.
     by_hash: HashMap<[u8; 32], usize>,
     workspaces: HashMap<WorkspaceId, usize>,
     tools: HashMap<(WorkspaceId, String), usize>,
@@ -68,7 +70,7 @@ impl LocalVerifier {
             // match keys that were imported as such.
             Err(_) if self.any_imported && token::check_foreign(raw).is_ok() => {
                 match self.by_hash.get(&KeyHash::of(raw).0) {
-                    Some(&i) if self.snapshot.keys[i].imported => Ok(i),
+                    Some(&i) if self.snapshot.keys.get(i).is_some_and(|k| k.imported) => Ok(i),
                     _ => Err(Code::Malformed),
                 }
             }
@@ -82,8 +84,11 @@ impl LocalVerifier {
             Ok(i) => i,
             Err(code) => return Checked { verdict: Verdict::bare(code), key: None },
         };
-        let key = &self.snapshot.keys[idx];
-        let Some(workspace) = self.workspaces.get(&key.workspace).map(|&w| &self.snapshot.workspaces[w]) else {
+        // `lookup` only returns indices of `snapshot.keys`, so this never misses.
+        let Some(key) = self.snapshot.keys.get(idx) else {
+            return Checked { verdict: Verdict::bare(Code::NotFound), key: None };
+        };
+        let Some(workspace) = self.workspaces.get(&key.workspace).and_then(|&w| self.snapshot.workspaces.get(w)) else {
             let mut v = Verdict::bare(Code::PlanInactive);
             v.key_id = Some(key.id);
             v.workspace_id = Some(key.workspace);
@@ -114,12 +119,12 @@ impl LocalVerifier {
 
     /// A workspace by id.
     pub fn workspace(&self, id: WorkspaceId) -> Option<&WorkspacePolicy> {
-        self.workspaces.get(&id).map(|&i| &self.snapshot.workspaces[i])
+        self.workspaces.get(&id).and_then(|&i| self.snapshot.workspaces.get(i))
     }
 
     /// A tool by workspace and name.
     pub fn tool_policy(&self, ws: WorkspaceId, name: &str) -> Option<&ToolPolicy> {
-        self.tools.get(&(ws, name.to_owned())).map(|&i| &self.snapshot.tools[i])
+        self.tools.get(&(ws, name.to_owned())).and_then(|&i| self.snapshot.tools.get(i))
     }
 }
 
@@ -130,8 +135,8 @@ fn find_tool<'a>(
     name: Option<&str>,
 ) -> ToolLookup<'a> {
     let Some(name) = name else { return ToolLookup::NotRequested };
-    match index.get(&(ws, name.to_owned())) {
-        Some(&i) => ToolLookup::Found(&tools[i]),
+    match index.get(&(ws, name.to_owned())).and_then(|&i| tools.get(i)) {
+        Some(tool) => ToolLookup::Found(tool),
         None => ToolLookup::Unknown,
     }
 }

@@ -213,8 +213,8 @@ fn tokenize(text: &str) -> Vec<(usize, Tok<'_>)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b if b.is_ascii_whitespace() => i += 1,
             b'(' => {
                 out.push((i, Tok::Open));
@@ -226,7 +226,7 @@ fn tokenize(text: &str) -> Vec<(usize, Tok<'_>)> {
             }
             _ => {
                 let start = i;
-                while i < bytes.len() && !bytes[i].is_ascii_whitespace() && !matches!(bytes[i], b'(' | b')') {
+                while bytes.get(i).is_some_and(|&c| !c.is_ascii_whitespace() && !matches!(c, b'(' | b')')) {
                     i += 1;
                 }
                 // Splits only at ASCII bytes, so both ends are char boundaries.

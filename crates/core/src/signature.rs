@@ -92,7 +92,7 @@ pub enum NonceError {
 /// (except `0` itself), no overflow.
 pub fn parse_decimal_nonce(text: &str) -> Result<u64, NonceError> {
     let b = text.as_bytes();
-    if b.is_empty() || b.len() > 20 || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+    if b.is_empty() || b.len() > 20 || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b.starts_with(b"0")) {
         return Err(NonceError::NotDecimal);
     }
     text.parse::<u64>().map_err(|_| NonceError::NotDecimal)

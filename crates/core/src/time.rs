@@ -75,9 +75,10 @@ impl UnixMillis {
             let part = b.get(r)?;
             if part.iter().all(u8::is_ascii_digit) { core::str::from_utf8(part).ok()?.parse().ok() } else { None }
         };
-        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+        // The separators of `YYYY-MM-DDTHH:MM:SS`; `num` checks the digits.
+        let [_, _, _, _, b'-', _, _, b'-', _, _, b'T' | b't', _, _, b':', _, _, b':', ..] = b else {
             return None;
-        }
+        };
         let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
         let (mo, d) = (u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
         if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 {

@@ -123,7 +123,11 @@ const DIGIT: [u8; 256] = {
     let mut i = 0;
     while i < 256 {
         if let Some(d) = base62::digit(i as u8) {
-            t[i] = d;
+            // In bounds: `i < 256` is the loop condition (and this runs at
+            // compile time, so a bad index would fail the build, not a call).
+            #[allow(clippy::indexing_slicing)]
+            let slot = &mut t[i];
+            *slot = d;
         }
         i += 1;
     }
@@ -133,13 +137,11 @@ const DIGIT: [u8; 256] = {
 /// Every byte of `body` is a base62 digit, tested eight bytes at a time
 /// (the last word overlaps the one before).
 fn all_base62(body: &[u8; BODY_CHARS]) -> bool {
+    // The whole words cover all but `BODY_CHARS % 8` bytes; the last eight
+    // bytes cover the rest.
     const { assert!(BODY_CHARS >= 8) };
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&body[at..at + 8]);
-        u64::from_le_bytes(w)
-    };
-    (0..BODY_CHARS.div_ceil(8)).all(|i| word_is_base62(word((i * 8).min(BODY_CHARS - 8))))
+    let (words, _) = body.as_chunks::<8>();
+    words.iter().chain(body.last_chunk::<8>()).all(|&w| word_is_base62(u64::from_le_bytes(w)))
 }
 
 /// Whether all eight bytes of `w` are in `0-9A-Za-z`.
@@ -165,26 +167,24 @@ pub fn check(raw: &str) -> Result<(), TokenError> {
     let b = raw.as_bytes();
     // Fast path for the one shape a token can have: `_` exactly 37 bytes from
     // the end, a valid prefix before it, 36 base62 digits after it.
-    if b.len() > BODY_CHARS + 1 && b.len() <= MAX_PREFIX_LEN + 1 + BODY_CHARS {
-        let sep = b.len() - BODY_CHARS - 1;
-        let body = &b[sep + 1..];
-        if let Ok(body_chars) = <&[u8; BODY_CHARS]>::try_from(body)
-            && b[sep] == b'_'
-            && valid_prefix(&b[..sep])
-            && all_base62(body_chars)
-        {
-            let mut given = 0u64;
-            for &c in &body[RANDOM_CHARS..] {
-                given = given * 62 + u64::from(DIGIT[usize::from(c)]);
-            }
-            // Comparing as numbers is fine here: the checksum is not secret
-            // (its failure is reported as MALFORMED anyway).
-            return if given == u64::from(crc32fast::hash(&b[..b.len() - CHECKSUM_CHARS])) {
-                Ok(())
-            } else {
-                Err(TokenError::BadChecksum)
-            };
+    if b.len() > BODY_CHARS + 1
+        && b.len() <= MAX_PREFIX_LEN + 1 + BODY_CHARS
+        && let Some((head, body)) = b.split_last_chunk::<BODY_CHARS>()
+        && let Some((&b'_', prefix)) = head.split_last()
+        && valid_prefix(prefix)
+        && all_base62(body)
+        && let Some((summed, sum)) = b.split_last_chunk::<CHECKSUM_CHARS>()
+    {
+        let mut given = 0u64;
+        for &c in sum {
+            // In bounds: a `u8` indexes a 256-entry table.
+            #[allow(clippy::indexing_slicing)]
+            let d = DIGIT[usize::from(c)];
+            given = given * 62 + u64::from(d);
         }
+        // Comparing as numbers is fine here: the checksum is not secret
+        // (its failure is reported as MALFORMED anyway).
+        return if given == u64::from(crc32fast::hash(summed)) { Ok(()) } else { Err(TokenError::BadChecksum) };
     }
     check_slow(raw)
 }
@@ -198,17 +198,19 @@ fn check_slow(raw: &str) -> Result<(), TokenError> {
     if bytes.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLong);
     }
-    let sep = bytes.iter().rposition(|&b| b == b'_').ok_or(TokenError::MissingSeparator)?;
-    let (prefix, body) = (&bytes[..sep], &bytes[sep + 1..]);
+    let mut halves = bytes.rsplitn(2, |&b| b == b'_');
+    let (Some(body), Some(prefix)) = (halves.next(), halves.next()) else {
+        return Err(TokenError::MissingSeparator);
+    };
     if !valid_prefix(prefix) {
         return Err(TokenError::BadPrefix);
     }
     if body.len() != BODY_CHARS || !body.iter().all(|&b| base62::digit(b).is_some()) {
         return Err(TokenError::BadBody);
     }
-    let split = bytes.len() - CHECKSUM_CHARS;
-    let expected = checksum(&bytes[..split]);
-    if bool::from(expected.ct_eq(&bytes[split..])) { Ok(()) } else { Err(TokenError::BadChecksum) }
+    // The body is whole, so the checksum's characters are there to split off.
+    let (summed, given) = bytes.split_last_chunk::<CHECKSUM_CHARS>().ok_or(TokenError::BadBody)?;
+    if bool::from(checksum(summed).ct_eq(given)) { Ok(()) } else { Err(TokenError::BadChecksum) }
 }
 
 /// Checks a foreign token (one issued elsewhere and imported by its hash):
@@ -245,9 +247,11 @@ impl Token {
             for &b in pool.iter() {
                 // Rejection sampling keeps every character uniform: 62 of the
                 // 64 six-bit values are used, the other two are redrawn.
-                let v = b & 63;
-                if v < 62 && filled < RANDOM_CHARS {
-                    text.push(char::from(base62::ALPHABET[usize::from(v)]));
+                // `get` refuses exactly those two (62 and 63).
+                if let Some(&c) = base62::ALPHABET.get(usize::from(b & 63))
+                    && filled < RANDOM_CHARS
+                {
+                    text.push(char::from(c));
                     filled += 1;
                 }
             }
