@@ -802,12 +802,23 @@ impl Inner {
                 return;
             }
             match self.writer.store().follow(WAIT) {
-                Ok(items) => {
+                Ok(touched) => {
                     if self.reach.answered() {
                         self.writer.store().reconnect();
                     }
-                    if !items.is_empty() {
-                        let _ = self.write(|_| Ok(|| items.into_iter().for_each(|item| self.apply_followed(item))));
+                    if let Some(touched) = touched {
+                        // Read under the writer: no change of this node lands
+                        // between the read and the publish, so none is undone
+                        // by an older copy of the same record.
+                        let store = self.writer.store();
+                        let read = self.write(|_| {
+                            let items = store.read_followed(touched)?;
+                            Ok(|| items.into_iter().for_each(|item| self.apply_followed(item)))
+                        });
+                        if let Err(e) = read {
+                            self.reach.lost(e.to_string(), self.opts.store_stale);
+                            std::thread::sleep(WAIT);
+                        }
                     }
                 }
                 // Unreachable for now: try again after a pause; the store

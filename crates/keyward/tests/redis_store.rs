@@ -370,13 +370,19 @@ fn redis_killed_mid_load_loses_no_acknowledged_change() {
     let revoked = revoked.into_inner().unwrap();
     assert!(created.len() > 20 && revoked.len() > 10 && failed > 0, "{} {} {failed}", created.len(), revoked.len());
     // Every acknowledged creation and revocation is in the store, and both
-    // nodes, never restarted, agree with it.
+    // nodes, never restarted, agree with it (a revocation whose answer was
+    // lost to the kill may have landed: the store decides, and the node
+    // that made it follows the store too).
     let c = node();
     for n in [&a, &b, &c] {
-        within("every acknowledged change is seen", || {
+        within("every node agrees with the store", || {
             created.iter().all(|k| {
-                let want = if revoked.iter().any(|t| t == k.token.expose()) { Code::Revoked } else { Code::Valid };
-                n.verify(k.token.expose(), &Request::default()).code == want
+                let stored = c.verify(k.token.expose(), &Request::default()).code;
+                let acked = revoked.iter().any(|t| t == k.token.expose());
+                // Every other key (k0, k2, …) had a revocation tried.
+                let tried = k.info.name.trim_start_matches('k').parse::<u64>().is_ok_and(|i| i % 2 == 0);
+                let want_ok = if acked { stored == Code::Revoked } else { tried || stored == Code::Valid };
+                want_ok && n.verify(k.token.expose(), &Request::default()).code == stored
             })
         });
     }

@@ -132,6 +132,17 @@ pub(crate) struct Loaded {
     pub sessions: Vec<([u8; 32], SessionRecord)>,
 }
 
+/// Records the change stream named, to be read ([`Store::read_followed`]).
+#[derive(Debug)]
+pub(crate) struct Touched {
+    /// (table, field) pairs.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Everything must be read again (the stream lost entries for this node).
+    pub everything: bool,
+    /// The stream's place after them: (entry id, entries added up to it).
+    pub cursor: (String, u64),
+}
+
 /// A record another node changed, as the store holds it now (`None`:
 /// deleted). Counters are not followed: each node counts its own calls.
 #[derive(Debug)]
@@ -201,10 +212,20 @@ pub(crate) trait Store: Send + Sync + 'static {
         Ok(cells.iter().map(|(_, seen, _)| Charged::Done(*seen)).collect())
     }
 
-    /// The records other nodes changed since the last call (or since the
-    /// store was opened), waiting up to `wait` for one. By default none.
-    fn follow(&self, wait: std::time::Duration) -> Result<Vec<Followed>> {
+    /// What the change stream names since the last records read (or since
+    /// the store was opened), waiting up to `wait` for an entry; `None`
+    /// when nothing came. By default nothing.
+    fn follow(&self, wait: std::time::Duration) -> Result<Option<Touched>> {
         std::thread::sleep(wait);
+        Ok(None)
+    }
+
+    /// Reads the records `touched` names as the store holds them now (the
+    /// engine calls this under its writer, so no change of its own lands
+    /// between the read and the publish). Only when this succeeds is the
+    /// stream's place moved past them. By default nothing.
+    fn read_followed(&self, touched: Touched) -> Result<Vec<Followed>> {
+        let _ = touched;
         Ok(Vec::new())
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use keyward_core::{KeyId, WorkspaceId, decode_record, encode_record};
 
-use super::{Batch, Change, Charged, Followed, Loaded, Store, UsageStats};
+use super::{Batch, Change, Charged, Followed, Loaded, Store, Touched, UsageStats};
 use crate::error::{Error, Result};
 use crate::model::{AuditEvent, KeyRecord, Page, UsageRecord, Workspace};
 
@@ -618,7 +618,7 @@ impl Store for RedisStore {
         }
     }
 
-    fn follow(&self, wait: Duration) -> Result<Vec<Followed>> {
+    fn follow(&self, wait: Duration) -> Result<Option<Touched>> {
         let (cursor, read) = self.cursor.lock().unwrap_or_else(PoisonError::into_inner).clone();
         // Entries after the cursor that were trimmed away unread (this node
         // was away, or far behind) cannot be followed, nor can a stream that
@@ -628,9 +628,7 @@ impl Store for RedisStore {
         if added < read || added - length > read {
             // The place is taken before reading: a change made meanwhile
             // is read again after (re-reading a record is idempotent).
-            let loaded = self.load()?;
-            *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = (last, added);
-            return Ok(vec![Followed::Reload(Box::new(loaded))]);
+            return Ok(Some(Touched { records: Vec::new(), everything: true, cursor: (last, added) }));
         }
         let block = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let reply: redis::Value = self.on(&self.follow_con, wait + TIMEOUT, |c| {
@@ -646,25 +644,33 @@ impl Store for RedisStore {
         })?;
         let entries = stream_entries(reply);
         let read = read + entries.len() as u64;
-        let mut touched: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut last = None;
         for (id, fields) in entries {
             last = Some(id);
-            let mut pairs = fields.chunks_exact(2);
-            let own = matches!(pairs.next(), Some([n, v]) if n == b"node" && v == self.node.as_bytes());
-            if own {
-                continue;
-            }
+            // This node's own entries are read too: a commit whose answer
+            // was lost (the connection broke after Redis ran the script)
+            // landed without this node publishing it, and only the stream
+            // tells. Reading a record again is idempotent.
             for pair in fields.chunks_exact(2).skip(1) {
                 if let [table, field] = pair
-                    && !touched.iter().any(|(t, f)| t == table && f == field)
+                    && !records.iter().any(|(t, f)| t == table && f == field)
                 {
-                    touched.push((table.clone(), field.clone()));
+                    records.push((table.clone(), field.clone()));
                 }
             }
         }
-        let mut out = Vec::with_capacity(touched.len());
-        for (table, field) in touched {
+        Ok(last.map(|id| Touched { records, everything: false, cursor: (id, read) }))
+    }
+
+    fn read_followed(&self, touched: Touched) -> Result<Vec<Followed>> {
+        if touched.everything {
+            let loaded = self.load()?;
+            *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = touched.cursor;
+            return Ok(vec![Followed::Reload(Box::new(loaded))]);
+        }
+        let mut out = Vec::with_capacity(touched.records.len());
+        for (table, field) in touched.records {
             let table = String::from_utf8_lossy(&table).into_owned();
             let value: Option<Vec<u8>> = self.with(|c| redis::cmd("HGET").arg(&table).arg(&field).query(c))?;
             out.push(match table.as_str() {
@@ -690,9 +696,8 @@ impl Store for RedisStore {
                 _ => continue,
             });
         }
-        if let Some(id) = last {
-            *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = (id, read);
-        }
+        // Only once every record was read: a failure reads them again.
+        *self.cursor.lock().unwrap_or_else(PoisonError::into_inner) = touched.cursor;
         Ok(out)
     }
 
@@ -755,6 +760,14 @@ mod tests {
         })
     }
 
+    /// What `store` follows next: the records named, read.
+    fn followed(store: &RedisStore) -> Vec<Followed> {
+        match store.follow(Duration::from_millis(10)).unwrap() {
+            Some(touched) => store.read_followed(touched).unwrap(),
+            None => Vec::new(),
+        }
+    }
+
     fn names(items: &[Followed]) -> Vec<String> {
         items
             .iter()
@@ -777,32 +790,32 @@ mod tests {
         let (a, b) = (RedisStore::open(&redis.url(), None).unwrap(), RedisStore::open(&redis.url(), None).unwrap());
         let commit = |n| b.commit(&Batch { changes: vec![workspace(n)] }).unwrap();
         commit(1);
-        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws1"]);
+        assert_eq!(names(&followed(&a)), ["ws1"]);
         commit(2);
         commit(3);
         // Both entries a has not read are dropped: a reads everything.
         let mut raw = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
         redis::cmd("XTRIM").arg(CHANGES).arg("MAXLEN").arg(0).query::<i64>(&mut raw).unwrap();
-        let reloaded = names(&a.follow(Duration::from_millis(10)).unwrap());
+        let reloaded = names(&followed(&a));
         assert_eq!(reloaded.len(), 1);
         let mut all: Vec<&str> = reloaded[0].trim_start_matches("reload:").split(',').collect();
         all.sort_unstable();
         assert_eq!(all, ["ws1", "ws2", "ws3"]);
         // Then it follows entry by entry again.
         commit(4);
-        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws4"]);
+        assert_eq!(names(&followed(&a)), ["ws4"]);
         // A trim of entries a has read changes nothing.
         redis::cmd("XTRIM").arg(CHANGES).arg("MAXLEN").arg(0).query::<i64>(&mut raw).unwrap();
         commit(5);
-        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws5"]);
+        assert_eq!(names(&followed(&a)), ["ws5"]);
         // A stream that lost entries a had read (Redis back from an older
         // copy): a reads everything again.
         redis::cmd("DEL").arg(CHANGES).query::<i64>(&mut raw).unwrap();
         commit(6);
-        let reloaded = names(&a.follow(Duration::from_millis(10)).unwrap());
+        let reloaded = names(&followed(&a));
         assert_eq!(reloaded.len(), 1, "{reloaded:?}");
         assert_eq!(reloaded[0].split(',').count(), 6, "{reloaded:?}");
         commit(7);
-        assert_eq!(names(&a.follow(Duration::from_millis(10)).unwrap()), ["ws7"]);
+        assert_eq!(names(&followed(&a)), ["ws7"]);
     }
 }
