@@ -80,7 +80,8 @@ pub(crate) fn caller(
     let ip = client_ip(state, peer, headers);
     let req =
         keyward::Request { ip, permissions: &[need], cost: Cost { credits: 0, rates: &[] }, ..Default::default() };
-    let v = state.engine.verify_credential(&cred, &req);
+    // On a shared store a limited caller key is charged there: off the workers.
+    let v = verifying(&state.engine, || state.engine.verify_credential(&cred, &req));
     match (v.code, v.key_id, v.workspace_id) {
         (Code::Valid, Some(k), Some(w)) => Ok((k, w)),
         _ => Err(verdict_error(&v, "caller")),
