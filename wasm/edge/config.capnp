@@ -22,6 +22,8 @@ const keywardWorker :Workerd.Worker = (
     (name = "worker.js", esModule = embed "worker.js"),
     (name = "pkg/workerd.js", esModule = embed "../pkg/workerd.js"),
     (name = "pkg/keyward_wasm.js", esModule = embed "../pkg/keyward_wasm.js"),
+    # The crate's own JavaScript, which keyward_wasm.js imports.
+    (name = "pkg/snippets/keyward-wasm/src/boundary.js", esModule = embed "../pkg/snippets/keyward-wasm/src/boundary.js"),
     # The .wasm as a CompiledWasm module: workerd compiles it, workerd.js
     # instantiates it with initSync.
     (name = "pkg/keyward_wasm_bg.wasm", wasm = embed "../pkg/keyward_wasm_bg.wasm"),

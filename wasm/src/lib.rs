@@ -1,10 +1,15 @@
 //! keyward-wasm: keyward's API-key verification for JavaScript runtimes.
 //!
 //! Compiled to WebAssembly with wasm-bindgen, this crate is the npm package
-//! `keyward-wasm` (built by `wasm/build.sh`). It wraps keyward-core's
-//! [`LocalVerifier`]: an edge worker loads an authenticated snapshot exported
-//! by the engine and decides requests locally, with exactly the checks and
-//! verdict codes the engine uses (SPEC §4).
+//! `keyward-wasm` (built by `wasm/build.sh`). An edge worker loads an
+//! authenticated snapshot exported by the engine and decides requests
+//! locally, with exactly the checks and verdict codes the engine uses
+//! (SPEC §4): keyward-core's `decide`, over the keys looked up as
+//! keyward-core's `LocalVerifier` looks them up (module `index`).
+//!
+//! A call crosses into WebAssembly once and back into JavaScript twice, to
+//! read its arguments and to build its verdict (module `boundary`, and its
+//! JavaScript half `boundary.js`).
 //!
 //! ```js
 //! import { Verifier } from "keyward-wasm";
@@ -26,13 +31,19 @@
 //! at global scope). `now` defaults to `Date.now()` inside each call.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// As in keyward-core: nothing a caller sends may panic (which would trap the
+// module), so neither may an index or an unwrap.
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+mod boundary;
+mod index;
 mod js;
 mod outcome;
 
 use core::cell::RefCell;
 
-use keyward_core::{ApiSecret, LocalVerifier};
+use keyward_core::ApiSecret;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -156,12 +167,26 @@ export interface Stats {
 pub struct Verifier {
     // Borrowed only while Rust runs, never while JavaScript code could call
     // back in: inputs are read before, and the answer built after.
-    inner: RefCell<LocalVerifier>,
+    inner: RefCell<index::Index>,
+    /// The JavaScript strings of the keys verified so far (boundary.js),
+    /// and which keys those are.
+    cache: JsValue,
+    sent: boundary::Sent,
     version: u16,
 }
 
 fn busy() -> JsValue {
     js::error("Verifier is already in use by this call")
+}
+
+impl Verifier {
+    /// The verdict object for an outcome.
+    fn answer(&self, outcome: &outcome::Outcome) -> Result<JsValue, JsValue> {
+        boundary::verdict(&self.cache, &self.sent, outcome, |index| {
+            let inner = self.inner.try_borrow().map_err(|_| busy())?;
+            outcome::key_strings(&inner, index).ok_or_else(boundary::internal)
+        })
+    }
 }
 
 #[wasm_bindgen]
@@ -180,13 +205,17 @@ impl Verifier {
     ) -> Result<Verifier, JsValue> {
         let bytes = js::bytes(&snapshot, "snapshot")?;
         let key = js::snapshot_key(&snapshot_key)?;
-        let inner = LocalVerifier::load(&bytes, &key).map_err(|e| js::error(&e.to_string()))?;
+        let inner = index::Index::load(&bytes, &key).map_err(|e| js::error(&e.to_string()))?;
         // The version sits at bytes 6..8; `load` checked it is one we read.
         let version = match bytes.get(6..8) {
             Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
             _ => 0,
         };
-        Ok(Verifier { inner: RefCell::new(inner), version })
+        drop(bytes);
+        boundary::attach_once();
+        let cache = boundary::cache(inner.snapshot().keys.len());
+        let sent = boundary::Sent::new(inner.snapshot().keys.len());
+        Ok(Verifier { inner: RefCell::new(inner), cache, sent, version })
     }
 
     /// Verifies an API key: format, lookup, revoked/expired/disabled, plan,
@@ -197,9 +226,10 @@ impl Verifier {
         &self,
         #[wasm_bindgen(unchecked_param_type = "VerifyInput")] input: JsValue,
     ) -> Result<JsValue, JsValue> {
-        let (key, ask) = js::verify_input(&input)?;
-        let outcome = outcome::verify(&mut *self.inner.try_borrow_mut().map_err(|_| busy())?, &key, &ask);
-        Ok(js::verdict(outcome))
+        let outcome = boundary::verify_input(&input, |key, ask| {
+            Ok(outcome::verify(&mut *self.inner.try_borrow_mut().map_err(|_| busy())?, key, ask))
+        })?;
+        self.answer(&outcome)
     }
 
     /// Verifies the API key a Fetch `Request` carries (`X-API-Key` or
@@ -216,12 +246,12 @@ impl Verifier {
         #[wasm_bindgen(unchecked_param_type = "Request")] request: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "VerifyRequestOptions")] options: JsValue,
     ) -> Result<JsValue, JsValue> {
-        let input = js::request_input(&request, &options)?;
-        let credential = keyward_core::parse_credentials(input.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        let outcome = outcome::verify_credential(&mut inner, credential, &input.ask);
-        drop(inner);
-        Ok(js::verdict(outcome))
+        let outcome = boundary::request_input(&request, &options, |fields, ask| {
+            let credential = keyward_core::parse_credentials(fields.headers.iter().map(|(n, v)| (*n, *v)));
+            let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
+            Ok(outcome::verify_credential(&mut inner, credential, ask))
+        })?;
+        self.answer(&outcome)
     }
 
     /// Counts and dates of the loaded snapshot.
@@ -260,8 +290,8 @@ pub fn verify_signature(
 pub fn parse_credentials(
     #[wasm_bindgen(unchecked_param_type = "HeadersInput")] headers: JsValue,
 ) -> Result<JsValue, JsValue> {
-    let pairs = js::header_pairs(&headers)?;
-    keyward_core::parse_credentials(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        .map(|c| js::credential(&c))
-        .map_err(|e| js::error(&e.to_string()))
+    let credential = boundary::headers_input(&headers, |fields| {
+        Ok(keyward_core::parse_credentials(fields.headers.iter().map(|(n, v)| (*n, *v))))
+    })?;
+    credential.map(|c| js::credential(&c)).map_err(|e| js::error(&e.to_string()))
 }

@@ -1,13 +1,17 @@
 //! The verification itself, in plain Rust: what JavaScript asked, and what
-//! keyward-core's [`LocalVerifier`] answered, copied out so that no borrow of
-//! the verifier is held while JavaScript objects are built.
+//! the [`Index`] (keyward-core's decision over the snapshot) answered, copied
+//! out so that no borrow of the verifier is held while JavaScript objects are
+//! built.
 
 use core::net::IpAddr;
+use std::borrow::Cow;
 
 use keyward_core::{
-    Code, Cost, Credential, CredentialError, KeyId, LocalVerifier, Quota, Request, ToolNameError, UnixMillis,
-    WorkspaceId, check_token, tool_from_path,
+    Code, Cost, Credential, CredentialError, Quota, Request, ToolNameError, UnixMillis, check_token, tool_from_path,
 };
+
+use crate::boundary::KeyStrings;
+use crate::index::Index;
 
 /// Why a session credential is refused at the edge.
 pub(crate) const SESSION_AT_EDGE: &str = "session tokens (aptoken) are verified by the keyward engine only: \
@@ -20,89 +24,72 @@ pub(crate) const SIGNED_AT_EDGE: &str = "signed requests (APIKey, Signature, Use
 
 /// Everything a verification asks besides the key.
 #[derive(Debug, Default)]
-pub(crate) struct Ask {
+pub(crate) struct Ask<'a> {
     pub(crate) ip: Option<IpAddr>,
-    pub(crate) tool: Option<String>,
-    pub(crate) permissions: Vec<String>,
+    pub(crate) tool: Option<Cow<'a, str>>,
+    pub(crate) permissions: Vec<&'a str>,
     pub(crate) credits: u64,
     pub(crate) now: UnixMillis,
-}
-
-/// What the key that was found says about itself.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct KeyFacts {
-    pub(crate) permissions: Vec<String>,
-    /// JSON text, or empty.
-    pub(crate) meta: String,
-    pub(crate) expires_at: Option<u64>,
 }
 
 /// The answer, owned.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Outcome {
     pub(crate) code: Code,
-    pub(crate) key_id: Option<KeyId>,
-    pub(crate) workspace_id: Option<WorkspaceId>,
+    /// The key's position in the snapshot, once it was found. Its id,
+    /// workspace, permissions, metadata and expiry are the verdict's (see
+    /// [`key_strings`]), made into JavaScript strings once per key.
+    pub(crate) key: Option<usize>,
     pub(crate) retry_after_ms: Option<u64>,
     pub(crate) quota: Quota,
-    pub(crate) key: Option<KeyFacts>,
     /// Why the request was refused before a key could be looked up.
     pub(crate) error: Option<String>,
 }
 
 impl Outcome {
     fn malformed(error: String) -> Self {
-        Self {
-            code: Code::Malformed,
-            key_id: None,
-            workspace_id: None,
-            retry_after_ms: None,
-            quota: Quota::default(),
-            key: None,
-            error: Some(error),
-        }
+        Self { code: Code::Malformed, key: None, retry_after_ms: None, quota: Quota::default(), error: Some(error) }
     }
 }
 
 /// Verifies a raw token, charging the verifier's in-memory counters.
-pub(crate) fn verify(verifier: &mut LocalVerifier, raw: &str, ask: &Ask) -> Outcome {
-    let permissions: Vec<&str> = ask.permissions.iter().map(String::as_str).collect();
+pub(crate) fn verify(verifier: &mut Index, raw: &str, ask: &Ask<'_>) -> Outcome {
     let req = Request {
         ip: ask.ip,
         tool: ask.tool.as_deref(),
-        permissions: &permissions,
+        permissions: &ask.permissions,
         permission_query: None,
         cost: Cost { credits: ask.credits, rates: &[] },
         now: ask.now,
     };
-    let checked = verifier.verify(raw, &req);
-    let v = checked.verdict;
-    let error = (v.code == Code::Malformed).then(|| match check_token(raw) {
+    let d = verifier.verify(raw, &req);
+    let error = (d.code == Code::Malformed).then(|| match check_token(raw) {
         Err(e) => e.to_string(),
         // Not reached: a token passing the check is looked up, never MALFORMED.
         Ok(()) => "token is malformed".to_owned(),
     });
-    Outcome {
-        code: v.code,
-        key_id: v.key_id,
-        workspace_id: v.workspace_id,
-        retry_after_ms: v.retry_after_ms,
-        quota: v.quota,
-        key: checked.key.map(|k| KeyFacts {
-            permissions: k.permissions.iter().map(|p| p.as_str().to_owned()).collect(),
-            meta: k.meta.clone(),
-            expires_at: k.expires_at.map(UnixMillis::get),
-        }),
-        error,
-    }
+    Outcome { code: d.code, key: d.key, retry_after_ms: d.retry_after_ms, quota: d.quota, error }
+}
+
+/// The strings of the key at `index`, for the JavaScript cache.
+pub(crate) fn key_strings(verifier: &Index, index: usize) -> Option<KeyStrings> {
+    let k = verifier.snapshot().keys.get(index)?;
+    let permissions: Vec<&str> = k.permissions.iter().map(|p| p.as_str()).collect();
+    Some(KeyStrings {
+        id: k.id.to_string(),
+        workspace: k.workspace.to_string(),
+        permissions: permissions.join(" "),
+        meta: k.meta.clone(),
+        expires_at: k.expires_at.map(UnixMillis::get),
+    })
 }
 
 /// Verifies the credential taken from request headers. Only API keys can be
 /// checked against a snapshot; the other kinds answer `MALFORMED` with the reason.
 pub(crate) fn verify_credential(
-    verifier: &mut LocalVerifier,
+    verifier: &mut Index,
     credential: Result<Credential, CredentialError>,
-    ask: &Ask,
+    ask: &Ask<'_>,
 ) -> Outcome {
     match credential {
         Ok(Credential::ApiKey(key)) => verify(verifier, &key, ask),
@@ -146,7 +133,13 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     let nibble = |c: u8| char::from(c).to_digit(16);
-    digits.chunks_exact(2).map(|pair| Some(((nibble(pair[0])? << 4) | nibble(pair[1])?) as u8)).collect()
+    digits
+        .chunks_exact(2)
+        .map(|pair| match *pair {
+            [hi, lo] => Some(((nibble(hi)? << 4) | nibble(lo)?) as u8),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -177,46 +170,44 @@ mod tests {
         }
     }
 
-    fn ask(now: u64) -> Ask {
+    fn ask(now: u64) -> Ask<'static> {
         Ask { credits: 1, now: UnixMillis(now), ..Ask::default() }
     }
 
     #[test]
-    fn verify_copies_the_key_facts() {
-        let f = fx::build(0);
-        let mut v = LocalVerifier::new(f.snapshot.clone());
+    fn verify_finds_the_key_and_its_strings() {
+        let f = fx::build(3);
+        let mut v = Index::new(f.snapshot.clone());
         let out = verify(&mut v, f.token("valid"), &ask(fx::CREATED_AT));
-        assert_eq!(out.code, Code::Valid);
-        assert_eq!(out.key_id, Some(f.key_id("valid")));
-        assert_eq!(out.workspace_id, Some(f.workspace_id("acme")));
-        assert_eq!(
-            out.key,
-            Some(KeyFacts {
-                permissions: vec!["tools:gl_ping".into(), "keys:read".into()],
-                meta: fx::VALID_META.into(),
-                expires_at: Some(fx::FAR_FUTURE),
-            })
-        );
-        assert_eq!(out.error, None);
+        assert_eq!((out.code, out.error.as_deref()), (Code::Valid, None));
+        let index = out.key.unwrap();
+        assert_eq!(v.snapshot().keys[index].id, f.key_id("valid"));
+        let s = key_strings(&v, index).unwrap();
+        assert_eq!(s.id, f.key_id("valid").to_string());
+        assert_eq!(s.workspace, f.workspace_id("acme").to_string());
+        assert_eq!(s.permissions, "tools:gl_ping keys:read");
+        assert_eq!((s.meta.as_str(), s.expires_at), (fx::VALID_META, Some(fx::FAR_FUTURE)));
+        let bulk = verify(&mut v, &f.bulk_tokens[2], &ask(fx::CREATED_AT));
+        assert_eq!(v.snapshot().keys[bulk.key.unwrap()].hash, keyward_core::KeyHash::of(&f.bulk_tokens[2]));
     }
 
     #[test]
     fn malformed_says_why() {
         let f = fx::build(0);
-        let mut v = LocalVerifier::new(f.snapshot.clone());
+        let mut v = Index::new(f.snapshot.clone());
         let out = verify(&mut v, "kw_live_short", &ask(fx::CREATED_AT));
         assert_eq!(
             (out.code, out.error.as_deref()),
             (Code::Malformed, Some("token body must be 36 base62 characters"))
         );
         let out = verify(&mut v, f.token("unknown"), &ask(fx::CREATED_AT));
-        assert_eq!((out.code, out.error), (Code::NotFound, None));
+        assert_eq!((out.code, out.key, out.error), (Code::NotFound, None, None));
     }
 
     #[test]
     fn credential_kinds() {
         let f = fx::build(0);
-        let mut v = LocalVerifier::new(f.snapshot.clone());
+        let mut v = Index::new(f.snapshot.clone());
         let a = ask(fx::CREATED_AT);
         let session = keyward_core::parse_credentials([("aptoken", "s")]);
         let out = verify_credential(&mut v, session, &a);
