@@ -324,27 +324,59 @@ enum WorkspaceCommand {
         /// (each node counts alone and reconciles every MS milliseconds).
         #[arg(long, value_parser = parse_limit_sync)]
         limit_sync: Option<LimitSync>,
+        /// Lifetime of keys created without an expiry (`30d`, `12h`, …;
+        /// `none` clears it).
+        #[arg(long, value_parser = parse_ttl)]
+        default_key_ttl: Option<Ttl>,
+        /// Longest lifetime of a key (`90d`, …; `none` clears it): a later
+        /// expiry is refused.
+        #[arg(long, value_parser = parse_ttl)]
+        max_key_ttl: Option<Ttl>,
     },
 }
 
 /// `exact` or `local:MS`.
 fn parse_limit_sync(s: &str) -> Result<LimitSync, String> {
-    match s.split_once(':') {
-        None if s == "exact" => Ok(LimitSync::Exact),
-        Some(("local", ms)) => match ms.parse() {
-            Ok(ms) => Ok(LimitSync::Local { ms }),
-            Err(_) => Err(format!("`{ms}` is not a number of milliseconds")),
-        },
-        _ => Err("expected `exact` or `local:MS`".into()),
-    }
+    s.parse()
 }
 
 /// How a workspace's limits are counted, as shown.
 fn limit_sync_text(sync: LimitSync) -> String {
-    match sync {
-        LimitSync::Exact => "exact".into(),
-        LimitSync::Local { ms } => format!("local:{ms}"),
+    sync.to_string()
+}
+
+/// A key lifetime in milliseconds, or none.
+#[derive(Clone, Copy, Debug)]
+struct Ttl(Option<u64>);
+
+/// A key lifetime: `30d`, `12h`, `90m`, `45s` or plain seconds; `none`
+/// clears it.
+fn parse_ttl(s: &str) -> Result<Ttl, String> {
+    if s == "none" {
+        return Ok(Ttl(None));
     }
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let size: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{s}`: expected a number with s, m, h or d (such as 30d), or none")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(size))
+        .map(|ms| Ttl(Some(ms)))
+        .ok_or_else(|| format!("`{s}`: expected a number with s, m, h or d (such as 30d), or none"))
+}
+
+/// A key lifetime as shown: seconds, or `-`.
+fn ttl_text(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".into(), |ms| format!("{}s", ms / 1000))
 }
 
 /// A failure with its exit code.
@@ -926,7 +958,16 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
     let w = match cmd {
         WorkspaceCommand::Create { .. } | WorkspaceCommand::List => return Ok(0),
         WorkspaceCommand::Show => engine.workspace(ws)?,
-        WorkspaceCommand::Update { name, api_access, prefix, ip_allow, ip_deny, limit_sync } => {
+        WorkspaceCommand::Update {
+            name,
+            api_access,
+            prefix,
+            ip_allow,
+            ip_deny,
+            limit_sync,
+            default_key_ttl,
+            max_key_ttl,
+        } => {
             let update = WorkspaceUpdate {
                 name,
                 api_access,
@@ -934,6 +975,8 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
                 ip_rules: ip_rules(&ip_allow, &ip_deny)?,
                 default_limits: None,
                 limit_sync,
+                default_key_ttl_ms: default_key_ttl.map(|t| t.0),
+                max_key_ttl_ms: max_key_ttl.map(|t| t.0),
             };
             engine.update_workspace(ws, update, &Actor::Admin)?
         }
@@ -944,12 +987,15 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
             "{}",
             json!({"id": p.id.to_string(), "name": p.name, "api_access": p.api_access, "prefix": p.prefix.as_str(),
                 "ip_rules": p.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
-                "limit_sync": limit_sync_text(w.limit_sync), "created_at": w.created_at.to_rfc3339()})
+                "limit_sync": limit_sync_text(w.limit_sync),
+                "default_key_ttl": w.key_ttl.default_ms.map(|ms| ms / 1000),
+                "max_key_ttl": w.key_ttl.max_ms.map(|ms| ms / 1000),
+                "created_at": w.created_at.to_rfc3339()})
         );
     } else {
         let rules = p.ip_rules.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         table::print(
-            &["ID", "NAME", "API ACCESS", "PREFIX", "IP RULES", "LIMIT SYNC"],
+            &["ID", "NAME", "API ACCESS", "PREFIX", "IP RULES", "LIMIT SYNC", "DEFAULT KEY TTL", "MAX KEY TTL"],
             &[vec![
                 p.id.to_string(),
                 p.name.clone(),
@@ -957,6 +1003,8 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
                 p.prefix.to_string(),
                 if rules.is_empty() { "-".into() } else { rules },
                 limit_sync_text(w.limit_sync),
+                ttl_text(w.key_ttl.default_ms),
+                ttl_text(w.key_ttl.max_ms),
             ]],
         );
     }

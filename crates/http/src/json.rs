@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
-use keyward::{KeyInfo, NewSigning};
+use keyward::{KeyInfo, NewSigning, Workspace};
 use keyward_core::{
     Concurrency, Credits, IpRule, IpRules, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
     ToolPolicy, UnixMillis,
@@ -56,6 +56,29 @@ impl<'a> Fields<'a> {
 
     pub(crate) fn name(&self, field: &str) -> String {
         format!("{}{field}", self.prefix)
+    }
+
+    /// Refuses a field not in `known`, naming it: a typo in a field name is
+    /// an error, not a setting silently left as it was.
+    pub(crate) fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::invalid(&self.name(k), "unknown field")),
+            None => Ok(()),
+        }
+    }
+
+    /// A duration in whole seconds, as milliseconds: `Some(None)` for JSON
+    /// `null` (cleared), `None` when absent.
+    pub(crate) fn seconds_or_null(&self, field: &str) -> Result<Option<Option<u64>>, ApiError> {
+        match self.map.get(field) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(v) => v
+                .as_u64()
+                .and_then(|s| s.checked_mul(1000))
+                .map(|ms| Some(Some(ms)))
+                .ok_or_else(|| ApiError::invalid(&self.name(field), "must be a whole number of seconds, or null")),
+        }
     }
 
     /// The value, treating JSON `null` as absent.
@@ -325,6 +348,7 @@ pub(crate) fn key_json(k: &KeyInfo) -> Value {
         "meta": k.meta.clone().unwrap_or(Value::Null),
         "credits_remaining": k.credits_remaining,
         "imported": k.imported,
+        "serial": k.serial,
     });
     if let (Some(user), Value::Object(m)) = (&k.signing_user_id, &mut v) {
         m.insert("signing".into(), json!({"user_id": user}));
@@ -339,5 +363,22 @@ pub(crate) fn tool_json(t: &ToolPolicy) -> Value {
         "permission": t.permission.as_ref().map(Permission::as_str),
         "cooldown_ms": t.limits.cooldown_ms,
         "daily_limit": t.limits.daily,
+    })
+}
+
+/// A workspace as JSON. Key lifetimes are in seconds.
+pub(crate) fn workspace_json(w: &Workspace) -> Value {
+    let seconds = |ms: Option<u64>| ms.map(|ms| ms / 1000);
+    json!({
+        "id": w.policy.id.to_string(),
+        "name": w.policy.name,
+        "api_access": w.policy.api_access,
+        "prefix": w.policy.prefix.as_str(),
+        "ip_rules": ip_rules_json(&w.policy.ip_rules),
+        "default_limits": limits_json(&w.policy.default_limits),
+        "limit_sync": w.limit_sync.to_string(),
+        "default_key_ttl": seconds(w.key_ttl.default_ms),
+        "max_key_ttl": seconds(w.key_ttl.max_ms),
+        "created_at": time(Some(w.created_at)),
     })
 }

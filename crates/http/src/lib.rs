@@ -83,6 +83,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/api-keys/{id}/rotate", post(routes::rotate_key))
         .route("/v1/api-keys/{id}/usage", get(routes::key_usage))
         .route("/v1/audit", get(routes::audit))
+        .route("/v1/workspaces/{id}", get(routes::get_workspace).patch(routes::update_workspace))
+        .route("/api/v1/keys", post(routes::apimall_create_key))
         .route("/v1/tools", post(routes::create_tool).get(routes::list_tools))
         .route("/v1/tools/{name}", axum::routing::patch(routes::update_tool))
         .route("/api/v2/{tool}", gateway_only_post())

@@ -163,7 +163,11 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
         name,
         expire_now: tri!(f.bool("expire_now")).unwrap_or(false),
         expires_at: tri!(f.time("expires_at")),
-        permissions: tri!(f.permissions("permissions")).unwrap_or_default(),
+        permissions: match tri!(f.permissions("permissions")) {
+            Some(p) => p,
+            // Omitted: the creator's own (`[]` asks for none).
+            None => tri!(inherited_permissions(&state, caller_id)),
+        },
         ip_rules: tri!(f.ip_rules("ip_rules")).unwrap_or_default(),
         limits: tri!(f.limits("limits")),
         tool_limits: Vec::new(),
@@ -195,6 +199,42 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
         }
     }
     Reply::created(data)
+}
+
+/// The permissions of the calling key, for a key created without any: it
+/// gets what its creator holds.
+fn inherited_permissions(state: &AppState, caller: KeyId) -> Result<Vec<keyward_core::Permission>, ApiError> {
+    state.engine.key(caller).map(|k| k.permissions).map_err(engine_error)
+}
+
+/// `POST /api/v1/keys` `{"title"}`: a key created the APIMall way, with its
+/// creator's permissions, answered with the key's serial as `id`.
+pub(crate) async fn apimall_create_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    tri!(f.only(&["title"]));
+    let title = match f.get("title") {
+        Some(Value::String(t)) if !t.trim().is_empty() => t.clone(),
+        _ => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid title").into(),
+    };
+    let spec = NewKey { name: title, permissions: tri!(inherited_permissions(&state, caller_id)), ..NewKey::default() };
+    let created = tri!(
+        off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
+    );
+    let info = &created.info;
+    Reply::created(json!({
+        "id": info.serial,
+        "title": info.name,
+        "status": "created",
+        "created_at": json::time(Some(info.created_at)),
+        "api_key": created.token.expose(),
+    }))
 }
 
 pub(crate) async fn list_keys(
@@ -480,6 +520,74 @@ fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
             .header(HeaderName::from_static("ratelimit-reset"), reset);
     }
     reply
+}
+
+// ---- workspaces -------------------------------------------------------------
+
+/// The caller's workspace, if `id` names it (404 otherwise).
+fn own_workspace(ws: WorkspaceId, id: &str) -> Result<WorkspaceId, ApiError> {
+    match WorkspaceId::parse(id) {
+        Ok(w) if w == ws => Ok(w),
+        _ => Err(ApiError::not_found(format!("workspace {}", id.chars().take(40).collect::<String>()))),
+    }
+}
+
+pub(crate) async fn get_workspace(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "workspaces:read"));
+    let ws = tri!(own_workspace(ws, &id));
+    Reply::ok(json::workspace_json(&tri!(state.engine.workspace(ws).map_err(engine_error))))
+}
+
+pub(crate) async fn update_workspace(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "workspaces:write"));
+    let ws = tri!(own_workspace(ws, &id));
+    let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    tri!(f.only(&[
+        "name",
+        "prefix",
+        "api_access",
+        "ip_rules",
+        "default_limits",
+        "limit_sync",
+        "default_key_ttl",
+        "max_key_ttl",
+    ]));
+    let prefix = match tri!(f.str("prefix")) {
+        Some(p) => Some(tri!(keyward_core::Prefix::parse(p).map_err(|e| ApiError::invalid("prefix", e)))),
+        None => None,
+    };
+    let limit_sync = match tri!(f.str("limit_sync")) {
+        Some(text) => Some(tri!(text.parse::<keyward::LimitSync>().map_err(|e| ApiError::invalid("limit_sync", e)))),
+        None => None,
+    };
+    let update = keyward::WorkspaceUpdate {
+        name: tri!(f.str("name")).map(str::to_owned),
+        prefix,
+        api_access: tri!(f.bool("api_access")),
+        ip_rules: tri!(f.ip_rules("ip_rules")),
+        default_limits: tri!(f.limits("default_limits")),
+        limit_sync,
+        default_key_ttl_ms: tri!(f.seconds_or_null("default_key_ttl")),
+        max_key_ttl_ms: tri!(f.seconds_or_null("max_key_ttl")),
+    };
+    let w = tri!(
+        off_workers(&state.engine, move |e| e.update_workspace(ws, update, &Actor::Key(caller_id)))
+            .await
+            .map_err(engine_error)
+    );
+    Reply::ok(json::workspace_json(&w))
 }
 
 /// `POST /api/v2/{tool}`.

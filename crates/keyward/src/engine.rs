@@ -341,6 +341,10 @@ pub(crate) struct Inner {
     /// Calls admitted on a node's own counters that the shared store's
     /// counters refused when they were reconciled.
     pub overshoot: AtomicU64,
+    /// Each workspace's highest key serial handed out, for a store of one
+    /// node (a shared store counts them itself). Read and changed only
+    /// under the writer.
+    pub serials: Mutex<HashMap<WorkspaceId, u64>>,
     stop: Mutex<bool>,
     pub(crate) wake: Condvar,
 }
@@ -558,6 +562,7 @@ impl EngineBuilder {
             reach: Reach::default(),
             opened: std::time::Instant::now(),
             overshoot: AtomicU64::new(0),
+            serials: Mutex::new(HashMap::new()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -712,6 +717,14 @@ impl Inner {
             cells.insert(id, Arc::new(UsageCell::from_record(id, rec)));
         }
         let mut nonces: HashMap<KeyId, NonceState> = loaded.nonces.into_iter().collect();
+        let mut serials: HashMap<WorkspaceId, u64> = loaded.serials.into_iter().collect();
+        for rec in &loaded.keys {
+            if let Some(n) = rec.serial {
+                let high = serials.entry(rec.policy.workspace).or_default();
+                *high = (*high).max(n);
+            }
+        }
+        *self.serials.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = serials;
         for rec in loaded.keys {
             let owner = rec.usage_owner.unwrap_or(rec.policy.id);
             let cell = cells

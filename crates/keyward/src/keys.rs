@@ -15,15 +15,16 @@ use crate::audit::audit;
 use crate::engine::{Engine, Inner, KeyCounters, LiveKey, UsageCell};
 use crate::error::{Error, Result};
 use crate::model::{
-    Actor, AuditAction, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyRecord, KeyUpdate, KeyUsageReport, NewKey,
-    NewSigning, Page, SigningRecord, SigningSecrets, UsageRecord,
+    Actor, AuditAction, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyRecord, KeyTtl, KeyUpdate, KeyUsageReport,
+    NewKey, NewSigning, Page, SigningRecord, SigningSecrets, UsageRecord,
 };
 use crate::rng::os_rng;
-use crate::store::Change;
+use crate::store::{Batch, Change};
 use crate::validate::{
     Changes, MAX_PAGE, decode_meta, derive_api_secret, encode_meta, validate_external_id, validate_limits,
     validate_name, validate_roles, validate_tools, validate_user_id,
 };
+use crate::writer::LeafGuard;
 
 impl Inner {
     pub(crate) fn key_info(&self, live: &LiveKey, now: UnixMillis) -> KeyInfo {
@@ -53,6 +54,7 @@ impl Inner {
             credits_remaining,
             external_id: live.record.external_id.clone(),
             roles: live.record.roles.clone(),
+            serial: live.record.serial,
         }
     }
 
@@ -99,9 +101,66 @@ impl Inner {
         Ok(())
     }
 
+    /// Hands out `n` key serials of workspace `ws` (call it under the
+    /// writer): the first of them. A store of one node records the highest
+    /// with `batch`; call [`Inner::note_serials`] once it committed.
+    pub(crate) fn reserve_serials(&self, ws: WorkspaceId, n: u64, batch: &mut Batch) -> Result<u64> {
+        if let Some(last) = self.writer.store().reserve_serials(ws, n)? {
+            return Ok(last.saturating_sub(n) + 1);
+        }
+        let high = LeafGuard::lock(&self.serials).get(&ws).copied().unwrap_or(0);
+        let last = high.checked_add(n).ok_or_else(|| Error::Conflict("the workspace ran out of key serials".into()))?;
+        batch.push(Change::Serial(ws, last));
+        Ok(high + 1)
+    }
+
+    /// Publishes serials up to `last` of `ws` as handed out.
+    pub(crate) fn note_serials(&self, ws: WorkspaceId, last: u64) {
+        let mut serials = LeafGuard::lock(&self.serials);
+        let high = serials.entry(ws).or_default();
+        *high = (*high).max(last);
+    }
+
     /// Whether a key other than `id` shares `cell` (a rotation grace).
     pub(crate) fn shared_by_another(&self, id: KeyId, cell: &Arc<UsageCell>) -> bool {
         self.by_id.iter().any(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, cell))
+    }
+}
+
+/// A new key's expiry under its workspace's key lifetimes: `expire_now`
+/// wins, then the expiry asked for (no later than the longest lifetime),
+/// then the default lifetime, then the longest.
+fn new_key_expiry(
+    ttl: KeyTtl,
+    asked: Option<UnixMillis>,
+    expire_now: bool,
+    now: UnixMillis,
+) -> Result<Option<UnixMillis>> {
+    if expire_now {
+        return Ok(Some(now));
+    }
+    if asked.is_some() {
+        check_lifetime(ttl, asked, now)?;
+        return Ok(asked);
+    }
+    Ok(ttl.default_ms.or(ttl.max_ms).map(|ms| UnixMillis(now.0.saturating_add(ms))))
+}
+
+/// Refuses an expiry (`None`: never) that would let a key created at
+/// `created_at` live longer than its workspace allows.
+fn check_lifetime(ttl: KeyTtl, expires_at: Option<UnixMillis>, created_at: UnixMillis) -> Result<()> {
+    let Some(max) = ttl.max_ms else { return Ok(()) };
+    let latest = created_at.0.saturating_add(max);
+    match expires_at {
+        Some(e) if e.0 <= latest => Ok(()),
+        Some(_) => Err(Error::invalid(
+            "expires_at",
+            format!("is later than the workspace allows: keys live at most {}", crate::validate::duration_text(max)),
+        )),
+        None => Err(Error::invalid(
+            "expires_at",
+            format!("is required: keys of this workspace live at most {}", crate::validate::duration_text(max)),
+        )),
     }
 }
 
@@ -233,17 +292,22 @@ impl Engine {
                 (Some(t), h, s)
             }
         };
-        let expires_at = if spec.expire_now { Some(now) } else { spec.expires_at };
         let info = inner.write(|batch| {
             let ws = inner.workspace(ws_id)?;
             if !ws.ws.policy.api_access {
                 return Err(Error::PlanInactive);
             }
             let acting = inner.acting_key(actor, ws_id)?;
+            let mut expires_at = new_key_expiry(ws.ws.key_ttl, spec.expires_at, spec.expire_now, now)?;
+            // A lifetime the key did not ask for ends with its creator's.
+            if let (None, Some(limit)) = (spec.expires_at, acting.as_ref().and_then(|a| a.policy().expires_at)) {
+                expires_at = Some(expires_at.map_or(limit, |e| e.min(limit)));
+            }
             Inner::check_grant(acting.as_deref(), &spec.permissions)?;
             if inner.by_hash.contains_key(&hash.0) {
                 return Err(Error::AlreadyExists { kind: "key", id: "with this hash".into() });
             }
+            let serial = inner.reserve_serials(ws_id, 1, batch)?;
             let mut record = KeyRecord {
                 policy: KeyPolicy {
                     id,
@@ -268,6 +332,7 @@ impl Engine {
                 usage_owner: None,
                 external_id: spec.external_id.clone(),
                 roles: spec.roles.clone(),
+                serial: Some(serial),
             };
             if let Some(a) = &acting {
                 // A key makes no key that can do more than itself.
@@ -285,6 +350,7 @@ impl Engine {
             let action = if token.is_none() { AuditAction::KeyImported } else { AuditAction::KeyCreated };
             audit(batch, now, actor, action, Some(ws_id), id.to_string(), record.policy.name.clone());
             Ok(move || {
+                inner.note_serials(ws_id, serial);
                 let cell = Arc::new(UsageCell::from_record(id, usage));
                 let live = LiveKey::new(record, cell, Arc::new(Mutex::new(Default::default())));
                 let info = inner.key_info(&live, now);
@@ -398,6 +464,10 @@ impl Engine {
                 };
                 let mut changed = Changes::default();
                 changed.set("name", &mut p.name, update.name);
+                if let Some(e) = update.expires_at {
+                    let ttl = inner.workspace(p.workspace)?.ws.key_ttl;
+                    check_lifetime(ttl, e, current.record.created_at)?;
+                }
                 changed.set("expires_at", &mut p.expires_at, update.expires_at);
                 changed.set("permissions", &mut p.permissions, update.permissions);
                 changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);

@@ -45,6 +45,8 @@ pub struct NewWorkspace {
     pub default_limits: Limits,
     /// How nodes sharing a store count its keys' limits. By default exact.
     pub limit_sync: LimitSync,
+    /// How long its keys live. By default forever, unless a key says otherwise.
+    pub key_ttl: KeyTtl,
 }
 
 impl NewWorkspace {
@@ -57,6 +59,7 @@ impl NewWorkspace {
             ip_rules: IpRules::none(),
             default_limits: Limits::default(),
             limit_sync: LimitSync::Exact,
+            key_ttl: KeyTtl::default(),
         }
     }
 }
@@ -76,6 +79,12 @@ pub struct WorkspaceUpdate {
     pub default_limits: Option<Limits>,
     /// How nodes sharing a store count its keys' limits.
     pub limit_sync: Option<LimitSync>,
+    /// Lifetime of keys created afterwards without an expiry; `Some(None)`
+    /// clears it.
+    pub default_key_ttl_ms: Option<Option<u64>>,
+    /// Longest lifetime of keys, checked when a key is created or its
+    /// expiry changed afterwards; `Some(None)` clears it.
+    pub max_key_ttl_ms: Option<Option<u64>>,
 }
 
 /// How the nodes sharing a store (Redis) count a workspace's limits. A store
@@ -105,22 +114,78 @@ pub struct Workspace {
     pub created_at: UnixMillis,
     /// How nodes sharing a store count its keys' limits.
     pub limit_sync: LimitSync,
+    /// How long its keys live.
+    pub key_ttl: KeyTtl,
 }
 
 impl Workspace {
-    /// Decodes a stored workspace, also as written before `limit_sync`
-    /// existed (then exact).
+    /// Decodes a stored workspace, also as written before `key_ttl` (then
+    /// none) or `limit_sync` (then exact) existed.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
         #[derive(Deserialize)]
-        struct Before {
+        struct BeforeSync {
             policy: WorkspacePolicy,
             created_at: UnixMillis,
         }
-        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
-            let Before { policy, created_at } = keyward_core::decode_record(bytes).map_err(|_| e)?;
-            Ok(Self { policy, created_at, limit_sync: LimitSync::Exact })
-        })
+        #[derive(Deserialize)]
+        struct BeforeTtl {
+            policy: WorkspacePolicy,
+            created_at: UnixMillis,
+            limit_sync: LimitSync,
+        }
+        keyward_core::decode_record::<Self>(bytes)
+            .or_else(|e| {
+                let BeforeTtl { policy, created_at, limit_sync } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+                Ok(Self { policy, created_at, limit_sync, key_ttl: KeyTtl::default() })
+            })
+            .or_else(|e: keyward_core::RecordError| {
+                let BeforeSync { policy, created_at } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+                Ok(Self { policy, created_at, limit_sync: LimitSync::Exact, key_ttl: KeyTtl::default() })
+            })
     }
+}
+
+impl fmt::Display for LimitSync {
+    /// `exact`, or `local:MS`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitSync::Exact => f.write_str("exact"),
+            LimitSync::Local { ms } => write!(f, "local:{ms}"),
+        }
+    }
+}
+
+impl std::str::FromStr for LimitSync {
+    type Err = String;
+
+    /// `exact`, or `local:MS`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "exact" => Ok(LimitSync::Exact),
+            Some(("local", ms)) => match ms.parse() {
+                Ok(ms) => Ok(LimitSync::Local { ms }),
+                Err(_) => Err(format!("`{ms}` is not a number of milliseconds")),
+            },
+            _ => Err("expected `exact` or `local:MS`".into()),
+        }
+    }
+}
+
+/// How long a workspace's keys live: a key's lifetime is the time from its
+/// creation to its expiry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyTtl {
+    /// Lifetime of a key created without an expiry. By default none: such
+    /// a key never expires (unless `max_ms` is set, which then applies).
+    pub default_ms: Option<u64>,
+    /// Longest lifetime a key may have: a later expiry is refused, and a
+    /// key created without one expires after it. By default none.
+    pub max_ms: Option<u64>,
+}
+
+impl KeyTtl {
+    /// Longest lifetime either setting may name: 100 years.
+    pub const MAX_MS: u64 = 100 * 365 * 86_400_000;
 }
 
 /// A signing identity to attach to a new key (SPEC §5).
@@ -259,6 +324,10 @@ pub struct KeyInfo {
     pub external_id: Option<String>,
     /// Role labels.
     pub roles: Vec<String>,
+    /// The key's number in its workspace: 1, 2, … in creation order, never
+    /// handed out twice (a rotated key's successor keeps it). `None` for
+    /// keys created before keys were numbered.
+    pub serial: Option<u64>,
 }
 
 /// The secrets of a signing identity, returned once.
@@ -479,6 +548,40 @@ pub(crate) struct KeyRecord {
     pub external_id: Option<String>,
     /// Role labels.
     pub roles: Vec<String>,
+    /// The key's number in its workspace (1, 2, …, in creation order, never
+    /// reused). `None` for keys created before keys were numbered.
+    pub serial: Option<u64>,
+}
+
+impl KeyRecord {
+    /// Decodes a stored key, also as written before keys had serials.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
+        #[derive(Deserialize)]
+        struct BeforeSerial {
+            policy: KeyPolicy,
+            start: String,
+            created_at: UnixMillis,
+            created_by: String,
+            signing: Option<SigningRecord>,
+            usage_owner: Option<KeyId>,
+            external_id: Option<String>,
+            roles: Vec<String>,
+        }
+        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
+            let b: BeforeSerial = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            Ok(Self {
+                policy: b.policy,
+                start: b.start,
+                created_at: b.created_at,
+                created_by: b.created_by,
+                signing: b.signing,
+                usage_owner: b.usage_owner,
+                external_id: b.external_id,
+                roles: b.roles,
+                serial: None,
+            })
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -513,4 +616,99 @@ pub(crate) struct SessionRecord {
     pub key_id: KeyId,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_core::{KeyHash, encode_record};
+
+    use super::*;
+
+    fn policy() -> KeyPolicy {
+        KeyPolicy {
+            id: KeyId([1; 16]),
+            workspace: WorkspaceId([2; 16]),
+            hash: KeyHash([3; 32]),
+            name: "old".into(),
+            revoked_at: None,
+            expires_at: Some(UnixMillis(5)),
+            disabled: false,
+            permissions: vec![Permission::parse("keys:read").unwrap()],
+            ip_rules: IpRules::none(),
+            limits: Limits::default(),
+            tool_limits: Vec::new(),
+            tools: vec!["t".into()],
+            meta: String::new(),
+            imported: false,
+        }
+    }
+
+    #[test]
+    fn a_key_stored_before_serials_reads_without_one() {
+        #[derive(Serialize)]
+        struct BeforeSerial {
+            policy: KeyPolicy,
+            start: String,
+            created_at: UnixMillis,
+            created_by: String,
+            signing: Option<SigningRecord>,
+            usage_owner: Option<KeyId>,
+            external_id: Option<String>,
+            roles: Vec<String>,
+        }
+        let old = BeforeSerial {
+            policy: policy(),
+            start: "kw_live_abcd".into(),
+            created_at: UnixMillis(1),
+            created_by: "admin".into(),
+            signing: None,
+            usage_owner: None,
+            external_id: Some("u-1".into()),
+            roles: vec!["ops".into()],
+        };
+        let rec = KeyRecord::decode(&encode_record(&old)).unwrap();
+        assert_eq!(
+            rec,
+            KeyRecord {
+                policy: policy(),
+                start: "kw_live_abcd".into(),
+                created_at: UnixMillis(1),
+                created_by: "admin".into(),
+                signing: None,
+                usage_owner: None,
+                external_id: Some("u-1".into()),
+                roles: vec!["ops".into()],
+                serial: None,
+            }
+        );
+        // Today's records read back as written.
+        let now = KeyRecord { serial: Some(9), ..rec };
+        assert_eq!(KeyRecord::decode(&encode_record(&now)).unwrap(), now);
+        assert_eq!(KeyRecord::decode(&encode_record(&now)[..5]), Err(keyward_core::RecordError::Corrupt));
+    }
+
+    #[test]
+    fn a_workspace_stored_before_key_lifetimes_or_limit_sync_reads_with_neither() {
+        let policy = WorkspacePolicy {
+            id: WorkspaceId([2; 16]),
+            name: "acme".into(),
+            api_access: true,
+            prefix: Prefix::default_live(),
+            ip_rules: IpRules::none(),
+            default_limits: Limits::default(),
+        };
+        let local = LimitSync::Local { ms: 50 };
+        let before_ttl = encode_record(&(policy.clone(), UnixMillis(7), local));
+        let before_sync = encode_record(&(policy.clone(), UnixMillis(7)));
+        let expect = |limit_sync| Workspace {
+            policy: policy.clone(),
+            created_at: UnixMillis(7),
+            limit_sync,
+            key_ttl: KeyTtl::default(),
+        };
+        assert_eq!(Workspace::decode(&before_ttl).unwrap(), expect(local));
+        assert_eq!(Workspace::decode(&before_sync).unwrap(), expect(LimitSync::Exact));
+        let now = Workspace { key_ttl: KeyTtl { default_ms: Some(1_000), max_ms: None }, ..expect(local) };
+        assert_eq!(Workspace::decode(&encode_record(&now)).unwrap(), now);
+    }
 }

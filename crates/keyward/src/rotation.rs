@@ -87,6 +87,9 @@ impl Engine {
                     usage_owner: None,
                     external_id: old.record.external_id.clone(),
                     roles: old.record.roles.clone(),
+                    // The successor is the same key to the workspace's
+                    // people: it keeps the number.
+                    serial: old.record.serial,
                 };
                 let grace_end = now.plus(grace_ms);
                 let mut old_rec = old.record.clone();

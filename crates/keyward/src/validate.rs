@@ -165,3 +165,15 @@ impl Changes {
         self.0.join(",")
     }
 }
+
+/// A duration in milliseconds as people write it: `30d`, `12h`, `90s`,
+/// `1500ms` (the largest unit that divides it).
+pub(crate) fn duration_text(ms: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    for (size, unit) in UNITS {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}

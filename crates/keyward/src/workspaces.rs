@@ -8,7 +8,7 @@ use crate::audit::audit;
 use crate::engine::{Engine, Inner, LiveWorkspace, WorkspaceSlot};
 use crate::error::{Error, Result};
 use crate::model::{
-    Actor, AuditAction, LimitSync, NewTool, NewWorkspace, ToolRecord, ToolUpdate, Workspace, WorkspaceUpdate,
+    Actor, AuditAction, KeyTtl, LimitSync, NewTool, NewWorkspace, ToolRecord, ToolUpdate, Workspace, WorkspaceUpdate,
 };
 use crate::rng::os_rng;
 use crate::store::Change;
@@ -34,6 +34,7 @@ impl Engine {
         validate_name(&spec.name)?;
         validate_limits("default_limits", &spec.default_limits)?;
         validate_limit_sync(spec.limit_sync)?;
+        validate_key_ttl(spec.key_ttl)?;
         if matches!(actor, Actor::Key(_)) {
             return Err(Error::InsufficientPermissions("keys cannot create workspaces".into()));
         }
@@ -50,6 +51,7 @@ impl Engine {
             },
             created_at: now,
             limit_sync: spec.limit_sync,
+            key_ttl: spec.key_ttl,
         };
         inner.write(|batch| {
             let id = ws.policy.id;
@@ -78,11 +80,19 @@ impl Engine {
     pub fn update_workspace(&self, id: WorkspaceId, update: WorkspaceUpdate, actor: &Actor) -> Result<Workspace> {
         let inner = &self.inner;
         if let Actor::Key(k) = actor {
+            let acting = inner.key(*k)?;
             // A key of another workspace learns nothing about this one.
-            if inner.key(*k)?.policy().workspace != id {
+            if acting.policy().workspace != id {
                 return Err(Error::not_found("workspace", id));
             }
-            return Err(Error::InsufficientPermissions("keys cannot change workspaces".into()));
+            if !keyward_core::granted(&acting.policy().permissions, "workspaces:write") {
+                return Err(Error::InsufficientPermissions("changing the workspace needs `workspaces:write`".into()));
+            }
+            // The plan is the operator's: a key does not grant its
+            // workspace API access (or take it away).
+            if update.api_access.is_some() {
+                return Err(Error::InsufficientPermissions("only an operator changes api_access".into()));
+            }
         }
         if let Some(n) = &update.name {
             validate_name(n)?;
@@ -104,6 +114,10 @@ impl Engine {
             changed.set("ip_rules", &mut p.ip_rules, update.ip_rules);
             changed.set("default_limits", &mut p.default_limits, update.default_limits);
             changed.set("limit_sync", &mut live.ws.limit_sync, update.limit_sync);
+            let ttl = &mut live.ws.key_ttl;
+            changed.set("default_key_ttl", &mut ttl.default_ms, update.default_key_ttl_ms);
+            changed.set("max_key_ttl", &mut ttl.max_ms, update.max_key_ttl_ms);
+            validate_key_ttl(*ttl)?;
             batch.push(Change::Workspace(live.ws.clone()));
             audit(batch, now, actor, AuditAction::WorkspaceUpdated, Some(id), id.to_string(), changed.list());
             Ok(move || {
@@ -202,6 +216,22 @@ impl Engine {
 
 /// Longest reconciliation interval of [`LimitSync::Local`]: a minute.
 const MAX_LOCAL_SYNC_MS: u64 = 60_000;
+
+fn validate_key_ttl(ttl: KeyTtl) -> Result<()> {
+    for (field, ms) in [("default_key_ttl", ttl.default_ms), ("max_key_ttl", ttl.max_ms)] {
+        if let Some(ms) = ms
+            && !(1_000..=KeyTtl::MAX_MS).contains(&ms)
+        {
+            return Err(Error::invalid(field, "must be 1 second to 100 years"));
+        }
+    }
+    if let (Some(d), Some(m)) = (ttl.default_ms, ttl.max_ms)
+        && d > m
+    {
+        return Err(Error::invalid("default_key_ttl", "must not be longer than max_key_ttl"));
+    }
+    Ok(())
+}
 
 fn validate_limit_sync(sync: LimitSync) -> Result<()> {
     match sync {

@@ -389,3 +389,48 @@ fn redis_killed_mid_load_loses_no_acknowledged_change() {
     // A creation whose answer was lost to the kill may have landed.
     assert!((created.len()..=created.len() + failed).contains(&c.key_count()), "{} keys", c.key_count());
 }
+
+/// Nodes creating keys of one workspace at once hand out each number once:
+/// the store counts them.
+fn serials_across_nodes(url: &str) {
+    let clock = ManualClock::new(T0);
+    let (a, b) = (open(url, &clock), open(url, &clock));
+    let ws = a.create_workspace(NewWorkspace::named("acme"), &Actor::Admin).unwrap().policy.id;
+    within("b knows the workspace", || b.workspace(ws).is_ok());
+    let mut serials: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .enumerate()
+            .map(|(t, e)| {
+                s.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let spec = NewKey { name: format!("t{t}-{i}"), ..NewKey::default() };
+                            e.create_key(ws, spec, &Actor::Admin).unwrap().info.serial.unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    serials.sort_unstable();
+    assert_eq!(serials, (1..=100).collect::<Vec<u64>>());
+    drop((a, b));
+    // A node opened afterwards continues the count.
+    let c = open(url, &clock);
+    let k = c.create_key(ws, NewKey { name: "next".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    assert_eq!(k.info.serial, Some(101));
+}
+
+#[test]
+fn nodes_number_keys_without_handing_a_number_out_twice() {
+    let Some(redis) = Redis::start() else { return };
+    serials_across_nodes(&redis.url());
+}
+
+#[test]
+fn nodes_on_a_cluster_number_keys_without_handing_a_number_out_twice() {
+    let Some(cluster) = Cluster::start() else { return };
+    serials_across_nodes(&cluster.url());
+}

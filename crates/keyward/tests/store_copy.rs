@@ -99,7 +99,8 @@ fn steps(seen: &[CopyProgress]) -> Vec<Step> {
     seen.iter().map(|p| (p.stage, p.done, p.total)).collect()
 }
 
-/// The steps of a copy of `events` audit events and `records` records,
+/// The steps of a copy of `events` audit events and `records` records (a
+/// workspace's highest key serial counts as one),
 /// each stage small enough for one commit.
 fn small(events: u64, records: u64) -> Vec<Step> {
     vec![
@@ -162,7 +163,7 @@ fn a_redb_copy_verifies_the_same_tokens_and_keeps_the_audit_log() {
     });
     assert_eq!(counts(&report.unwrap()), POPULATED);
     let busy = Some(Error::InUse(src.display().to_string()));
-    let expected: Vec<_> = small(10, 10).into_iter().map(|(s, d, t)| (s, d, t, busy.clone())).collect();
+    let expected: Vec<_> = small(10, 11).into_iter().map(|(s, d, t)| (s, d, t, busy.clone())).collect();
     assert_eq!(seen, expected);
     assert_eq!(std::fs::read(&src).unwrap(), before, "the source is only read");
     {
@@ -188,7 +189,8 @@ fn commits_hold_at_most_a_thousand_changes() {
 
     let (report, seen) = copy(&StoreLocation::Redb(src), &StoreLocation::Redb(dst.clone()));
     let report = report.unwrap();
-    // 1 workspace and 1,100 keys, 1,101 events: two commits of each.
+    // 1 workspace, its highest key serial and 1,100 keys, 1,101 events:
+    // two commits of each.
     assert_eq!(counts(&report), (1, 0, 1_100, 0, 0, 0, 1_101, 4));
     assert_eq!(
         steps(&seen),
@@ -196,14 +198,18 @@ fn commits_hold_at_most_a_thousand_changes() {
             (CopyStage::Audit, 0, None),
             (CopyStage::Audit, 1_000, None),
             (CopyStage::Audit, 1_101, None),
-            (CopyStage::Records, 0, Some(1_101)),
-            (CopyStage::Records, 1_000, Some(1_101)),
-            (CopyStage::Records, 1_101, Some(1_101)),
+            (CopyStage::Records, 0, Some(1_102)),
+            (CopyStage::Records, 1_000, Some(1_102)),
+            (CopyStage::Records, 1_102, Some(1_102)),
         ]
     );
     let e = Engine::open(&dst).unwrap();
     assert_eq!(e.key_count(), 1_100);
     assert_eq!(e.audit(None, 1_099, 10).unwrap().items.iter().map(|a| a.seq).collect::<Vec<_>>(), [1_100, 1_101]);
+    // The copy numbers new keys after the last one copied.
+    let ws = e.workspaces()[0].policy.id;
+    let k = e.create_key(ws, NewKey { name: "next".into(), ..NewKey::default() }, &keyward::Actor::Admin).unwrap();
+    assert_eq!(k.info.serial, Some(1_101));
 }
 
 #[test]
@@ -313,7 +319,7 @@ mod redis_stores {
 
         let (report, seen) = copy(&StoreLocation::Redb(src), &StoreLocation::redis(first.clone()));
         assert_eq!(counts(&report.unwrap()), POPULATED);
-        assert_eq!(steps(&seen), small(10, 10));
+        assert_eq!(steps(&seen), small(10, 11));
         {
             // Read only: a verification would change the counters.
             let e = open_redis(&first, &clock);
@@ -336,6 +342,9 @@ mod redis_stores {
             e.audit(None, 0, 100).unwrap().items.iter().map(|a| a.seq).collect::<Vec<_>>(),
             (1..=10).collect::<Vec<u64>>()
         );
+        // After two copies, the numbering goes on where the first store left it.
+        let k = e.create_key(facts.ws, NewKey { name: "next".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+        assert_eq!(k.info.serial, Some(5));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub(crate) enum Change {
     Session([u8; 32], SessionRecord),
     SessionDeleted([u8; 32]),
     Audit(AuditDraft),
+    /// The workspace's highest key serial handed out is at least this.
+    Serial(WorkspaceId, u64),
     /// Nothing: a commit of only this tests whether the store writes again.
     Probe,
 }
@@ -130,6 +132,8 @@ pub(crate) struct Loaded {
     pub usage: Vec<(KeyId, UsageRecord)>,
     pub nonces: Vec<(KeyId, NonceState)>,
     pub sessions: Vec<([u8; 32], SessionRecord)>,
+    /// Each workspace's highest key serial handed out.
+    pub serials: Vec<(WorkspaceId, u64)>,
 }
 
 /// Records the change stream named, to be read ([`Store::read_followed`]).
@@ -204,6 +208,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn hold(&self, owner: KeyId, for_ms: u64) -> Result<()> {
         let _ = (owner, for_ms);
         Ok(())
+    }
+
+    /// Hands out `n` key serials of workspace `ws` in the store, for nodes
+    /// sharing it: the last of them. `None` (the default, a store of one
+    /// node): the engine counts them itself, and a [`Change::Serial`] in
+    /// the key's batch records the highest.
+    fn reserve_serials(&self, ws: WorkspaceId, n: u64) -> Result<Option<u64>> {
+        let _ = (ws, n);
+        Ok(None)
     }
 
     /// [`Store::charge`] of several cells in one round trip, each decided

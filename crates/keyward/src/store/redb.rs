@@ -13,7 +13,8 @@ use keyward_core::{KeyId, NonceState, WorkspaceId, decode_record, encode_record}
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
 
 use super::tables::{
-    AUDIT, KEYS, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION, SESSIONS, TOOLS, USAGE, WORKSPACES,
+    AUDIT, KEYS, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION, SERIALS, SESSIONS, TOOLS, USAGE,
+    WORKSPACES,
 };
 use super::{Batch, Change, Loaded, Store};
 use crate::error::{Error, Result};
@@ -193,6 +194,7 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(TOOLS).map_err(table_err)?;
         txn.open_table(SESSIONS).map_err(table_err)?;
         txn.open_table(AUDIT).map_err(table_err)?;
+        txn.open_table(SERIALS).map_err(table_err)?;
     }
     txn.commit()?;
     Ok(())
@@ -219,7 +221,7 @@ fn migrate_nonces(txn: &WriteTransaction) -> Result<()> {
         let keys = txn.open_table(KEYS).map_err(table_err)?;
         for row in keys.iter()? {
             let (_, v) = row?;
-            let rec: KeyRecord = decode_record(v.value())?;
+            let rec = KeyRecord::decode(v.value())?;
             owners.push((rec.policy.id, rec.usage_owner.unwrap_or(rec.policy.id)));
         }
     }
@@ -277,6 +279,11 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
                 txn.open_table(SESSIONS).map_err(table_err)?.remove(hash)?;
             }
             Change::Probe => {}
+            Change::Serial(ws, n) => {
+                let mut t = txn.open_table(SERIALS).map_err(table_err)?;
+                let high = t.get(&ws.0)?.map_or(0, |v| v.value());
+                t.insert(&ws.0, high.max(*n))?;
+            }
             Change::Audit(d) => {
                 let mut t = txn.open_table(AUDIT).map_err(table_err)?;
                 let seq = t.last()?.map_or(0, |(k, _)| k.value()) + 1;
@@ -323,7 +330,7 @@ impl Store for RedbStore {
             let t = txn.open_table(KEYS).map_err(table_err)?;
             let mut n = 0;
             for row in t.iter()? {
-                decode_record::<KeyRecord>(row?.1.value())?;
+                KeyRecord::decode(row?.1.value())?;
                 n += 1;
             }
             Ok(n)
@@ -343,7 +350,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
         out.tools.push(decode_record::<ToolRecord>(row?.1.value())?);
     }
     for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
-        out.keys.push(decode_record::<KeyRecord>(row?.1.value())?);
+        out.keys.push(KeyRecord::decode(row?.1.value())?);
     }
     for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
         let (k, v) = row?;
@@ -356,6 +363,17 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
     for row in txn.open_table(SESSIONS).map_err(table_err)?.iter()? {
         let (k, v) = row?;
         out.sessions.push((*k.value(), decode_record::<SessionRecord>(v.value())?));
+    }
+    match txn.open_table(SERIALS) {
+        Ok(t) => {
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.serials.push((WorkspaceId(*k.value()), v.value()));
+            }
+        }
+        // A file opened read-only, written before keys had serials.
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(table_err(e)),
     }
     Ok(out)
 }

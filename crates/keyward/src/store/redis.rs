@@ -35,6 +35,8 @@ const USAGE_HOLDS: &str = "{keyward}:usage-holds";
 /// Statistics the nodes add to the counters in [`USAGE`]: fields `<id>v`,
 /// `<id>r` (valid and refused calls to add) and `<id>l` (last valid call).
 const STATS: &str = "{keyward}:stats";
+/// Workspace id → the highest key serial handed out in it (`HINCRBY`).
+const SERIALS: &str = "{keyward}:serials";
 /// The change stream: one entry per batch that changed a followed table,
 /// `node` then (table, field) pairs.
 const CHANGES: &str = "{keyward}:changes";
@@ -55,7 +57,9 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 ///   one stale entry refuses the batch);
 /// - `stats`: `value` is "valid refused last", added to the statistics of
 ///   the counters `field`;
-/// - `audit`: RPUSH of `value` to the audit list (key and field unused).
+/// - `audit`: RPUSH of `value` to the audit list (key and field unused);
+/// - `atleast`: `field` of hash `key` set to the number `value` unless it
+///   is larger already.
 ///
 /// Every `hset`/`hdel` of a followed table is named in one change-stream
 /// entry (several for a very large batch), in the same script, so a change
@@ -104,6 +108,11 @@ while i <= #ARGV do
     end
   elseif op == 'audit' then
     redis.call('RPUSH', key, value)
+  elseif op == 'atleast' then
+    local now = tonumber(redis.call('HGET', key, field) or '0')
+    if tonumber(value) > now then
+      redis.call('HSET', key, field, value)
+    end
   else
     return redis.error_reply('unknown batch operation ' .. op)
   end
@@ -473,6 +482,7 @@ impl Store for RedisStore {
                     // The sequence number is the event's place in the list.
                     op("audit", AUDIT, b"", encode_record(&d.event(0)));
                 }
+                Change::Serial(ws, n) => op("atleast", SERIALS, &ws.0, n.to_string().into_bytes()),
                 Change::Probe => {}
             }
         }
@@ -533,6 +543,12 @@ impl Store for RedisStore {
             .collect()
     }
 
+    fn reserve_serials(&self, ws: WorkspaceId, n: u64) -> Result<Option<u64>> {
+        let n = i64::try_from(n).map_err(|_| Error::invalid("keys", "too many serials at once"))?;
+        let last: i64 = self.with(|c| redis::cmd("HINCRBY").arg(SERIALS).arg(&ws.0[..]).arg(n).query(c))?;
+        u64::try_from(last).map(Some).map_err(|_| Error::Corrupt(format!("{SERIALS}: a negative serial")))
+    }
+
     fn load(&self) -> Result<Loaded> {
         let mut out = Loaded::default();
         for (_, v) in self.all(WORKSPACES)? {
@@ -542,7 +558,7 @@ impl Store for RedisStore {
             out.tools.push(decode_record(&v)?);
         }
         for (_, v) in self.all(KEYS)? {
-            out.keys.push(decode_record(&v)?);
+            out.keys.push(KeyRecord::decode(&v)?);
         }
         let mut usage: std::collections::HashMap<[u8; 16], UsageRecord> = std::collections::HashMap::new();
         for (k, v) in self.all(USAGE)? {
@@ -570,6 +586,13 @@ impl Store for RedisStore {
         }
         for (k, v) in self.all(SESSIONS)? {
             out.sessions.push((id32(&k, SESSIONS)?, decode_record(&v)?));
+        }
+        for (k, v) in self.all(SERIALS)? {
+            let n = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Corrupt(format!("{SERIALS}: a value that is not a count")))?;
+            out.serials.push((WorkspaceId(id16(&k, SERIALS)?), n));
         }
         Ok(out)
     }
@@ -689,7 +712,7 @@ impl Store for RedisStore {
                 }
                 KEYS => Followed::Key(
                     KeyId(id16(&field, KEYS)?),
-                    value.map(|v| decode_record(&v).map(Box::new)).transpose()?,
+                    value.map(|v| KeyRecord::decode(&v).map(Box::new)).transpose()?,
                 ),
                 NONCES => Followed::Nonce(KeyId(id16(&field, NONCES)?), value.map(|v| decode_record(&v)).transpose()?),
                 SESSIONS => Followed::Session(id32(&field, SESSIONS)?, value.map(|v| decode_record(&v)).transpose()?),
@@ -704,7 +727,7 @@ impl Store for RedisStore {
     fn check(&self) -> Result<usize> {
         let rows = self.all(KEYS)?;
         for (_, v) in &rows {
-            decode_record::<KeyRecord>(v)?;
+            KeyRecord::decode(v)?;
         }
         Ok(rows.len())
     }
@@ -757,6 +780,7 @@ mod tests {
             },
             created_at: UnixMillis(1),
             limit_sync: crate::LimitSync::Exact,
+            key_ttl: crate::KeyTtl::default(),
         })
     }
 

@@ -19,6 +19,9 @@ pub(crate) const USAGE: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition:
 pub(crate) const NONCES: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::new("nonces");
 /// SHA-256 of a session token → `SessionRecord`.
 pub(crate) const SESSIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("sessions");
+/// Workspace id → the highest key serial handed out in it. A file written
+/// before keys had serials has no such table: none handed out yet.
+pub(crate) const SERIALS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("serials");
 /// Sequence number → `AuditEvent`. Append-only.
 pub(crate) const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
 
