@@ -85,9 +85,6 @@ mod permission;
 mod policy;
 mod query;
 mod signature;
-// To be reviewed: snapshot.rs still indexes and slices the record buffer
-// (`encode`/`decode`); allowed here until it is rewritten.
-#[allow(clippy::indexing_slicing)]
 mod snapshot;
 mod time;
 mod token;

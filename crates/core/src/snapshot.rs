@@ -95,39 +95,46 @@ impl Snapshot {
 
     /// Checks the MAC, then decodes.
     pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Self, SnapshotError> {
-        let m = mac(key)?;
-        let body = frame(bytes)?;
-        let signed = bytes.len() - TAG_LEN;
-        let mut m = m;
-        m.update(&bytes[..signed]);
-        m.verify_slice(&bytes[signed..]).map_err(|_| SnapshotError::Tampered)?;
+        let mut m = mac(key)?;
+        let Frame { signed, body, tag } = frame(bytes)?;
+        m.update(signed);
+        m.verify_slice(tag).map_err(|_| SnapshotError::Tampered)?;
         decode_body(body)
     }
 }
 
-/// Splits the frame and returns the body, checking magic, version and length.
-fn frame(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+/// A snapshot's parts: what the MAC covers (header and body), the body,
+/// and the MAC.
+struct Frame<'a> {
+    signed: &'a [u8],
+    body: &'a [u8],
+    tag: &'a [u8],
+}
+
+/// Splits the frame, checking magic, version and length.
+fn frame(bytes: &[u8]) -> Result<Frame<'_>, SnapshotError> {
     let short = |expected: u64| SnapshotError::Truncated { expected, actual: bytes.len() as u64 };
-    if bytes.len() < MAGIC.len() {
+    let Some((magic, rest)) = bytes.split_first_chunk::<6>() else {
         return if MAGIC.starts_with(bytes) {
             Err(short((HEADER_LEN + TAG_LEN) as u64))
         } else {
             Err(SnapshotError::NotASnapshot)
         };
-    }
-    if &bytes[..6] != MAGIC {
+    };
+    if magic != MAGIC {
         return Err(SnapshotError::NotASnapshot);
     }
-    if bytes.len() < HEADER_LEN {
+    let Some((version, rest)) = rest.split_first_chunk::<2>() else {
         return Err(short((HEADER_LEN + TAG_LEN) as u64));
-    }
-    let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+    };
+    let Some((len, rest)) = rest.split_first_chunk::<8>() else {
+        return Err(short((HEADER_LEN + TAG_LEN) as u64));
+    };
+    let version = u16::from_le_bytes(*version);
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
     }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[8..16]);
-    let body_len = u64::from_le_bytes(len);
+    let body_len = u64::from_le_bytes(*len);
     let expected = (HEADER_LEN as u64 + TAG_LEN as u64).saturating_add(body_len);
     if (bytes.len() as u64) < expected {
         return Err(short(expected));
@@ -135,8 +142,11 @@ fn frame(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
     if (bytes.len() as u64) > expected {
         return Err(SnapshotError::Tampered);
     }
-    // `expected` fits in usize: it is at most bytes.len().
-    Ok(&bytes[HEADER_LEN..HEADER_LEN + body_len as usize])
+    // Exactly `body_len` bytes and the tag remain: both splits succeed.
+    let body_len = usize::try_from(body_len).map_err(|_| short(expected))?;
+    let (body, tag) = rest.split_at_checked(body_len).ok_or_else(|| short(expected))?;
+    let signed = bytes.split_at_checked(HEADER_LEN + body_len).map_or(bytes, |(signed, _)| signed);
+    Ok(Frame { signed, body, tag })
 }
 
 fn decode_body(body: &[u8]) -> Result<Snapshot, SnapshotError> {
