@@ -128,18 +128,7 @@ pub(crate) fn tool_from_url(url: &str) -> Option<String> {
 
 /// Decodes hex of either case, ignoring surrounding ASCII whitespace.
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    let digits = text.trim_ascii().as_bytes();
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    let nibble = |c: u8| char::from(c).to_digit(16);
-    digits
-        .chunks_exact(2)
-        .map(|pair| match *pair {
-            [hi, lo] => Some(((nibble(hi)? << 4) | nibble(lo)?) as u8),
-            _ => None,
-        })
-        .collect()
+    keyward_core::hex::decode(text.trim_ascii())
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@
 mod base62;
 mod credentials;
 mod decide;
-mod hex;
+pub mod hex;
 mod id;
 mod ip;
 mod limits;

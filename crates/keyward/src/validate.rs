@@ -134,12 +134,7 @@ pub(crate) fn derive_api_secret(master: &[u8], id: KeyId) -> ApiSecret {
     let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(master).expect("HMAC takes keys of any length");
     m.update(b"keyward signing v1");
     m.update(&id.0);
-    let bytes = m.finalize().into_bytes();
-    let mut hex = String::with_capacity(64);
-    for b in bytes {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    ApiSecret::new(hex.into_bytes())
+    ApiSecret::new(keyward_core::hex::encode(&m.finalize().into_bytes()).into_bytes())
 }
 
 /// The fields an update sets, listed in its audit event.
