@@ -233,6 +233,21 @@ enum KeyCommand {
         #[arg(long, default_value_t = 0)]
         grace_seconds: u64,
     },
+    /// A key's calls by verdict code over time.
+    Usage {
+        /// Key id.
+        id: String,
+        /// Bucket width: minute (kept 48 h), hour (30 days) or day (400 days).
+        #[arg(long, default_value = "hour", value_parser = parse_granularity)]
+        granularity: keyward::Granularity,
+        /// Start (RFC 3339 or Unix ms). By default an hour of minutes, a day
+        /// of hours or 30 days of days before `--to`.
+        #[arg(long, value_parser = parse_time)]
+        from: Option<UnixMillis>,
+        /// End, exclusive (RFC 3339 or Unix ms). By default now.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<UnixMillis>,
+    },
     /// Import a key issued elsewhere by the SHA-256 (hex) of its token.
     Import {
         /// SHA-256 of the token, 64 hex characters.
@@ -843,6 +858,17 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
                 &[("secret", Value::from(created.token.expose())), ("rotated_from", Value::from(id))],
             );
         }
+        KeyCommand::Usage { id, granularity: g, from, to } => {
+            let to = to.unwrap_or_else(|| UnixMillis(engine.now().get() + 1));
+            let span = match g {
+                keyward::Granularity::Minute => 3_600_000,
+                keyward::Granularity::Day => 30 * 86_400_000,
+                _ => 86_400_000,
+            };
+            let from = from.unwrap_or_else(|| UnixMillis(g.start_of(to.get().saturating_sub(span))));
+            let buckets = engine.key_history(parse_id(&id)?, g, from, to)?;
+            show_history(g, from, to, &buckets, json);
+        }
         KeyCommand::Import { hash, name, settings } => {
             let hash = KeyHash::from_hex(&hash).ok_or_else(|| Fail(2, "--hash must be 64 hex characters".into()))?;
             let spec = new_key(name, &settings)?;
@@ -855,6 +881,60 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
     }
     engine.close()?;
     Ok(0)
+}
+
+/// `minute`, `hour` or `day`.
+fn parse_granularity(s: &str) -> Result<keyward::Granularity, String> {
+    keyward::Granularity::parse(s).ok_or_else(|| "expected minute, hour or day".into())
+}
+
+/// RFC 3339 or Unix milliseconds.
+fn parse_time(s: &str) -> Result<UnixMillis, String> {
+    UnixMillis::parse_rfc3339(s)
+        .or_else(|| s.parse().ok().map(UnixMillis))
+        .ok_or_else(|| format!("`{s}` is neither an RFC 3339 time nor Unix milliseconds"))
+}
+
+/// A usage history: as the HTTP API answers it with `--json`, else a table
+/// with a column per verdict code seen.
+fn show_history(
+    g: keyward::Granularity,
+    from: UnixMillis,
+    to: UnixMillis,
+    buckets: &[keyward::HistoryBucket],
+    json: bool,
+) {
+    if json {
+        let buckets: Vec<Value> = buckets
+            .iter()
+            .map(|b| {
+                let counts: serde_json::Map<String, Value> =
+                    b.counts.iter().map(|(c, n)| (c.as_str().to_owned(), Value::from(*n))).collect();
+                json!({"start": b.start.to_rfc3339(), "counts": counts})
+            })
+            .collect();
+        let out =
+            json!({"granularity": g.as_str(), "from": from.to_rfc3339(), "to": to.to_rfc3339(), "buckets": buckets});
+        println!("{out}");
+        return;
+    }
+    let codes: Vec<keyward_core::Code> = keyward_core::Code::ALL
+        .into_iter()
+        .filter(|c| buckets.iter().any(|b| b.counts.iter().any(|(x, _)| x == c)))
+        .collect();
+    let mut header = vec!["START"];
+    header.extend(codes.iter().map(|c| c.as_str()));
+    let rows: Vec<Vec<String>> = buckets
+        .iter()
+        .map(|b| {
+            let mut row = vec![b.start.to_rfc3339()];
+            for c in &codes {
+                row.push(b.counts.iter().find(|(x, _)| x == c).map_or(0, |(_, n)| *n).to_string());
+            }
+            row
+        })
+        .collect();
+    table::print(&header, &rows);
 }
 
 fn tool_value(t: &keyward_core::ToolPolicy) -> Value {

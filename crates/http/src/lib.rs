@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/api-keys/{id}/revoke", post(routes::revoke_key))
         .route("/v1/api-keys/{id}/rotate", post(routes::rotate_key))
         .route("/v1/api-keys/{id}/usage", get(routes::key_usage))
+        .route("/v1/api-keys/{id}/usage/history", get(routes::key_history))
+        .route("/v1/usage/history", get(routes::workspace_history))
         .route("/v1/audit", get(routes::audit))
         .route("/v1/workspaces/{id}", get(routes::get_workspace).patch(routes::update_workspace))
         .route("/api/v1/keys", post(routes::apimall_create_key))

@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, ToolUpdate};
-use keyward_core::{Code, Cost, Credential, KeyId, Verdict, WorkspaceId, parse_credentials};
+use keyward_core::{Code, Cost, Credential, KeyId, UnixMillis, Verdict, WorkspaceId, parse_credentials};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -396,6 +396,87 @@ pub(crate) async fn key_usage(
         "daily_remaining": u.quota.daily_remaining,
         "rate": u.quota.rate.map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
     }))
+}
+
+/// What a history request asks: `granularity` (default hour), `from` and
+/// `to` (RFC 3339 or Unix ms; by default the last hour of minutes, day of
+/// hours or 30 days of days, up to now).
+fn history_query(
+    state: &AppState,
+    q: &[(String, String)],
+) -> Result<(keyward::Granularity, UnixMillis, UnixMillis), ApiError> {
+    let mut granularity = keyward::Granularity::Hour;
+    let (mut from, mut to) = (None, None);
+    let time = |field: &str, v: &str| {
+        UnixMillis::parse_rfc3339(v)
+            .or_else(|| v.parse::<u64>().ok().map(UnixMillis))
+            .ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 time or Unix milliseconds"))
+    };
+    for (k, v) in q {
+        match k.as_str() {
+            "granularity" => {
+                granularity = keyward::Granularity::parse(v)
+                    .ok_or_else(|| ApiError::invalid("granularity", "must be minute, hour or day"))?;
+            }
+            "from" => from = Some(time("from", v)?),
+            "to" => to = Some(time("to", v)?),
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    let to = to.unwrap_or_else(|| UnixMillis(state.engine.now().get() + 1));
+    let span = match granularity {
+        keyward::Granularity::Minute => 3_600_000,
+        keyward::Granularity::Day => 30 * 86_400_000,
+        _ => 86_400_000,
+    };
+    let from = from.unwrap_or_else(|| UnixMillis(granularity.start_of(to.get().saturating_sub(span))));
+    Ok((granularity, from, to))
+}
+
+fn history_json(
+    g: keyward::Granularity,
+    from: UnixMillis,
+    to: UnixMillis,
+    buckets: &[keyward::HistoryBucket],
+) -> Value {
+    let buckets: Vec<Value> = buckets
+        .iter()
+        .map(|b| {
+            let counts: serde_json::Map<String, Value> =
+                b.counts.iter().map(|(c, n)| (c.as_str().to_owned(), Value::from(*n))).collect();
+            json!({"start": json::time(Some(b.start)), "counts": counts})
+        })
+        .collect();
+    json!({"granularity": g.as_str(), "from": json::time(Some(from)), "to": json::time(Some(to)), "buckets": buckets})
+}
+
+/// `GET /v1/api-keys/{id}/usage/history`.
+pub(crate) async fn key_history(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Reply {
+    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
+    let (g, from, to) = tri!(history_query(&state, &q));
+    let id = key.id;
+    let buckets = tri!(off_workers(&state.engine, move |e| e.key_history(id, g, from, to)).await.map_err(engine_error));
+    Reply::ok(history_json(g, from, to, &buckets))
+}
+
+/// `GET /v1/usage/history`: the caller's workspace.
+pub(crate) async fn workspace_history(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
+    let (g, from, to) = tri!(history_query(&state, &q));
+    let buckets =
+        tri!(off_workers(&state.engine, move |e| e.workspace_history(ws, g, from, to)).await.map_err(engine_error));
+    Reply::ok(history_json(g, from, to, &buckets))
 }
 
 pub(crate) async fn audit(

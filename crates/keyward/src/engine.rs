@@ -14,6 +14,7 @@ use redb::StorageBackend;
 
 use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
+use crate::history::{self, Activity};
 use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
 use crate::store::{Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
@@ -215,6 +216,9 @@ pub(crate) struct LiveKey {
     /// The key's workspace, set when the key is indexed. Verification reads
     /// it through this pointer: no map lookup, no shared lock.
     pub workspace: Option<Arc<WorkspaceSlot>>,
+    /// Its own token's calls since the last flush, and last use (kept
+    /// across record changes; a rotation's successor has its own).
+    pub activity: Arc<Activity>,
 }
 
 impl LiveKey {
@@ -223,12 +227,17 @@ impl LiveKey {
         let has_key_limits = !p.limits.is_empty() || !p.tool_limits.is_empty();
         let has_concurrency =
             p.limits.concurrency.is_some() || p.tool_limits.iter().any(|(_, l)| l.concurrency.is_some());
-        Self { record, usage, nonce, has_key_limits, has_concurrency, workspace: None }
+        let activity = Arc::default();
+        Self { record, usage, nonce, has_key_limits, has_concurrency, workspace: None, activity }
     }
 
-    /// The same key with a changed record: same counters, same nonces.
+    /// The same key with a changed record: same counters, same nonces, same
+    /// activity.
     pub(crate) fn with_record(&self, record: KeyRecord) -> Self {
-        Self::new(record, Arc::clone(&self.usage), Arc::clone(&self.nonce))
+        Self {
+            activity: Arc::clone(&self.activity),
+            ..Self::new(record, Arc::clone(&self.usage), Arc::clone(&self.nonce))
+        }
     }
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
@@ -725,6 +734,10 @@ impl Inner {
             }
         }
         *self.serials.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = serials;
+        // A store written before each token kept its own last use has none:
+        // a key's is then its counters' (as it was shown before).
+        let legacy = loaded.last_used.is_empty();
+        let mut last_used: HashMap<KeyId, u64> = loaded.last_used.into_iter().collect();
         for rec in loaded.keys {
             let owner = rec.usage_owner.unwrap_or(rec.policy.id);
             let cell = cells
@@ -732,7 +745,12 @@ impl Inner {
                 .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default())))
                 .clone();
             let nonce = nonces.remove(&rec.policy.id).unwrap_or_default();
-            self.index_key(LiveKey::new(rec, cell, Arc::new(Mutex::new(nonce))));
+            let used = last_used.remove(&rec.policy.id).unwrap_or_else(|| {
+                if legacy && rec.usage_owner.is_none() { cell.last_used.load(Ordering::Acquire) } else { 0 }
+            });
+            let mut live = LiveKey::new(rec, cell, Arc::new(Mutex::new(nonce)));
+            live.activity = Arc::new(Activity::new(used));
+            self.index_key(live);
         }
         for (hash, rec) in loaded.sessions {
             self.sessions.insert(hash, rec);
@@ -875,8 +893,12 @@ impl Inner {
                     (None, Some(k)) => Arc::clone(&k.usage),
                     (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default())),
                 };
-                let nonce = existing.map(|k| Arc::clone(&k.nonce)).unwrap_or_default();
-                self.index_key(LiveKey::new(*rec, cell, nonce));
+                let nonce = existing.as_ref().map(|k| Arc::clone(&k.nonce)).unwrap_or_default();
+                let mut live = LiveKey::new(*rec, cell, nonce);
+                if let Some(k) = existing {
+                    live.activity = Arc::clone(&k.activity);
+                }
+                self.index_key(live);
             }
             Followed::Nonce(id, state) => {
                 if let Some(k) = self.by_id.get(&id).map(|k| Arc::clone(&k)) {
@@ -932,6 +954,9 @@ impl Inner {
         let mut taken: Vec<Arc<UsageCell>> = Vec::new();
         let shared = self.shared;
         let mut sent: Vec<UsageStats> = Vec::new();
+        let now = self.now();
+        let mut deltas: HashMap<[u8; 16], history::HistoryDelta> = HashMap::new();
+        let mut active: Vec<(Arc<Activity>, history::Counted)> = Vec::new();
         let result = self.write(|batch| {
             for entry in self.by_id.iter() {
                 let cell = &entry.value().usage;
@@ -941,6 +966,24 @@ impl Inner {
                 if cell.dirty.load(Ordering::Relaxed) && cell.dirty.swap(false, Ordering::AcqRel) {
                     taken.push(Arc::clone(cell));
                 }
+            }
+            for entry in self.by_id.iter() {
+                let live = entry.value();
+                let activity = &live.activity;
+                if activity.dirty.load(Ordering::Relaxed) && activity.dirty.swap(false, Ordering::AcqRel) {
+                    let counts = activity.take();
+                    let p = live.policy();
+                    history::merge_into(&mut deltas, p.id.0, &counts, now);
+                    history::merge_into(&mut deltas, p.workspace.0, &counts, now);
+                    let used = activity.last_used.load(Ordering::Acquire);
+                    if used > 0 {
+                        batch.push(Change::LastUsed(p.id, used));
+                    }
+                    active.push((Arc::clone(activity), counts));
+                }
+            }
+            for delta in deltas.into_values() {
+                batch.push(Change::History(delta));
             }
             for cell in &taken {
                 if shared {
@@ -964,6 +1007,9 @@ impl Inner {
         });
         if result.is_err() {
             self.writer.health.flush_failures.fetch_add(1, Ordering::Relaxed);
+            for (activity, counts) in &active {
+                activity.restore(counts);
+            }
             for cell in &taken {
                 cell.dirty.store(true, Ordering::Release);
             }

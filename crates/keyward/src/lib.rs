@@ -49,6 +49,7 @@ mod bounds;
 mod clock;
 mod engine;
 mod error;
+mod history;
 mod keys;
 mod local;
 mod model;
@@ -63,6 +64,7 @@ mod writer;
 pub use clock::{Clock, CounterClock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, Health};
 pub use error::{Error, Result};
+pub use history::{Granularity, HistoryBucket};
 pub use model::{
     Actor, AuditAction, AuditEvent, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyTtl, KeyUpdate, KeyUsageReport,
     LimitSync, NewKey, NewSigning, NewTool, NewWorkspace, Page, Session, SigningSecrets, ToolUpdate, Workspace,

@@ -398,7 +398,7 @@ fn remove_file(path: &Path) -> std::io::Result<()> {
 /// What `loaded` (and an audit log, if `audit`) holds, in words; `None`
 /// when nothing.
 fn contents(loaded: &Loaded, audit: bool) -> Option<String> {
-    let Loaded { workspaces, tools, keys, usage, nonces, sessions, serials: _ } = loaded;
+    let Loaded { workspaces, tools, keys, usage, nonces, sessions, serials: _, last_used: _ } = loaded;
     let counts = [
         (workspaces.len(), "workspace", "workspaces"),
         (tools.len(), "tool", "tools"),
@@ -454,7 +454,8 @@ fn copy(
 
     // Then the records, as they are now: every change the log holds is in
     // them (a record and its event are committed together).
-    let Loaded { workspaces, tools, keys, usage, nonces, sessions, serials } = source.load().map_err(&src)?;
+    let Loaded { workspaces, tools, keys, usage, nonces, sessions, serials, last_used } =
+        source.load().map_err(&src)?;
     let count = |n: usize| n as u64;
     report.workspaces = count(workspaces.len());
     report.tools = count(tools.len());
@@ -468,7 +469,8 @@ fn copy(
         + report.usage
         + report.nonces
         + report.sessions
-        + count(serials.len());
+        + count(serials.len())
+        + count(last_used.len());
     progress(CopyProgress { stage: CopyStage::Records, done: 0, total: Some(total) });
     let changes = workspaces
         .into_iter()
@@ -478,7 +480,8 @@ fn copy(
         .chain(usage.into_iter().map(|(id, rec)| Change::Usage(id, rec)))
         .chain(nonces.into_iter().map(|(id, state)| Change::Nonce(id, state)))
         .chain(sessions.into_iter().map(|(hash, rec)| Change::Session(hash, rec)))
-        .chain(serials.into_iter().map(|(ws, n)| Change::Serial(ws, n)));
+        .chain(serials.into_iter().map(|(ws, n)| Change::Serial(ws, n)))
+        .chain(last_used.into_iter().map(|(id, at)| Change::LastUsed(id, at)));
     let mut batch = Batch::default();
     let mut done = 0;
     for change in changes {

@@ -21,6 +21,7 @@ pub(crate) mod tables;
 use keyward_core::{KeyId, NonceState, WorkspaceId};
 
 use crate::error::Result;
+use crate::history::{Granularity, HistoryBucket, HistoryDelta};
 use crate::model::{AuditAction, AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
 
 /// An audit event before the store numbers it.
@@ -75,6 +76,11 @@ pub(crate) enum Change {
     Audit(AuditDraft),
     /// The workspace's highest key serial handed out is at least this.
     Serial(WorkspaceId, u64),
+    /// Calls to add to a key's or workspace's usage history (and its
+    /// buckets past their retention to remove).
+    History(HistoryDelta),
+    /// A key's own token was last used at least this late.
+    LastUsed(KeyId, u64),
     /// Nothing: a commit of only this tests whether the store writes again.
     Probe,
 }
@@ -134,6 +140,8 @@ pub(crate) struct Loaded {
     pub sessions: Vec<([u8; 32], SessionRecord)>,
     /// Each workspace's highest key serial handed out.
     pub serials: Vec<(WorkspaceId, u64)>,
+    /// Each key's own last valid call (keys never used have none).
+    pub last_used: Vec<(KeyId, u64)>,
 }
 
 /// Records the change stream named, to be read ([`Store::read_followed`]).
@@ -208,6 +216,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn hold(&self, owner: KeyId, for_ms: u64) -> Result<()> {
         let _ = (owner, for_ms);
         Ok(())
+    }
+
+    /// The usage history of `subject` (a key or workspace id) in buckets of
+    /// `granularity` starting in `from..to`, oldest first.
+    fn history(&self, subject: [u8; 16], granularity: Granularity, from: u64, to: u64) -> Result<Vec<HistoryBucket>>;
+
+    /// A key's own last valid call as the store has it, for nodes sharing
+    /// it. By default `None`: memory has the only one.
+    fn last_used(&self, id: KeyId) -> Result<Option<u64>> {
+        let _ = id;
+        Ok(None)
     }
 
     /// Hands out `n` key serials of workspace `ws` in the store, for nodes

@@ -9,15 +9,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
-use keyward_core::{KeyId, NonceState, WorkspaceId, decode_record, encode_record};
+use keyward_core::{Code, KeyId, NonceState, WorkspaceId, decode_record, encode_record};
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
 
 use super::tables::{
-    AUDIT, KEYS, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION, SERIALS, SESSIONS, TOOLS, USAGE,
-    WORKSPACES,
+    AUDIT, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION, SERIALS, SESSIONS,
+    TOOLS, USAGE, WORKSPACES,
 };
 use super::{Batch, Change, Loaded, Store};
 use crate::error::{Error, Result};
+use crate::history::{self, Granularity, HistoryBucket, HistoryDelta};
 use crate::model::{AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
 
 /// How to open the database again after a failed write.
@@ -195,6 +196,8 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(SESSIONS).map_err(table_err)?;
         txn.open_table(AUDIT).map_err(table_err)?;
         txn.open_table(SERIALS).map_err(table_err)?;
+        txn.open_table(HISTORY).map_err(table_err)?;
+        txn.open_table(LAST_USED).map_err(table_err)?;
     }
     txn.commit()?;
     Ok(())
@@ -234,6 +237,56 @@ fn migrate_nonces(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Adds a delta's calls to the minute, hour and day buckets of its subject,
+/// and removes that subject's buckets past their retention.
+fn add_history(txn: &WriteTransaction, delta: &HistoryDelta) -> Result<()> {
+    let mut t = txn.open_table(HISTORY).map_err(table_err)?;
+    let subject = &delta.subject;
+    for g in Granularity::ALL {
+        let mut buckets: Vec<HistoryBucket> = Vec::new();
+        for &(start, code, n) in &delta.counts {
+            history::add(&mut buckets, g.start_of(start), code, n);
+        }
+        for b in buckets {
+            let key = (subject, g.tag(), b.start.get());
+            let mut counts: Vec<(Code, u64)> = match t.get(key)? {
+                Some(v) => decode_record(v.value())?,
+                None => Vec::new(),
+            };
+            for (code, n) in b.counts {
+                history::add_count(&mut counts, code, n);
+            }
+            t.insert(key, encode_record(&counts).as_slice())?;
+        }
+        let cutoff = delta.now.get().saturating_sub(g.retention_ms());
+        t.retain_in((subject, g.tag(), 0)..(subject, g.tag(), g.start_of(cutoff)), |_, _| false)?;
+    }
+    Ok(())
+}
+
+/// Buckets of `subject` at `g` starting in `from..to`.
+fn read_history(
+    db: &impl ReadableDatabase,
+    subject: [u8; 16],
+    g: Granularity,
+    from: u64,
+    to: u64,
+) -> Result<Vec<HistoryBucket>> {
+    let txn = db.begin_read()?;
+    let t = match txn.open_table(HISTORY) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(table_err(e)),
+    };
+    let mut out = Vec::new();
+    for row in t.range((&subject, g.tag(), from)..(&subject, g.tag(), to))? {
+        let (k, v) = row?;
+        let (_, _, start) = k.value();
+        out.push(HistoryBucket { start: keyward_core::UnixMillis(start), counts: decode_record(v.value())? });
+    }
+    Ok(out)
+}
+
 fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
     for change in &batch.changes {
         match change {
@@ -249,6 +302,16 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
             }
             Change::KeyDeleted(id) => {
                 txn.open_table(KEYS).map_err(table_err)?.remove(&id.0)?;
+                txn.open_table(LAST_USED).map_err(table_err)?.remove(&id.0)?;
+                // Its history goes with it (a workspace's keeps its calls).
+                let mut history = txn.open_table(HISTORY).map_err(table_err)?;
+                history.retain_in((&id.0, 0, 0)..=(&id.0, u8::MAX, u64::MAX), |_, _| false)?;
+            }
+            Change::History(delta) => add_history(txn, delta)?,
+            Change::LastUsed(id, at) => {
+                let mut t = txn.open_table(LAST_USED).map_err(table_err)?;
+                let seen = t.get(&id.0)?.map_or(0, |v| v.value());
+                t.insert(&id.0, seen.max(*at))?;
             }
             // One node: the counters in memory are the only ones.
             Change::Usage(id, rec) | Change::UsageAt(id, _, rec) => {
@@ -324,6 +387,10 @@ impl Store for RedbStore {
         self.run(|db| read_audit(db, ws, after, limit))
     }
 
+    fn history(&self, subject: [u8; 16], granularity: Granularity, from: u64, to: u64) -> Result<Vec<HistoryBucket>> {
+        self.run(|db| read_history(db, subject, granularity, from, to))
+    }
+
     fn check(&self) -> Result<usize> {
         self.run(|db| {
             let txn = db.begin_read()?;
@@ -372,6 +439,16 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
             }
         }
         // A file opened read-only, written before keys had serials.
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(table_err(e)),
+    }
+    match txn.open_table(LAST_USED) {
+        Ok(t) => {
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.last_used.push((KeyId(*k.value()), v.value()));
+            }
+        }
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(table_err(e)),
     }

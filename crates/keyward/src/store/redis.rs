@@ -13,7 +13,9 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use keyward_core::{KeyId, WorkspaceId, decode_record, encode_record};
+use keyward_core::{Code, KeyId, WorkspaceId, decode_record, encode_record};
+
+use crate::history::{self, Granularity, HistoryBucket};
 
 use super::{Batch, Change, Charged, Followed, Loaded, Store, Touched, UsageStats};
 use crate::error::{Error, Result};
@@ -35,6 +37,11 @@ const USAGE_HOLDS: &str = "{keyward}:usage-holds";
 /// Statistics the nodes add to the counters in [`USAGE`]: fields `<id>v`,
 /// `<id>r` (valid and refused calls to add) and `<id>l` (last valid call).
 const STATS: &str = "{keyward}:stats";
+/// Key id → its own token's last valid call, Unix ms (the latest any node saw).
+const LAST_USED: &str = "{keyward}:last-used";
+/// Prefix of the usage history buckets: `{keyward}:h:<subject hex>:<granularity>:<start ms>`,
+/// a hash of verdict code → calls that expires with its retention.
+const HISTORY: &str = "{keyward}:h:";
 /// Workspace id → the highest key serial handed out in it (`HINCRBY`).
 const SERIALS: &str = "{keyward}:serials";
 /// The change stream: one entry per batch that changed a followed table,
@@ -58,6 +65,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// - `stats`: `value` is "valid refused last", added to the statistics of
 ///   the counters `field`;
 /// - `audit`: RPUSH of `value` to the audit list (key and field unused);
+/// - `hist`: `value` is "calls ttl-ms", added to `field` of the history
+///   bucket `key`, which expires after the ttl;
 /// - `atleast`: `field` of hash `key` set to the number `value` unless it
 ///   is larger already.
 ///
@@ -108,6 +117,13 @@ while i <= #ARGV do
     end
   elseif op == 'audit' then
     redis.call('RPUSH', key, value)
+  elseif op == 'hist' then
+    local n, ttl = string.match(value, '^(%d+) (%d+)$')
+    if not n then
+      return redis.error_reply('bad history count ' .. value)
+    end
+    redis.call('HINCRBY', key, field, n)
+    redis.call('PEXPIRE', key, ttl)
   elseif op == 'atleast' then
     local now = tonumber(redis.call('HGET', key, field) or '0')
     if tonumber(value) > now then
@@ -447,6 +463,11 @@ fn id16(field: &[u8], table: &str) -> Result<[u8; 16]> {
     field.try_into().map_err(|_| Error::Corrupt(format!("{table}: a field of {} bytes", field.len())))
 }
 
+/// The Redis key of one history bucket.
+fn history_key(subject: [u8; 16], g: Granularity, start: u64) -> String {
+    format!("{HISTORY}{}:{}:{start}", keyward_core::hex::encode(&subject), g.tag())
+}
+
 fn id32(field: &[u8], table: &str) -> Result<[u8; 32]> {
     field.try_into().map_err(|_| Error::Corrupt(format!("{table}: a field of {} bytes", field.len())))
 }
@@ -466,7 +487,11 @@ impl Store for RedisStore {
                     op("hset", TOOLS, &field, encode_record(t));
                 }
                 Change::Key(rec) => op("hset", KEYS, &rec.policy.id.0, encode_record(rec)),
-                Change::KeyDeleted(id) => op("hdel", KEYS, &id.0, Vec::new()),
+                Change::KeyDeleted(id) => {
+                    op("hdel", KEYS, &id.0, Vec::new());
+                    // Its history buckets expire with their retention.
+                    op("hdel", LAST_USED, &id.0, Vec::new());
+                }
                 Change::Usage(id, rec) => op("hset", USAGE, &id.0, encode_record(rec)),
                 Change::UsageAt(id, seen, rec) => op("usageat", &seen.to_string(), &id.0, encode_record(rec)),
                 Change::UsageStats(id, st) => {
@@ -483,6 +508,26 @@ impl Store for RedisStore {
                     op("audit", AUDIT, b"", encode_record(&d.event(0)));
                 }
                 Change::Serial(ws, n) => op("atleast", SERIALS, &ws.0, n.to_string().into_bytes()),
+                Change::LastUsed(id, at) => op("atleast", LAST_USED, &id.0, at.to_string().into_bytes()),
+                Change::History(delta) => {
+                    for g in Granularity::ALL {
+                        let mut buckets: Vec<HistoryBucket> = Vec::new();
+                        for &(start, code, n) in &delta.counts {
+                            history::add(&mut buckets, g.start_of(start), code, n);
+                        }
+                        for b in buckets {
+                            let key = history_key(delta.subject, g, b.start.get());
+                            // Relative to the engine's clock, which decided
+                            // the bucket (Redis's may differ).
+                            let end = b.start.get().saturating_add(g.ms()).saturating_add(g.retention_ms());
+                            let ttl = end.saturating_sub(delta.now.get()).max(1);
+                            for (code, n) in b.counts {
+                                let value = format!("{n} {ttl}").into_bytes();
+                                op("hist", &key, code.as_str().as_bytes(), value);
+                            }
+                        }
+                    }
+                }
                 Change::Probe => {}
             }
         }
@@ -543,6 +588,36 @@ impl Store for RedisStore {
             .collect()
     }
 
+    fn history(&self, subject: [u8; 16], granularity: Granularity, from: u64, to: u64) -> Result<Vec<HistoryBucket>> {
+        let step = granularity.ms();
+        let starts: Vec<u64> = (granularity.start_of(from)..to)
+            .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+            .filter(|s| *s >= from)
+            .collect();
+        let mut pipe = redis::pipe();
+        for start in &starts {
+            pipe.cmd("HGETALL").arg(history_key(subject, granularity, *start));
+        }
+        let rows: Vec<Vec<(String, u64)>> = self.with(|c| pipe.query(c))?;
+        let mut out = Vec::new();
+        for (start, row) in starts.into_iter().zip(rows) {
+            let mut counts = Vec::new();
+            for (code, n) in row {
+                let code =
+                    Code::parse(&code).ok_or_else(|| Error::Corrupt(format!("{HISTORY}: unknown code {code}")))?;
+                history::add_count(&mut counts, code, n);
+            }
+            if !counts.is_empty() {
+                out.push(HistoryBucket { start: keyward_core::UnixMillis(start), counts });
+            }
+        }
+        Ok(out)
+    }
+
+    fn last_used(&self, id: KeyId) -> Result<Option<u64>> {
+        self.with(|c| redis::cmd("HGET").arg(LAST_USED).arg(&id.0[..]).query(c))
+    }
+
     fn reserve_serials(&self, ws: WorkspaceId, n: u64) -> Result<Option<u64>> {
         let n = i64::try_from(n).map_err(|_| Error::invalid("keys", "too many serials at once"))?;
         let last: i64 = self.with(|c| redis::cmd("HINCRBY").arg(SERIALS).arg(&ws.0[..]).arg(n).query(c))?;
@@ -586,6 +661,13 @@ impl Store for RedisStore {
         }
         for (k, v) in self.all(SESSIONS)? {
             out.sessions.push((id32(&k, SESSIONS)?, decode_record(&v)?));
+        }
+        for (k, v) in self.all(LAST_USED)? {
+            let at = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Corrupt(format!("{LAST_USED}: a value that is not a time")))?;
+            out.last_used.push((KeyId(id16(&k, LAST_USED)?), at));
         }
         for (k, v) in self.all(SERIALS)? {
             let n = std::str::from_utf8(&v)

@@ -22,6 +22,13 @@ pub(crate) const SESSIONS: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefiniti
 /// Workspace id → the highest key serial handed out in it. A file written
 /// before keys had serials has no such table: none handed out yet.
 pub(crate) const SERIALS: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("serials");
+/// (key or workspace id, granularity 0 minute / 1 hour / 2 day, bucket
+/// start ms) → calls by verdict code (`Vec<(Code, u64)>`), kept for the
+/// granularity's retention (`crate::history`).
+pub(crate) const HISTORY: TableDefinition<'_, (&[u8; 16], u8, u64), &[u8]> = TableDefinition::new("history");
+/// Key id → its own token's last valid call, Unix ms (a rotated key and its
+/// successor share counters, not this).
+pub(crate) const LAST_USED: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("last_used");
 /// Sequence number → `AuditEvent`. Append-only.
 pub(crate) const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
 

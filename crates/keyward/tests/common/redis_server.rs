@@ -104,8 +104,11 @@ impl Redis {
             .stderr(Stdio::null());
         let child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+        // Listening is not ready: while it replays its AOF it answers
+        // LOADING. A TLS server is asked by its clients' own retries.
+        let tls = extra.iter().any(|a| a.starts_with("--tls"));
+        while !(if tls { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() } else { answers_ping(port) }) {
+            assert!(Instant::now() < deadline, "redis-server did not answer on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
         child
@@ -135,6 +138,15 @@ impl Redis {
         self.stop();
         self.child = Self::spawn(self.port, self.dir.path(), &self.extra);
     }
+}
+
+/// Whether the server on `port` answers PING with PONG.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
 impl Drop for Redis {
