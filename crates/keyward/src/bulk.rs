@@ -17,7 +17,7 @@ use crate::audit::audit;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::keys::{NewRecord, signing_secrets};
-use crate::model::{Actor, AuditAction, ImportKey, KeyInfo, NewKey, SigningSecrets};
+use crate::model::{Actor, AuditAction, ImportKey, KeyInfo, KeyRecord, NewKey, SigningSecrets, UsageRecord};
 use crate::rng::os_rng;
 use crate::store::Change;
 
@@ -72,69 +72,13 @@ impl Engine {
     /// the ids in order. An empty batch writes nothing.
     pub fn create_keys(&self, ws_id: WorkspaceId, keys: Vec<BatchKey>, actor: &Actor) -> Result<Vec<BatchCreated>> {
         let inner = &self.inner;
-        if keys.len() > MAX_BATCH {
-            return Err(Error::invalid("keys", format!("at most {MAX_BATCH} keys per batch, got {}", keys.len())));
-        }
-        if keys.is_empty() {
-            inner.workspace(ws_id)?;
-            return Ok(Vec::new());
-        }
-        let total = keys.len();
-        // Cheap refusals first, outside the writer; checked again inside it.
-        let ws = inner.workspace(ws_id)?;
-        inner.acting_key(actor, ws_id)?;
-        if !ws.ws.policy.api_access {
-            return Err(Error::PlanInactive);
-        }
         let now = inner.now();
-        let mut rng = os_rng();
-        let mut refused: Vec<(usize, Error)> = Vec::new();
-        let mut prepared: Vec<NewRecord> = Vec::with_capacity(total);
-        for (i, item) in keys.into_iter().enumerate() {
-            let (spec, imported) = match item {
-                BatchKey::New(spec) => (spec, None),
-                BatchKey::Token { token, key } => {
-                    let start = foreign_start(token.expose());
-                    (key, Some((token.hash(), start)))
-                }
-                BatchKey::Hash(ImportKey { hash, key, start }) => match hash {
-                    Some(h) => (key, Some((h, start.unwrap_or_else(|| "imported".into())))),
-                    None => {
-                        refused.push((i, Error::invalid("hash", "SHA-256 of the token is required")));
-                        continue;
-                    }
-                },
-            };
-            match NewRecord::prepare(inner, &ws.ws.policy, spec, imported, &mut rng, now) {
-                Ok(p) => prepared.push(p),
-                Err(e) => refused.push((i, e)),
-            }
-        }
-        if !refused.is_empty() {
-            return Err(Error::Batch { total, refused });
-        }
+        let Some(prepared) = self.prepare_batch(ws_id, keys, actor, now)? else {
+            return Ok(Vec::new());
+        };
+        let total = prepared.len();
         let created = inner.write(|batch| {
-            let ws = inner.workspace(ws_id)?;
-            if !ws.ws.policy.api_access {
-                return Err(Error::PlanInactive);
-            }
-            let acting = inner.acting_key(actor, ws_id)?;
-            let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(total);
-            let mut planned = Vec::with_capacity(total);
-            let mut refused: Vec<(usize, Error)> = Vec::new();
-            for (i, new) in prepared.iter().enumerate() {
-                if inner.by_hash.contains_key(&new.hash.0) || !seen.insert(new.hash.0) {
-                    refused.push((i, Error::AlreadyExists { kind: "key", id: "with this hash".into() }));
-                    continue;
-                }
-                match new.record(&ws.ws.policy, acting.as_deref(), actor, now) {
-                    Ok(r) => planned.push(r),
-                    Err(e) => refused.push((i, e)),
-                }
-            }
-            if !refused.is_empty() {
-                return Err(Error::Batch { total, refused });
-            }
+            let planned = self.plan_batch(ws_id, &prepared, actor, now)?;
             let mut ids = String::with_capacity(total * 27);
             let mut imported = 0usize;
             for (record, usage) in &planned {
@@ -162,6 +106,99 @@ impl Engine {
                 BatchCreated { info, token: new.token, signing }
             })
             .collect())
+    }
+
+    /// Checks `keys` as [`Engine::create_keys`] would, against the keys
+    /// held now, and writes nothing: `Ok` when that call would accept them
+    /// all (unless something changes meanwhile), else the same errors. An
+    /// import checks its whole file this way before it writes anything.
+    pub fn check_keys(&self, ws_id: WorkspaceId, keys: Vec<BatchKey>, actor: &Actor) -> Result<()> {
+        let now = self.inner.now();
+        if let Some(prepared) = self.prepare_batch(ws_id, keys, actor, now)? {
+            self.plan_batch(ws_id, &prepared, actor, now)?;
+        }
+        Ok(())
+    }
+
+    /// The checks made before the writer: the call's, then each item's
+    /// settings. `None` for an empty batch (of an existing workspace).
+    fn prepare_batch(
+        &self,
+        ws_id: WorkspaceId,
+        keys: Vec<BatchKey>,
+        actor: &Actor,
+        now: keyward_core::UnixMillis,
+    ) -> Result<Option<Vec<NewRecord>>> {
+        let inner = &self.inner;
+        if keys.len() > MAX_BATCH {
+            return Err(Error::invalid("keys", format!("at most {MAX_BATCH} keys per batch, got {}", keys.len())));
+        }
+        let ws = inner.workspace(ws_id)?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        inner.acting_key(actor, ws_id)?;
+        if !ws.ws.policy.api_access {
+            return Err(Error::PlanInactive);
+        }
+        let total = keys.len();
+        let mut rng = os_rng();
+        let mut refused: Vec<(usize, Error)> = Vec::new();
+        let mut prepared: Vec<NewRecord> = Vec::with_capacity(total);
+        for (i, item) in keys.into_iter().enumerate() {
+            let (spec, imported) = match item {
+                BatchKey::New(spec) => (spec, None),
+                BatchKey::Token { token, key } => {
+                    let start = foreign_start(token.expose());
+                    (key, Some((token.hash(), start)))
+                }
+                BatchKey::Hash(ImportKey { hash, key, start }) => match hash {
+                    Some(h) => (key, Some((h, start.unwrap_or_else(|| "imported".into())))),
+                    None => {
+                        refused.push((i, Error::invalid("hash", "SHA-256 of the token is required")));
+                        continue;
+                    }
+                },
+            };
+            match NewRecord::prepare(inner, &ws.ws.policy, spec, imported, &mut rng, now) {
+                Ok(p) => prepared.push(p),
+                Err(e) => refused.push((i, e)),
+            }
+        }
+        if refused.is_empty() { Ok(Some(prepared)) } else { Err(Error::Batch { total, refused }) }
+    }
+
+    /// The checks against what memory holds now (under the writer when
+    /// creating): workspace, acting key, hashes, creator bounds. The
+    /// records to write, in order.
+    fn plan_batch(
+        &self,
+        ws_id: WorkspaceId,
+        prepared: &[NewRecord],
+        actor: &Actor,
+        now: keyward_core::UnixMillis,
+    ) -> Result<Vec<(KeyRecord, Option<UsageRecord>)>> {
+        let inner = &self.inner;
+        let ws = inner.workspace(ws_id)?;
+        if !ws.ws.policy.api_access {
+            return Err(Error::PlanInactive);
+        }
+        let acting = inner.acting_key(actor, ws_id)?;
+        let total = prepared.len();
+        let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(total);
+        let mut planned = Vec::with_capacity(total);
+        let mut refused: Vec<(usize, Error)> = Vec::new();
+        for (i, new) in prepared.iter().enumerate() {
+            if inner.by_hash.contains_key(&new.hash.0) || !seen.insert(new.hash.0) {
+                refused.push((i, Error::AlreadyExists { kind: "key", id: "with this hash".into() }));
+                continue;
+            }
+            match new.record(&ws.ws.policy, acting.as_deref(), actor, now) {
+                Ok(r) => planned.push(r),
+                Err(e) => refused.push((i, e)),
+            }
+        }
+        if refused.is_empty() { Ok(planned) } else { Err(Error::Batch { total, refused }) }
     }
 }
 

@@ -153,13 +153,18 @@ fn a_hash_in_use_or_repeated_refuses_the_batch() {
         by_hash("twice", "t2"),
         new("fresh"),
     ];
+    // A dry run finds the same refusals and writes nothing.
+    let check = env.engine.check_keys(env.ws, items.clone(), &Actor::Admin).unwrap_err();
     let err = env.engine.create_keys(env.ws, items, &Actor::Admin).unwrap_err();
+    assert_eq!(check, err);
     let dup = || Error::AlreadyExists { kind: "key", id: "with this hash".into() };
     assert_eq!(err, Error::Batch { total: 5, refused: vec![(1, dup()), (3, dup())] });
     assert_eq!(env.engine.key_count(), 1);
     // Unknown foreign tokens are malformed (only imported keys match them).
     assert_eq!(env.engine.verify("new-token", &Request::default()).code, Code::Malformed);
     assert_eq!(env.engine.verify("old-token", &Request::default()).code, Code::Valid);
+    env.engine.check_keys(env.ws, vec![by_hash("new-token", "n1"), new("fresh")], &Actor::Admin).unwrap();
+    assert_eq!(env.engine.key_count(), 1);
 }
 
 #[test]
