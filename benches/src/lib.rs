@@ -94,6 +94,29 @@ impl Fixture {
         (0..n).map(|i| self.key(spec(i)).map(|k| k.token.expose().to_owned())).collect()
     }
 
+    /// Like [`Fixture::tokens_in`], [`keyward::MAX_BATCH`] keys per commit
+    /// ([`Engine::create_keys`]) instead of one.
+    pub fn tokens_bulk(
+        &self,
+        ws: WorkspaceId,
+        n: usize,
+        spec: impl Fn(usize) -> NewKey,
+    ) -> keyward::Result<Vec<String>> {
+        let mut out = Vec::with_capacity(n);
+        let mut from = 0;
+        while from < n {
+            let to = n.min(from + keyward::MAX_BATCH);
+            let batch = (from..to).map(|i| keyward::BatchKey::New(spec(i))).collect();
+            for k in self.engine.create_keys(ws, batch, &Actor::Admin)? {
+                // Invariant: keys created here (not imported) always have a token.
+                let token = k.token.ok_or_else(|| keyward::Error::Storage("a created key without a token".into()))?;
+                out.push(token.expose().to_owned());
+            }
+            from = to;
+        }
+        Ok(out)
+    }
+
     /// Creates a second workspace in the same engine, whose limits sync as
     /// `sync`.
     pub fn workspace_synced(&self, sync: LimitSync) -> keyward::Result<WorkspaceId> {

@@ -150,6 +150,14 @@ struct Args {
     #[arg(long)]
     dir: Option<PathBuf>,
 
+    /// Create the key sets in batches (`Engine::create_keys`, 10,000 keys
+    /// per commit) instead of one commit per key. Either way the creation
+    /// of the valid keys is reported on stdout: with --bulk as
+    /// `op=bulk_create keys=N secs=S keys_per_s=R`, without it as
+    /// `op=create keys=N secs=S keys_per_s=R` (the baseline).
+    #[arg(long)]
+    bulk: bool,
+
     /// http_verify_valid, http_verify_valid_under_writes: keep-alive
     /// connections sending verifications to the server, one thread each;
     /// printed as threads= (the writer's connection is not counted).
@@ -633,8 +641,13 @@ impl KeySets {
         n: usize,
         rate_limit: u64,
         keyward_bin: Option<&Path>,
+        bulk: bool,
+        store: Label,
     ) -> Result<Self, String> {
         let needs = |set: KeySet| scenarios.iter().any(|s| s.key_set() == set);
+        let make = |ws, spec: &dyn Fn(usize) -> NewKey| {
+            if bulk { fx.tokens_bulk(ws, n, spec) } else { fx.tokens_in(ws, n, spec) }
+        };
         let timed = |what: &str, f: &dyn Fn() -> keyward::Result<Vec<String>>| {
             let t0 = Instant::now();
             let out = f()?;
@@ -642,14 +655,23 @@ impl KeySets {
             Ok::<_, keyward::Error>(out)
         };
         let valid = if needs(KeySet::Valid) {
-            timed("valid keys", &|| fx.tokens(n, |i| plain_key(format!("load-{i}"))))
-                .map_err(|e| format!("cannot create keys: {e}"))?
+            let t0 = Instant::now();
+            let made = timed("valid keys", &|| make(fx.ws, &|i| plain_key(format!("load-{i}"))))
+                .map_err(|e| format!("cannot create keys: {e}"))?;
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "peer=keyward op={} keys={n} secs={secs:.2} keys_per_s={:.0}{}",
+                if bulk { "bulk_create" } else { "create" },
+                n as f64 / secs,
+                suffix(store)
+            );
+            made
         } else {
             Vec::new()
         };
         let rate_limited = if needs(KeySet::RateLimited) {
             timed("rate-limited keys", &|| {
-                fx.tokens(n, |i| rate_limited_key(format!("limited-{i}"), rate_limit, 1_000))
+                make(fx.ws, &|i| rate_limited_key(format!("limited-{i}"), rate_limit, 1_000))
             })
             .map_err(|e| format!("cannot create keys: {e}"))?
         } else {
@@ -657,7 +679,7 @@ impl KeySets {
         };
         let charged = if needs(KeySet::Charged) {
             timed("keys with an unreachable rate limit", &|| {
-                fx.tokens(n, |i| NewKey { limits: Some(unreachable_rate_limit()), ..plain_key(format!("charged-{i}")) })
+                make(fx.ws, &|i| NewKey { limits: Some(unreachable_rate_limit()), ..plain_key(format!("charged-{i}")) })
             })
             .map_err(|e| format!("cannot create keys: {e}"))?
         } else {
@@ -671,10 +693,7 @@ impl KeySets {
         };
         let charged_local = match local_ws {
             Some(ws) => timed("keys with an unreachable rate limit, counted locally", &|| {
-                fx.tokens_in(ws, n, |i| NewKey {
-                    limits: Some(unreachable_rate_limit()),
-                    ..plain_key(format!("local-{i}"))
-                })
+                make(ws, &|i| NewKey { limits: Some(unreachable_rate_limit()), ..plain_key(format!("local-{i}")) })
             })
             .map_err(|e| format!("cannot create keys: {e}"))?,
             None => Vec::new(),
@@ -1097,7 +1116,7 @@ fn run_on_redis(url: &str, scenarios: &[Scenario], args: &Args, written: &mut Op
     // Until the key sets are complete the count is unknown, and stays 0:
     // no count of keys then matches, so nothing is deleted.
     *written = Some(Written { workspaces: vec![fx.ws], keys: 0 });
-    let sets = KeySets::build(&fx, scenarios, args.keys as usize, args.rate_limit, None)?;
+    let sets = KeySets::build(&fx, scenarios, args.keys as usize, args.rate_limit, None, args.bulk, Some("redis"))?;
     let workspaces: Vec<_> = std::iter::once(fx.ws).chain(sets.local_ws).collect();
     let mut keys = (sets.valid.len() + sets.rate_limited.len() + sets.charged.len() + sets.charged_local.len()) as u64;
     *written = Some(Written { workspaces: workspaces.clone(), keys });
@@ -1187,7 +1206,15 @@ fn main() -> ExitCode {
         if let Some(dir) = fx.dir() {
             eprintln!("# {}database in {}", prefix(store), dir.display());
         }
-        let sets = match KeySets::build(&fx, &scenarios, args.keys as usize, args.rate_limit, bin.as_deref()) {
+        let sets = match KeySets::build(
+            &fx,
+            &scenarios,
+            args.keys as usize,
+            args.rate_limit,
+            bin.as_deref(),
+            args.bulk,
+            store,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("keyward-loadgen: {e}");

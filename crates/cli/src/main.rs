@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod copy;
+mod import;
 mod secrets;
 mod serve;
 mod table;
@@ -248,14 +249,31 @@ enum KeyCommand {
         #[arg(long, value_parser = parse_time)]
         to: Option<UnixMillis>,
     },
-    /// Import a key issued elsewhere by the SHA-256 (hex) of its token.
+    /// Import a key issued elsewhere by the SHA-256 (hex) of its token, or
+    /// many keys from a JSONL file (--file).
+    ///
+    /// With --file, each line is one key spec as `POST /v1/api-keys` takes
+    /// it, plus `"token"` (a key issued elsewhere, by its token: only its
+    /// SHA-256 is kept) or `"hash"` (by the SHA-256 hex of its token, with
+    /// an optional display `"start"`); with neither, a new key is minted.
+    /// The whole file is checked first (a bad line is named and nothing is
+    /// written), then imported --batch keys per commit. Every key imported
+    /// is printed to stdout as a JSON line {"line","id","name"}, with
+    /// "secret" for a minted key (shown this once).
     Import {
         /// SHA-256 of the token, 64 hex characters.
-        #[arg(long)]
-        hash: String,
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        hash: Option<String>,
         /// Name.
-        #[arg(long)]
-        name: String,
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
+        /// A JSONL file of key specs, one per line.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// With --file: keys per commit (1 to 10000).
+        #[arg(long, default_value_t = 1_000, requires = "file",
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
         #[command(flatten)]
         settings: KeySettings,
     },
@@ -771,6 +789,36 @@ fn show_key(k: &KeyInfo, json: bool, extra: &[(&str, Value)]) {
     }
 }
 
+impl KeySettings {
+    /// Whether no setting was given.
+    fn is_empty(&self) -> bool {
+        let KeySettings {
+            permissions,
+            expires_at,
+            ip_allow,
+            ip_deny,
+            rate,
+            cooldown_ms,
+            daily,
+            concurrency,
+            credits,
+            tools,
+            meta,
+        } = self;
+        permissions.is_empty()
+            && ip_allow.is_empty()
+            && ip_deny.is_empty()
+            && tools.is_empty()
+            && expires_at.is_none()
+            && rate.is_none()
+            && cooldown_ms.is_none()
+            && daily.is_none()
+            && concurrency.is_none()
+            && credits.is_none()
+            && meta.is_none()
+    }
+}
+
 /// A key named `name` with the settings `key create` and `key import` share.
 fn new_key(name: String, settings: &KeySettings) -> Result<NewKey, Fail> {
     Ok(NewKey {
@@ -869,7 +917,18 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
             let buckets = engine.key_history(parse_id(&id)?, g, from, to)?;
             show_history(g, from, to, &buckets, json);
         }
-        KeyCommand::Import { hash, name, settings } => {
+        KeyCommand::Import { file: Some(file), batch, settings, .. } => {
+            if !settings.is_empty() {
+                return Err(Fail(2, "--file: each key's settings come from its line, not from flags".into()));
+            }
+            // Invariant: clap keeps --batch within 1..=10000.
+            let batch = usize::try_from(batch).unwrap_or(1_000);
+            import::run(&engine, ws, &file, batch, json)?;
+        }
+        KeyCommand::Import { hash, name, settings, .. } => {
+            let (Some(hash), Some(name)) = (hash, name) else {
+                return Err(Fail(2, "key import: give --hash and --name, or --file".into()));
+            };
             let hash = KeyHash::from_hex(&hash).ok_or_else(|| Fail(2, "--hash must be 64 hex characters".into()))?;
             let spec = new_key(name, &settings)?;
             show_key(

@@ -63,28 +63,30 @@ pub struct Reply {
     body: Result<Value, ApiError>,
     headers: Vec<(HeaderName, HeaderValue)>,
     verdict: Option<&'static str>,
+    /// A field added to the error object (e.g. a batch's per-item `errors`).
+    detail: Option<(&'static str, Value)>,
 }
 
 impl Reply {
     /// 200 with `data`.
     pub fn ok(data: Value) -> Self {
-        Self { status: StatusCode::OK, body: Ok(data), headers: Vec::new(), verdict: None }
+        Self { status: StatusCode::OK, body: Ok(data), headers: Vec::new(), verdict: None, detail: None }
     }
 
     /// 201 with `data`.
     pub fn created(data: Value) -> Self {
-        Self { status: StatusCode::CREATED, body: Ok(data), headers: Vec::new(), verdict: None }
+        Self { status: StatusCode::CREATED, body: Ok(data), headers: Vec::new(), verdict: None, detail: None }
     }
 
     /// `status` with `data`; `success` in the envelope says whether the
     /// status is a 2xx (a health check that fails still describes itself).
     pub fn status(status: StatusCode, data: Value) -> Self {
-        Self { status, body: Ok(data), headers: Vec::new(), verdict: None }
+        Self { status, body: Ok(data), headers: Vec::new(), verdict: None, detail: None }
     }
 
     /// An error.
     pub fn error(e: ApiError) -> Self {
-        Self { status: e.status, body: Err(e), headers: Vec::new(), verdict: None }
+        Self { status: e.status, body: Err(e), headers: Vec::new(), verdict: None, detail: None }
     }
 
     /// Adds a header.
@@ -92,6 +94,12 @@ impl Reply {
         if let Ok(v) = value.try_into() {
             self.headers.push((name, v));
         }
+        self
+    }
+
+    /// Adds a field beside `code` and `message` in the error object.
+    pub fn detail(mut self, name: &'static str, value: Value) -> Self {
+        self.detail = Some((name, value));
         self
     }
 
@@ -109,7 +117,7 @@ impl From<ApiError> for Reply {
 }
 
 #[derive(Clone)]
-struct EnvelopeBody(Result<Value, ApiError>);
+struct EnvelopeBody(Result<Value, ApiError>, Option<(&'static str, Value)>);
 
 /// The verdict code a response carried, for metrics.
 #[derive(Clone, Copy)]
@@ -122,7 +130,7 @@ impl IntoResponse for Reply {
         for (n, v) in self.headers {
             resp.headers_mut().append(n, v);
         }
-        resp.extensions_mut().insert(EnvelopeBody(self.body));
+        resp.extensions_mut().insert(EnvelopeBody(self.body, self.detail));
         if let Some(v) = self.verdict {
             resp.extensions_mut().insert(VerdictTag(v));
         }
@@ -183,8 +191,16 @@ pub(crate) async fn envelope(State(state): State<AppState>, mut req: Request, ne
     let mut resp = next.run(req).await;
     let status = resp.status();
     let body = match resp.extensions_mut().remove::<EnvelopeBody>() {
-        Some(EnvelopeBody(Ok(data))) => Some(json!({"success": status.is_success(), "data": data, "request_id": id})),
-        Some(EnvelopeBody(Err(e))) => Some(error_json(&e.code, &e.message, &id)),
+        Some(EnvelopeBody(Ok(data), _)) => {
+            Some(json!({"success": status.is_success(), "data": data, "request_id": id}))
+        }
+        Some(EnvelopeBody(Err(e), detail)) => {
+            let mut body = error_json(&e.code, &e.message, &id);
+            if let (Some((name, value)), Some(Value::Object(error))) = (detail, body.get_mut("error")) {
+                error.insert(name.into(), value);
+            }
+            Some(body)
+        }
         // Not ours (axum's own 404/405/413/...): wrap errors in the envelope too.
         None if status.is_client_error() || status.is_server_error() => {
             let message = status.canonical_reason().unwrap_or("error").to_owned();

@@ -2,10 +2,10 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
-use keyward::{KeyInfo, NewSigning, Workspace};
+use keyward::{BatchKey, ImportKey, KeyInfo, NewKey, NewSigning, Workspace};
 use keyward_core::{
-    Concurrency, Credits, IpRule, IpRules, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
-    ToolPolicy, UnixMillis,
+    Concurrency, Credits, IpRule, IpRules, KeyHash, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
+    Token, ToolPolicy, UnixMillis,
 };
 use serde_json::{Map, Value, json};
 
@@ -14,14 +14,31 @@ use crate::envelope::ApiError;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Largest accepted body of `POST /v1/api-keys/batch` (up to
+/// [`MAX_BATCH_SPECS`] key specs).
+pub const MAX_BATCH_BODY: usize = 4 * 1024 * 1024;
+
+/// Most key specs one `POST /v1/api-keys/batch` takes.
+pub const MAX_BATCH_SPECS: usize = 1_000;
+
 /// Parses a JSON object body. An empty body is an empty object when
 /// `empty_ok`; the content type must be JSON otherwise.
 pub(crate) fn object(headers: &HeaderMap, body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, ApiError> {
-    if body.len() > MAX_BODY {
+    object_within(headers, body, empty_ok, MAX_BODY)
+}
+
+/// [`object`] of a body of at most `max` bytes.
+pub(crate) fn object_within(
+    headers: &HeaderMap,
+    body: &Bytes,
+    empty_ok: bool,
+    max: usize,
+) -> Result<Map<String, Value>, ApiError> {
+    if body.len() > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("body over {MAX_BODY} bytes"),
+            format!("body over {max} bytes"),
         ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -48,6 +65,11 @@ pub(crate) struct Fields<'a> {
 impl<'a> Fields<'a> {
     pub(crate) fn new(map: &'a Map<String, Value>) -> Self {
         Self { map, prefix: String::new() }
+    }
+
+    /// The fields of `map`, named under `prefix` (e.g. `keys[3].`).
+    pub(crate) fn under(map: &'a Map<String, Value>, prefix: impl Into<String>) -> Self {
+        Self { map, prefix: prefix.into() }
     }
 
     fn nested(map: &'a Map<String, Value>, prefix: String) -> Self {
@@ -278,6 +300,96 @@ impl<'a> Fields<'a> {
             Some(_) => return Err(ApiError::invalid(&f.name("nonce_policy"), "must be \"monotonic\" or \"unique\"")),
         };
         Ok(Some(NewSigning { user_id, nonce_policy }))
+    }
+}
+
+/// Fields of a new key's spec (`POST /v1/api-keys`, each item of
+/// `POST /v1/api-keys/batch`, each line of `keyward key import`).
+pub const KEY_SPEC_FIELDS: &[&str] = &[
+    "name",
+    "title",
+    "expire_now",
+    "expires_at",
+    "permissions",
+    "ip_rules",
+    "limits",
+    "tools",
+    "meta",
+    "signing",
+    "disabled",
+];
+
+/// Fields a spec of a key issued elsewhere may add (`keyward key import`):
+/// its token, or the SHA-256 of it (hex), and a display start with a hash.
+pub const IMPORT_FIELDS: &[&str] = &["token", "hash", "start"];
+
+/// A new key's settings from a spec object; errors name the field under
+/// the spec's prefix.
+/// A key spec; omitted `permissions` are `inherited` (the creator's).
+pub(crate) fn new_key(f: &Fields<'_>, inherited: &[Permission]) -> Result<NewKey, ApiError> {
+    let name = match (f.str("name")?, f.str("title")?) {
+        (Some(n), _) | (None, Some(n)) => n.to_owned(),
+        (None, None) if f.has("name") || f.has("title") => {
+            return Err(ApiError::invalid(&f.name("name"), "must be a string"));
+        }
+        (None, None) => return Err(ApiError::invalid(&f.name("name"), "is required")),
+    };
+    Ok(NewKey {
+        name,
+        expire_now: f.bool("expire_now")?.unwrap_or(false),
+        expires_at: f.time("expires_at")?,
+        permissions: match f.permissions("permissions")? {
+            Some(p) => p,
+            None => inherited.to_vec(),
+        },
+        ip_rules: f.ip_rules("ip_rules")?.unwrap_or_default(),
+        limits: f.limits("limits")?,
+        tool_limits: Vec::new(),
+        tools: f.strings("tools")?.unwrap_or_default(),
+        meta: match f.get("meta") {
+            None => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => return Err(ApiError::invalid(&f.name("meta"), "must be a JSON object")),
+        },
+        signing: f.signing("signing")?,
+        disabled: f.bool("disabled")?.unwrap_or(false),
+        ..NewKey::default()
+    })
+}
+
+/// One key of a batch from a spec object whose fields are named under
+/// `prefix` (`keys[3].` over HTTP, `` for a line of an import file).
+/// Unknown fields are refused. With `import`, a spec may carry `token` (a
+/// key issued elsewhere, by its token) or `hash` (by the SHA-256 hex of
+/// its token, with an optional display `start`); with neither, or without
+/// `import`, the key is new and its token is minted.
+pub fn key_spec(spec: &Value, prefix: &str, import: bool, inherited: &[Permission]) -> Result<BatchKey, ApiError> {
+    let Value::Object(map) = spec else {
+        let at = prefix.strip_suffix('.').unwrap_or(prefix);
+        return Err(ApiError::invalid(if at.is_empty() { "spec" } else { at }, "must be a JSON object"));
+    };
+    let f = Fields::under(map, prefix);
+    if import {
+        f.only(&[KEY_SPEC_FIELDS, IMPORT_FIELDS].concat())?;
+    } else {
+        f.only(KEY_SPEC_FIELDS)?;
+    }
+    let key = new_key(&f, inherited)?;
+    match (f.str("token")?, f.str("hash")?, f.str("start")?) {
+        (Some(_), Some(_), _) => Err(ApiError::invalid(&f.name("hash"), "give token or hash, not both")),
+        (Some(_), None, Some(_)) => {
+            Err(ApiError::invalid(&f.name("start"), "only with hash (a token's start is its first characters)"))
+        }
+        (Some(t), None, None) => match Token::parse_foreign(t) {
+            Ok(token) => Ok(BatchKey::Token { token, key }),
+            Err(e) => Err(ApiError::invalid(&f.name("token"), e)),
+        },
+        (None, Some(h), start) => match KeyHash::from_hex(h) {
+            Some(hash) => Ok(BatchKey::Hash(ImportKey { hash: Some(hash), key, start: start.map(str::to_owned) })),
+            None => Err(ApiError::invalid(&f.name("hash"), "must be 64 hex characters (SHA-256 of the token)")),
+        },
+        (None, None, Some(_)) => Err(ApiError::invalid(&f.name("start"), "only with hash")),
+        (None, None, None) => Ok(BatchKey::New(key)),
     }
 }
 

@@ -35,7 +35,7 @@ use keyward::Engine;
 
 pub use client_ip::TrustedProxies;
 pub use envelope::{ApiError, Reply, RequestId};
-pub use json::{DEFAULT_LEASE_MS, MAX_BODY};
+pub use json::{DEFAULT_LEASE_MS, IMPORT_FIELDS, KEY_SPEC_FIELDS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, key_spec};
 pub use layer::{KeywardLayer, KeywardService, VerifiedKey};
 pub use metrics::Metrics;
 
@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/v1/api-keys", post(routes::create_key).get(routes::list_keys))
+        .route("/v1/api-keys/batch", post(routes::create_keys).layer(DefaultBodyLimit::max(json::MAX_BATCH_BODY)))
         .route("/v1/api-keys/{id}", get(routes::get_key).patch(routes::update_key).delete(routes::delete_key))
         .route("/v1/api-keys/{id}/revoke", post(routes::revoke_key))
         .route("/v1/api-keys/{id}/rotate", post(routes::rotate_key))

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, ToolUpdate};
+use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, SigningSecrets, ToolUpdate};
 use keyward_core::{Code, Cost, Credential, KeyId, UnixMillis, Verdict, WorkspaceId, parse_credentials};
 use serde_json::{Value, json};
 
@@ -153,41 +153,27 @@ macro_rules! tri {
 pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
     let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
-    let name = match (tri!(f.str("name")), tri!(f.str("title"))) {
-        (Some(n), _) | (None, Some(n)) => n.to_owned(),
-        (None, None) if f.has("name") || f.has("title") => return ApiError::invalid("name", "must be a string").into(),
-        (None, None) => return ApiError::invalid("name", "is required").into(),
-    };
-    let spec = NewKey {
-        name,
-        expire_now: tri!(f.bool("expire_now")).unwrap_or(false),
-        expires_at: tri!(f.time("expires_at")),
-        permissions: match tri!(f.permissions("permissions")) {
-            Some(p) => p,
-            // Omitted: the creator's own (`[]` asks for none).
-            None => tri!(inherited_permissions(&state, caller_id)),
-        },
-        ip_rules: tri!(f.ip_rules("ip_rules")).unwrap_or_default(),
-        limits: tri!(f.limits("limits")),
-        tool_limits: Vec::new(),
-        tools: tri!(f.strings("tools")).unwrap_or_default(),
-        meta: match f.get("meta") {
-            None => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
-            Some(_) => return ApiError::invalid("meta", "must be a JSON object").into(),
-        },
-        signing: tri!(f.signing("signing")),
-        disabled: tri!(f.bool("disabled")).unwrap_or(false),
-        ..NewKey::default()
-    };
+    let inherited = tri!(inherited_permissions(&state, caller_id));
+    let spec = tri!(json::new_key(&Fields::new(&map), &inherited));
     let created = tri!(
         off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
     );
-    let mut data = key_json(&created.info);
+    Reply::created(created_json(&created.info, Some(&created.token), created.signing.as_ref()))
+}
+
+/// A key just created: its view, its secret (when minted here) and its
+/// signing secrets, shown this once.
+fn created_json(
+    info: &keyward::KeyInfo,
+    token: Option<&keyward_core::Token>,
+    signing: Option<&SigningSecrets>,
+) -> Value {
+    let mut data = key_json(info);
     if let Value::Object(m) = &mut data {
-        m.insert("secret".into(), created.token.expose().into());
-        if let Some(s) = &created.signing {
+        if let Some(t) = token {
+            m.insert("secret".into(), t.expose().into());
+        }
+        if let Some(s) = signing {
             m.insert("api_secret".into(), s.api_secret.as_str().into());
             m.insert("user_id".into(), s.user_id.clone().into());
             m.insert("nonce".into(), s.nonce.into());
@@ -198,7 +184,73 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
             m.insert("nonce_policy".into(), policy.into());
         }
     }
-    Reply::created(data)
+    data
+}
+
+/// `POST /v1/api-keys/batch` `{"keys":[spec, …]}`: up to
+/// [`json::MAX_BATCH_SPECS`] keys in one commit, all or nothing. 201 with
+/// `{"items":[…]}`, each as `POST /v1/api-keys` answers, in order. If any
+/// spec is refused nothing is created: the error (the first refused
+/// spec's status and code) lists every refused spec in `errors`, with its
+/// index and a message naming its path (`keys[3].permissions: …`).
+pub(crate) async fn create_keys(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
+    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
+    let map = tri!(json::object_within(&headers, &body, false, json::MAX_BATCH_BODY));
+    tri!(Fields::new(&map).only(&["keys"]));
+    let specs = match map.get("keys") {
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= json::MAX_BATCH_SPECS => a,
+        Some(Value::Array(a)) => {
+            let why = format!("must hold 1 to {} key specs, got {}", json::MAX_BATCH_SPECS, a.len());
+            return ApiError::invalid("keys", why).into();
+        }
+        Some(_) => return ApiError::invalid("keys", "must be an array of key specs").into(),
+        None => return ApiError::invalid("keys", "is required").into(),
+    };
+    let total = specs.len();
+    let mut items = Vec::with_capacity(total);
+    let mut refused = Vec::new();
+    let inherited = tri!(inherited_permissions(&state, caller_id));
+    for (i, spec) in specs.iter().enumerate() {
+        match json::key_spec(spec, &format!("keys[{i}]."), false, &inherited) {
+            Ok(item) => items.push(item),
+            Err(e) => refused.push((i, e)),
+        }
+    }
+    if !refused.is_empty() {
+        return batch_refused(total, refused);
+    }
+    let created = off_workers(&state.engine, move |e| e.create_keys(ws, items, &Actor::Key(caller_id))).await;
+    match created {
+        Ok(keys) => Reply::created(json!({
+            "items": keys.iter().map(|k| created_json(&k.info, k.token.as_ref(), k.signing.as_ref())).collect::<Vec<_>>()
+        })),
+        Err(keyward::Error::Batch { total, refused }) => {
+            batch_refused(total, refused.into_iter().map(|(i, e)| (i, item_error(&format!("keys[{i}]"), e))).collect())
+        }
+        Err(e) => engine_error(e).into(),
+    }
+}
+
+/// An engine refusal of one spec of a batch, named by its path.
+fn item_error(path: &str, e: keyward::Error) -> ApiError {
+    match e {
+        keyward::Error::Invalid { field, message } => ApiError::invalid(&format!("{path}.{field}"), message),
+        e => {
+            let e = engine_error(e);
+            ApiError { message: format!("{path}: {}", e.message), ..e }
+        }
+    }
+}
+
+/// The answer to a batch with refused specs: nothing was created.
+fn batch_refused(total: usize, refused: Vec<(usize, ApiError)>) -> Reply {
+    let errors: Vec<Value> =
+        refused.iter().map(|(i, e)| json!({"index": i, "code": e.code, "message": e.message})).collect();
+    let Some((_, first)) = refused.into_iter().next() else {
+        return ApiError::invalid("keys", "refused").into();
+    };
+    let message = format!("{} of {total} keys refused, none created; {}", errors.len(), first.message);
+    Reply::error(ApiError { message, ..first }).detail("errors", Value::Array(errors))
 }
 
 /// The permissions of the calling key, for a key created without any: it

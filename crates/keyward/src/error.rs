@@ -70,6 +70,23 @@ pub enum Error {
     /// A signed authentication was refused with this verdict code.
     #[error("authentication refused: {0}")]
     Refused(Code),
+    /// Some keys of a batch ([`Engine::create_keys`](crate::Engine::create_keys))
+    /// were refused; nothing of the batch was written.
+    #[error("{}", batch_message(*.total, .refused))]
+    Batch {
+        /// Keys in the batch.
+        total: usize,
+        /// Each refused key's index in the batch and why, in order.
+        refused: Vec<(usize, Error)>,
+    },
+}
+
+fn batch_message(total: usize, refused: &[(usize, Error)]) -> String {
+    let mut m = format!("{} of {total} keys refused, none written", refused.len());
+    if let Some((i, e)) = refused.first() {
+        m.push_str(&format!("; key {i}: {e}"));
+    }
+    m
 }
 
 impl Error {

@@ -16,7 +16,7 @@ use crate::engine::{Engine, Inner, KeyCounters, LiveKey, UsageCell};
 use crate::error::{Error, Result};
 use crate::model::{
     Actor, AuditAction, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyRecord, KeyTtl, KeyUpdate, KeyUsageReport,
-    NewKey, NewSigning, Page, SigningRecord, SigningSecrets, UsageRecord,
+    NewKey, NewSigning, Page, SigningRecord, SigningSecrets, UsageRecord, Workspace,
 };
 use crate::rng::os_rng;
 use crate::store::{Batch, Change};
@@ -238,6 +238,122 @@ impl CreditStep {
     }
 }
 
+/// A new key checked outside the writer: its id, token (when minted here),
+/// hash and settings. [`NewRecord::record`] makes its record under the writer.
+pub(crate) struct NewRecord {
+    pub id: KeyId,
+    pub token: Option<Token>,
+    pub hash: KeyHash,
+    start: String,
+    meta: String,
+    pub signing: Option<SigningRecord>,
+    spec: NewKey,
+}
+
+impl NewRecord {
+    /// Checks `spec` and mints its id (and its token unless `imported`
+    /// gives the hash and display start of a key issued elsewhere).
+    pub(crate) fn prepare(
+        inner: &Inner,
+        ws: &keyward_core::WorkspacePolicy,
+        spec: NewKey,
+        imported: Option<(KeyHash, String)>,
+        rng: &mut (impl rand_core::CryptoRng + ?Sized),
+    ) -> Result<Self> {
+        let (meta, signing) = check_new_key(&spec, inner.opts.master_key.is_some())?;
+        if imported.is_some() && spec.signing.is_some() {
+            return Err(Error::invalid("signing", "imported keys cannot have a signing identity"));
+        }
+        let id = KeyId::generate(rng);
+        let (token, hash, start) = match imported {
+            Some((hash, start)) => {
+                if start.len() > 32 || start.chars().any(char::is_control) {
+                    return Err(Error::invalid("start", "must be at most 32 characters without control characters"));
+                }
+                (None, hash, start)
+            }
+            None => {
+                let prefix = spec.prefix.as_ref().unwrap_or(&ws.prefix);
+                let t = Token::generate(prefix, rng);
+                let (h, s) = (t.hash(), t.start());
+                (Some(t), h, s)
+            }
+        };
+        Ok(Self { id, token, hash, start, meta, signing, spec })
+    }
+
+    /// The key's record, and its counters when it starts with credits,
+    /// bounded by the acting key (see `bounds`). Call under the writer.
+    pub(crate) fn record(
+        &self,
+        workspace: &Workspace,
+        acting: Option<&LiveKey>,
+        actor: &Actor,
+        now: UnixMillis,
+        serial: u64,
+    ) -> Result<(KeyRecord, Option<UsageRecord>)> {
+        let spec = &self.spec;
+        let ws = &workspace.policy;
+        Inner::check_grant(acting, &spec.permissions)?;
+        let mut expires_at = new_key_expiry(workspace.key_ttl, spec.expires_at, spec.expire_now, now)?;
+        // A lifetime the key did not ask for ends with its creator's.
+        if let (None, Some(limit)) = (spec.expires_at, acting.and_then(|a| a.policy().expires_at)) {
+            expires_at = Some(expires_at.map_or(limit, |e| e.min(limit)));
+        }
+        let mut record = KeyRecord {
+            policy: KeyPolicy {
+                id: self.id,
+                workspace: ws.id,
+                hash: self.hash,
+                name: spec.name.clone(),
+                revoked_at: None,
+                expires_at,
+                disabled: spec.disabled,
+                permissions: spec.permissions.clone(),
+                ip_rules: spec.ip_rules.clone(),
+                limits: spec.limits.clone().unwrap_or_else(|| ws.default_limits.clone()),
+                tool_limits: spec.tool_limits.clone(),
+                tools: spec.tools.clone(),
+                meta: self.meta.clone(),
+                imported: self.token.is_none(),
+            },
+            start: self.start.clone(),
+            created_at: now,
+            created_by: actor.to_string(),
+            signing: self.signing.clone(),
+            usage_owner: None,
+            external_id: spec.external_id.clone(),
+            roles: spec.roles.clone(),
+            serial: Some(serial),
+        };
+        if let Some(a) = acting {
+            // A key makes no key that can do more than itself.
+            crate::bounds::carry(a.policy(), &mut record.policy, spec.limits.is_some())?;
+            crate::bounds::check(a.policy(), &record.policy)?;
+        }
+        // Credits count from creation: a key created with 0 credits and a
+        // daily refill gets them at the next midnight.
+        let usage = record.policy.limits.credits.map(|c| {
+            let mut usage = UsageRecord::default();
+            usage.key.credits = Some(CreditBalance { remaining: c.initial, refilled_at: now });
+            usage
+        });
+        Ok((record, usage))
+    }
+}
+
+impl Inner {
+    /// Indexes a key just committed; returns its view.
+    pub(crate) fn publish_new(&self, record: KeyRecord, usage: Option<UsageRecord>, now: UnixMillis) -> KeyInfo {
+        let id = record.policy.id;
+        let cell = Arc::new(UsageCell::from_record(id, usage.unwrap_or_default()));
+        let live = LiveKey::new(record, cell, Arc::new(Mutex::new(Default::default())));
+        let info = self.key_info(&live, now);
+        self.index_key(live);
+        info
+    }
+}
+
 impl Engine {
     /// Creates a key in workspace `ws`. The token is in the result and nowhere else.
     ///
@@ -255,13 +371,7 @@ impl Engine {
         let Some(hash) = import.hash else {
             return Err(Error::invalid("hash", "SHA-256 of the token is required"));
         };
-        if import.key.signing.is_some() {
-            return Err(Error::invalid("signing", "imported keys cannot have a signing identity"));
-        }
         let start = import.start.unwrap_or_else(|| "imported".into());
-        if start.len() > 32 || start.chars().any(char::is_control) {
-            return Err(Error::invalid("start", "must be at most 32 characters without control characters"));
-        }
         Ok(self.insert_key(ws, import.key, actor, Some((hash, start)))?.0)
     }
 
@@ -279,87 +389,33 @@ impl Engine {
         if !ws.ws.policy.api_access {
             return Err(Error::PlanInactive);
         }
-        let (meta, signing) = check_new_key(&spec, inner.opts.master_key.is_some())?;
         let now = inner.now();
-        let mut rng = os_rng();
-        let id = KeyId::generate(&mut rng);
-        let prefix = spec.prefix.clone().unwrap_or_else(|| ws.ws.policy.prefix.clone());
-        let (token, hash, start) = match imported {
-            Some((hash, start)) => (None, hash, start),
-            None => {
-                let t = Token::generate(&prefix, &mut rng);
-                let (h, s) = (t.hash(), t.start());
-                (Some(t), h, s)
-            }
-        };
-        let info = inner.write(|batch| {
+        let new = NewRecord::prepare(inner, &ws.ws.policy, spec, imported, &mut os_rng())?;
+        let id = new.id;
+        let (info, new) = inner.write(|batch| {
             let ws = inner.workspace(ws_id)?;
             if !ws.ws.policy.api_access {
                 return Err(Error::PlanInactive);
             }
             let acting = inner.acting_key(actor, ws_id)?;
-            let mut expires_at = new_key_expiry(ws.ws.key_ttl, spec.expires_at, spec.expire_now, now)?;
-            // A lifetime the key did not ask for ends with its creator's.
-            if let (None, Some(limit)) = (spec.expires_at, acting.as_ref().and_then(|a| a.policy().expires_at)) {
-                expires_at = Some(expires_at.map_or(limit, |e| e.min(limit)));
-            }
-            Inner::check_grant(acting.as_deref(), &spec.permissions)?;
-            if inner.by_hash.contains_key(&hash.0) {
+            if inner.by_hash.contains_key(&new.hash.0) {
                 return Err(Error::AlreadyExists { kind: "key", id: "with this hash".into() });
             }
             let serial = inner.reserve_serials(ws_id, 1, batch)?;
-            let mut record = KeyRecord {
-                policy: KeyPolicy {
-                    id,
-                    workspace: ws_id,
-                    hash,
-                    name: spec.name.clone(),
-                    revoked_at: None,
-                    expires_at,
-                    disabled: spec.disabled,
-                    permissions: spec.permissions.clone(),
-                    ip_rules: spec.ip_rules.clone(),
-                    limits: spec.limits.clone().unwrap_or_else(|| ws.ws.policy.default_limits.clone()),
-                    tool_limits: spec.tool_limits.clone(),
-                    tools: spec.tools.clone(),
-                    meta: meta.clone(),
-                    imported: token.is_none(),
-                },
-                start: start.clone(),
-                created_at: now,
-                created_by: actor.to_string(),
-                signing: signing.clone(),
-                usage_owner: None,
-                external_id: spec.external_id.clone(),
-                roles: spec.roles.clone(),
-                serial: Some(serial),
-            };
-            if let Some(a) = &acting {
-                // A key makes no key that can do more than itself.
-                crate::bounds::carry(a.policy(), &mut record.policy, spec.limits.is_some())?;
-                crate::bounds::check(a.policy(), &record.policy)?;
-            }
-            let mut usage = UsageRecord::default();
-            // Credits count from creation: a key created with 0 credits
-            // and a daily refill gets them at the next midnight.
-            if let Some(c) = record.policy.limits.credits {
-                usage.key.credits = Some(CreditBalance { remaining: c.initial, refilled_at: now });
-                batch.push(Change::Usage(id, usage.clone()));
+            let (record, usage) = new.record(&ws.ws, acting.as_deref(), actor, now, serial)?;
+            if let Some(u) = &usage {
+                batch.push(Change::Usage(id, u.clone()));
             }
             batch.push(Change::Key(record.clone()));
-            let action = if token.is_none() { AuditAction::KeyImported } else { AuditAction::KeyCreated };
+            let action = if new.token.is_none() { AuditAction::KeyImported } else { AuditAction::KeyCreated };
             audit(batch, now, actor, action, Some(ws_id), id.to_string(), record.policy.name.clone());
             Ok(move || {
                 inner.note_serials(ws_id, serial);
-                let cell = Arc::new(UsageCell::from_record(id, usage));
-                let live = LiveKey::new(record, cell, Arc::new(Mutex::new(Default::default())));
-                let info = inner.key_info(&live, now);
-                inner.index_key(live);
-                info
+                (inner.publish_new(record, usage, now), new)
             })
         })?;
-        let signing = signing_secrets(inner, id, signing.as_ref());
-        Ok((info, token, signing))
+        let signing = signing_secrets(inner, id, new.signing.as_ref());
+        Ok((info, new.token, signing))
     }
 
     /// A key by id.

@@ -46,6 +46,7 @@
 
 mod audit;
 mod bounds;
+mod bulk;
 mod clock;
 mod engine;
 mod error;
@@ -61,6 +62,7 @@ mod verify;
 mod workspaces;
 mod writer;
 
+pub use bulk::{BatchCreated, BatchKey, MAX_BATCH};
 pub use clock::{Clock, CounterClock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, Health};
 pub use error::{Error, Result};

@@ -443,6 +443,10 @@ pub enum AuditAction {
     ToolUpdated,
     /// A session was ended.
     SessionEnded,
+    /// Keys created or imported in one batch (target: how many; detail:
+    /// their ids in order, comma-separated). Last, so records written
+    /// before it existed decode as they were.
+    KeysCreated,
 }
 
 impl AuditAction {
@@ -463,6 +467,7 @@ impl AuditAction {
             AuditAction::ToolCreated => "tool.created",
             AuditAction::ToolUpdated => "tool.updated",
             AuditAction::SessionEnded => "session.ended",
+            AuditAction::KeysCreated => "keys.created",
         }
     }
 }

@@ -288,20 +288,29 @@ fn read_history(
 }
 
 fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
+    // Each table opened once per commit, not once per change: a batch of
+    // thousands of keys writes them into the same open table.
+    let mut workspaces = txn.open_table(WORKSPACES).map_err(table_err)?;
+    let mut tools = txn.open_table(TOOLS).map_err(table_err)?;
+    let mut keys = txn.open_table(KEYS).map_err(table_err)?;
+    let mut usage = txn.open_table(USAGE).map_err(table_err)?;
+    let mut nonces = txn.open_table(NONCES).map_err(table_err)?;
+    let mut sessions = txn.open_table(SESSIONS).map_err(table_err)?;
+    let mut audit = txn.open_table(AUDIT).map_err(table_err)?;
     for change in &batch.changes {
         match change {
             Change::Workspace(ws) => {
-                txn.open_table(WORKSPACES).map_err(table_err)?.insert(&ws.policy.id.0, encode_record(ws).as_slice())?;
+                workspaces.insert(&ws.policy.id.0, encode_record(ws).as_slice())?;
             }
             Change::Tool(t) => {
                 let key = (&t.policy.workspace.0, t.policy.name.as_str());
-                txn.open_table(TOOLS).map_err(table_err)?.insert(key, encode_record(t).as_slice())?;
+                tools.insert(key, encode_record(t).as_slice())?;
             }
             Change::Key(rec) => {
-                txn.open_table(KEYS).map_err(table_err)?.insert(&rec.policy.id.0, encode_record(rec).as_slice())?;
+                keys.insert(&rec.policy.id.0, encode_record(rec).as_slice())?;
             }
             Change::KeyDeleted(id) => {
-                txn.open_table(KEYS).map_err(table_err)?.remove(&id.0)?;
+                keys.remove(&id.0)?;
                 txn.open_table(LAST_USED).map_err(table_err)?.remove(&id.0)?;
                 // Its history goes with it (a workspace's keeps its calls).
                 let mut history = txn.open_table(HISTORY).map_err(table_err)?;
@@ -315,31 +324,30 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
             }
             // One node: the counters in memory are the only ones.
             Change::Usage(id, rec) | Change::UsageAt(id, _, rec) => {
-                txn.open_table(USAGE).map_err(table_err)?.insert(&id.0, encode_record(rec).as_slice())?;
+                usage.insert(&id.0, encode_record(rec).as_slice())?;
             }
             Change::UsageStats(id, stats) => {
-                let mut t = txn.open_table(USAGE).map_err(table_err)?;
-                let mut rec: UsageRecord = match t.get(&id.0)? {
+                let mut rec: UsageRecord = match usage.get(&id.0)? {
                     Some(v) => decode_record(v.value())?,
                     None => UsageRecord::default(),
                 };
                 rec.add_stats(stats);
-                t.insert(&id.0, encode_record(&rec).as_slice())?;
+                usage.insert(&id.0, encode_record(&rec).as_slice())?;
             }
             Change::UsageDeleted(id) => {
-                txn.open_table(USAGE).map_err(table_err)?.remove(&id.0)?;
+                usage.remove(&id.0)?;
             }
             Change::Nonce(id, state) => {
-                txn.open_table(NONCES).map_err(table_err)?.insert(&id.0, encode_record(state).as_slice())?;
+                nonces.insert(&id.0, encode_record(state).as_slice())?;
             }
             Change::NonceDeleted(id) => {
-                txn.open_table(NONCES).map_err(table_err)?.remove(&id.0)?;
+                nonces.remove(&id.0)?;
             }
             Change::Session(hash, rec) => {
-                txn.open_table(SESSIONS).map_err(table_err)?.insert(hash, encode_record(rec).as_slice())?;
+                sessions.insert(hash, encode_record(rec).as_slice())?;
             }
             Change::SessionDeleted(hash) => {
-                txn.open_table(SESSIONS).map_err(table_err)?.remove(hash)?;
+                sessions.remove(hash)?;
             }
             Change::Probe => {}
             Change::Serial(ws, n) => {
@@ -348,9 +356,8 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
                 t.insert(&ws.0, high.max(*n))?;
             }
             Change::Audit(d) => {
-                let mut t = txn.open_table(AUDIT).map_err(table_err)?;
-                let seq = t.last()?.map_or(0, |(k, _)| k.value()) + 1;
-                t.insert(seq, encode_record(&d.event(seq)).as_slice())?;
+                let seq = audit.last()?.map_or(0, |(k, _)| k.value()) + 1;
+                audit.insert(seq, encode_record(&d.event(seq)).as_slice())?;
             }
         }
     }
