@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use keyward::{KeyInfo, NewSigning};
 use keyward_core::{
     Concurrency, Credits, IpRule, IpRules, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
-    ToolPolicy, UnixMillis,
+    UnixMillis,
 };
 use serde_json::{Map, Value, json};
 
@@ -61,6 +61,14 @@ impl<'a> Fields<'a> {
     /// The value, treating JSON `null` as absent.
     pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    /// Refuses a field not in `known`, naming it.
+    pub(crate) fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::invalid(&self.name(k), "unknown field")),
+            None => Ok(()),
+        }
     }
 
     /// Whether the field is present (even as `null`).
@@ -332,12 +340,15 @@ pub(crate) fn key_json(k: &KeyInfo) -> Value {
     v
 }
 
-pub(crate) fn tool_json(t: &ToolPolicy) -> Value {
+pub(crate) fn tool_json(tool: &keyward::Tool) -> Value {
+    let t = &tool.policy;
     json!({
         "name": t.name,
         "enabled": t.enabled,
         "permission": t.permission.as_ref().map(Permission::as_str),
         "cooldown_ms": t.limits.cooldown_ms,
         "daily_limit": t.limits.daily,
+        "upstream": tool.upstream,
+        "timeout_ms": tool.timeout_ms,
     })
 }

@@ -395,10 +395,14 @@ pub(crate) async fn audit(
 
 // ---- tools ----------------------------------------------------------------
 
+/// What a tool body may hold (`name` only when creating).
+const TOOL_FIELDS: &[&str] = &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
+
 pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
+    tri!(f.only(TOOL_FIELDS));
     let name = tri!(tri!(f.str("name")).ok_or_else(|| ApiError::invalid("name", "is required"))).to_owned();
     let permission = match tri!(f.str("permission")) {
         Some(p) => Some(tri!(keyward_core::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e)))),
@@ -410,6 +414,8 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
         permission,
         cooldown_ms: tri!(f.u64("cooldown_ms")),
         daily_limit: tri!(f.u64("daily_limit")),
+        upstream: tri!(f.str("upstream")).map(str::to_owned),
+        timeout_ms: tri!(f.u64("timeout_ms")),
     };
     let t = tri!(
         off_workers(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id)))
@@ -429,6 +435,7 @@ pub(crate) async fn update_tool(
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
+    tri!(f.only(&TOOL_FIELDS[1..]));
     let permission = if f.has("permission") {
         match tri!(f.str("permission")) {
             Some(p) => {
@@ -444,6 +451,8 @@ pub(crate) async fn update_tool(
         permission,
         cooldown_ms: if f.has("cooldown_ms") { Some(tri!(f.u64("cooldown_ms"))) } else { None },
         daily_limit: if f.has("daily_limit") { Some(tri!(f.u64("daily_limit"))) } else { None },
+        upstream: if f.has("upstream") { Some(tri!(f.str("upstream")).map(str::to_owned)) } else { None },
+        timeout_ms: if f.has("timeout_ms") { Some(tri!(f.u64("timeout_ms"))) } else { None },
     };
     let t = tri!(
         off_workers(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))

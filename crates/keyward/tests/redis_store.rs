@@ -36,6 +36,8 @@ fn everything_round_trips_through_redis() {
         permission: None,
         cooldown_ms: Some(10),
         daily_limit: Some(5),
+        upstream: None,
+        timeout_ms: None,
     };
     e.create_tool(ws, tool, &Actor::Admin).unwrap();
     let credits = Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() };
@@ -74,7 +76,7 @@ fn everything_round_trips_through_redis() {
     assert_eq!(e.audit(None, 0, 100).unwrap(), audit_before);
     assert_eq!(e.audit(Some(ws), 3, 4).unwrap().items.iter().map(|a| a.seq).collect::<Vec<_>>(), [4, 5, 6, 7]);
     assert_eq!(e.audit(Some(ws), 3, 4).unwrap().next_cursor.as_deref(), Some("7"));
-    assert_eq!(e.tools(ws).unwrap()[0].limits.daily, Some(5));
+    assert_eq!(e.tools(ws).unwrap()[0].policy.limits.daily, Some(5));
     assert_eq!(e.session_count(), 1);
     assert_eq!(e.authenticate_user(&login(&signer, "5"), None).unwrap_err().code, Code::NonceReused);
     assert_eq!(e.check().unwrap(), 4);
@@ -166,8 +168,15 @@ fn a_second_node_follows_every_change_within_milliseconds() {
     within("a rotation", || valid(&b, rotated.token.expose()) == Code::Valid);
     assert_eq!(b.key(late.info.id).unwrap().expires_at, Some(T0.plus(60_000)));
 
-    let tool =
-        NewTool { name: "reports".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None };
+    let tool = NewTool {
+        name: "reports".into(),
+        enabled: true,
+        permission: None,
+        cooldown_ms: None,
+        daily_limit: None,
+        upstream: None,
+        timeout_ms: None,
+    };
     a.create_tool(ws, tool, &Actor::Admin).unwrap();
     let on_tool =
         |e: &Engine| e.verify(rotated.token.expose(), &Request { tool: Some("reports"), ..Request::default() }).code;

@@ -17,7 +17,7 @@ use keyward_core::{KeyId, WorkspaceId, decode_record, encode_record};
 
 use super::{Batch, Change, Charged, Followed, Loaded, Store, Touched, UsageStats};
 use crate::error::{Error, Result};
-use crate::model::{AuditEvent, KeyRecord, Page, UsageRecord, Workspace};
+use crate::model::{AuditEvent, KeyRecord, Page, ToolRecord, UsageRecord, Workspace};
 
 const META: &str = "{keyward}:meta";
 const WORKSPACES: &str = "{keyward}:workspaces";
@@ -539,7 +539,7 @@ impl Store for RedisStore {
             out.workspaces.push(Workspace::decode(&v)?);
         }
         for (_, v) in self.all(TOOLS)? {
-            out.tools.push(decode_record(&v)?);
+            out.tools.push(ToolRecord::decode(&v)?);
         }
         for (_, v) in self.all(KEYS)? {
             out.keys.push(decode_record(&v)?);
@@ -684,7 +684,7 @@ impl Store for RedisStore {
                     Followed::Tool(
                         WorkspaceId(id16(ws, TOOLS)?),
                         String::from_utf8_lossy(name).into_owned(),
-                        value.map(|v| decode_record(&v)).transpose()?,
+                        value.map(|v| ToolRecord::decode(&v)).transpose()?,
                     )
                 }
                 KEYS => Followed::Key(
