@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keyward::{Engine, LeaseGuard};
 use keyward_core::{Code, Credential};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 use crate::AppState;
 use crate::blocking::verifying;
@@ -172,11 +173,11 @@ pub(crate) async fn gateway(
         }
         None if tool == "gl_ping" => {
             let reply = ping(&parts.headers, body).await;
-            release(&state.engine, guard);
+            release(&state.engine, guard).await;
             reply
         }
         None => {
-            release(&state.engine, guard);
+            release(&state.engine, guard).await;
             let msg = format!("tool {tool} has no upstream");
             ApiError::new(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", msg).into()
         }
@@ -311,11 +312,11 @@ async fn forward(
     let limit = state.gateway_body_limit;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        release(&state.engine, guard);
+        release(&state.engine, guard).await;
         return too_large(limit).into();
     }
     let Some(uri) = target(ctx.base, ctx.rest, parts.uri.query()) else {
-        release(&state.engine, guard);
+        release(&state.engine, guard).await;
         return upstream_unavailable("the tool's upstream URL cannot be used").into();
     };
     let request_id = parts.extensions.get::<RequestId>();
@@ -328,7 +329,7 @@ async fn forward(
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            release(&state.engine, guard);
+            release(&state.engine, guard).await;
             return if over_limit(&e) {
                 too_large(limit).into()
             } else {
@@ -336,14 +337,14 @@ async fn forward(
             };
         }
         Err(_) => {
-            release(&state.engine, guard);
+            release(&state.engine, guard).await;
             let msg = format!("the tool's upstream did not answer within {} ms", ctx.timeout_ms);
             return ApiError::new(StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT", msg).into();
         }
     };
     let (mut head, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
-    let held = Held { inner: incoming, lease: Some(Release { engine: state.engine.clone(), guard: Some(guard) }) };
+    let held = Held { inner: incoming, lease: Lease::Held { engine: state.engine.clone(), guard }, last: None };
     let mut resp = Response::from_parts(head, Body::new(held));
     resp.extensions_mut().insert(Forwarded);
     Answer::Upstream(resp)
@@ -365,38 +366,60 @@ fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Releases a call's leases without blocking a worker: on a shared store a
-/// release is a round trip, so it runs on the blocking threads.
-pub(crate) fn release(engine: &Engine, guard: LeaseGuard) {
+/// Starts releasing a call's leases without blocking a worker: on a shared
+/// store a release is a round trip, so it runs on the blocking threads and
+/// the handle says when it is done. `None`: released already, in place.
+fn start_release(engine: &Engine, guard: LeaseGuard) -> Option<JoinHandle<()>> {
     if guard.verdict().leases.is_empty() {
-        return;
+        return None;
     }
     match tokio::runtime::Handle::try_current() {
-        // The release is short and finishes on its own; nothing waits for it.
-        Ok(rt) if engine.verify_may_block() => drop(rt.spawn_blocking(move || drop(guard))),
-        _ => drop(guard),
+        Ok(rt) if engine.verify_may_block() => Some(rt.spawn_blocking(move || drop(guard))),
+        _ => {
+            drop(guard);
+            None
+        }
     }
 }
 
-/// Releases on drop, through [`release`].
-struct Release {
-    engine: Engine,
-    guard: Option<LeaseGuard>,
+/// Releases a call's leases before the answer goes out, so the client's
+/// next call finds its slot free.
+async fn release(engine: &Engine, guard: LeaseGuard) {
+    if let Some(done) = start_release(engine, guard) {
+        // A release that panicked left its lease to expire by its TTL.
+        let _ = done.await;
+    }
 }
 
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Some(g) = self.guard.take() {
-            release(&self.engine, g);
+/// Where the leases of a forwarded call are.
+enum Lease {
+    /// Held while the upstream's answer streams.
+    Held { engine: Engine, guard: LeaseGuard },
+    /// Being released; the body ends once this is done.
+    Releasing(JoinHandle<()>),
+    /// Released.
+    Done,
+}
+
+impl Lease {
+    /// Releases without waiting: the client left, or the body failed, and
+    /// nobody waits for the release, which finishes on its own.
+    fn let_go(&mut self) {
+        if let Lease::Held { engine, guard } = std::mem::replace(self, Lease::Done) {
+            drop(start_release(&engine, guard));
         }
     }
 }
 
 /// The upstream's response body, holding the call's leases until its end
-/// (or until it is dropped: the client left).
+/// (or until it is dropped: the client left). The leases are released
+/// before the last bytes go out, so a client that has read the whole answer
+/// finds its slot free for the next call.
 struct Held<B> {
     inner: B,
-    lease: Option<Release>,
+    lease: Lease,
+    /// The last frame, kept back while the leases are released.
+    last: Option<Frame<Bytes>>,
 }
 
 impl<B> http_body::Body for Held<B>
@@ -407,19 +430,55 @@ where
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.lease = None;
+        loop {
+            if let Lease::Releasing(done) = &mut self.lease {
+                // A release that panicked left its lease to expire by its TTL.
+                let _ = ready!(Pin::new(done).poll(cx));
+                self.lease = Lease::Done;
+                return Poll::Ready(self.last.take().map(Ok));
+            }
+            if matches!(self.lease, Lease::Done) {
+                if let Some(frame) = self.last.take() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                return Pin::new(&mut self.inner).poll_frame(cx);
+            }
+            let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            let frame = match polled {
+                Some(Ok(frame)) if !self.inner.is_end_stream() => return Poll::Ready(Some(Ok(frame))),
+                Some(Ok(frame)) => Some(frame),
+                Some(Err(e)) => {
+                    self.lease.let_go();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => None,
+            };
+            // The upstream's answer is all here: release, then hand it on.
+            self.last = frame;
+            if let Lease::Held { engine, guard } = std::mem::replace(&mut self.lease, Lease::Done)
+                && let Some(done) = start_release(&engine, guard)
+            {
+                self.lease = Lease::Releasing(done);
+            }
+            if matches!(self.lease, Lease::Done) && self.last.is_none() {
+                return Poll::Ready(None);
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // Not over while leases are held: the server must poll once more.
+        matches!(self.lease, Lease::Done) && self.last.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Held<B> {
+    fn drop(&mut self) {
+        self.lease.let_go();
     }
 }
 
