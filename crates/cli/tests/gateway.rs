@@ -588,4 +588,19 @@ fn gateway_hosts_and_body_limit() {
     assert_eq!(status, 413, "{body}");
     assert_eq!(json_of(&body)["error"]["code"], "payload_too_large");
     assert_eq!(call("gw.local", &"a".repeat(1000)).0, 201);
+    // Without a length the limit applies as the body streams.
+    let chunked = |n: usize| {
+        let chunk = "b".repeat(100);
+        let body: String = (0..n).map(|_| format!("64\r\n{chunk}\r\n")).collect();
+        let req = format!(
+            "POST /api/v2/svc/echo HTTP/1.1\r\nHost: gw.local\r\nX-API-Key: {secret}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}0\r\n\r\n"
+        );
+        raw(&s.addr, req.as_bytes())
+    };
+    let (status, body) = chunked(11);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(json_of(&body)["error"]["code"], "payload_too_large");
+    let (status, body) = chunked(10);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(json_of(&body)["body"].as_str().map(str::len), Some(1000));
 }

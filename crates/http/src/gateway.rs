@@ -344,7 +344,11 @@ async fn forward(
     };
     let (mut head, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
-    let held = Held { inner: incoming, lease: Lease::Held { engine: state.engine.clone(), guard }, last: None };
+    let held = Held {
+        inner: incoming,
+        lease: Lease::Held { engine: state.engine.clone(), guard: Box::new(guard) },
+        last: None,
+    };
     let mut resp = Response::from_parts(head, Body::new(held));
     resp.extensions_mut().insert(Forwarded);
     Answer::Upstream(resp)
@@ -393,8 +397,9 @@ async fn release(engine: &Engine, guard: LeaseGuard) {
 
 /// Where the leases of a forwarded call are.
 enum Lease {
-    /// Held while the upstream's answer streams.
-    Held { engine: Engine, guard: LeaseGuard },
+    /// Held while the upstream's answer streams (boxed: a guard carries
+    /// the whole verdict, and a body is moved around as it is set up).
+    Held { engine: Engine, guard: Box<LeaseGuard> },
     /// Being released; the body ends once this is done.
     Releasing(JoinHandle<()>),
     /// Released.
@@ -406,7 +411,7 @@ impl Lease {
     /// nobody waits for the release, which finishes on its own.
     fn let_go(&mut self) {
         if let Lease::Held { engine, guard } = std::mem::replace(self, Lease::Done) {
-            drop(start_release(&engine, guard));
+            drop(start_release(&engine, *guard));
         }
     }
 }
@@ -456,7 +461,7 @@ where
             // The upstream's answer is all here: release, then hand it on.
             self.last = frame;
             if let Lease::Held { engine, guard } = std::mem::replace(&mut self.lease, Lease::Done)
-                && let Some(done) = start_release(&engine, guard)
+                && let Some(done) = start_release(&engine, *guard)
             {
                 self.lease = Lease::Releasing(done);
             }

@@ -526,9 +526,12 @@ impl Inner {
     }
 }
 
+/// Leases of a call, by the counters they were taken from.
+type Leases = Vec<(LeaseScope, LeaseId)>;
+
 /// The parts of an id made by [`Engine::hold`]: `{key}.{leases}.{tool}`,
 /// leases as `k3-t7-kt9` (scope, then id).
-fn parse_held(text: &str) -> Option<(KeyId, Vec<(LeaseScope, LeaseId)>, Option<&str>)> {
+fn parse_held(text: &str) -> Option<(KeyId, Leases, Option<&str>)> {
     let mut parts = text.splitn(3, '.');
     let key = KeyId::parse(parts.next()?).ok()?;
     let mut leases = Vec::new();
