@@ -391,6 +391,95 @@ impl Client {
     }
 }
 
+/// An upstream for `http_gateway_forward`: a thread per connection on a
+/// loopback port, answering every request at once with `200 ok` (keep-alive,
+/// `Content-Length`), after reading its `Content-Length` body. It runs until
+/// the process ends.
+pub struct Upstream {
+    addr: SocketAddr,
+}
+
+impl Upstream {
+    /// Listens on a free loopback port.
+    pub fn start() -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let _ = answer_all(conn);
+                });
+            }
+        });
+        Ok(Self { addr })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Answers the requests of one connection until it closes.
+fn answer_all(conn: TcpStream) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    let mut out = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        let mut length = 0usize;
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().map_err(|_| bad("bad Content-Length"))?;
+            }
+        }
+        io::copy(&mut (&mut reader).take(length as u64), &mut io::sink())?;
+        out.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")?;
+    }
+}
+
+/// Gives the database's default workspace a tool `name` forwarding to
+/// `upstream` (made, or changed if it exists).
+pub fn set_gateway_tool(db: &Path, name: &str, upstream: &str) -> Result<(), String> {
+    let engine = Engine::open(db).map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    let ws = engine.workspaces().first().map(|w| w.policy.id).ok_or("no workspace")?;
+    let admin = &keyward::Actor::Admin;
+    let update = keyward::ToolUpdate { upstream: Some(Some(upstream.to_owned())), ..keyward::ToolUpdate::default() };
+    let done = match engine.update_tool(ws, name, update, admin) {
+        Err(keyward::Error::NotFound { .. }) => {
+            let spec = keyward::NewTool {
+                name: name.to_owned(),
+                enabled: true,
+                permission: None,
+                cooldown_ms: None,
+                daily_limit: None,
+                upstream: Some(upstream.to_owned()),
+                timeout_ms: None,
+            };
+            engine.create_tool(ws, spec, admin).map(drop)
+        }
+        other => other.map(drop),
+    };
+    done.map_err(|e| format!("cannot set tool {name}: {e}"))?;
+    engine.close().map_err(|e| format!("cannot close {}: {e}", db.display()))?;
+    drop(engine);
+    Ok(())
+}
+
 fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }

@@ -75,6 +75,14 @@ use keyward_core::{Code, WorkspaceId};
 /// Both HTTP scenarios are in the default run; to run just the two, side by
 /// side: --op http_verify_valid,http_verify_valid_under_writes.
 ///
+/// http_gateway_forward (not in the default run) serves the same database
+/// with a tool `fwd` whose upstream is a server in this process on a free
+/// loopback port that answers every call at once (`200 ok`, a thread per
+/// connection); every thread sends `POST /api/v2/fwd` with a key as bearer
+/// on its own keep-alive connection. An answer counts only if it is the
+/// upstream's `200 ok`: the figures are admission plus forwarding (header
+/// rewriting, the pooled upstream connection, the streamed bodies).
+///
 /// revocation_propagation (not in the default run without --store) has two
 /// nodes: node A creates a key, and the time from the start of that call
 /// until node B verifies it as VALID is one sample of key_creation_propagation
@@ -210,11 +218,14 @@ enum Scenario {
     HttpVerifyValid,
     /// http_verify_valid while one more connection creates and revokes keys.
     HttpVerifyValidUnderWrites,
+    /// POST /api/v2/fwd through `keyward serve` to an upstream in this
+    /// process that answers at once: admission plus forwarding.
+    HttpGatewayForward,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::VerifyValid,
         Scenario::VerifyInvalid,
         Scenario::VerifyValidRatelimited,
@@ -223,6 +234,7 @@ impl Scenario {
         Scenario::RevocationPropagation,
         Scenario::HttpVerifyValid,
         Scenario::HttpVerifyValidUnderWrites,
+        Scenario::HttpGatewayForward,
     ];
 
     /// What runs without --op.
@@ -252,12 +264,13 @@ impl Scenario {
             Scenario::RevocationPropagation => "revocation_propagation",
             Scenario::HttpVerifyValid => "http_verify_valid",
             Scenario::HttpVerifyValidUnderWrites => "http_verify_valid_under_writes",
+            Scenario::HttpGatewayForward => "http_gateway_forward",
         }
     }
 
     /// Whether the scenario runs against a `keyward serve` (needs the binary).
     fn over_http(self) -> bool {
-        matches!(self, Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites)
+        matches!(self, Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites | Scenario::HttpGatewayForward)
     }
 
     fn key_set(self) -> KeySet {
@@ -268,7 +281,9 @@ impl Scenario {
             Scenario::VerifyValidRatelimitedExact => KeySet::Charged,
             Scenario::VerifyValidRatelimitedLocal => KeySet::ChargedLocal,
             Scenario::RevocationPropagation => KeySet::PerRound,
-            Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites => KeySet::Served,
+            Scenario::HttpVerifyValid | Scenario::HttpVerifyValidUnderWrites | Scenario::HttpGatewayForward => {
+                KeySet::Served
+            }
         }
     }
 
@@ -282,7 +297,8 @@ impl Scenario {
                 | Scenario::VerifyValidRatelimitedExact
                 | Scenario::VerifyValidRatelimitedLocal
                 | Scenario::HttpVerifyValid
-                | Scenario::HttpVerifyValidUnderWrites,
+                | Scenario::HttpVerifyValidUnderWrites
+                | Scenario::HttpGatewayForward,
                 Code::Valid,
             ) => Some(true),
             (Scenario::VerifyValidRatelimited, Code::RateLimited) => Some(false),
@@ -345,6 +361,22 @@ impl Driver for OverHttp {
         http::verify_body(token, &mut self.body)?;
         let r = self.client.post_json_bearer("/v1/verify", &self.bearer, &self.body)?;
         http::verify_verdict(r.status, r.body)
+    }
+}
+
+/// `POST /api/v2/fwd` on one keep-alive connection with the key as bearer;
+/// only the upstream's own `200 ok` counts as passed.
+struct OverGateway {
+    client: Client,
+}
+
+impl Driver for OverGateway {
+    fn verify(&mut self, token: &str) -> io::Result<Code> {
+        let r = self.client.post_json_bearer("/api/v2/fwd", token, b"{}")?;
+        match (r.status, r.body) {
+            (200, b"ok") => Ok(Code::Valid),
+            (status, body) => Err(io::Error::other(format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()))),
+        }
     }
 }
 
@@ -597,6 +629,9 @@ fn run<D: Driver>(
 /// `http_verify_valid_under_writes`) against it with `--connections` verify
 /// threads, plus the writer thread for the latter, and stops the server.
 fn run_http(scenario: Scenario, served: &Served, args: &Args) -> Result<(Tally, Option<Writes>), String> {
+    if scenario == Scenario::HttpGatewayForward {
+        return run_gateway(served, args);
+    }
     let mut server = Server::start(&served.keyward_bin, &served.db)?;
     eprintln!("# keyward serve (pid {}) listening on http://{}", server.id(), server.addr());
     let addr = server.addr();
@@ -605,6 +640,22 @@ fn run_http(scenario: Scenario, served: &Served, args: &Args) -> Result<(Tally, 
     let writer = |start: &Barrier| run_writer(addr, &served.root_key, duration, start);
     let beside = (scenario == Scenario::HttpVerifyValidUnderWrites).then_some(&writer as Beside<'_>);
     let out = run(scenario, &connect, &served.tokens, args.connections, args, beside);
+    let status = server.stop().map_err(|e| format!("cannot stop the server: {e}"))?;
+    eprintln!("# keyward serve stopped ({status})");
+    Ok(out)
+}
+
+/// `http_gateway_forward`: an upstream in this process, tool `fwd` of the
+/// served database forwarding to it, `keyward serve` on that database, and
+/// --connections threads calling the gateway.
+fn run_gateway(served: &Served, args: &Args) -> Result<(Tally, Option<Writes>), String> {
+    let upstream = http::Upstream::start().map_err(|e| format!("cannot start the upstream: {e}"))?;
+    http::set_gateway_tool(&served.db, "fwd", &format!("http://{}", upstream.addr()))?;
+    let mut server = Server::start(&served.keyward_bin, &served.db)?;
+    eprintln!("# keyward serve (pid {}) forwarding to http://{}", server.id(), upstream.addr());
+    let addr = server.addr();
+    let connect = move || Client::connect(addr).map(|client| OverGateway { client });
+    let out = run(Scenario::HttpGatewayForward, &connect, &served.tokens, args.connections, args, None);
     let status = server.stop().map_err(|e| format!("cannot stop the server: {e}"))?;
     eprintln!("# keyward serve stopped ({status})");
     Ok(out)

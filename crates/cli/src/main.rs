@@ -301,6 +301,9 @@ enum ToolCommand {
         /// Disable it.
         #[arg(long)]
         disable: bool,
+        /// Remove its upstream: the gateway then answers 501 for it.
+        #[arg(long, conflicts_with = "upstream")]
+        no_upstream: bool,
         #[command(flatten)]
         settings: ToolSettings,
     },
@@ -319,6 +322,12 @@ struct ToolSettings {
     /// Calls per key per UTC day.
     #[arg(long)]
     daily_limit: Option<u64>,
+    /// Where the gateway forwards admitted calls (`http://` or `https://` URL).
+    #[arg(long)]
+    upstream: Option<String>,
+    /// How long the gateway waits for the upstream, ms. By default 30000.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -472,6 +481,13 @@ fn on_place(db: &Place, command: Command, json: bool) -> Out {
             let perms: Vec<&str> = permissions.iter().map(String::as_str).collect();
             let req = keyward::Request { ip, tool: tool.as_deref(), permissions: &perms, ..Default::default() };
             let v = engine.verify(&token, &req);
+            // A check from the command line is not a job: a concurrency
+            // lease it took would otherwise hold a slot until its TTL.
+            if let Some(id) = v.key_id
+                && !v.leases.is_empty()
+            {
+                engine.release(id, tool.as_deref(), &v.leases);
+            }
             engine.close()?;
             if json {
                 println!(
@@ -652,7 +668,15 @@ fn provision(engine: &Engine, name: &str, prefix: &str, actor: &Actor) -> Result
     let id = ws.policy.id;
     engine.create_tool(
         id,
-        NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
+        NewTool {
+            name: "gl_ping".into(),
+            enabled: true,
+            permission: None,
+            cooldown_ms: None,
+            daily_limit: None,
+            upstream: None,
+            timeout_ms: None,
+        },
         actor,
     )?;
     let root = engine.create_key(
@@ -996,12 +1020,15 @@ fn show_history(
     table::print(&header, &rows);
 }
 
-fn tool_value(t: &keyward_core::ToolPolicy) -> Value {
+fn tool_value(tool: &keyward::Tool) -> Value {
+    let t = &tool.policy;
     json!({"name": t.name, "enabled": t.enabled, "permission": t.permission.as_ref().map(Permission::as_str),
-        "cooldown_ms": t.limits.cooldown_ms, "daily_limit": t.limits.daily})
+        "cooldown_ms": t.limits.cooldown_ms, "daily_limit": t.limits.daily,
+        "upstream": tool.upstream, "timeout_ms": tool.timeout_ms})
 }
 
-fn tool_row(t: &keyward_core::ToolPolicy) -> Vec<String> {
+fn tool_row(tool: &keyward::Tool) -> Vec<String> {
+    let t = &tool.policy;
     let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |n| n.to_string());
     vec![
         t.name.clone(),
@@ -1009,28 +1036,41 @@ fn tool_row(t: &keyward_core::ToolPolicy) -> Vec<String> {
         t.permission.as_ref().map_or_else(|| "-".into(), |p| p.to_string()),
         opt(t.limits.cooldown_ms),
         opt(t.limits.daily),
+        tool.upstream.clone().unwrap_or_else(|| "-".into()),
+        tool.timeout_ms.to_string(),
     ]
 }
 
-const TOOL_HEADERS: [&str; 5] = ["NAME", "ENABLED", "PERMISSION", "COOLDOWN MS", "DAILY LIMIT"];
+const TOOL_HEADERS: [&str; 7] =
+    ["NAME", "ENABLED", "PERMISSION", "COOLDOWN MS", "DAILY LIMIT", "UPSTREAM", "TIMEOUT MS"];
 
 fn tool(db: &Place, cmd: ToolCommand, json: bool) -> Out {
     let engine = open(db)?;
     let ws = default_workspace(&engine)?;
     let perm = |p: Option<String>| p.map(|p| Permission::parse(&p)).transpose();
     let shown = match cmd {
-        ToolCommand::Add { name, disabled, settings: ToolSettings { permission, cooldown_ms, daily_limit } } => {
-            vec![engine.create_tool(
-                ws,
-                NewTool { name, enabled: !disabled, permission: perm(permission)?, cooldown_ms, daily_limit },
-                &Actor::Admin,
-            )?]
+        ToolCommand::Add {
+            name,
+            disabled,
+            settings: ToolSettings { permission, cooldown_ms, daily_limit, upstream, timeout_ms },
+        } => {
+            let spec = NewTool {
+                name,
+                enabled: !disabled,
+                permission: perm(permission)?,
+                cooldown_ms,
+                daily_limit,
+                upstream,
+                timeout_ms,
+            };
+            vec![engine.create_tool(ws, spec, &Actor::Admin)?]
         }
         ToolCommand::Update {
             name,
             enable,
             disable,
-            settings: ToolSettings { permission, cooldown_ms, daily_limit },
+            no_upstream,
+            settings: ToolSettings { permission, cooldown_ms, daily_limit, upstream, timeout_ms },
         } => {
             let update = ToolUpdate {
                 enabled: if enable {
@@ -1043,6 +1083,8 @@ fn tool(db: &Place, cmd: ToolCommand, json: bool) -> Out {
                 permission: perm(permission)?.map(Some),
                 cooldown_ms: cooldown_ms.map(Some),
                 daily_limit: daily_limit.map(Some),
+                upstream: if no_upstream { Some(None) } else { upstream.map(Some) },
+                timeout_ms: timeout_ms.map(Some),
             };
             vec![engine.update_tool(ws, &name, update, &Actor::Admin)?]
         }

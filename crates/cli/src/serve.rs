@@ -49,6 +49,14 @@ pub(crate) struct ServeArgs {
     /// not counted on other nodes).
     #[arg(long)]
     fail_open_limits: bool,
+    /// Host the gateway (`/api/v2/...`) answers on (repeatable; port
+    /// ignored, any case). Calls to other hosts get 403. Default: any host.
+    #[arg(long = "gateway-host", value_name = "NAME")]
+    gateway_hosts: Vec<String>,
+    /// Largest request body the gateway forwards, in bytes (streamed, never
+    /// held whole). Default: 256 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = keyward_http::DEFAULT_GATEWAY_BODY)]
+    gateway_max_body: u64,
 }
 
 pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
@@ -75,7 +83,10 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
         say(&format!("ROOT KEY (shown once, store it now): {}", init.root_key));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let state = AppState::new(engine.clone()).with_trusted_proxies(TrustedProxies(proxies));
+    let state = AppState::new(engine.clone())
+        .with_trusted_proxies(TrustedProxies(proxies))
+        .with_gateway_hosts(args.gateway_hosts)
+        .with_gateway_body_limit(args.gateway_max_body);
     let watched = engine.clone();
     let served = rt.block_on(async move {
         tokio::spawn(watch_health(watched));

@@ -494,3 +494,63 @@ fn exact_limits(on_cluster: bool) {
         assert_eq!(valid + refused, 3 * PER_NODE, "{name}: every other answer is {refusal}: {:?}", b.codes);
     }
 }
+
+/// A lease held through one node is released through another, and the
+/// gateway of a node on Redis holds and frees a concurrency slot every node
+/// sees (issue 15).
+#[test]
+fn leases_held_on_one_node_are_released_on_another() {
+    let _watchdog = watchdog("redis_nodes", "leases across nodes", Duration::from_secs(120));
+    let Some(c) = Cluster::start(2, false) else { return };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let auth = bearer(&c.root);
+    let (id, secret) = create_key(a, &c.root, &json!({"name": "one", "limits": {"concurrency": 1}}));
+    await_key(&c.nodes, &c.root, &id);
+    let verify_on = |node: &Server, hold: bool| {
+        let body = json!({"key": secret, "hold": hold});
+        request("POST", &node.url("/v1/verify"), &[("authorization", &auth)], Some(&body))
+    };
+    let held = verify_on(a, true);
+    assert_eq!(held.data()["code"], "VALID", "{:?}", held.body);
+    let lease = held.data()["lease_id"].as_str().unwrap().to_owned();
+    assert_eq!(verify_on(b, false).data()["code"], "CONCURRENCY_LIMIT");
+    let release = |node: &Server| {
+        request("POST", &node.url(&format!("/v1/leases/{lease}/release")), &[("authorization", &auth)], None)
+    };
+    assert_eq!(release(b).status, 200);
+    assert_eq!(release(a).status, 404, "released once already, on the other node");
+    assert_eq!(verify_on(a, false).data()["code"], "VALID");
+
+    // The gateway on Redis: the slot is free again by the time an answer
+    // has arrived, whichever node the next call goes to.
+    for node in [a, b, a] {
+        let r = request("POST", &node.url("/api/v2/gl_ping"), &[("x-api-key", &secret)], Some(&json!({"ip": "::1"})));
+        assert_eq!((r.status, r.data().clone()), (200, json!({"ip": "::1"})), "{:?}", r.body);
+    }
+    let upstream = format!("http://{}", common::tiny_upstream());
+    let r = request(
+        "POST",
+        &a.url("/v1/tools"),
+        &[("authorization", &auth)],
+        Some(&json!({"name": "fwd", "upstream": upstream})),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let agent = agent_with_timeout(Duration::from_secs(10));
+    for i in 0..20 {
+        let node = if i % 2 == 0 { a } else { b };
+        let deadline = Instant::now() + CREATE_BOUND;
+        // Node B learns of the tool through the change stream.
+        let answer = loop {
+            let resp = agent.post(&node.url("/api/v2/fwd")).set("x-api-key", &secret).send_string("{}");
+            let (status, text) = match resp {
+                Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_string().unwrap_or_default()),
+                Err(e) => panic!("{e}"),
+            };
+            if status != 404 || Instant::now() > deadline {
+                break (status, text);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!((answer.0, answer.1.as_str()), (200, "ok"), "call {i}");
+    }
+}

@@ -189,6 +189,11 @@ pub(crate) async fn envelope(State(state): State<AppState>, mut req: Request, ne
     let stamp = Stamp::begin(&mut req);
     let id = stamp.id.0.clone();
     let mut resp = next.run(req).await;
+    if resp.extensions().get::<crate::gateway::Forwarded>().is_some() {
+        // An upstream's answer goes back as the upstream gave it.
+        stamp.finish(&state, &mut resp);
+        return resp;
+    }
     let status = resp.status();
     let body = match resp.extensions_mut().remove::<EnvelopeBody>() {
         Some(EnvelopeBody(Ok(data), _)) => {

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use keyward::{BatchKey, ImportKey, KeyInfo, NewKey, NewSigning, Workspace};
 use keyward_core::{
     Concurrency, Credits, IpRule, IpRules, KeyHash, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
-    Token, ToolPolicy, UnixMillis,
+    Token, UnixMillis,
 };
 use serde_json::{Map, Value, json};
 
@@ -468,13 +468,16 @@ pub(crate) fn key_json(k: &KeyInfo) -> Value {
     v
 }
 
-pub(crate) fn tool_json(t: &ToolPolicy) -> Value {
+pub(crate) fn tool_json(tool: &keyward::Tool) -> Value {
+    let t = &tool.policy;
     json!({
         "name": t.name,
         "enabled": t.enabled,
         "permission": t.permission.as_ref().map(Permission::as_str),
         "cooldown_ms": t.limits.cooldown_ms,
         "daily_limit": t.limits.daily,
+        "upstream": tool.upstream,
+        "timeout_ms": tool.timeout_ms,
     })
 }
 

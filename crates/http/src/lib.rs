@@ -20,6 +20,7 @@ mod apex;
 mod blocking;
 mod client_ip;
 mod envelope;
+mod gateway;
 mod json;
 mod layer;
 mod metrics;
@@ -35,6 +36,7 @@ use keyward::Engine;
 
 pub use client_ip::TrustedProxies;
 pub use envelope::{ApiError, Reply, RequestId};
+pub use gateway::DEFAULT_GATEWAY_BODY;
 pub use json::{DEFAULT_LEASE_MS, IMPORT_FIELDS, KEY_SPEC_FIELDS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, key_spec};
 pub use layer::{KeywardLayer, KeywardService, VerifiedKey};
 pub use metrics::Metrics;
@@ -48,12 +50,43 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// Hosts the gateway answers on; `None`: any.
+    gateway_hosts: Option<Arc<[String]>>,
+    /// Largest body the gateway forwards.
+    gateway_body_limit: u64,
+    /// The gateway's pooled client.
+    upstreams: Arc<gateway::Upstreams>,
 }
 
 impl AppState {
     /// State around an engine, trusting no proxy.
     pub fn new(engine: Engine) -> Self {
-        Self { engine, proxies: TrustedProxies::default(), metrics: Arc::new(Metrics::default()) }
+        Self {
+            engine,
+            proxies: TrustedProxies::default(),
+            metrics: Arc::new(Metrics::default()),
+            gateway_hosts: None,
+            gateway_body_limit: DEFAULT_GATEWAY_BODY,
+            upstreams: Arc::new(gateway::Upstreams::new()),
+        }
+    }
+
+    /// Answers gateway calls (`/api/v2/...`) only when their `Host` (port
+    /// ignored, any case) is one of `hosts`; others get 403. The admin API
+    /// answers on every host. By default the gateway answers on any host;
+    /// an empty list keeps that default.
+    pub fn with_gateway_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        let hosts: Vec<String> = hosts.into_iter().collect();
+        self.gateway_hosts = (!hosts.is_empty()).then(|| hosts.into());
+        self
+    }
+
+    /// The largest request body the gateway forwards (streamed, never held
+    /// whole); a larger one is refused with 413. By default
+    /// [`DEFAULT_GATEWAY_BODY`] (256 MiB).
+    pub fn with_gateway_body_limit(mut self, bytes: u64) -> Self {
+        self.gateway_body_limit = bytes;
+        self
     }
 
     /// Sets the trusted proxies.
@@ -67,7 +100,7 @@ impl AppState {
 /// `into_make_service_with_connect_info::<SocketAddr>()` so client IPs are known.
 pub fn router(state: AppState) -> Router {
     let gateway_only_post = || {
-        post(routes::gateway).fallback(|| async {
+        post(gateway::gateway).fallback(|| async {
             envelope::Reply::error(ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -91,7 +124,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tools", post(routes::create_tool).get(routes::list_tools))
         .route("/v1/tools/{name}", axum::routing::patch(routes::update_tool))
         .route("/api/v2/{tool}", gateway_only_post())
+        .route("/api/v2/{tool}/{*rest}", gateway_only_post())
         .route("/v1/verify", post(routes::verify))
+        .route("/v1/leases/{lease_id}/release", post(routes::release_lease))
         .route("/v1/auth", any(routes::auth))
         .route("/v1/AuthenticateUser", post(routes::authenticate_user))
         .route("/healthz", get(routes::healthz))

@@ -26,11 +26,18 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
+impl Peer {
+    /// The peer's IP address, when known.
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
+        self.0.map(|a| a.ip())
+    }
+}
+
 pub(crate) fn client_ip(state: &AppState, peer: &Peer, headers: &HeaderMap) -> Option<IpAddr> {
     peer.0.and_then(|addr| state.proxies.client_ip(addr.ip(), headers))
 }
 
-fn credential(headers: &HeaderMap, ignore_session: bool) -> Result<Credential, ApiError> {
+pub(crate) fn credential(headers: &HeaderMap, ignore_session: bool) -> Result<Credential, ApiError> {
     let pairs = headers
         .iter()
         .filter(|(n, _)| !(ignore_session && n.as_str().eq_ignore_ascii_case("aptoken")))
@@ -39,7 +46,7 @@ fn credential(headers: &HeaderMap, ignore_session: bool) -> Result<Credential, A
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string()))
 }
 
-fn verdict_error(v: &Verdict, what: &str) -> ApiError {
+pub(crate) fn verdict_error(v: &Verdict, what: &str) -> ApiError {
     let status = StatusCode::from_u16(v.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
     ApiError::new(status, v.code.as_str(), format!("{what}: {}", describe(v.code)))
 }
@@ -568,10 +575,14 @@ pub(crate) async fn audit(
 
 // ---- tools ----------------------------------------------------------------
 
+/// What a tool body may hold (`name` only when creating).
+const TOOL_FIELDS: &[&str] = &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
+
 pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
+    tri!(f.only(TOOL_FIELDS));
     let name = tri!(tri!(f.str("name")).ok_or_else(|| ApiError::invalid("name", "is required"))).to_owned();
     let permission = match tri!(f.str("permission")) {
         Some(p) => Some(tri!(keyward_core::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e)))),
@@ -583,6 +594,8 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
         permission,
         cooldown_ms: tri!(f.u64("cooldown_ms")),
         daily_limit: tri!(f.u64("daily_limit")),
+        upstream: tri!(f.str("upstream")).map(str::to_owned),
+        timeout_ms: tri!(f.u64("timeout_ms")),
     };
     let t = tri!(
         off_workers(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id)))
@@ -602,6 +615,7 @@ pub(crate) async fn update_tool(
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
+    tri!(f.only(&TOOL_FIELDS[1..]));
     let permission = if f.has("permission") {
         match tri!(f.str("permission")) {
             Some(p) => {
@@ -617,6 +631,8 @@ pub(crate) async fn update_tool(
         permission,
         cooldown_ms: if f.has("cooldown_ms") { Some(tri!(f.u64("cooldown_ms"))) } else { None },
         daily_limit: if f.has("daily_limit") { Some(tri!(f.u64("daily_limit"))) } else { None },
+        upstream: if f.has("upstream") { Some(tri!(f.str("upstream")).map(str::to_owned)) } else { None },
+        timeout_ms: if f.has("timeout_ms") { Some(tri!(f.u64("timeout_ms"))) } else { None },
     };
     let t = tri!(
         off_workers(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))
@@ -634,7 +650,7 @@ pub(crate) async fn list_tools(State(state): State<AppState>, peer: Peer, header
 
 // ---- verification ---------------------------------------------------------
 
-fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
+pub(crate) fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
     if matches!(v.code.http_status(), 429 | 503)
         && let Some(ms) = v.retry_after_ms
     {
@@ -723,50 +739,6 @@ pub(crate) async fn update_workspace(
     Reply::ok(json::workspace_json(&w))
 }
 
-/// `POST /api/v2/{tool}`.
-pub(crate) async fn gateway(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    Path(tool): Path<String>,
-    body: Bytes,
-) -> Reply {
-    if keyward_core::check_tool_name(&tool).is_err() {
-        return ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool").into();
-    }
-    let cred = match credential(&headers, false) {
-        Ok(c @ (Credential::ApiKey(_) | Credential::Session(_))) => c,
-        Ok(_) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "MALFORMED",
-                "signed headers only authenticate at /v1/AuthenticateUser",
-            )
-            .into();
-        }
-        Err(e) => return Reply::from(e).verdict("MALFORMED"),
-    };
-    let ip = client_ip(&state, &peer, &headers);
-    let req = keyward::Request { ip, tool: Some(&tool), ..Default::default() };
-    let guard = match verifying(&state.engine, || state.engine.acquire(&cred, &req)) {
-        Ok(g) => g,
-        Err(v) => return limited_headers(Reply::error(verdict_error(&v, "refused")), &v).verdict(v.code.as_str()),
-    };
-    let v = guard.verdict().clone();
-    let reply = if tool == "gl_ping" {
-        let map = tri!(json::object(&headers, &body, false));
-        match map.get("ip").and_then(Value::as_str) {
-            Some(s) if s.parse::<IpAddr>().is_ok() => Reply::ok(json!({"ip": s})),
-            Some(_) => ApiError::invalid("ip", "must be an IP address").into(),
-            None => ApiError::invalid("ip", "is required").into(),
-        }
-    } else {
-        Reply::ok(json!({"tool": tool, "key_id": v.key_id.map(|k| k.to_string())}))
-    };
-    drop(guard);
-    limited_headers(reply, &v).verdict(v.code.as_str())
-}
-
 /// `POST /v1/verify`.
 pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     // Only a key allowed to verify (`keys:verify`) may test keys, and only
@@ -774,6 +746,8 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
     let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
+    tri!(f.only(&["key", "tool", "ip", "permissions", "cost", "hold"]));
+    let hold = tri!(f.bool("hold")).unwrap_or(false);
     let key = tri!(tri!(f.str("key")).ok_or_else(|| ApiError::invalid("key", "is required")));
     let tool = tri!(f.str("tool"));
     let ip = match tri!(f.str("ip")) {
@@ -788,6 +762,16 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
     let out = verifying(&state.engine, || state.engine.verify_with(key, &req, &checks));
     let v = &out.verdict;
     let k = out.key.as_ref();
+    // Held leases stay taken until released or expired; others are freed now:
+    // a plain verify call is not a job.
+    let lease_id = if hold && v.is_valid() { state.engine.hold(v, tool) } else { None };
+    if lease_id.is_none()
+        && let Some(id) = v.key_id
+        && !v.leases.is_empty()
+    {
+        let (tool, leases) = (tool.map(str::to_owned), v.leases.clone());
+        let _ = off_workers(&state.engine, move |e| Ok(e.release(id, tool.as_deref(), &leases))).await;
+    }
     let data = json!({
         "valid": v.is_valid(),
         "code": v.code.as_str(),
@@ -800,12 +784,23 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
         "remaining": v.quota.credits_remaining,
         "retry_after_ms": v.retry_after_ms,
         "ratelimit": v.quota.rate.as_ref().map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
+        "lease_id": lease_id,
     });
-    // Leases from /v1/verify are not held: a verify call is not a job.
-    if let Some(id) = v.key_id {
-        state.engine.release(id, tool, &v.leases);
-    }
     Reply::ok(data).verdict(v.code.as_str())
+}
+
+/// `POST /v1/leases/{lease_id}/release`: frees leases a `/v1/verify` call
+/// with `"hold": true` kept. 404 once released or expired.
+pub(crate) async fn release_lease(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(lease_id): Path<String>,
+    _body: Bytes,
+) -> Reply {
+    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
+    tri!(off_workers(&state.engine, move |e| e.release_held(ws, &lease_id)).await.map_err(engine_error));
+    Reply::ok(json!({"released": true}))
 }
 
 /// `GET /v1/auth` for nginx `auth_request`.
@@ -818,8 +813,12 @@ pub(crate) async fn auth(State(state): State<AppState>, peer: Peer, headers: Hea
     let ip = client_ip(&state, &peer, &headers);
     let req = keyward::Request { ip, tool: tool.as_deref(), ..Default::default() };
     let v = verifying(&state.engine, || state.engine.verify_credential(&cred, &req));
-    if let Some(id) = v.key_id {
-        state.engine.release(id, tool.as_deref(), &v.leases);
+    // On a shared store a release is a round trip: off the workers.
+    if let Some(id) = v.key_id
+        && !v.leases.is_empty()
+    {
+        let (tool, leases) = (tool.clone(), v.leases.clone());
+        let _ = off_workers(&state.engine, move |e| Ok(e.release(id, tool.as_deref(), &leases))).await;
     }
     if v.is_valid() {
         let key = v.key_id.map(|k| k.to_string()).unwrap_or_default();

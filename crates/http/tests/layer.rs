@@ -22,7 +22,15 @@ async fn layer_verifies_and_hands_over_the_key() {
     engine
         .create_tool(
             ws,
-            NewTool { name: "reports".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
+            NewTool {
+                name: "reports".into(),
+                enabled: true,
+                permission: None,
+                cooldown_ms: None,
+                daily_limit: None,
+                upstream: None,
+                timeout_ms: None,
+            },
             &Actor::Admin,
         )
         .unwrap();

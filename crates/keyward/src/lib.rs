@@ -68,12 +68,14 @@ pub use engine::{Engine, EngineBuilder, Health};
 pub use error::{Error, Result};
 pub use history::{Granularity, HistoryBucket};
 pub use model::{
-    Actor, AuditAction, AuditEvent, CreatedKey, CreditChange, ImportKey, KeyInfo, KeyTtl, KeyUpdate, KeyUsageReport,
-    LimitSync, NewKey, NewSigning, NewTool, NewWorkspace, Page, Session, SigningSecrets, ToolUpdate, Workspace,
-    WorkspaceUpdate,
+    Actor, AuditAction, AuditEvent, CreatedKey, CreditChange, DEFAULT_UPSTREAM_TIMEOUT_MS, ImportKey, KeyInfo, KeyTtl,
+    KeyUpdate, KeyUsageReport, LimitSync, MAX_UPSTREAM_TIMEOUT_MS, NewKey, NewSigning, NewTool, NewWorkspace, Page,
+    Session, SigningSecrets, Tool, ToolUpdate, Workspace, WorkspaceUpdate,
 };
 pub use store::copy::{CopyError, CopyProgress, CopyReport, CopyStage, StoreLocation, copy_store};
-pub use validate::{MAX_EXTERNAL_ID_LEN, MAX_META_BYTES, MAX_PAGE, MAX_ROLE_LEN, MAX_ROLES, MAX_USER_ID_LEN};
+pub use validate::{
+    MAX_EXTERNAL_ID_LEN, MAX_META_BYTES, MAX_PAGE, MAX_ROLE_LEN, MAX_ROLES, MAX_UPSTREAM_LEN, MAX_USER_ID_LEN,
+};
 pub use verify::{Checks, LeaseGuard, Request, SESSION_PREFIX, Verification};
 
 pub use keyward_core;

@@ -387,6 +387,31 @@ pub struct NewTool {
     pub cooldown_ms: Option<u64>,
     /// Daily limit per key.
     pub daily_limit: Option<u64>,
+    /// Where the gateway forwards admitted calls (`http://` or `https://`
+    /// URL, no query or fragment). By default none.
+    pub upstream: Option<String>,
+    /// How long the gateway waits for the upstream's answer. By default
+    /// [`DEFAULT_UPSTREAM_TIMEOUT_MS`].
+    pub timeout_ms: Option<u64>,
+}
+
+/// How long the gateway waits for a tool's upstream unless the tool says
+/// otherwise: 30 seconds.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+
+/// The longest upstream timeout a tool may have: an hour.
+pub const MAX_UPSTREAM_TIMEOUT_MS: u64 = 3_600_000;
+
+/// A tool: its decision policy (what edge snapshots carry) and where the
+/// gateway sends its calls (which stays on the server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tool {
+    /// What verification checks.
+    pub policy: ToolPolicy,
+    /// Where the gateway forwards admitted calls; `None`: nowhere.
+    pub upstream: Option<String>,
+    /// How long the gateway waits for the upstream's answer.
+    pub timeout_ms: u64,
 }
 
 /// Changes to a tool; `None` keeps a field, `Some(None)` clears.
@@ -400,6 +425,10 @@ pub struct ToolUpdate {
     pub cooldown_ms: Option<Option<u64>>,
     /// Daily limit per key.
     pub daily_limit: Option<Option<u64>>,
+    /// Upstream URL.
+    pub upstream: Option<Option<String>>,
+    /// Upstream timeout; `Some(None)` restores the default.
+    pub timeout_ms: Option<Option<u64>>,
 }
 
 /// One page of a listing.
@@ -593,6 +622,31 @@ impl KeyRecord {
 pub(crate) struct ToolRecord {
     pub policy: ToolPolicy,
     pub created_at: UnixMillis,
+    /// Kept beside the policy, not in it: the policy goes into edge
+    /// snapshots, the upstream does not.
+    pub upstream: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl ToolRecord {
+    /// Decodes a stored tool, also as written before upstreams existed
+    /// (then without one, and the default timeout).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
+        #[derive(Deserialize)]
+        struct Before {
+            policy: ToolPolicy,
+            created_at: UnixMillis,
+        }
+        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
+            let Before { policy, created_at } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            Ok(Self { policy, created_at, upstream: None, timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS })
+        })
+    }
+
+    /// What callers see.
+    pub(crate) fn tool(&self) -> Tool {
+        Tool { policy: self.policy.clone(), upstream: self.upstream.clone(), timeout_ms: self.timeout_ms }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -715,5 +769,54 @@ mod tests {
         assert_eq!(Workspace::decode(&before_sync).unwrap(), expect(LimitSync::Exact));
         let now = Workspace { key_ttl: KeyTtl { default_ms: Some(1_000), max_ms: None }, ..expect(local) };
         assert_eq!(Workspace::decode(&encode_record(&now)).unwrap(), now);
+    }
+}
+
+#[cfg(test)]
+mod tool_record_tests {
+    use keyward_core::{Limits, ToolPolicy, UnixMillis, WorkspaceId, decode_record, encode_record};
+    use serde::Serialize;
+
+    use super::{DEFAULT_UPSTREAM_TIMEOUT_MS, ToolRecord};
+
+    fn policy() -> ToolPolicy {
+        ToolPolicy {
+            workspace: WorkspaceId([7; 16]),
+            name: "reports".into(),
+            enabled: true,
+            permission: None,
+            limits: Limits { daily: Some(5), ..Limits::default() },
+        }
+    }
+
+    /// A tool stored before upstreams existed still loads, without one.
+    #[test]
+    fn tool_record_before_upstreams() {
+        #[derive(Serialize)]
+        struct Before {
+            policy: ToolPolicy,
+            created_at: UnixMillis,
+        }
+        let old = encode_record(&Before { policy: policy(), created_at: UnixMillis(42) });
+        assert!(decode_record::<ToolRecord>(&old).is_err(), "the old shape is not the new one");
+        let rec = ToolRecord::decode(&old).unwrap();
+        let want = ToolRecord {
+            policy: policy(),
+            created_at: UnixMillis(42),
+            upstream: None,
+            timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+        };
+        assert_eq!(rec, want);
+    }
+
+    #[test]
+    fn tool_record_round_trip() {
+        let rec = ToolRecord {
+            policy: policy(),
+            created_at: UnixMillis(1),
+            upstream: Some("https://api.example.com/v1".into()),
+            timeout_ms: 1500,
+        };
+        assert_eq!(ToolRecord::decode(&encode_record(&rec)).unwrap(), rec);
     }
 }

@@ -172,3 +172,98 @@ pub(crate) fn duration_text(ms: u64) -> String {
     }
     format!("{ms}ms")
 }
+
+/// Longest upstream URL a tool may have.
+pub const MAX_UPSTREAM_LEN: usize = 2048;
+
+/// Checks a tool's upstream: `http://` or `https://`, a host (and port),
+/// an optional path; no user info, query or fragment (the gateway appends
+/// the call's own path and query).
+pub(crate) fn validate_upstream(url: &str) -> Result<()> {
+    let bad = |m: &str| Err(Error::invalid("upstream", m));
+    if url.len() > MAX_UPSTREAM_LEN {
+        return bad("at most 2048 characters");
+    }
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return bad("must start with http:// or https://");
+    };
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("must be printable ASCII without spaces");
+    }
+    if url.contains(['?', '#']) {
+        return bad("must not have a query or fragment");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return bad("must not carry credentials");
+    }
+    let host = match authority.strip_prefix('[') {
+        // An IPv6 literal, then an optional `:port`.
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, port)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => {
+                check_port(port)?;
+                addr
+            }
+            _ => return bad("has a malformed IPv6 host"),
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => {
+                check_port(&format!(":{port}"))?;
+                host
+            }
+            None => authority,
+        },
+    };
+    if host.is_empty() {
+        return bad("must name a host");
+    }
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')) {
+        return bad("has a malformed host");
+    }
+    Ok(())
+}
+
+fn check_port(rest: &str) -> Result<()> {
+    match rest.strip_prefix(':') {
+        None if rest.is_empty() => Ok(()),
+        Some(p) if p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err(Error::invalid("upstream", "has a malformed port")),
+    }
+}
+
+/// Checks an upstream timeout: 1 ms to [`crate::MAX_UPSTREAM_TIMEOUT_MS`].
+pub(crate) fn validate_timeout(ms: u64) -> Result<()> {
+    if (1..=crate::MAX_UPSTREAM_TIMEOUT_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(Error::invalid("timeout_ms", format!("must be 1 to {}", crate::MAX_UPSTREAM_TIMEOUT_MS)))
+    }
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::validate_upstream;
+
+    #[test]
+    fn upstreams() {
+        for ok in ["http://127.0.0.1:8080", "https://api.example.com/base", "http://[::1]:9/x/", "http://h"] {
+            assert!(validate_upstream(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://h",
+            "http://",
+            "http://:80",
+            "http://h:0",
+            "http://h:99999",
+            "http://u:p@h",
+            "http://h/x?y=1",
+            "http://h/#f",
+            "http://h /",
+            "http://[zz]:1",
+            "localhost:80",
+        ] {
+            let e = validate_upstream(bad).unwrap_err();
+            assert!(e.to_string().contains("upstream"), "{bad}: {e}");
+        }
+    }
+}

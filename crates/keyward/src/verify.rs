@@ -533,6 +533,32 @@ impl Inner {
     }
 }
 
+/// Leases of a call, by the counters they were taken from.
+type Leases = Vec<(LeaseScope, LeaseId)>;
+
+/// The parts of an id made by [`Engine::hold`]: `{key}.{leases}.{tool}`,
+/// leases as `k3-t7-kt9` (scope, then id).
+fn parse_held(text: &str) -> Option<(KeyId, Leases, Option<&str>)> {
+    let mut parts = text.splitn(3, '.');
+    let key = KeyId::parse(parts.next()?).ok()?;
+    let mut leases = Vec::new();
+    for one in parts.next()?.split('-') {
+        let (scope, n) = if let Some(n) = one.strip_prefix("kt") {
+            (LeaseScope::KeyTool, n)
+        } else if let Some(n) = one.strip_prefix('k') {
+            (LeaseScope::Key, n)
+        } else {
+            (LeaseScope::Tool, one.strip_prefix('t')?)
+        };
+        leases.push((scope, LeaseId(n.parse().ok()?)));
+    }
+    let tool = parts.next()?;
+    if leases.is_empty() || leases.len() > 3 {
+        return None;
+    }
+    Some((key, leases, (!tool.is_empty()).then_some(tool)))
+}
+
 /// Drops from `next` (planned from `before`) the leases released since, as
 /// `now` shows.
 fn keep_releases(next: &mut KeyCounters, before: &KeyCounters, now: &KeyCounters) {
@@ -643,6 +669,47 @@ impl Engine {
         let all = release_in(&mut live.usage.lock(), tool, leases);
         live.usage.mark_dirty();
         all
+    }
+
+    /// Keeps the concurrency leases of a valid verification past the call
+    /// and names them: the id [`Engine::release_held`] takes. `None` when
+    /// the call took no lease (no concurrency limit applies).
+    ///
+    /// The id says which key, tool and leases it holds; the leases themselves
+    /// live in the key's counters, so on a shared store any node releases
+    /// them, and they free themselves when their TTL passes as any lease does.
+    pub fn hold(&self, verdict: &Verdict, tool: Option<&str>) -> Option<String> {
+        let key = verdict.key_id?;
+        if verdict.leases.is_empty() {
+            return None;
+        }
+        let leases: Vec<String> = verdict
+            .leases
+            .iter()
+            .map(|(scope, id)| {
+                let s = match scope {
+                    LeaseScope::Key => "k",
+                    LeaseScope::Tool => "t",
+                    LeaseScope::KeyTool => "kt",
+                };
+                format!("{s}{}", id.0)
+            })
+            .collect();
+        Some(format!("{key}.{}.{}", leases.join("-"), tool.unwrap_or("")))
+    }
+
+    /// Releases leases kept by [`Engine::hold`] for a key of workspace `ws`.
+    /// `NotFound` when the id is not one, names another workspace's key, or
+    /// its leases were released already or expired. On a shared store this
+    /// is a round trip: call it off async workers.
+    pub fn release_held(&self, ws: WorkspaceId, lease_id: &str) -> Result<()> {
+        let gone = || Error::not_found("lease", lease_id.chars().take(200).collect::<String>());
+        let (key, leases, tool) = parse_held(lease_id).ok_or_else(gone)?;
+        match self.inner.key(key) {
+            Ok(live) if live.policy().workspace == ws => {}
+            _ => return Err(gone()),
+        }
+        if self.release(key, tool, &leases) { Ok(()) } else { Err(gone()) }
     }
 
     /// The signed scheme (SPEC §5): checks the key, the user id, the HMAC and

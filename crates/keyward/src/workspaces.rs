@@ -8,11 +8,12 @@ use crate::audit::audit;
 use crate::engine::{Engine, Inner, LiveWorkspace, WorkspaceSlot};
 use crate::error::{Error, Result};
 use crate::model::{
-    Actor, AuditAction, KeyTtl, LimitSync, NewTool, NewWorkspace, ToolRecord, ToolUpdate, Workspace, WorkspaceUpdate,
+    Actor, AuditAction, DEFAULT_UPSTREAM_TIMEOUT_MS, KeyTtl, LimitSync, NewTool, NewWorkspace, Tool, ToolRecord,
+    ToolUpdate, Workspace, WorkspaceUpdate,
 };
 use crate::rng::os_rng;
 use crate::store::Change;
-use crate::validate::{Changes, validate_limits, validate_name};
+use crate::validate::{Changes, validate_limits, validate_name, validate_timeout, validate_upstream};
 
 impl Inner {
     /// Publishes a workspace version. Keys hold the slot: storing into it
@@ -131,11 +132,16 @@ impl Engine {
     // ---- tools ----------------------------------------------------------
 
     /// Creates a tool in a workspace.
-    pub fn create_tool(&self, ws: WorkspaceId, spec: NewTool, actor: &Actor) -> Result<ToolPolicy> {
+    pub fn create_tool(&self, ws: WorkspaceId, spec: NewTool, actor: &Actor) -> Result<Tool> {
         let inner = &self.inner;
         inner.workspace(ws)?;
         let acting = inner.acting_key(actor, ws)?;
         check_tool_name(&spec.name).map_err(|e| Error::invalid("name", e.to_string()))?;
+        if let Some(url) = &spec.upstream {
+            validate_upstream(url)?;
+        }
+        let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
+        validate_timeout(timeout_ms)?;
         if let (Some(a), Some(p)) = (&acting, &spec.permission)
             && keyward_core::first_uncovered(&a.policy().permissions, std::slice::from_ref(p)).is_some()
         {
@@ -153,20 +159,28 @@ impl Engine {
             if current.tools.contains_key(&policy.name) {
                 return Err(Error::AlreadyExists { kind: "tool", id: policy.name.clone() });
             }
-            let rec = ToolRecord { policy: policy.clone(), created_at: now };
+            let rec =
+                ToolRecord { policy: policy.clone(), created_at: now, upstream: spec.upstream.clone(), timeout_ms };
             batch.push(Change::Tool(rec.clone()));
             audit(batch, now, actor, AuditAction::ToolCreated, Some(ws), policy.name.clone(), "");
             Ok(move || {
+                let tool = rec.tool();
                 let mut live = LiveWorkspace::clone(&current);
                 live.tools.insert(policy.name.clone(), Arc::new(rec));
                 inner.replace_workspace(live);
-                policy
+                tool
             })
         })
     }
 
     /// Changes a tool.
-    pub fn update_tool(&self, ws: WorkspaceId, name: &str, update: ToolUpdate, actor: &Actor) -> Result<ToolPolicy> {
+    pub fn update_tool(&self, ws: WorkspaceId, name: &str, update: ToolUpdate, actor: &Actor) -> Result<Tool> {
+        if let Some(Some(url)) = &update.upstream {
+            validate_upstream(url)?;
+        }
+        if let Some(Some(ms)) = update.timeout_ms {
+            validate_timeout(ms)?;
+        }
         let inner = &self.inner;
         let now = inner.now();
         inner.write(|batch| {
@@ -193,24 +207,33 @@ impl Engine {
             changed.set("permission", &mut t.permission, update.permission);
             changed.set("cooldown_ms", &mut t.limits.cooldown_ms, update.cooldown_ms);
             changed.set("daily_limit", &mut t.limits.daily, update.daily_limit);
+            changed.set("upstream", &mut rec.upstream, update.upstream.clone());
+            let timeout = update.timeout_ms.map(|t| t.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS));
+            changed.set("timeout_ms", &mut rec.timeout_ms, timeout);
             batch.push(Change::Tool(rec.clone()));
             audit(batch, now, actor, AuditAction::ToolUpdated, Some(ws), name, changed.list());
             Ok(move || {
-                let policy = rec.policy.clone();
+                let tool = rec.tool();
                 let mut live = LiveWorkspace::clone(&current);
                 live.tools.insert(name.to_owned(), Arc::new(rec));
                 inner.replace_workspace(live);
-                policy
+                tool
             })
         })
     }
 
     /// Tools of a workspace, by name.
-    pub fn tools(&self, ws: WorkspaceId) -> Result<Vec<ToolPolicy>> {
+    pub fn tools(&self, ws: WorkspaceId) -> Result<Vec<Tool>> {
         let w = self.inner.workspace(ws)?;
-        let mut all: Vec<ToolPolicy> = w.tools.values().map(|t| t.policy.clone()).collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut all: Vec<Tool> = w.tools.values().map(|t| t.tool()).collect();
+        all.sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
         Ok(all)
+    }
+
+    /// One tool of a workspace (what the gateway reads on each call).
+    pub fn tool(&self, ws: WorkspaceId, name: &str) -> Result<Tool> {
+        let w = self.inner.workspace(ws)?;
+        w.tools.get(name).map(|t| t.tool()).ok_or_else(|| Error::not_found("tool", name))
     }
 }
 

@@ -32,7 +32,15 @@ fn parent_limits() -> Limits {
 /// A workspace with a tool, and a parent key restricted every way.
 fn setup() -> (Env, keyward::CreatedKey) {
     let env = Env::new();
-    let tool = NewTool { name: "search".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None };
+    let tool = NewTool {
+        name: "search".into(),
+        enabled: true,
+        permission: None,
+        cooldown_ms: None,
+        daily_limit: None,
+        upstream: None,
+        timeout_ms: None,
+    };
     env.engine.create_tool(env.ws, tool, &Actor::Admin).unwrap();
     let parent = env.key_with(NewKey {
         name: "parent".into(),
@@ -165,6 +173,8 @@ fn a_tools_permission_changes_only_by_a_key_holding_it() {
         permission: Some(perm(p)),
         cooldown_ms: None,
         daily_limit: None,
+        upstream: None,
+        timeout_ms: None,
     };
     assert_eq!(
         refused(env.engine.create_tool(env.ws, tool("tools:admin"), &by)),

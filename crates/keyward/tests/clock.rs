@@ -24,7 +24,15 @@ fn daily_rollover_at_utc_midnight() {
     env.engine
         .create_tool(
             env.ws,
-            NewTool { name: "gen".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: Some(2) },
+            NewTool {
+                name: "gen".into(),
+                enabled: true,
+                permission: None,
+                cooldown_ms: None,
+                daily_limit: Some(2),
+                upstream: None,
+                timeout_ms: None,
+            },
             &Actor::Admin,
         )
         .unwrap();
@@ -152,7 +160,15 @@ fn updates_list_what_they_set() {
     e.update_key(k.info.id, disable, &Actor::Admin).unwrap();
     let again = keyward::KeyUpdate { disabled: Some(true), ..Default::default() };
     e.update_key(k.info.id, again, &Actor::Admin).unwrap();
-    let tool = NewTool { name: "t".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None };
+    let tool = NewTool {
+        name: "t".into(),
+        enabled: true,
+        permission: None,
+        cooldown_ms: None,
+        daily_limit: None,
+        upstream: None,
+        timeout_ms: None,
+    };
     e.create_tool(env.ws, tool, &Actor::Admin).unwrap();
     let off = keyward::ToolUpdate { enabled: Some(false), daily_limit: Some(Some(3)), ..Default::default() };
     e.update_tool(env.ws, "t", off, &Actor::Admin).unwrap();

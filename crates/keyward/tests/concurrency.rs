@@ -68,7 +68,15 @@ fn tool_daily_limit_admits_exactly_l() {
     env.engine
         .create_tool(
             env.ws,
-            NewTool { name: "gen".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: Some(33) },
+            NewTool {
+                name: "gen".into(),
+                enabled: true,
+                permission: None,
+                cooldown_ms: None,
+                daily_limit: Some(33),
+                upstream: None,
+                timeout_ms: None,
+            },
             &Actor::Admin,
         )
         .unwrap();

@@ -30,7 +30,15 @@ fn everything_survives_reopen() {
     e.delete_key(deleted.info.id, &Actor::Admin).unwrap();
     e.create_tool(
         env.ws,
-        NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: Some(1000), daily_limit: None },
+        NewTool {
+            name: "gl_ping".into(),
+            enabled: true,
+            permission: None,
+            cooldown_ms: Some(1000),
+            daily_limit: None,
+            upstream: None,
+            timeout_ms: None,
+        },
         &Actor::Admin,
     )
     .unwrap();

@@ -204,6 +204,8 @@ fn world(nodes: Vec<Engine>) -> World {
         permission: None,
         cooldown_ms: Some(300),
         daily_limit: Some(40),
+        upstream: None,
+        timeout_ms: None,
     };
     a.create_tool(ws, tool, &Actor::Admin).unwrap();
     let specs = [

@@ -36,6 +36,8 @@ fn everything_round_trips_through_redis() {
         permission: None,
         cooldown_ms: Some(10),
         daily_limit: Some(5),
+        upstream: Some("https://reports.internal:8443/v2".into()),
+        timeout_ms: Some(2500),
     };
     e.create_tool(ws, tool, &Actor::Admin).unwrap();
     let credits = Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() };
@@ -74,7 +76,9 @@ fn everything_round_trips_through_redis() {
     assert_eq!(e.audit(None, 0, 100).unwrap(), audit_before);
     assert_eq!(e.audit(Some(ws), 3, 4).unwrap().items.iter().map(|a| a.seq).collect::<Vec<_>>(), [4, 5, 6, 7]);
     assert_eq!(e.audit(Some(ws), 3, 4).unwrap().next_cursor.as_deref(), Some("7"));
-    assert_eq!(e.tools(ws).unwrap()[0].limits.daily, Some(5));
+    assert_eq!(e.tools(ws).unwrap()[0].policy.limits.daily, Some(5));
+    let reports = e.tool(ws, "reports").unwrap();
+    assert_eq!((reports.upstream.as_deref(), reports.timeout_ms), (Some("https://reports.internal:8443/v2"), 2500));
     assert_eq!(e.session_count(), 1);
     assert_eq!(e.authenticate_user(&login(&signer, "5"), None).unwrap_err().code, Code::NonceReused);
     assert_eq!(e.check().unwrap(), 4);
@@ -166,12 +170,22 @@ fn a_second_node_follows_every_change_within_milliseconds() {
     within("a rotation", || valid(&b, rotated.token.expose()) == Code::Valid);
     assert_eq!(b.key(late.info.id).unwrap().expires_at, Some(T0.plus(60_000)));
 
-    let tool =
-        NewTool { name: "reports".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None };
+    let tool = NewTool {
+        name: "reports".into(),
+        enabled: true,
+        permission: None,
+        cooldown_ms: None,
+        daily_limit: None,
+        upstream: None,
+        timeout_ms: None,
+    };
     a.create_tool(ws, tool, &Actor::Admin).unwrap();
     let on_tool =
         |e: &Engine| e.verify(rotated.token.expose(), &Request { tool: Some("reports"), ..Request::default() }).code;
     within("a tool", || on_tool(&b) == Code::Valid);
+    let routed = keyward::ToolUpdate { upstream: Some(Some("http://10.0.0.5:9000".into())), ..Default::default() };
+    a.update_tool(ws, "reports", routed, &Actor::Admin).unwrap();
+    within("an upstream", || b.tool(ws, "reports").unwrap().upstream.as_deref() == Some("http://10.0.0.5:9000"));
     let off = keyward::ToolUpdate { enabled: Some(false), ..keyward::ToolUpdate::default() };
     a.update_tool(ws, "reports", off, &Actor::Admin).unwrap();
     within("a disabled tool", || on_tool(&b) == Code::ToolDisabled);

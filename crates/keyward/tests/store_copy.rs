@@ -16,7 +16,7 @@ use keyward::{
     KeyInfo, KeyUsageReport, ManualClock, NewKey, NewSigning, NewTool, Page, Request, StoreLocation, Workspace,
     copy_store,
 };
-use keyward_core::{Code, Credits, KeyId, Limits, NoncePolicy, ToolPolicy, WorkspaceId};
+use keyward_core::{Code, Credits, KeyId, Limits, NoncePolicy, WorkspaceId};
 
 /// What a populated source holds, read through its engine.
 struct Facts {
@@ -27,7 +27,7 @@ struct Facts {
     usage: Vec<KeyUsageReport>,
     audit: Page<AuditEvent>,
     workspaces: Vec<Workspace>,
-    tools: Vec<ToolPolicy>,
+    tools: Vec<keyward::Tool>,
     signer: CreatedKey,
     session: String,
 }
@@ -36,8 +36,15 @@ struct Facts {
 /// signing (with a session and a spent nonce), revoked, deleted; and a tool.
 fn populate(env: &Env) -> Facts {
     let (e, ws, admin) = (&env.engine, env.ws, &Actor::Admin);
-    let tool =
-        NewTool { name: "reports".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: Some(5) };
+    let tool = NewTool {
+        name: "reports".into(),
+        enabled: true,
+        permission: None,
+        cooldown_ms: None,
+        daily_limit: Some(5),
+        upstream: None,
+        timeout_ms: None,
+    };
     e.create_tool(ws, tool, admin).unwrap();
     let credits = Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() };
     let paid = env.key_with(NewKey { name: "paid".into(), limits: Some(credits), ..NewKey::default() });

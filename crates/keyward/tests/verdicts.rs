@@ -82,13 +82,29 @@ fn every_verdict() {
     // Tools.
     e.create_tool(
         env.ws,
-        NewTool { name: "gl_ping".into(), enabled: true, permission: None, cooldown_ms: None, daily_limit: None },
+        NewTool {
+            name: "gl_ping".into(),
+            enabled: true,
+            permission: None,
+            cooldown_ms: None,
+            daily_limit: None,
+            upstream: None,
+            timeout_ms: None,
+        },
         &Actor::Admin,
     )
     .unwrap();
     e.create_tool(
         env.ws,
-        NewTool { name: "off".into(), enabled: false, permission: None, cooldown_ms: None, daily_limit: None },
+        NewTool {
+            name: "off".into(),
+            enabled: false,
+            permission: None,
+            cooldown_ms: None,
+            daily_limit: None,
+            upstream: None,
+            timeout_ms: None,
+        },
         &Actor::Admin,
     )
     .unwrap();
@@ -100,6 +116,8 @@ fn every_verdict() {
             permission: Some(perm("tools:admin")),
             cooldown_ms: None,
             daily_limit: None,
+            upstream: None,
+            timeout_ms: None,
         },
         &Actor::Admin,
     )

@@ -421,7 +421,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
         out.workspaces.push(Workspace::decode(row?.1.value())?);
     }
     for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
-        out.tools.push(decode_record::<ToolRecord>(row?.1.value())?);
+        out.tools.push(ToolRecord::decode(row?.1.value())?);
     }
     for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
         out.keys.push(KeyRecord::decode(row?.1.value())?);

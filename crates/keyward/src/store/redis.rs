@@ -19,7 +19,7 @@ use crate::history::{self, Granularity, HistoryBucket};
 
 use super::{Batch, Change, Charged, Followed, Loaded, Store, Touched, UsageStats};
 use crate::error::{Error, Result};
-use crate::model::{AuditEvent, KeyRecord, Page, UsageRecord, Workspace};
+use crate::model::{AuditEvent, KeyRecord, Page, ToolRecord, UsageRecord, Workspace};
 
 const META: &str = "{keyward}:meta";
 const WORKSPACES: &str = "{keyward}:workspaces";
@@ -630,7 +630,7 @@ impl Store for RedisStore {
             out.workspaces.push(Workspace::decode(&v)?);
         }
         for (_, v) in self.all(TOOLS)? {
-            out.tools.push(decode_record(&v)?);
+            out.tools.push(ToolRecord::decode(&v)?);
         }
         for (_, v) in self.all(KEYS)? {
             out.keys.push(KeyRecord::decode(&v)?);
@@ -789,7 +789,7 @@ impl Store for RedisStore {
                     Followed::Tool(
                         WorkspaceId(id16(ws, TOOLS)?),
                         String::from_utf8_lossy(name).into_owned(),
-                        value.map(|v| decode_record(&v)).transpose()?,
+                        value.map(|v| ToolRecord::decode(&v)).transpose()?,
                     )
                 }
                 KEYS => Followed::Key(
