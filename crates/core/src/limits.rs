@@ -30,8 +30,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::code::Code;
 use crate::time::{DAY_MS, UnixMillis, days_in_month};
-use crate::verdict::Code;
 
 /// Most calls a rate limit may admit per window (keeps GCRA arithmetic in range).
 pub const MAX_RATE_LIMIT: u64 = 1_000_000_000;
@@ -218,6 +218,17 @@ pub struct Lease {
     pub id: LeaseId,
     /// When it frees itself if not released.
     pub expires_at: UnixMillis,
+}
+
+/// Which counters a concurrency lease was taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeaseScope {
+    /// The key's own limits.
+    Key,
+    /// The tool's limits for this key.
+    Tool,
+    /// The key's limits for this tool.
+    KeyTool,
 }
 
 /// Credits balance.

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::code::Code;
 use crate::time::UnixMillis;
-use crate::verdict::Code;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
