@@ -73,23 +73,48 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+// The modules form a one-way chain: each uses only the modules listed before
+// it (read every `use crate::` line to check), and the groups of `mod` lines
+// below are the same order in layers.
+//
+//   time, base62, hex, code, ip, permission, credentials    (nothing from the crate)
+//   id        → base62
+//   token     → base62, hex
+//   query     → permission
+//   limits    → code, time
+//   policy    → id, ip, limits, permission, time, token
+//   verdict   → code, id, limits
+//   signature → code, hex, time
+//   snapshot  → ip, limits, policy, time
+//   decide    → code, limits, permission, policy, query, time, token, verdict
+//   local     → code, decide, id, limits, policy, snapshot, token, verdict
+
+// Leaves.
 mod base62;
 mod code;
 mod credentials;
-mod decide;
 pub mod hex;
-mod id;
 mod ip;
-mod limits;
-mod local;
 mod permission;
-mod policy;
-mod query;
-mod signature;
-mod snapshot;
 mod time;
+
+// Identifiers, tokens, permission queries and quotas.
+mod id;
+mod limits;
+mod query;
 mod token;
+
+// Records and verdicts.
+mod policy;
+mod signature;
 mod verdict;
+
+// Snapshots and decisions.
+mod decide;
+mod snapshot;
+
+// The self-contained verifier.
+mod local;
 
 pub use code::Code;
 pub use credentials::{
