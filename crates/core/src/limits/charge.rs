@@ -1,14 +1,15 @@
-//! Charging a call: every limit of every scope is checked first, and only
-//! if all pass are the counters written. Also the check-only [`peek`] and
+//! Charging a call: the rate limits it applies in each scope, then every
+//! limit of every scope checked first, and only if all pass are the
+//! counters written. Also the check-only [`peek`] and
 //! the per-limit [`rate_report`] read after a charge.
 
 use super::calendar::next_refill_boundary;
-use super::cost::{Cost, applied};
+use super::cost::Cost;
 use super::gcra::{free_in, gcra_charged, gcra_of, gcra_step, live};
 use super::lease::{Lease, LeaseId};
 use super::report::{Quota, RateReport};
 use super::state::{CreditBalance, DailyCount, Gcra, UsageState, effective_credits};
-use super::{Limits, MAX_AD_HOC_RATES};
+use super::{Limits, MAX_AD_HOC_RATES, valid_rate_name};
 use crate::code::Code;
 use crate::time::UnixMillis;
 
@@ -39,6 +40,57 @@ pub struct Grant {
     pub quota: Quota,
     /// Concurrency leases taken, one per scope with a concurrency limit.
     pub leases: Vec<(usize, LeaseId)>,
+}
+
+/// A rate limit as one call applies it.
+#[derive(Clone, Copy, Debug)]
+struct Applied<'r> {
+    /// Position in the scope's `rates`, or `rates.len()` + position in the
+    /// cost's `rates` for an ad-hoc limit.
+    index: usize,
+    name: &'r str,
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+    auto_apply: bool,
+    ad_hoc: bool,
+}
+
+/// The rate limits a call with `cost` applies in a scope: configured ones it
+/// names or that auto-apply, then (in the scope holding them) ad-hoc ones.
+fn applied<'r>(limits: &'r Limits, cost: &'r Cost<'r>, ad_hoc: bool) -> impl Iterator<Item = Applied<'r>> + 'r {
+    let configured = limits.rates.iter().enumerate().filter_map(move |(index, rate)| {
+        let named = cost.named(&rate.name);
+        let c = match named {
+            Some(r) => r.cost,
+            None if rate.auto_apply => cost.auto_cost(),
+            None => return None,
+        };
+        Some(Applied {
+            index,
+            name: &rate.name,
+            limit: named.and_then(|r| r.limit).unwrap_or(rate.limit).max(1),
+            window_ms: named.and_then(|r| r.window_ms).unwrap_or(rate.window_ms).max(1),
+            cost: c,
+            auto_apply: rate.auto_apply,
+            ad_hoc: false,
+        })
+    });
+    let extra = cost.rates.iter().enumerate().filter(move |_| ad_hoc).filter_map(move |(j, r)| {
+        let (Some(limit), Some(window_ms)) = (r.limit, r.window_ms) else { return None };
+        let first = !cost.rates.iter().take(j).any(|o| o.name == r.name);
+        let fresh = !limits.rates.iter().any(|c| c.name == r.name);
+        (first && fresh && valid_rate_name(r.name)).then_some(Applied {
+            index: limits.rates.len() + j,
+            name: r.name,
+            limit: limit.max(1),
+            window_ms: window_ms.max(1),
+            cost: r.cost,
+            auto_apply: false,
+            ad_hoc: true,
+        })
+    });
+    configured.chain(extra)
 }
 
 /// Checks every limit of every scope and, only if all pass, charges them.

@@ -1,7 +1,5 @@
-//! What one call costs, and which rate limits it applies in a scope:
-//! configured ones it names or that auto-apply, and ad-hoc ones.
-
-use super::{Limits, valid_rate_name};
+//! What one call costs: credits, and the rate limits it names with their
+//! costs and any numbers of its own.
 
 /// Name of the [`RateCost`] entry that sets the cost of every auto-applied
 /// limit the call does not name (not a valid rate-limit name, so it cannot
@@ -57,68 +55,13 @@ impl Default for Cost<'_> {
 }
 
 impl Cost<'_> {
-    fn named(&self, name: &str) -> Option<&RateCost<'_>> {
+    pub(super) fn named(&self, name: &str) -> Option<&RateCost<'_>> {
         self.rates.iter().find(|r| r.name == name)
     }
 
-    fn auto_cost(&self) -> u64 {
+    pub(super) fn auto_cost(&self) -> u64 {
         self.named(AUTO_APPLIED).map_or(u64::from(self.credits > 0), |r| r.cost)
     }
-}
-
-/// A rate limit as one call applies it.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Applied<'r> {
-    /// Position in the scope's `rates`, or `rates.len()` + position in the
-    /// cost's `rates` for an ad-hoc limit.
-    pub(super) index: usize,
-    pub(super) name: &'r str,
-    pub(super) limit: u64,
-    pub(super) window_ms: u64,
-    pub(super) cost: u64,
-    pub(super) auto_apply: bool,
-    pub(super) ad_hoc: bool,
-}
-
-/// The rate limits a call with `cost` applies in a scope: configured ones it
-/// names or that auto-apply, then (in the scope holding them) ad-hoc ones.
-pub(super) fn applied<'r>(
-    limits: &'r Limits,
-    cost: &'r Cost<'r>,
-    ad_hoc: bool,
-) -> impl Iterator<Item = Applied<'r>> + 'r {
-    let configured = limits.rates.iter().enumerate().filter_map(move |(index, rate)| {
-        let named = cost.named(&rate.name);
-        let c = match named {
-            Some(r) => r.cost,
-            None if rate.auto_apply => cost.auto_cost(),
-            None => return None,
-        };
-        Some(Applied {
-            index,
-            name: &rate.name,
-            limit: named.and_then(|r| r.limit).unwrap_or(rate.limit).max(1),
-            window_ms: named.and_then(|r| r.window_ms).unwrap_or(rate.window_ms).max(1),
-            cost: c,
-            auto_apply: rate.auto_apply,
-            ad_hoc: false,
-        })
-    });
-    let extra = cost.rates.iter().enumerate().filter(move |_| ad_hoc).filter_map(move |(j, r)| {
-        let (Some(limit), Some(window_ms)) = (r.limit, r.window_ms) else { return None };
-        let first = !cost.rates.iter().take(j).any(|o| o.name == r.name);
-        let fresh = !limits.rates.iter().any(|c| c.name == r.name);
-        (first && fresh && valid_rate_name(r.name)).then_some(Applied {
-            index: limits.rates.len() + j,
-            name: r.name,
-            limit: limit.max(1),
-            window_ms: window_ms.max(1),
-            cost: r.cost,
-            auto_apply: false,
-            ad_hoc: true,
-        })
-    });
-    configured.chain(extra)
 }
 
 #[cfg(test)]
@@ -126,7 +69,7 @@ mod tests {
     use super::*;
     use crate::code::Code;
     use crate::limits::tests::{adhoc_call, code_at, one, rate};
-    use crate::limits::{Gcra, RateLimit, Scope, UsageState, charge};
+    use crate::limits::{Gcra, Limits, RateLimit, Scope, UsageState, charge};
     use crate::time::UnixMillis;
 
     #[test]

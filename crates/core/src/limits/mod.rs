@@ -35,10 +35,11 @@
 //! - `lease`: concurrency leases and the scope they were taken from;
 //! - `calendar`: when credits refill (UTC days and months);
 //! - `state`: the counters one scope keeps ([`UsageState`]);
-//! - `cost`: what one call costs, and which rate limits it applies;
+//! - `cost`: what one call costs;
 //! - `report`: the figures a call reports ([`Quota`], [`RateStatus`], [`RateReport`]);
 //! - `gcra`: the rate-limit arithmetic;
-//! - `charge`: checking and charging every limit of a call, all or nothing.
+//! - `charge`: the rate limits a call applies, and checking and charging
+//!   every limit of a call, all or nothing.
 
 use serde::{Deserialize, Serialize};
 
