@@ -2,15 +2,14 @@
 
 use core::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
-use crate::limits::{self, Cost, LeaseId, Quota, Scope, UsageState};
+use crate::code::Code;
+use crate::limits::{self, Cost, LeaseId, LeaseScope, Quota, Scope, UsageState};
 use crate::permission;
 use crate::policy::{KeyPolicy, Status, ToolPolicy, WorkspacePolicy};
 use crate::query::PermissionQuery;
 use crate::time::UnixMillis;
 use crate::token::{self, TokenError};
-use crate::verdict::{Code, Verdict};
+use crate::verdict::Verdict;
 
 /// What a request asks for, besides its credential.
 #[derive(Clone, Debug, Default)]
@@ -39,17 +38,6 @@ pub enum ToolLookup<'a> {
     Unknown,
     /// The tool.
     Found(&'a ToolPolicy),
-}
-
-/// Which counters a concurrency lease was taken from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum LeaseScope {
-    /// The key's own limits.
-    Key,
-    /// The tool's limits for this key.
-    Tool,
-    /// The key's limits for this tool.
-    KeyTool,
 }
 
 /// The counters `decide` may charge.

@@ -73,34 +73,61 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+// The modules form a one-way chain: each uses only the modules listed before
+// it (read every `use crate::` line to check), and the groups of `mod` lines
+// below are the same order in layers.
+//
+//   time, base62, hex, code, ip, permission, credentials    (nothing from the crate)
+//   id        → base62
+//   token     → base62, hex
+//   query     → permission
+//   limits    → code, time
+//   policy    → id, ip, limits, permission, time, token
+//   verdict   → code, id, limits
+//   signature → code, hex, time
+//   snapshot  → ip, limits, policy, time
+//   decide    → code, limits, permission, policy, query, time, token, verdict
+//   local     → code, decide, id, limits, policy, snapshot, token, verdict
+
+// Leaves.
 mod base62;
+mod code;
 mod credentials;
-mod decide;
 pub mod hex;
-mod id;
 mod ip;
-mod limits;
-mod local;
 mod permission;
-mod policy;
-mod query;
-mod signature;
-mod snapshot;
 mod time;
+
+// Identifiers, tokens, permission queries and quotas.
+mod id;
+mod limits;
+mod query;
 mod token;
+
+// Records and verdicts.
+mod policy;
+mod signature;
 mod verdict;
 
+// Snapshots and decisions.
+mod decide;
+mod snapshot;
+
+// The self-contained verifier.
+mod local;
+
+pub use code::Code;
 pub use credentials::{
     Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, SignedHeaders, ToolNameError, check_tool_name,
     parse as parse_credentials, tool_from_path,
 };
-pub use decide::{LeaseScope, Request, ToolLookup, Usage, admit, decide, decide_into, format_check, quota_of, release};
+pub use decide::{Request, ToolLookup, Usage, admit, decide, decide_into, format_check, quota_of, release};
 pub use id::{IdError, KeyId, WorkspaceId};
 pub use ip::{IpRule, IpRuleError, IpRules, parse_cidr};
 pub use limits::{
-    AUTO_APPLIED, Concurrency, Cost, CreditBalance, Credits, DailyCount, Gcra, Grant, Lease, LeaseId, Limits,
-    LimitsError, MAX_AD_HOC_RATES, Quota, RateCost, RateLimit, RateReport, RateStatus, Refill, RefillInterval, Refusal,
-    Scope, UsageState, charge, last_refill_boundary, next_refill_boundary, peek, rate_report, valid_rate_name,
+    AUTO_APPLIED, Concurrency, Cost, CreditBalance, Credits, DailyCount, Gcra, Grant, Lease, LeaseId, LeaseScope,
+    Limits, LimitsError, MAX_AD_HOC_RATES, Quota, RateCost, RateLimit, RateReport, RateStatus, Refill, RefillInterval,
+    Refusal, Scope, UsageState, charge, last_refill_boundary, next_refill_boundary, peek, rate_report, valid_rate_name,
 };
 pub use local::{Checked, LocalVerifier};
 pub use permission::{Permission, PermissionError, first_uncovered, granted};
@@ -118,7 +145,7 @@ pub use snapshot::{
 };
 pub use time::{DAY_MS, UnixMillis};
 pub use token::{KeyHash, Prefix, START_CHARS, Token, TokenError, check as check_token, check_foreign, start_of};
-pub use verdict::{Code, Verdict};
+pub use verdict::Verdict;
 
 /// Re-exported so callers name the same `CryptoRng` trait.
 pub use rand_core;

@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 
+use crate::code::Code;
 use crate::decide::{self, Request, ToolLookup, Usage};
 use crate::id::WorkspaceId;
 use crate::limits::UsageState;
 use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::token::{self, KeyHash};
-use crate::verdict::{Code, Verdict};
+use crate::verdict::Verdict;
 
 #[derive(Default)]
 struct KeyUsage {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::code::Code;
+use crate::hex;
 use crate::time::UnixMillis;
-use crate::verdict::Code;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -65,12 +66,12 @@ pub fn sign(secret: &ApiSecret, nonce: &str, user_id: &str, api_key: &str) -> [u
 
 /// Computes the signature as lowercase hex.
 pub fn sign_hex(secret: &ApiSecret, nonce: &str, user_id: &str, api_key: &str) -> String {
-    crate::hex::encode(&sign(secret, nonce, user_id, api_key))
+    hex::encode(&sign(secret, nonce, user_id, api_key))
 }
 
 /// Verifies a hex signature (either case) in constant time.
 pub fn verify(secret: &ApiSecret, nonce: &str, user_id: &str, api_key: &str, signature_hex: &str) -> Result<(), Code> {
-    let Some(given) = crate::hex::decode32(signature_hex) else {
+    let Some(given) = hex::decode32(signature_hex) else {
         return Err(Code::InvalidSignature);
     };
     mac(secret.expose(), nonce, user_id, api_key).verify_slice(&given).map_err(|_| Code::InvalidSignature)
@@ -204,7 +205,7 @@ mod tests {
         fn hmac_hex(key: &[u8], data: &[u8]) -> String {
             let mut m = HmacSha256::new_from_slice(key).unwrap();
             m.update(data);
-            crate::hex::encode(&m.finalize().into_bytes())
+            hex::encode(&m.finalize().into_bytes())
         }
         assert_eq!(
             hmac_hex(&[0x0b; 20], b"Hi There"),

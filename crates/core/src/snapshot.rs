@@ -15,6 +15,8 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::ip::{self, IpRules};
+use crate::limits::Limits;
 use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
 use crate::time::UnixMillis;
 
@@ -161,8 +163,8 @@ impl Snapshot {
     /// accept. An authentic snapshot from a buggy exporter is refused rather
     /// than verified with, say, a zero-length rate window.
     fn is_well_formed(&self) -> bool {
-        let limits_ok = |l: &crate::limits::Limits| l.validate().is_ok();
-        let rules_ok = |r: &crate::ip::IpRules| r.0.iter().all(|rule| crate::ip::is_canonical(&rule.net()));
+        let limits_ok = |l: &Limits| l.validate().is_ok();
+        let rules_ok = |r: &IpRules| r.0.iter().all(|rule| ip::is_canonical(&rule.net()));
         self.workspaces.iter().all(|w| limits_ok(&w.default_limits) && rules_ok(&w.ip_rules))
             && self.tools.iter().all(|t| limits_ok(&t.limits))
             && self.keys.iter().all(|k| {

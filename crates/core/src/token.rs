@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::base62;
+use crate::hex;
 
 /// Random base62 characters in a token body.
 pub const RANDOM_CHARS: usize = 30;
@@ -330,12 +331,12 @@ impl KeyHash {
 
     /// Lowercase hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        crate::hex::encode(&self.0)
+        hex::encode(&self.0)
     }
 
     /// Parses 64 hex characters (either case).
     pub fn from_hex(text: &str) -> Option<Self> {
-        crate::hex::decode32(text).map(Self)
+        hex::decode32(text).map(Self)
     }
 }
 
