@@ -82,6 +82,7 @@ pub(crate) fn caller(
         keyward::Request { ip, permissions: &[need], cost: Cost { credits: 0, rates: &[] }, ..Default::default() };
     // On a shared store a limited caller key is charged there: off the workers.
     let v = verifying(&state.engine, || state.engine.verify_credential(&cred, &req));
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     match (v.code, v.key_id, v.workspace_id) {
         (Code::Valid, Some(k), Some(w)) => Ok((k, w)),
         _ => Err(verdict_error(&v, "caller")),
@@ -104,12 +105,15 @@ fn engine_error(e: keyward::Error) -> ApiError {
         // The store's own message (file paths, server addresses) is for
         // operators: `/healthz` shows it; the client learns what to do.
         E::Storage(_) | E::Io(_) | E::Corrupt(_) => {
+            crate::envelope::note_error(&e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Code::StoreUnavailable.as_str(), crate::unkey::STORE_DOWN)
         }
         E::NoMasterKey => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "signing: the server has no master key")
         }
-        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
+        // The envelope tells the client `internal error` and the request
+        // id; this message goes to the request's log line.
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
     }
 }
 
@@ -180,6 +184,7 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
     let created = tri!(
         off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
     );
+    crate::envelope::note_audit("key.created", created.info.id);
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -276,6 +281,7 @@ pub(crate) async fn update_key(
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("key.updated", id);
     Reply::ok(key_json(&info))
 }
 
@@ -289,6 +295,7 @@ pub(crate) async fn delete_key(
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
     let id = key.id;
     tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error));
+    crate::envelope::note_audit("key.deleted", id);
     Reply::ok(json!({"id": id.to_string(), "deleted": true}))
 }
 
@@ -301,9 +308,11 @@ pub(crate) async fn revoke_key(
     _body: Bytes,
 ) -> Reply {
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
-    Reply::ok(key_json(&tri!(
+    let info = tri!(
         off_workers(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)
-    )))
+    );
+    crate::envelope::note_audit("key.revoked", info.id);
+    Reply::ok(key_json(&info))
 }
 
 pub(crate) async fn rotate_key(
@@ -324,6 +333,7 @@ pub(crate) async fn rotate_key(
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("key.rotated", id);
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -416,6 +426,7 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("tool.created", &t.name);
     Reply::created(tool_json(&t))
 }
 
@@ -450,6 +461,7 @@ pub(crate) async fn update_tool(
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("tool.updated", &t.name);
     Reply::ok(tool_json(&t))
 }
 
@@ -462,6 +474,7 @@ pub(crate) async fn list_tools(State(state): State<AppState>, peer: Peer, header
 // ---- verification ---------------------------------------------------------
 
 fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     if matches!(v.code.http_status(), 429 | 503)
         && let Some(ms) = v.retry_after_ms
     {
@@ -560,6 +573,7 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
         "retry_after_ms": v.retry_after_ms,
         "ratelimit": v.quota.rate.as_ref().map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
     });
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     // Leases from /v1/verify are not held: a verify call is not a job.
     if let Some(id) = v.key_id {
         state.engine.release(id, tool, &v.leases);
@@ -608,14 +622,17 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
     };
     let ip = client_ip(&state, &peer, &headers);
     match login(&state.engine, signed, ip).await {
-        Ok(s) => Reply::ok(json!({
+        Ok(s) => {
+            crate::envelope::note_key(Some(s.key_id), None);
+            Reply::ok(json!({
             "authenticated": true,
             "session_token": s.token.expose(),
             "expires_at": json::time(Some(s.expires_at)),
             "user_id": s.user_id,
             "key_id": s.key_id.to_string(),
-        }))
-        .verdict("VALID"),
+            }))
+            .verdict("VALID")
+        }
         Err(v) => {
             let mut e = verdict_error(&v, "authentication refused");
             if e.status != StatusCode::TOO_MANY_REQUESTS && e.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -649,7 +666,28 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Reply {
     }
 }
 
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: the Prometheus text, to whom [`crate::MetricsAccess`] allows.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match &state.metrics_access {
+        crate::MetricsAccess::Open => {}
+        crate::MetricsAccess::Token(token) => {
+            use subtle::ConstantTimeEq;
+            let sent = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .unwrap_or_default();
+            if !bool::from(sent.ct_eq(token.as_bytes())) {
+                let e = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send Authorization: Bearer <metrics token>",
+                );
+                return Reply::error(e).header(header::WWW_AUTHENTICATE, "Bearer").into_response();
+            }
+        }
+        // Served by `metrics_router` on its own listener only.
+        _ => return not_found().await.into_response(),
+    }
     let text = state.metrics.render(state.engine.live_key_count(), state.engine.key_count(), &state.engine.health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
