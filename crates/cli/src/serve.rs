@@ -164,8 +164,7 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
         let acceptor = tls.map(TlsAcceptor::from);
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         let app = keyward_http::router(main_state);
-        servers.push(tokio::spawn(serve(listener, acceptor, app, limits, stopped.clone())));
-        announce(scheme, addr);
+        // Announced before the main listener: scripts read up to that line.
         if let Some(at) = args.metrics_listen {
             let listener = TcpListener::bind(at).await?;
             let addr = listener.local_addr()?;
@@ -173,6 +172,8 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
             servers.push(tokio::spawn(serve(listener, None, app, limits, stopped.clone())));
             say(&format!("keyward metrics on http://{addr}/metrics"));
         }
+        servers.push(tokio::spawn(serve(listener, acceptor, app, limits, stopped.clone())));
+        announce(scheme, addr);
         shutdown_signal().await;
         let _ = stop.send(true);
         // Each server stops accepting, lets its connections finish their

@@ -298,3 +298,73 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
 fn error_json(code: &str, message: &str, id: &str) -> Value {
     json!({"success": false, "error": {"code": code, "message": message}, "request_id": id})
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Collects what the request log writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_500_tells_the_request_id_and_logs_the_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = keyward::Engine::open(dir.path().join("k.redb")).unwrap();
+        let state = AppState::new(engine);
+        let detail = "redb: /var/lib/keyward.redb: the disk is on fire";
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(move || async move {
+                    Reply::error(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail))
+                }),
+            )
+            .layer(axum::middleware::from_fn(envelope))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), stamp))
+            .with_state(state);
+        let log = Captured::default();
+        let sink = log.clone();
+        let subscriber =
+            tracing_subscriber::fmt().json().flatten_event(true).with_writer(move || sink.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let resp = app.oneshot(axum::http::Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let message = format!("internal error (request {id})");
+        assert_eq!(
+            body,
+            json!({"success": false, "error": {"code": "internal", "message": message}, "request_id": id})
+        );
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!((line["request_id"].as_str(), line["status"].as_u64()), (Some(id.as_str()), Some(500)));
+        assert_eq!(line["error"], detail);
+    }
+
+    #[test]
+    fn engine_errors_without_a_client_meaning_are_500_with_the_detail_kept() {
+        let e = crate::routes::engine_error(keyward::Error::NoSnapshotKey);
+        assert_eq!((e.status, e.code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+        assert_eq!(e.message, keyward::Error::NoSnapshotKey.to_string());
+    }
+}

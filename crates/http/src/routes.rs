@@ -89,7 +89,7 @@ pub(crate) fn caller(
     }
 }
 
-fn engine_error(e: keyward::Error) -> ApiError {
+pub(crate) fn engine_error(e: keyward::Error) -> ApiError {
     use keyward::Error as E;
     match e {
         E::NotFound { kind, id } => ApiError::not_found(format!("{kind} {id}")),
