@@ -348,6 +348,7 @@ fn limit_sync_text(sync: LimitSync) -> String {
 }
 
 /// A failure with its exit code.
+#[derive(Debug)]
 pub(crate) struct Fail(pub u8, pub String);
 
 impl<E: std::fmt::Display> From<E> for Fail {

@@ -162,3 +162,25 @@ fn commands_fail_clearly_while_the_server_holds_the_database() {
     assert_eq!(code, 2);
     assert!(err.contains("in use") && err.contains("keyward serve"), "{err}");
 }
+
+#[test]
+fn a_secrets_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    let (code, out, _) = cli(&db, &["init", "--json"]);
+    assert_eq!(code, 0);
+    let root = json(&out)["root_key"].as_str().unwrap().to_owned();
+    let secrets = dir.path().join("k.redb.secrets");
+    assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = cli(&db, &["verify", &root]);
+    assert_eq!(code, 2);
+    let p = secrets.display();
+    assert!(
+        err.contains(&format!("{p}: mode 0644 lets other users read or change the keys; run `chmod 600 {p}`")),
+        "{err}"
+    );
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(cli(&db, &["verify", &root]).0, 0);
+}
