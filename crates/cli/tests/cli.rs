@@ -184,3 +184,23 @@ fn a_secrets_file_others_can_read_is_refused() {
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(cli(&db, &["verify", &root]).0, 0);
 }
+
+#[test]
+fn signing_keys_take_bearer_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    assert_eq!(cli(&db, &["init", "--json"]).0, 0);
+    let (code, out, err) = cli(&db, &["key", "create", "--name", "s", "--signing-user", "5", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let signer = json(&out);
+    assert_eq!(signer["bearer"], false);
+    assert_eq!(cli(&db, &["verify", signer["secret"].as_str().unwrap()]).0, 1);
+    let (code, out, err) = cli(&db, &["key", "create", "--name", "b", "--signing-user", "6", "--bearer", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let both = json(&out);
+    assert_eq!(both["bearer"], true);
+    assert_eq!(cli(&db, &["verify", both["secret"].as_str().unwrap()]).0, 0);
+    let (code, _, err) = cli(&db, &["key", "create", "--name", "x", "--bearer"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--signing-user"), "{err}");
+}

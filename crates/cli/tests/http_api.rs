@@ -413,6 +413,41 @@ fn signed_flow_and_aptoken() {
 }
 
 #[test]
+fn signing_keys_are_no_bearer_keys_unless_asked() {
+    let s = Server::start(&[]);
+    let root = s.root.clone();
+    let r = create(&s, &root, json!({"name": "exchange", "signing": {"user_id": "96"}}));
+    assert_eq!((r.status, &r.data()["bearer"]), (201, &json!(false)), "{:?}", r.body);
+    let signer = secret(&r);
+    for headers in [[("x-api-key", signer.as_str())], [("authorization", &*bearer(&signer))]] {
+        let r = ping(&s, &headers);
+        assert_eq!((r.status, r.code()), (401, "INVALID_SIGNATURE"), "{:?}", r.body);
+        assert_eq!(r.body["error"]["message"], "refused: signature mismatch");
+    }
+    let r = request("GET", &s.url("/v1/auth"), &[("x-api-key", &signer)], None);
+    assert_eq!((r.status, r.code()), (401, "INVALID_SIGNATURE"));
+    let r = request("POST", &s.url("/v1/verify"), &[("authorization", &bearer(&root))], Some(&json!({"key": signer})));
+    assert_eq!(
+        (r.status, r.data()["valid"].as_bool(), r.data()["code"].as_str()),
+        (200, Some(false), Some("INVALID_SIGNATURE"))
+    );
+    // Not as an admin caller either.
+    let r = request("GET", &s.url("/v1/api-keys"), &[("authorization", &bearer(&signer))], None);
+    assert_eq!((r.status, r.code()), (401, "INVALID_SIGNATURE"));
+
+    let r = create(&s, &root, json!({"name": "both", "signing": {"user_id": "97"}, "bearer": true}));
+    assert_eq!((r.status, &r.data()["bearer"]), (201, &json!(true)), "{:?}", r.body);
+    assert_eq!(ping(&s, &[("x-api-key", &secret(&r))]).status, 200);
+    let r = create(&s, &root, json!({"name": "plain"}));
+    assert_eq!(r.data()["bearer"], true);
+    let r = create(&s, &root, json!({"name": "odd", "bearer": true}));
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    assert_eq!(r.body["error"]["message"], "bearer: only applies to a key with a signing identity");
+    let r = create(&s, &root, json!({"name": "odd", "signing": {"user_id": "98"}, "bearer": "yes"}));
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+}
+
+#[test]
 fn hostile_requests_never_break_the_server() {
     let s = Server::start(&[]);
     let k = secret(&create(&s, &s.root, json!({"name": "h"})));

@@ -35,7 +35,7 @@ fn json_lines_carry_the_request_and_no_credential() {
         "POST",
         &s.url("/v1/api-keys"),
         &[("authorization", &bearer(&root))],
-        Some(&json!({"name": "exchange", "signing": {"user_id": "96"}})),
+        Some(&json!({"name": "exchange", "signing": {"user_id": "96"}, "bearer": true})),
     );
     assert_eq!(r.status, 201, "{:?}", r.body);
     let create_id = r.header("x-request-id").unwrap().to_owned();

@@ -325,6 +325,7 @@ pub(crate) fn key_json(k: &KeyInfo) -> Value {
         "meta": k.meta.clone().unwrap_or(Value::Null),
         "credits_remaining": k.credits_remaining,
         "imported": k.imported,
+        "bearer": k.bearer,
     });
     if let (Some(user), Value::Object(m)) = (&k.signing_user_id, &mut v) {
         m.insert("signing".into(), json!({"user_id": user}));

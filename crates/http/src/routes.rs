@@ -178,6 +178,7 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
             Some(_) => return ApiError::invalid("meta", "must be a JSON object").into(),
         },
         signing: tri!(f.signing("signing")),
+        bearer: tri!(f.bool("bearer")).unwrap_or(false),
         disabled: tri!(f.bool("disabled")).unwrap_or(false),
         ..NewKey::default()
     };

@@ -155,6 +155,12 @@ pub struct NewKey {
     pub meta: Option<serde_json::Value>,
     /// Optional signing identity.
     pub signing: Option<NewSigning>,
+    /// A key with a signing identity also works as a bearer credential
+    /// (`Authorization: Bearer`, `X-API-Key`, `/v1/verify`). By default it
+    /// does not: it only authenticates signed requests, so a leaked token
+    /// alone is no use. Meaningless without `signing` (keys without a
+    /// signing identity are always bearer keys).
+    pub bearer: bool,
     /// Start disabled.
     pub disabled: bool,
     /// Prefix of this key's token. By default the workspace's.
@@ -251,6 +257,10 @@ pub struct KeyInfo {
     pub meta: Option<serde_json::Value>,
     /// Signing user id, when the key has a signing identity.
     pub signing_user_id: Option<String>,
+    /// Whether the token alone authenticates (`Authorization: Bearer`,
+    /// `X-API-Key`): true for every key without a signing identity, and for
+    /// signing keys created with [`NewKey::bearer`].
+    pub bearer: bool,
     /// Imported by hash from another system.
     pub imported: bool,
     /// Credits left now, when the key has credits.
@@ -479,6 +489,47 @@ pub(crate) struct KeyRecord {
     pub external_id: Option<String>,
     /// Role labels.
     pub roles: Vec<String>,
+    /// A key with a signing identity that is also a bearer key. Records
+    /// written before this field decode with `false` ([`KeyRecord::decode`]).
+    pub bearer: bool,
+}
+
+impl KeyRecord {
+    /// Decodes a stored key, also as written before `bearer` existed (then
+    /// `false`: a signing key is then no bearer key).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
+        #[derive(Deserialize)]
+        struct Before {
+            policy: KeyPolicy,
+            start: String,
+            created_at: UnixMillis,
+            created_by: String,
+            signing: Option<SigningRecord>,
+            usage_owner: Option<KeyId>,
+            external_id: Option<String>,
+            roles: Vec<String>,
+        }
+        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
+            let b: Before = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            Ok(Self {
+                policy: b.policy,
+                start: b.start,
+                created_at: b.created_at,
+                created_by: b.created_by,
+                signing: b.signing,
+                usage_owner: b.usage_owner,
+                external_id: b.external_id,
+                roles: b.roles,
+                bearer: false,
+            })
+        })
+    }
+
+    /// Whether the token works as a bearer credential: every key without a
+    /// signing identity, and signing keys made with `bearer`.
+    pub(crate) fn is_bearer(&self) -> bool {
+        self.signing.is_none() || self.bearer
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -513,4 +564,84 @@ pub(crate) struct SessionRecord {
     pub key_id: KeyId,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_core::KeyHash;
+
+    use super::*;
+
+    /// A key record as written before `bearer` existed.
+    #[derive(Serialize)]
+    struct Before {
+        policy: KeyPolicy,
+        start: String,
+        created_at: UnixMillis,
+        created_by: String,
+        signing: Option<SigningRecord>,
+        usage_owner: Option<KeyId>,
+        external_id: Option<String>,
+        roles: Vec<String>,
+    }
+
+    fn policy() -> KeyPolicy {
+        KeyPolicy {
+            id: KeyId([1; 16]),
+            workspace: WorkspaceId([2; 16]),
+            hash: KeyHash([3; 32]),
+            name: "old".into(),
+            revoked_at: None,
+            expires_at: None,
+            disabled: false,
+            permissions: Vec::new(),
+            ip_rules: IpRules::default(),
+            limits: Limits::default(),
+            tool_limits: Vec::new(),
+            tools: Vec::new(),
+            meta: String::new(),
+            imported: false,
+        }
+    }
+
+    #[test]
+    fn key_records_from_before_bearer_decode_as_signing_only() {
+        let signing = Some(SigningRecord { user_id: "96".into(), nonce_policy: NoncePolicy::Monotonic });
+        let old = Before {
+            policy: policy(),
+            start: "kw_live_ab".into(),
+            created_at: UnixMillis(5),
+            created_by: "admin".into(),
+            signing: signing.clone(),
+            usage_owner: None,
+            external_id: Some("ext".into()),
+            roles: vec!["r".into()],
+        };
+        let rec = KeyRecord::decode(&keyward_core::encode_record(&old)).unwrap();
+        assert_eq!(
+            rec,
+            KeyRecord {
+                policy: policy(),
+                start: "kw_live_ab".into(),
+                created_at: UnixMillis(5),
+                created_by: "admin".into(),
+                signing,
+                usage_owner: None,
+                external_id: Some("ext".into()),
+                roles: vec!["r".into()],
+                bearer: false,
+            }
+        );
+        assert!(!rec.is_bearer());
+        // Today's records round-trip with the flag.
+        let now = KeyRecord { bearer: true, ..rec };
+        assert_eq!(KeyRecord::decode(&keyward_core::encode_record(&now)).unwrap(), now);
+        assert!(now.is_bearer());
+        // A key without a signing identity is a bearer key whatever the flag.
+        assert!(KeyRecord { signing: None, bearer: false, ..now.clone() }.is_bearer());
+        // Neither shape: refused as corrupt, not guessed.
+        let mut bytes = keyward_core::encode_record(&now);
+        bytes.push(0);
+        assert_eq!(KeyRecord::decode(&bytes), Err(keyward_core::RecordError::Corrupt));
+    }
 }

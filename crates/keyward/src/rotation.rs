@@ -87,6 +87,7 @@ impl Engine {
                     usage_owner: None,
                     external_id: old.record.external_id.clone(),
                     roles: old.record.roles.clone(),
+                    bearer: old.record.bearer,
                 };
                 let grace_end = now.plus(grace_ms);
                 let mut old_rec = old.record.clone();

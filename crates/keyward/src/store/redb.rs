@@ -219,7 +219,7 @@ fn migrate_nonces(txn: &WriteTransaction) -> Result<()> {
         let keys = txn.open_table(KEYS).map_err(table_err)?;
         for row in keys.iter()? {
             let (_, v) = row?;
-            let rec: KeyRecord = decode_record(v.value())?;
+            let rec = KeyRecord::decode(v.value())?;
             owners.push((rec.policy.id, rec.usage_owner.unwrap_or(rec.policy.id)));
         }
     }
@@ -323,7 +323,7 @@ impl Store for RedbStore {
             let t = txn.open_table(KEYS).map_err(table_err)?;
             let mut n = 0;
             for row in t.iter()? {
-                decode_record::<KeyRecord>(row?.1.value())?;
+                KeyRecord::decode(row?.1.value())?;
                 n += 1;
             }
             Ok(n)
@@ -343,7 +343,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
         out.tools.push(decode_record::<ToolRecord>(row?.1.value())?);
     }
     for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
-        out.keys.push(decode_record::<KeyRecord>(row?.1.value())?);
+        out.keys.push(KeyRecord::decode(row?.1.value())?);
     }
     for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
         let (k, v) = row?;

@@ -542,7 +542,7 @@ impl Store for RedisStore {
             out.tools.push(decode_record(&v)?);
         }
         for (_, v) in self.all(KEYS)? {
-            out.keys.push(decode_record(&v)?);
+            out.keys.push(KeyRecord::decode(&v)?);
         }
         let mut usage: std::collections::HashMap<[u8; 16], UsageRecord> = std::collections::HashMap::new();
         for (k, v) in self.all(USAGE)? {
@@ -689,7 +689,7 @@ impl Store for RedisStore {
                 }
                 KEYS => Followed::Key(
                     KeyId(id16(&field, KEYS)?),
-                    value.map(|v| decode_record(&v).map(Box::new)).transpose()?,
+                    value.map(|v| KeyRecord::decode(&v).map(Box::new)).transpose()?,
                 ),
                 NONCES => Followed::Nonce(KeyId(id16(&field, NONCES)?), value.map(|v| decode_record(&v)).transpose()?),
                 SESSIONS => Followed::Session(id32(&field, SESSIONS)?, value.map(|v| decode_record(&v)).transpose()?),
@@ -704,7 +704,7 @@ impl Store for RedisStore {
     fn check(&self) -> Result<usize> {
         let rows = self.all(KEYS)?;
         for (_, v) in &rows {
-            decode_record::<KeyRecord>(v)?;
+            KeyRecord::decode(v)?;
         }
         Ok(rows.len())
     }
