@@ -81,6 +81,7 @@ mod id;
 mod ip;
 mod limits;
 mod local;
+mod path;
 mod permission;
 mod policy;
 mod query;
@@ -106,6 +107,7 @@ pub use limits::{
     Scope, UsageState, charge, last_refill_boundary, next_refill_boundary, peek, rate_report, valid_rate_name,
 };
 pub use local::{Checked, LocalVerifier};
+pub use path::{GatewayPath, PathError, canonical_path, gateway_tool};
 pub use permission::{Permission, PermissionError, first_uncovered, granted};
 pub use policy::{
     KeyPolicy, MAX_NAME_LEN, RECORD_VERSION, RecordError, Status, ToolPolicy, WorkspacePolicy, decode_record,

@@ -4,10 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, ToolUpdate};
-use keyward_core::{Code, Cost, Credential, KeyId, Verdict, WorkspaceId, parse_credentials};
+use keyward_core::{Code, Cost, Credential, GatewayPath, KeyId, Verdict, WorkspaceId, parse_credentials};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -501,12 +501,19 @@ pub(crate) async fn gateway(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Path(tool): Path<String>,
+    uri: Uri,
     body: Bytes,
 ) -> Reply {
-    if keyward_core::check_tool_name(&tool).is_err() {
-        return ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool").into();
-    }
+    // The raw path, by the rule the edge applies too: decoded once, and a
+    // path another reader could take differently names no tool.
+    let tool = match keyward_core::gateway_tool(uri.path()) {
+        Ok(GatewayPath::Tool(tool)) => tool,
+        Ok(_) => return ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool").into(),
+        Err(e) => {
+            let e = ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string());
+            return Reply::error(e).verdict(Code::Malformed.as_str());
+        }
+    };
     let cred = match credential(&headers, false) {
         Ok(c @ (Credential::ApiKey(_) | Credential::Session(_))) => c,
         Ok(_) => {
@@ -687,12 +694,22 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
             }
         }
         // Served by `metrics_router` on its own listener only.
-        _ => return not_found().await.into_response(),
+        _ => return Reply::from(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")).into_response(),
     }
     let text = state.metrics.render(state.engine.live_key_count(), state.engine.key_count(), &state.engine.health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-pub(crate) async fn not_found() -> Reply {
+/// No route: a path under the gateway (`//`, dot segments, several
+/// segments) gets the gateway's path rule, as at the edge; others 404.
+pub(crate) async fn not_found(uri: Uri) -> Reply {
+    if uri.path().starts_with("/api/v2/") {
+        return match keyward_core::gateway_tool(uri.path()) {
+            Err(e) => Reply::error(ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string()))
+                .verdict(Code::Malformed.as_str()),
+            Ok(_) => Reply::error(ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool"))
+                .verdict(Code::UnknownTool.as_str()),
+        };
+    }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into()
 }
