@@ -422,7 +422,7 @@ fn signing_keys_are_no_bearer_keys_unless_asked() {
     for headers in [[("x-api-key", signer.as_str())], [("authorization", &*bearer(&signer))]] {
         let r = ping(&s, &headers);
         assert_eq!((r.status, r.code()), (401, "INVALID_SIGNATURE"), "{:?}", r.body);
-        assert_eq!(r.body["error"]["message"], "refused: signature mismatch");
+        assert_eq!(r.body["error"]["message"], "refused: signature wrong or missing (a signing key is no bearer key)");
     }
     let r = request("GET", &s.url("/v1/auth"), &[("x-api-key", &signer)], None);
     assert_eq!((r.status, r.code()), (401, "INVALID_SIGNATURE"));

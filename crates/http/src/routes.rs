@@ -62,7 +62,7 @@ fn describe(code: Code) -> &'static str {
         Code::DailyLimit => "daily limit reached",
         Code::ConcurrencyLimit => "too many jobs in flight",
         Code::UsageExhausted => "no credits left",
-        Code::InvalidSignature => "signature mismatch",
+        Code::InvalidSignature => "signature wrong or missing (a signing key is no bearer key)",
         Code::NonceReused => "nonce already used",
         Code::StoreUnavailable => "the store could not record the call; retry later",
         _ => "refused",
