@@ -40,6 +40,7 @@ fn a_metrics_token_is_required_when_set() {
     assert_eq!(metrics(&s.url("/metrics"), &[("authorization", &bearer(&s.root))]).0, 401);
     let (status, text) = metrics(&s.url("/metrics"), &[("authorization", "Bearer scrape-me-0123")]);
     assert_eq!(status, 200);
+    assert_eq!(metrics(&s.url("/metrics"), &[("authorization", "bearer scrape-me-0123")]).0, 200);
     assert!(text.contains("keyward_keys_total 1"), "{text}");
     // The rest of the API is unchanged.
     assert_eq!(request("GET", &s.url("/healthz"), &[], None).status, 200);

@@ -680,9 +680,12 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
         crate::MetricsAccess::Open => {}
         crate::MetricsAccess::Token(token) => {
             use subtle::ConstantTimeEq;
+            // The scheme is case-insensitive (RFC 9110); the token is not.
             let sent = headers
                 .get(header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .map(|v| v.as_bytes())
+                .and_then(|v| v.split_at_checked(7))
+                .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case(b"bearer ").then_some(token))
                 .unwrap_or_default();
             if !bool::from(sent.ct_eq(token.as_bytes())) {
                 let e = ApiError::new(
