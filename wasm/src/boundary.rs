@@ -237,7 +237,11 @@ pub(crate) fn request_input<R>(
         }
         let mut ask = ask(f, cf)?;
         if ask.tool.is_none() {
-            ask.tool = f.url.and_then(crate::outcome::tool_from_url).map(Into::into);
+            match f.url.map(crate::outcome::tool_from_url) {
+                Some(Ok(tool)) => ask.tool = tool.map(Into::into),
+                Some(Err(e)) => ask.path_error = Some(e),
+                None => {}
+            }
         }
         decide(f, &ask)
     })
@@ -265,6 +269,7 @@ fn ask<'a>(f: &Fields<'a>, fallback_ip: Option<IpAddr>) -> Result<Ask<'a>, JsVal
         // here as before) in 0..=2^53-1 by the reader.
         credits: if f.credits < 0.0 { 1 } else { f.credits as u64 },
         now: UnixMillis(f.now as u64),
+        path_error: None,
     })
 }
 

@@ -7,7 +7,8 @@ use core::net::IpAddr;
 use std::borrow::Cow;
 
 use keyward_core::{
-    Code, Cost, Credential, CredentialError, Quota, Request, ToolNameError, UnixMillis, check_token, tool_from_path,
+    Code, Cost, Credential, CredentialError, GatewayPath, PathError, Quota, Request, UnixMillis, check_token,
+    gateway_tool,
 };
 
 use crate::boundary::KeyStrings;
@@ -30,6 +31,8 @@ pub(crate) struct Ask<'a> {
     pub(crate) permissions: Vec<&'a str>,
     pub(crate) credits: u64,
     pub(crate) now: UnixMillis,
+    /// Why the request's path names no tool at all (`verifyRequest` only).
+    pub(crate) path_error: Option<PathError>,
 }
 
 /// The answer, owned.
@@ -91,6 +94,9 @@ pub(crate) fn verify_credential(
     credential: Result<Credential, CredentialError>,
     ask: &Ask<'_>,
 ) -> Outcome {
+    if let Some(e) = ask.path_error {
+        return Outcome::malformed(e.to_string());
+    }
     match credential {
         Ok(Credential::ApiKey(key)) => verify(verifier, &key, ask),
         Ok(Credential::Session(_)) => Outcome::malformed(SESSION_AT_EDGE.to_owned()),
@@ -109,21 +115,18 @@ pub(crate) fn path_of(url: &str) -> &str {
     }
 }
 
-/// The tool a gateway URL (`/api/v2/{tool}`) names.
+/// The tool a gateway URL (`/api/v2/{tool}`) names, by keyward-core's one
+/// path rule ([`gateway_tool`]), as the engine's gateway reads it.
 ///
 /// `None` off the gateway. A gateway path whose tool name is not valid keeps
-/// the raw segment, so verification answers `UNKNOWN_TOOL` for it rather than
-/// passing the request as if it named no tool.
-pub(crate) fn tool_from_url(url: &str) -> Option<String> {
-    let path = path_of(url);
-    match tool_from_path(path) {
-        Ok(tool) => Some(tool.to_owned()),
-        Err(ToolNameError::NotGateway) => None,
-        Err(_) => {
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
-            Some(path.strip_prefix("/api/v2/").unwrap_or(path).to_owned())
-        }
-    }
+/// the decoded rest, so verification answers `UNKNOWN_TOOL` for it rather
+/// than passing the request as if it named no tool. A path that could be
+/// read two ways (`//`, dot segments, `%2F`, `%25`) is an error.
+pub(crate) fn tool_from_url(url: &str) -> Result<Option<String>, PathError> {
+    Ok(match gateway_tool(path_of(url))? {
+        GatewayPath::Elsewhere => None,
+        GatewayPath::Tool(tool) | GatewayPath::Invalid(tool) => Some(tool),
+    })
 }
 
 /// Decodes hex of either case, ignoring surrounding ASCII whitespace.
@@ -143,11 +146,15 @@ mod tests {
         assert_eq!(path_of("https://edge.example"), "/");
         assert_eq!(path_of("http://[::1]:8080/a"), "/a");
         assert_eq!(path_of("/api/v2/x"), "/api/v2/x");
-        assert_eq!(tool_from_url("https://h/api/v2/gl_ping?debug=1"), Some("gl_ping".to_owned()));
-        assert_eq!(tool_from_url("https://h/api/v1/gl_ping"), None);
-        assert_eq!(tool_from_url("https://h/"), None);
-        assert_eq!(tool_from_url("https://h/api/v2/a/b?q"), Some("a/b".to_owned()));
-        assert_eq!(tool_from_url("https://h/api/v2/"), Some(String::new()));
+        assert_eq!(tool_from_url("https://h/api/v2/gl_ping?debug=1"), Ok(Some("gl_ping".to_owned())));
+        assert_eq!(tool_from_url("https://h/api/v2/gl%5Fping"), Ok(Some("gl_ping".to_owned())));
+        assert_eq!(tool_from_url("https://h/api/v1/gl_ping"), Ok(None));
+        assert_eq!(tool_from_url("https://h/"), Ok(None));
+        assert_eq!(tool_from_url("https://h"), Ok(None));
+        assert_eq!(tool_from_url("https://h/api/v2/a/b?q"), Ok(Some("a".to_owned())));
+        assert_eq!(tool_from_url("https://h/api/v2/"), Ok(Some(String::new())));
+        assert_eq!(tool_from_url("https://h/api/v2//gl_ping"), Err(PathError::EmptySegment));
+        assert_eq!(tool_from_url("https://h/api/v2/a%2Fb"), Err(PathError::EncodedSlash));
     }
 
     #[test]

@@ -185,6 +185,10 @@ enum KeyCommand {
         /// Replay policy of the signing identity: monotonic or unique.
         #[arg(long, default_value = "monotonic")]
         nonce_policy: String,
+        /// Let the signing key's token also authenticate alone (bearer,
+        /// X-API-Key). By default a signing key only signs.
+        #[arg(long, requires = "signing_user")]
+        bearer: bool,
         #[command(flatten)]
         settings: KeySettings,
     },
@@ -422,6 +426,7 @@ fn ttl_text(ms: Option<u64>) -> String {
 }
 
 /// A failure with its exit code.
+#[derive(Debug)]
 pub(crate) struct Fail(pub u8, pub String);
 
 impl<E: std::fmt::Display> From<E> for Fail {
@@ -777,7 +782,7 @@ fn key_value(k: &KeyInfo) -> Value {
         "permissions": k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>(),
         "ip_rules": k.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
         "tools": k.tools, "meta": k.meta, "credits_remaining": k.credits_remaining, "imported": k.imported,
-        "signing_user_id": k.signing_user_id,
+        "signing_user_id": k.signing_user_id, "bearer": k.bearer,
     })
 }
 
@@ -862,7 +867,7 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
     let ws = default_workspace(&engine)?;
     let admin = Actor::Admin;
     match cmd {
-        KeyCommand::Create { name, expire_now, signing_user, nonce_policy, settings } => {
+        KeyCommand::Create { name, expire_now, signing_user, nonce_policy, bearer, settings } => {
             let nonce_policy = match nonce_policy.as_str() {
                 "monotonic" => NoncePolicy::Monotonic,
                 "unique" => NoncePolicy::UNIQUE_DEFAULT,
@@ -871,6 +876,7 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
             let spec = NewKey {
                 expire_now,
                 signing: signing_user.map(|user_id| NewSigning { user_id, nonce_policy }),
+                bearer,
                 ..new_key(name, &settings)?
             };
             let created = engine.create_key(ws, spec, &admin)?;

@@ -92,6 +92,7 @@ pub(crate) fn for_store(file: Option<&Path>, create_missing: bool) -> Result<Sec
 
 /// Reads a secrets file (`{"master_key": hex, "snapshot_key": hex}`).
 pub(crate) fn read(path: &Path) -> Result<Secrets, Fail> {
+    refuse_wide_mode(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
     let field = |name: &str| -> Result<Option<Vec<u8>>, Fail> {
@@ -139,20 +140,117 @@ fn with_env(mut s: Secrets) -> Result<Secrets, Fail> {
     Ok(s)
 }
 
+/// Refuses a secrets file other users may read or change: the keys in it
+/// sign sessions and snapshots.
+#[cfg(unix)]
+fn refuse_wide_mode(path: &Path) -> Result<(), Fail> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Fail(
+            2,
+            format!(
+                "{p}: mode {mode:04o} lets other users read or change the keys; run `chmod 600 {p}`",
+                p = path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_wide_mode(_: &Path) -> Result<(), Fail> {
+    Ok(())
+}
+
+/// Writes a new file with mode 0600, durably: the bytes go to `<path>.tmp`
+/// and are synced, the file is linked in at `path` (which must not exist:
+/// a crash leaves either no file or the whole one), and the directory is
+/// synced so the new name survives a power cut.
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Fail(2, format!("{}: {e}", path.display())))?;
-    f.write_all(bytes).map_err(|e| Fail(2, format!("{}: {e}", path.display())))
+    let fail = |p: &Path, e: std::io::Error| Fail(2, format!("{}: {e}", p.display()));
+    if path.exists() {
+        return Err(Fail(2, format!("{}: already exists", path.display())));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // A leftover of a write that crashed before its link: never the keys in use.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(&tmp, e)),
+        _ => {}
+    }
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(|e| fail(&tmp, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| fail(&tmp, e))?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path).map_err(|e| fail(path, e));
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    sync_dir(path)
+}
+
+/// Syncs the directory holding `path`, so a new entry in it is durable.
+#[cfg(unix)]
+fn sync_dir(path: &Path) -> Result<(), Fail> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Fail(2, format!("{}: {e}", dir.display())))
 }
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Fail> {
     std::fs::write(path, bytes).map_err(|e| Fail(2, format!("{}: {e}", path.display())))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn created_files_are_0600_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.redb.secrets");
+        // A crashed write's leftover does not stop the next one.
+        std::fs::write(dir.path().join("k.redb.secrets.tmp"), b"partial").unwrap();
+        let made = create(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!dir.path().join("k.redb.secrets.tmp").exists());
+        let read_back = read(&path).unwrap();
+        assert!(read_back == made);
+        assert_eq!(read_back.master_key.as_ref().map(Vec::len), Some(32));
+        // Never over an existing file.
+        let Err(Fail(code, why)) = create(&path) else { panic!("overwrote the secrets file") };
+        assert_eq!((code, why), (2, format!("{}: already exists", path.display())));
+        assert!(read(&path).unwrap() == made);
+    }
+
+    #[test]
+    fn a_file_others_may_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.redb.secrets");
+        create(&path).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let Err(Fail(code, why)) = read(&path) else { panic!("mode {mode:o} accepted") };
+            assert_eq!(code, 2);
+            let p = path.display();
+            assert_eq!(
+                why,
+                format!("{p}: mode {mode:04o} lets other users read or change the keys; run `chmod 600 {p}`")
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(read(&path).is_ok(), "mode {mode:o} refused");
+        }
+    }
 }

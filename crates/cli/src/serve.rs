@@ -1,4 +1,5 @@
-//! `keyward serve`: plain HTTP, or HTTPS with rustls (`--tls-cert`, `--tls-key`).
+//! `keyward serve`: plain HTTP, or HTTPS with rustls (`--tls-cert`, `--tls-key`);
+//! connection limits, request logs, and where `/metrics` is served.
 
 use std::io;
 use std::net::SocketAddr;
@@ -6,16 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::extract::ConnectInfo;
 use clap::Args;
-use keyward_http::{AppState, TrustedProxies};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use keyward_http::{AppState, MetricsAccess, TrustedProxies};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::Fail;
 
@@ -57,6 +60,62 @@ pub(crate) struct ServeArgs {
     /// held whole). Default: 256 MiB.
     #[arg(long, value_name = "BYTES", default_value_t = keyward_http::DEFAULT_GATEWAY_BODY)]
     gateway_max_body: u64,
+    /// Request log format on stderr: one line per request.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Request log level. Without it, `RUST_LOG` decides (full filter
+    /// syntax), and without that, `info`.
+    #[arg(long, value_enum)]
+    log_level: Option<LogLevel>,
+    /// Time a client has, from connecting (or from the first byte of its
+    /// next request on a kept-alive connection), to send a request's
+    /// headers, TLS handshake included; then the connection is closed.
+    #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Time a request may take from its headers to its answer, body
+    /// included; then it is answered 503 `timeout`.
+    #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_ms: u64,
+    /// Connections served at once; further clients wait in the listen
+    /// backlog until one closes.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Time a kept-alive connection may sit idle between requests.
+    #[arg(long, default_value_t = 60_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive_timeout_ms: u64,
+    /// `GET /metrics` then needs `Authorization: Bearer TOKEN` (401 otherwise).
+    /// Default: open to whoever reaches the listener.
+    #[arg(long, value_name = "TOKEN")]
+    metrics_token: Option<String>,
+    /// Serve `GET /metrics` on this address only (plain HTTP), not on --listen.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// `key=value` fields after a timestamp, level and message.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The connection limits of one listener.
+#[derive(Clone, Copy)]
+struct Limits {
+    header: Duration,
+    keepalive: Duration,
+    connections: u32,
 }
 
 pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
@@ -65,6 +124,10 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
         .iter()
         .map(|c| keyward_core::parse_cidr(c).map_err(|e| Fail(2, format!("--trusted-proxy: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.metrics_token.as_deref().is_some_and(|t| t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic())) {
+        return Err(Fail(2, "--metrics-token: must be printable ASCII without spaces, not empty".into()));
+    }
+    init_logs(args.log_format, args.log_level)?;
     // Before the database: a bad certificate must not leave a fresh database behind.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
@@ -86,33 +149,313 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
     let state = AppState::new(engine.clone())
         .with_trusted_proxies(TrustedProxies(proxies))
         .with_gateway_hosts(args.gateway_hosts)
-        .with_gateway_body_limit(args.gateway_max_body);
+        .with_gateway_body_limit(args.gateway_max_body)
+        .with_request_timeout(Duration::from_millis(args.request_timeout_ms));
+    let metrics_access = match args.metrics_token {
+        Some(t) => MetricsAccess::Token(Arc::new(zeroize::Zeroizing::new(t))),
+        None => MetricsAccess::Open,
+    };
+    let limits = Limits {
+        header: Duration::from_millis(args.header_timeout_ms),
+        keepalive: Duration::from_millis(args.keepalive_timeout_ms),
+        connections: args.max_connections,
+    };
     let watched = engine.clone();
-    let served = rt.block_on(async move {
+    let served: io::Result<()> = rt.block_on(async move {
         tokio::spawn(watch_health(watched));
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = Vec::new();
         let listener = TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
-        let app = keyward_http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        match tls {
-            None => {
-                announce("http", addr);
-                axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
-            }
-            Some(config) => {
-                // `tap_io` also gives the listener axum's `ConnectInfo<SocketAddr>`.
-                let listener = TlsListener::new(listener, addr, config).tap_io(|tls| {
-                    let _ = tls.get_ref().0.set_nodelay(true);
-                });
-                announce("https", addr);
-                axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
-            }
+        let main_state = match args.metrics_listen {
+            Some(_) => state.clone().with_metrics_access(MetricsAccess::Elsewhere),
+            None => state.clone().with_metrics_access(metrics_access.clone()),
+        };
+        let acceptor = tls.map(TlsAcceptor::from);
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let app = keyward_http::router(main_state);
+        // Announced before the main listener: scripts read up to that line.
+        if let Some(at) = args.metrics_listen {
+            let listener = TcpListener::bind(at).await?;
+            let addr = listener.local_addr()?;
+            let app = keyward_http::metrics_router(state.with_metrics_access(metrics_access));
+            servers.push(tokio::spawn(serve(listener, None, app, limits, stopped.clone())));
+            say(&format!("keyward metrics on http://{addr}/metrics"));
         }
+        servers.push(tokio::spawn(serve(listener, acceptor, app, limits, stopped.clone())));
+        announce(scheme, addr);
+        shutdown_signal().await;
+        let _ = stop.send(true);
+        // Each server stops accepting, lets its connections finish their
+        // requests, and returns once the last one closed.
+        for s in servers {
+            let _ = s.await;
+        }
+        Ok(())
     });
     // In-flight requests have finished; write the counters.
     engine.close()?;
     served.map_err(|e| Fail(2, e.to_string()))?;
     say("keyward stopped");
     Ok(0)
+}
+
+/// Sends request logs (and the server's own events) to stderr.
+fn init_logs(format: LogFormat, level: Option<LogLevel>) -> Result<(), Fail> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(match l {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }),
+        None => match std::env::var("RUST_LOG") {
+            Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v).map_err(|e| Fail(2, format!("RUST_LOG: {e}")))?,
+            _ => EnvFilter::new("info"),
+        },
+    };
+    let builder = tracing_subscriber::fmt().with_writer(io::stderr).with_env_filter(filter).with_ansi(false);
+    let done = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+    };
+    done.map_err(|e| Fail(2, format!("logs: {e}")))
+}
+
+/// Accepts connections on `listener` until `stop` turns true, then lets
+/// the open ones finish their requests and returns once all are closed.
+///
+/// At most `limits.connections` are served at once: the next one is not
+/// accepted (it waits in the kernel's backlog) until one closes.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: axum::Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let open = Arc::new(Semaphore::new(limits.connections as usize));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&open).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok(conn) => conn,
+                Err(e) if is_connection_error(&e) => continue,
+                // Out of file descriptors and the like: back off rather than
+                // spin (as axum does).
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, app, mut stop) = (tls.clone(), app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let phase = Arc::new(Phase::new());
+            match tls {
+                None => connection(Activity::new(stream, &phase), peer, app, limits, phase, stop).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header timeout; a
+                    // stopping server does not wait for it.
+                    let handshake = tokio::time::timeout(limits.header, acceptor.accept(stream));
+                    let tls = tokio::select! {
+                        done = handshake => done,
+                        () = stopped(&mut stop) => return,
+                    };
+                    if let Ok(Ok(tls)) = tls {
+                        connection(Activity::new(tls, &phase), peer, app, limits, phase, stop).await;
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Every connection task holds a permit until it ends.
+    let _ = open.acquire_many(limits.connections).await;
+}
+
+/// Returns once the server is told to stop (or the sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves one connection (HTTP/1.1) until the client closes it, it times
+/// out (headers, or idle between requests), or the server stops.
+async fn connection<T>(
+    io: Activity<T>,
+    peer: SocketAddr,
+    app: axum::Router,
+    limits: Limits,
+    phase: Arc<Phase>,
+    mut stop: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let on_request = Arc::clone(&phase);
+    let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        on_request.begin();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        // `Router` is always ready: calling without `poll_ready` is allowed.
+        let answer = tower::Service::call(&mut app.clone(), req);
+        let phase = Arc::clone(&on_request);
+        async move {
+            let resp = answer.await;
+            phase.end();
+            resp
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Header and idle deadlines are kept below (hyper's own header timeout
+    // would also cut kept-alive connections idle for that long).
+    http.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let deadline = phase.deadline(&limits).unwrap_or_else(|| Instant::now() + limits.header);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = tokio::time::sleep_until(deadline) => {
+                if phase.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+                    // Dropping the connection closes the socket.
+                    return;
+                }
+            }
+            () = stopped(&mut stop), if !stopping => {
+                // Finishes the request in flight, then closes.
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    }
+}
+
+/// Where a connection is: waiting for a request's headers, serving a
+/// request, or idle between requests; and since when.
+struct Phase(std::sync::Mutex<(Stage, Instant)>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Head,
+    Busy,
+    Idle,
+}
+
+impl Phase {
+    fn new() -> Self {
+        Self(std::sync::Mutex::new((Stage::Head, Instant::now())))
+    }
+
+    fn set(&self, f: impl FnOnce(&mut (Stage, Instant))) {
+        // A poisoned lock only means a panic elsewhere while it was held;
+        // the pair inside is still one of its valid states.
+        f(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    /// Bytes arrived: an idle connection starts a request.
+    fn read(&self) {
+        self.set(|p| {
+            if p.0 == Stage::Idle {
+                *p = (Stage::Head, Instant::now());
+            }
+        });
+    }
+
+    /// The headers are in; the request is being served.
+    fn begin(&self) {
+        self.set(|p| *p = (Stage::Busy, Instant::now()));
+    }
+
+    /// The answer is out; the connection idles until the next request.
+    fn end(&self) {
+        self.set(|p| *p = (Stage::Idle, Instant::now()));
+    }
+
+    /// When the connection is to be closed if nothing changes (none while
+    /// a request is served: the request timeout bounds that).
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let (stage, since) = *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match stage {
+            Stage::Head => Some(since + limits.header),
+            Stage::Idle => Some(since + limits.keepalive),
+            Stage::Busy => None,
+        }
+    }
+}
+
+/// A connection's stream that tells its [`Phase`] when bytes arrive.
+struct Activity<T> {
+    io: T,
+    phase: Arc<Phase>,
+}
+
+impl<T> Activity<T> {
+    fn new(io: T, phase: &Arc<Phase>) -> Self {
+        Self { io, phase: Arc::clone(phase) }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.phase.read();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 /// Logs the store's health to stderr when it changes: a failing flush or
@@ -194,79 +537,11 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Fail> {
     Ok(Arc::new(config))
 }
 
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A TCP listener that hands axum only connections whose TLS handshake has
-/// finished. Handshakes run in tasks of their own, so a slow or silent client
-/// holds up nobody; axum's graceful shutdown drops the listener, which stops
-/// accepting at once.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    _accepting: AbortOnDrop,
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl TlsListener {
-    fn new(tcp: TcpListener, local: SocketAddr, config: Arc<ServerConfig>) -> Self {
-        let (tx, ready) = mpsc::channel(64);
-        let task = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
-        Self { ready, local, _accepting: AbortOnDrop(task) }
-    }
-}
-
-async fn accept_loop(tcp: TcpListener, acceptor: TlsAcceptor, ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>) {
-    loop {
-        let (stream, peer) = match tcp.accept().await {
-            Ok(conn) => conn,
-            Err(e) if is_connection_error(&e) => continue,
-            // Out of file descriptors and the like: back off rather than spin
-            // (as axum does for plain TCP).
-            Err(_) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
-            if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                let _ = ready.send((tls, peer)).await;
-            }
-        });
-    }
-}
-
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
     )
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // Unreachable while the accept loop runs (it holds a sender and
-            // never returns); if it ever stopped, accept nothing rather than spin.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 async fn shutdown_signal() {

@@ -162,3 +162,45 @@ fn commands_fail_clearly_while_the_server_holds_the_database() {
     assert_eq!(code, 2);
     assert!(err.contains("in use") && err.contains("keyward serve"), "{err}");
 }
+
+#[test]
+fn a_secrets_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    let (code, out, _) = cli(&db, &["init", "--json"]);
+    assert_eq!(code, 0);
+    let root = json(&out)["root_key"].as_str().unwrap().to_owned();
+    let secrets = dir.path().join("k.redb.secrets");
+    assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = cli(&db, &["verify", &root]);
+    assert_eq!(code, 2);
+    let p = secrets.display();
+    assert!(
+        err.contains(&format!("{p}: mode 0644 lets other users read or change the keys; run `chmod 600 {p}`")),
+        "{err}"
+    );
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(cli(&db, &["verify", &root]).0, 0);
+}
+
+#[test]
+fn signing_keys_take_bearer_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    assert_eq!(cli(&db, &["init", "--json"]).0, 0);
+    let (code, out, err) = cli(&db, &["key", "create", "--name", "s", "--signing-user", "5", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let signer = json(&out);
+    assert_eq!(signer["bearer"], false);
+    assert_eq!(cli(&db, &["verify", signer["secret"].as_str().unwrap()]).0, 1);
+    let (code, out, err) = cli(&db, &["key", "create", "--name", "b", "--signing-user", "6", "--bearer", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let both = json(&out);
+    assert_eq!(both["bearer"], true);
+    assert_eq!(cli(&db, &["verify", both["secret"].as_str().unwrap()]).0, 0);
+    let (code, _, err) = cli(&db, &["key", "create", "--name", "x", "--bearer"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--signing-user"), "{err}");
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{Server, Watched, agent_with_timeout as agent, bearer, call, watchdog};
 use serde_json::{Value, json};
 
-/// Keys with a signing identity and a daily limit.
+/// Keys with a signing identity (bearer keys too) and a daily limit.
 const KEYS: usize = 100;
 /// Gateway threads.
 const GATEWAY_THREADS: usize = 3;
@@ -100,6 +100,8 @@ fn create_keys(s: &Server) -> Vec<Key> {
             let body = json!({
                 "name": format!("wp{i}"),
                 "signing": {"user_id": user_id, "nonce_policy": "unique"},
+                // The gateway is called with the token alone too.
+                "bearer": true,
                 "limits": {"daily": DAILY},
             });
             let (status, v) = call(&agent, "POST", &s.url("/v1/api-keys"), &[("authorization", &auth)], Some(&body))

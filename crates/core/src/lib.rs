@@ -81,6 +81,7 @@
 //   id        → base62
 //   token     → base62, hex
 //   query     → permission
+//   path      → credentials
 //   limits    → code, time
 //   policy    → id, ip, limits, permission, time, token
 //   verdict   → code, id, limits
@@ -101,6 +102,7 @@ mod time;
 // Identifiers, tokens, permission queries and quotas.
 mod id;
 mod limits;
+mod path;
 mod query;
 mod token;
 
@@ -130,6 +132,7 @@ pub use limits::{
     Refusal, Scope, UsageState, charge, last_refill_boundary, next_refill_boundary, peek, rate_report, valid_rate_name,
 };
 pub use local::{Checked, LocalVerifier};
+pub use path::{GatewayPath, PathError, canonical_path, gateway_tool};
 pub use permission::{Permission, PermissionError, first_uncovered, granted};
 pub use policy::{
     KeyPolicy, MAX_NAME_LEN, RECORD_VERSION, RecordError, Status, ToolPolicy, WorkspacePolicy, decode_record,

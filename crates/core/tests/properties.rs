@@ -117,6 +117,24 @@ proptest! {
     #[test]
     fn tool_paths_never_panic(s in "\\PC{0,80}") {
         let _ = tool_from_path(&s);
+        let _ = keyward_core::gateway_tool(&s);
+    }
+
+    /// A canonical path is its own canonical form, and a target is refused
+    /// only for an escaped `/` or `%`, or a dot segment.
+    #[test]
+    fn canonical_paths_are_stable(segs in proptest::collection::vec("[a-zA-Z0-9_.~-]{1,8}|%2[fF]|%25", 1..6)) {
+        let target: String = segs.iter().map(|s| format!("/{s}")).collect();
+        match keyward_core::canonical_path(&target) {
+            Ok(p) => {
+                prop_assert!(!target.to_ascii_lowercase().contains("%2f") && !target.contains("%25"));
+                prop_assert_eq!(keyward_core::canonical_path(&p), Ok(p.clone()));
+            }
+            Err(e) => {
+                let encoded = target.to_ascii_lowercase().contains("%2f") || target.contains("%25");
+                prop_assert!(encoded || e == keyward_core::PathError::DotSegment, "{target}: {e}");
+            }
+        }
     }
 
     #[test]

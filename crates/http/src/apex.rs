@@ -13,16 +13,15 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use keyward_core::{Code, Credential, CredentialError, SignedHeaders, parse_credentials, parse_decimal_nonce};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::envelope::{Stamp, VerdictTag};
+use crate::envelope::VerdictTag;
 use crate::routes::{Peer, client_ip};
 
 /// APEX `errorcode` values, as the SDKs know them (`notbank` refuses others).
@@ -37,13 +36,12 @@ mod errorcode {
 /// `OMSId` reported for every user: keyward has one order-management system.
 const OMS_ID: u64 = 1;
 
-/// The `/ap/` routes, with their own request-id and metrics middleware
-/// instead of the envelope.
+/// The `/ap/` routes: APEX's own body format, no envelope.
 ///
 /// Every handler takes the request body (and ignores it): a body left unread
 /// makes hyper close the connection, which a client that pools connections
 /// only finds out on its next request.
-pub(crate) fn routes(state: AppState) -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/ap/AuthenticateUser",
@@ -53,16 +51,6 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/ap/LogOut", post(log_out).fallback(|_: Bytes| async { method_not_allowed("POST") }))
         .route("/ap/{*call}", any(unsupported))
-        .layer(axum::middleware::from_fn_with_state(state, stamp))
-}
-
-/// Adds `X-Request-Id` and counts the request, like the envelope does for
-/// the rest of the API, but leaves the body alone.
-async fn stamp(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let stamp = Stamp::begin(&mut req);
-    let mut resp = next.run(req).await;
-    stamp.finish(&state, &mut resp);
-    resp
 }
 
 fn reply(status: StatusCode, body: Value, verdict: Option<&'static str>) -> Response {
@@ -141,8 +129,12 @@ async fn authenticate_user(State(state): State<AppState>, peer: Peer, headers: H
     };
     let ip = client_ip(&state, &peer, &headers);
     let session = match crate::blocking::login(&state.engine, signed, ip).await {
-        Ok(s) => s,
+        Ok(s) => {
+            crate::envelope::note_key(Some(s.key_id), None);
+            s
+        }
         Err(v) => {
+            crate::envelope::note_key(v.key_id, v.workspace_id);
             let mut resp = not_authenticated(refusal(v.code), v.code.as_str());
             if let Some(ms) = v.retry_after_ms.filter(|_| v.code == Code::RateLimited)
                 && let Ok(secs) = HeaderValue::from_str(&ms.div_ceil(1000).to_string())
@@ -201,7 +193,9 @@ async fn log_out(State(state): State<AppState>, headers: HeaderMap, _body: Bytes
             reply(StatusCode::OK, body, Some(Code::NotFound.as_str()))
         }
         Err(e) => {
-            let body = standard(Some("Server Error"), errorcode::SERVER_ERROR, Some(&e.to_string()));
+            crate::envelope::note_error(&e);
+            let detail = crate::envelope::internal_message(&crate::envelope::current_request_id());
+            let body = standard(Some("Server Error"), errorcode::SERVER_ERROR, Some(&detail));
             reply(StatusCode::INTERNAL_SERVER_ERROR, body, None)
         }
     }

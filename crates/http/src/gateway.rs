@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -123,13 +123,7 @@ fn host_allowed(hosts: &[String], headers: &HeaderMap, uri: &Uri) -> bool {
 }
 
 /// `POST /api/v2/{tool}` and `POST /api/v2/{tool}/{*rest}`.
-pub(crate) async fn gateway(
-    State(state): State<AppState>,
-    peer: Peer,
-    // Decoded by axum, which refuses a malformed encoding with 400.
-    Path(params): Path<Vec<(String, String)>>,
-    req: Request,
-) -> Response {
+pub(crate) async fn gateway(State(state): State<AppState>, peer: Peer, req: Request) -> Response {
     let refuse = |e: ApiError| Reply::error(e).into_response();
     let (parts, body) = req.into_parts();
     if let Some(hosts) = &state.gateway_hosts
@@ -137,12 +131,21 @@ pub(crate) async fn gateway(
     {
         return refuse(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this host is not a gateway host"));
     }
-    let tool = params.into_iter().find(|(k, _)| k == "tool").map(|(_, v)| v).unwrap_or_default();
-    // The rest of the path goes upstream as the client wrote it.
-    let rest = match split_path(parts.uri.path()) {
-        Some((_, rest)) if keyward_core::check_tool_name(&tool).is_ok() => rest.to_owned(),
+    // The tool, by the path rule the edge applies too: the path decoded
+    // once, and one another reader could take differently names no tool.
+    let canonical = match keyward_core::canonical_path(parts.uri.path()) {
+        Ok(path) => path,
+        Err(e) => {
+            let e = ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string());
+            return Reply::error(e).verdict(Code::Malformed.as_str()).into_response();
+        }
+    };
+    let tool = match split_path(&canonical) {
+        Some((tool, _)) if keyward_core::check_tool_name(tool).is_ok() => tool.to_owned(),
         _ => return refuse(ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool")),
     };
+    // The rest of the path goes upstream as the client wrote it.
+    let rest = split_path(parts.uri.path()).map_or_else(String::new, |(_, rest)| rest.to_owned());
     let cred = match credential(&parts.headers, false) {
         Ok(c @ (Credential::ApiKey(_) | Credential::Session(_))) => c,
         Ok(_) => {
@@ -162,6 +165,7 @@ pub(crate) async fn gateway(
     };
     drop(cred);
     let v = guard.verdict().clone();
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     let upstream = match v.workspace_id.map(|ws| state.engine.tool(ws, &tool)) {
         Some(Ok(t)) => t.upstream.map(|u| (u, t.timeout_ms)),
         _ => None,

@@ -314,6 +314,7 @@ pub const KEY_SPEC_FIELDS: &[&str] = &[
     "ip_rules",
     "limits",
     "tools",
+    "bearer",
     "meta",
     "signing",
     "disabled",
@@ -352,6 +353,7 @@ pub(crate) fn new_key(f: &Fields<'_>, inherited: &[Permission]) -> Result<NewKey
             Some(_) => return Err(ApiError::invalid(&f.name("meta"), "must be a JSON object")),
         },
         signing: f.signing("signing")?,
+        bearer: f.bool("bearer")?.unwrap_or(false),
         disabled: f.bool("disabled")?.unwrap_or(false),
         ..NewKey::default()
     })
@@ -461,6 +463,7 @@ pub(crate) fn key_json(k: &KeyInfo) -> Value {
         "credits_remaining": k.credits_remaining,
         "imported": k.imported,
         "serial": k.serial,
+        "bearer": k.bearer,
     });
     if let (Some(user), Value::Object(m)) = (&k.signing_user_id, &mut v) {
         m.insert("signing".into(), json!({"user_id": user}));

@@ -56,6 +56,25 @@ pub struct AppState {
     gateway_body_limit: u64,
     /// The gateway's pooled client.
     upstreams: Arc<gateway::Upstreams>,
+    /// Who may read `GET /metrics`. By default, anyone who reaches the router.
+    pub metrics_access: MetricsAccess,
+    /// How long a request may take, body included, before it is answered
+    /// 503 `timeout`. By default, no limit.
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum MetricsAccess {
+    /// Anyone who reaches the router (the default).
+    #[default]
+    Open,
+    /// Only requests with `Authorization: Bearer <token>` (compared in
+    /// constant time); others get 401.
+    Token(Arc<zeroize::Zeroizing<String>>),
+    /// Not on [`router`]: serve [`metrics_router`] on a listener of its own.
+    Elsewhere,
 }
 
 impl AppState {
@@ -68,6 +87,8 @@ impl AppState {
             gateway_hosts: None,
             gateway_body_limit: DEFAULT_GATEWAY_BODY,
             upstreams: Arc::new(gateway::Upstreams::new()),
+            metrics_access: MetricsAccess::Open,
+            request_timeout: None,
         }
     }
 
@@ -89,11 +110,40 @@ impl AppState {
         self
     }
 
+    /// Sets who may read `GET /metrics`.
+    pub fn with_metrics_access(mut self, access: MetricsAccess) -> Self {
+        self.metrics_access = access;
+        self
+    }
+
+    /// Answers requests that take longer than `limit` with 503 `timeout`
+    /// (the handler is dropped). By default, no limit.
+    pub fn with_request_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.request_timeout = Some(limit);
+        self
+    }
+
     /// Sets the trusted proxies.
     pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
         self.proxies = proxies;
         self
     }
+}
+
+/// `GET /metrics` alone, with the envelope and request log of [`router`],
+/// for a listener of its own ([`MetricsAccess::Elsewhere`]; a token set with
+/// [`MetricsAccess::Token`] is asked here too).
+pub fn metrics_router(state: AppState) -> Router {
+    let mut state = state;
+    if matches!(state.metrics_access, MetricsAccess::Elsewhere) {
+        state.metrics_access = MetricsAccess::Open;
+    }
+    Router::new()
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(envelope::envelope))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), envelope::stamp))
+        .with_state(state)
 }
 
 /// The whole keyward API. Serve it with
@@ -124,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tools", post(routes::create_tool).get(routes::list_tools))
         .route("/v1/tools/{name}", axum::routing::patch(routes::update_tool))
         .route("/api/v2/{tool}", gateway_only_post())
+        .route("/api/v2/{tool}/", gateway_only_post())
         .route("/api/v2/{tool}/{*rest}", gateway_only_post())
         .route("/v1/verify", post(routes::verify))
         .route("/v1/leases/{lease_id}/release", post(routes::release_lease))
@@ -132,11 +183,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), envelope::envelope))
+        .layer(axum::middleware::from_fn(envelope::envelope))
         // Merged after the envelope layer so APEX clients get APEX's own format.
-        .merge(apex::routes(state.clone()))
+        .merge(apex::routes())
         // Likewise for Unkey's SDKs (`/v2/keys.*`, `/v2/apis.listKeys`).
-        .merge(unkey::routes(state.clone()))
+        .merge(unkey::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), envelope::stamp))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, SigningSecrets, ToolUpdate};
 use keyward_core::{Code, Cost, Credential, KeyId, UnixMillis, Verdict, WorkspaceId, parse_credentials};
@@ -69,7 +69,7 @@ fn describe(code: Code) -> &'static str {
         Code::DailyLimit => "daily limit reached",
         Code::ConcurrencyLimit => "too many jobs in flight",
         Code::UsageExhausted => "no credits left",
-        Code::InvalidSignature => "signature mismatch",
+        Code::InvalidSignature => "signature wrong or missing (a signing key is no bearer key)",
         Code::NonceReused => "nonce already used",
         Code::StoreUnavailable => "the store could not record the call; retry later",
         _ => "refused",
@@ -89,13 +89,14 @@ pub(crate) fn caller(
         keyward::Request { ip, permissions: &[need], cost: Cost { credits: 0, rates: &[] }, ..Default::default() };
     // On a shared store a limited caller key is charged there: off the workers.
     let v = verifying(&state.engine, || state.engine.verify_credential(&cred, &req));
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     match (v.code, v.key_id, v.workspace_id) {
         (Code::Valid, Some(k), Some(w)) => Ok((k, w)),
         _ => Err(verdict_error(&v, "caller")),
     }
 }
 
-fn engine_error(e: keyward::Error) -> ApiError {
+pub(crate) fn engine_error(e: keyward::Error) -> ApiError {
     use keyward::Error as E;
     match e {
         E::NotFound { kind, id } => ApiError::not_found(format!("{kind} {id}")),
@@ -111,12 +112,15 @@ fn engine_error(e: keyward::Error) -> ApiError {
         // The store's own message (file paths, server addresses) is for
         // operators: `/healthz` shows it; the client learns what to do.
         E::Storage(_) | E::Io(_) | E::Corrupt(_) => {
+            crate::envelope::note_error(&e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Code::StoreUnavailable.as_str(), crate::unkey::STORE_DOWN)
         }
         E::NoMasterKey => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "signing: the server has no master key")
         }
-        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
+        // The envelope tells the client `internal error` and the request
+        // id; this message goes to the request's log line.
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
     }
 }
 
@@ -160,11 +164,15 @@ macro_rules! tri {
 pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
     let map = tri!(json::object(&headers, &body, false));
+    let f = Fields::new(&map);
+    // A misspelt field is an error, not a setting silently left out.
+    tri!(f.only(json::KEY_SPEC_FIELDS));
     let inherited = tri!(inherited_permissions(&state, caller_id));
-    let spec = tri!(json::new_key(&Fields::new(&map), &inherited));
+    let spec = tri!(json::new_key(&f, &inherited));
     let created = tri!(
         off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
     );
+    crate::envelope::note_audit("key.created", created.info.id);
     Reply::created(created_json(&created.info, Some(&created.token), created.signing.as_ref()))
 }
 
@@ -375,6 +383,7 @@ pub(crate) async fn update_key(
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("key.updated", id);
     Reply::ok(key_json(&info))
 }
 
@@ -388,6 +397,7 @@ pub(crate) async fn delete_key(
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
     let id = key.id;
     tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error));
+    crate::envelope::note_audit("key.deleted", id);
     Reply::ok(json!({"id": id.to_string(), "deleted": true}))
 }
 
@@ -400,9 +410,11 @@ pub(crate) async fn revoke_key(
     _body: Bytes,
 ) -> Reply {
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
-    Reply::ok(key_json(&tri!(
+    let info = tri!(
         off_workers(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)
-    )))
+    );
+    crate::envelope::note_audit("key.revoked", info.id);
+    Reply::ok(key_json(&info))
 }
 
 pub(crate) async fn rotate_key(
@@ -423,6 +435,7 @@ pub(crate) async fn rotate_key(
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("key.rotated", id);
     let mut data = key_json(&created.info);
     if let Value::Object(m) = &mut data {
         m.insert("secret".into(), created.token.expose().into());
@@ -602,6 +615,7 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("tool.created", &t.policy.name);
     Reply::created(tool_json(&t))
 }
 
@@ -639,6 +653,7 @@ pub(crate) async fn update_tool(
             .await
             .map_err(engine_error)
     );
+    crate::envelope::note_audit("tool.updated", &t.policy.name);
     Reply::ok(tool_json(&t))
 }
 
@@ -651,6 +666,7 @@ pub(crate) async fn list_tools(State(state): State<AppState>, peer: Peer, header
 // ---- verification ---------------------------------------------------------
 
 pub(crate) fn limited_headers(mut reply: Reply, v: &Verdict) -> Reply {
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     if matches!(v.code.http_status(), 429 | 503)
         && let Some(ms) = v.retry_after_ms
     {
@@ -786,6 +802,7 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
         "ratelimit": v.quota.rate.as_ref().map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
         "lease_id": lease_id,
     });
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     Reply::ok(data).verdict(v.code.as_str())
 }
 
@@ -848,14 +865,17 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
     };
     let ip = client_ip(&state, &peer, &headers);
     match login(&state.engine, signed, ip).await {
-        Ok(s) => Reply::ok(json!({
+        Ok(s) => {
+            crate::envelope::note_key(Some(s.key_id), None);
+            Reply::ok(json!({
             "authenticated": true,
             "session_token": s.token.expose(),
             "expires_at": json::time(Some(s.expires_at)),
             "user_id": s.user_id,
             "key_id": s.key_id.to_string(),
-        }))
-        .verdict("VALID"),
+            }))
+            .verdict("VALID")
+        }
         Err(v) => {
             let mut e = verdict_error(&v, "authentication refused");
             if e.status != StatusCode::TOO_MANY_REQUESTS && e.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -889,11 +909,45 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Reply {
     }
 }
 
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: the Prometheus text, to whom [`crate::MetricsAccess`] allows.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match &state.metrics_access {
+        crate::MetricsAccess::Open => {}
+        crate::MetricsAccess::Token(token) => {
+            use subtle::ConstantTimeEq;
+            // The scheme is case-insensitive (RFC 9110); the token is not.
+            let sent = headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes())
+                .and_then(|v| v.split_at_checked(7))
+                .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case(b"bearer ").then_some(token))
+                .unwrap_or_default();
+            if !bool::from(sent.ct_eq(token.as_bytes())) {
+                let e = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send Authorization: Bearer <metrics token>",
+                );
+                return Reply::error(e).header(header::WWW_AUTHENTICATE, "Bearer").into_response();
+            }
+        }
+        // Served by `metrics_router` on its own listener only.
+        _ => return Reply::from(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")).into_response(),
+    }
     let text = state.metrics.render(state.engine.live_key_count(), state.engine.key_count(), &state.engine.health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-pub(crate) async fn not_found() -> Reply {
+/// No route: a path under the gateway (`//`, dot segments, several
+/// segments) gets the gateway's path rule, as at the edge; others 404.
+pub(crate) async fn not_found(uri: Uri) -> Reply {
+    if uri.path().starts_with("/api/v2/") {
+        return match keyward_core::gateway_tool(uri.path()) {
+            Err(e) => Reply::error(ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string()))
+                .verdict(Code::Malformed.as_str()),
+            Ok(_) => Reply::error(ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool"))
+                .verdict(Code::UnknownTool.as_str()),
+        };
+    }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into()
 }

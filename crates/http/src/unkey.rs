@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::blocking::{off_workers, verifying};
-use crate::envelope::{Stamp, VerdictTag};
+use crate::envelope::{RequestId, VerdictTag};
 use crate::json::MAX_BODY;
 use crate::routes::{Peer, client_ip};
 
@@ -57,7 +57,7 @@ const ERROR_DOCS: &str = "https://unkey.com/docs/errors/";
 
 /// The `/v2/` routes, with their own request-id and metrics middleware
 /// instead of keyward's envelope.
-pub(crate) fn routes(state: AppState) -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/keys.createKey", post(create_key).fallback(method_not_allowed))
         .route("/v2/keys.verifyKey", post(verify_key).fallback(method_not_allowed))
@@ -69,21 +69,20 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/v2/keys.updateCredits", post(update_credits).fallback(method_not_allowed))
         .route("/v2/apis.listKeys", post(list_keys).fallback(method_not_allowed))
         .route("/v2/{*op}", any(unsupported))
-        .layer(axum::middleware::from_fn_with_state(state, stamp))
+        .layer(axum::middleware::from_fn(stamp))
 }
 
-/// Adds the request id (header and `meta.requestId`) and counts the request.
-async fn stamp(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let stamp = Stamp::begin(&mut req);
+/// Adds the request id (given by the router's stamp) as `meta.requestId`.
+async fn stamp(req: Request, next: Next) -> Response {
+    let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let mut resp = next.run(req).await;
     // The body was built before the id was known: fill it in.
     if let Some(Pending(mut body)) = resp.extensions_mut().remove::<Pending>() {
         if let Value::Object(m) = &mut body {
-            m.insert("meta".into(), json!({"requestId": stamp.id.0}));
+            m.insert("meta".into(), json!({"requestId": id}));
         }
         *resp.body_mut() = Body::from(body.to_string());
     }
-    stamp.finish(&state, &mut resp);
     resp
 }
 
@@ -226,9 +225,14 @@ fn engine_problem(e: keyward::Error) -> Problem {
         // The store's own message (file paths, server addresses) is for
         // operators: `/healthz` shows it; the client learns what to do.
         E::Storage(_) | E::Io(_) | E::Corrupt(_) => {
+            crate::envelope::note_error(&e);
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unkey/application/service_unavailable", STORE_DOWN)
         }
-        _ => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "unkey/application/unexpected_error", "internal error"),
+        _ => {
+            crate::envelope::note_error(&e);
+            let detail = crate::envelope::internal_message(&crate::envelope::current_request_id());
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "unkey/application/unexpected_error", detail)
+        }
     }
 }
 
@@ -567,6 +571,7 @@ fn authorize(state: &AppState, peer: &Peer, headers: &HeaderMap, need: &str) -> 
     if let Some(id) = v.key_id {
         state.engine.release(id, None, &v.leases);
     }
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     match (v.code, v.key_id, v.workspace_id) {
         (Code::Valid, Some(k), Some(w)) => Ok((k, w)),
         (code, _, _) => Err(match code.http_status() {
@@ -820,6 +825,7 @@ async fn verify_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     let checks = Checks { workspace: Some(ws), permission_query: query.as_ref() };
     let out = verifying(&state.engine, || state.engine.verify_with(key, &req, &checks));
     let v = &out.verdict;
+    crate::envelope::note_key(v.key_id, v.workspace_id);
     // Leases from a verification are not held: a verify call is not a job.
     if let Some(id) = v.key_id {
         state.engine.release(id, None, &v.leases);

@@ -35,7 +35,8 @@ impl Engine {
         self.inner.writer.store().audit(ws, after, limit.clamp(1, MAX_PAGE))
     }
 
-    /// Everything verification needs, nothing secret.
+    /// Everything verification at the edge needs, nothing secret: every
+    /// bearer key (signing keys not created with `bearer` are left out).
     pub fn snapshot(&self) -> Snapshot {
         let mut workspaces: Vec<WorkspacePolicy> = Vec::new();
         let mut tools: Vec<ToolPolicy> = Vec::new();
@@ -46,7 +47,10 @@ impl Engine {
         }
         workspaces.sort_by_key(|w| w.id);
         tools.sort_by(|a, b| (a.workspace, &a.name).cmp(&(b.workspace, &b.name)));
-        let mut keys: Vec<KeyPolicy> = self.inner.by_id.iter().map(|k| k.policy().clone()).collect();
+        // A signing key that is no bearer key cannot pass at the edge, which
+        // reads tokens alone: it is left out (the edge answers NOT_FOUND).
+        let mut keys: Vec<KeyPolicy> =
+            self.inner.by_id.iter().filter(|k| k.record.is_bearer()).map(|k| k.policy().clone()).collect();
         keys.sort_by_key(|k| k.id);
         Snapshot { created_at: self.inner.now(), workspaces, tools, keys }
     }

@@ -50,6 +50,7 @@ impl Inner {
             tools: p.tools.clone(),
             meta: decode_meta(&p.meta),
             signing_user_id: live.record.signing.as_ref().map(|s| s.user_id.clone()),
+            bearer: live.record.is_bearer(),
             imported: p.imported,
             credits_remaining,
             external_id: live.record.external_id.clone(),
@@ -324,6 +325,7 @@ impl NewRecord {
             usage_owner: None,
             external_id: spec.external_id.clone(),
             roles: spec.roles.clone(),
+            bearer: spec.bearer,
             serial: Some(serial),
         };
         if let Some(a) = acting {
@@ -383,6 +385,9 @@ impl Engine {
         imported: Option<(KeyHash, String)>,
     ) -> Result<(KeyInfo, Option<Token>, Option<SigningSecrets>)> {
         let inner = &self.inner;
+        if spec.bearer && spec.signing.is_none() {
+            return Err(Error::invalid("bearer", "only applies to a key with a signing identity"));
+        }
         // Cheap refusals first, outside the writer; checked again inside it.
         let ws = inner.workspace(ws_id)?;
         inner.acting_key(actor, ws_id)?;

@@ -220,6 +220,12 @@ pub struct NewKey {
     pub meta: Option<serde_json::Value>,
     /// Optional signing identity.
     pub signing: Option<NewSigning>,
+    /// A key with a signing identity also works as a bearer credential
+    /// (`Authorization: Bearer`, `X-API-Key`, `/v1/verify`). By default it
+    /// does not: it only authenticates signed requests, so a leaked token
+    /// alone is no use. Meaningless without `signing` (keys without a
+    /// signing identity are always bearer keys).
+    pub bearer: bool,
     /// Start disabled.
     pub disabled: bool,
     /// Prefix of this key's token. By default the workspace's.
@@ -316,6 +322,10 @@ pub struct KeyInfo {
     pub meta: Option<serde_json::Value>,
     /// Signing user id, when the key has a signing identity.
     pub signing_user_id: Option<String>,
+    /// Whether the token alone authenticates (`Authorization: Bearer`,
+    /// `X-API-Key`): true for every key without a signing identity, and for
+    /// signing keys created with [`NewKey::bearer`].
+    pub bearer: bool,
     /// Imported by hash from another system.
     pub imported: bool,
     /// Credits left now, when the key has credits.
@@ -582,16 +592,20 @@ pub(crate) struct KeyRecord {
     pub external_id: Option<String>,
     /// Role labels.
     pub roles: Vec<String>,
+    /// A key with a signing identity that is also a bearer key. Records
+    /// written before this field decode with `false` ([`KeyRecord::decode`]).
+    pub bearer: bool,
     /// The key's number in its workspace (1, 2, …, in creation order, never
     /// reused). `None` for keys created before keys were numbered.
     pub serial: Option<u64>,
 }
 
 impl KeyRecord {
-    /// Decodes a stored key, also as written before keys had serials.
+    /// Decodes a stored key, also as written before `bearer` and `serial`
+    /// existed (then `false`, a signing key is no bearer key, and none).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
         #[derive(Deserialize)]
-        struct BeforeSerial {
+        struct Before {
             policy: KeyPolicy,
             start: String,
             created_at: UnixMillis,
@@ -602,7 +616,7 @@ impl KeyRecord {
             roles: Vec<String>,
         }
         keyward_core::decode_record::<Self>(bytes).or_else(|e| {
-            let b: BeforeSerial = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            let b: Before = keyward_core::decode_record(bytes).map_err(|_| e)?;
             Ok(Self {
                 policy: b.policy,
                 start: b.start,
@@ -612,9 +626,16 @@ impl KeyRecord {
                 usage_owner: b.usage_owner,
                 external_id: b.external_id,
                 roles: b.roles,
+                bearer: false,
                 serial: None,
             })
         })
+    }
+
+    /// Whether the token works as a bearer credential: every key without a
+    /// signing identity, and signing keys made with `bearer`.
+    pub(crate) fn is_bearer(&self) -> bool {
+        self.signing.is_none() || self.bearer
     }
 }
 
@@ -683,6 +704,19 @@ mod tests {
 
     use super::*;
 
+    /// A key record as written before `bearer` and `serial` existed.
+    #[derive(Serialize)]
+    struct Before {
+        policy: KeyPolicy,
+        start: String,
+        created_at: UnixMillis,
+        created_by: String,
+        signing: Option<SigningRecord>,
+        usage_owner: Option<KeyId>,
+        external_id: Option<String>,
+        roles: Vec<String>,
+    }
+
     fn policy() -> KeyPolicy {
         KeyPolicy {
             id: KeyId([1; 16]),
@@ -703,24 +737,14 @@ mod tests {
     }
 
     #[test]
-    fn a_key_stored_before_serials_reads_without_one() {
-        #[derive(Serialize)]
-        struct BeforeSerial {
-            policy: KeyPolicy,
-            start: String,
-            created_at: UnixMillis,
-            created_by: String,
-            signing: Option<SigningRecord>,
-            usage_owner: Option<KeyId>,
-            external_id: Option<String>,
-            roles: Vec<String>,
-        }
-        let old = BeforeSerial {
+    fn a_key_stored_before_bearer_and_serials_reads_as_signing_only_and_unnumbered() {
+        let signing = Some(SigningRecord { user_id: "96".into(), nonce_policy: NoncePolicy::Monotonic });
+        let old = Before {
             policy: policy(),
             start: "kw_live_abcd".into(),
             created_at: UnixMillis(1),
             created_by: "admin".into(),
-            signing: None,
+            signing: signing.clone(),
             usage_owner: None,
             external_id: Some("u-1".into()),
             roles: vec!["ops".into()],
@@ -733,17 +757,26 @@ mod tests {
                 start: "kw_live_abcd".into(),
                 created_at: UnixMillis(1),
                 created_by: "admin".into(),
-                signing: None,
+                signing,
                 usage_owner: None,
                 external_id: Some("u-1".into()),
                 roles: vec!["ops".into()],
+                bearer: false,
                 serial: None,
             }
         );
+        assert!(!rec.is_bearer());
         // Today's records read back as written.
-        let now = KeyRecord { serial: Some(9), ..rec };
+        let now = KeyRecord { bearer: true, serial: Some(9), ..rec };
         assert_eq!(KeyRecord::decode(&encode_record(&now)).unwrap(), now);
+        assert!(now.is_bearer());
+        // A key without a signing identity is a bearer key whatever the flag.
+        assert!(KeyRecord { signing: None, bearer: false, ..now.clone() }.is_bearer());
+        // Neither shape: refused as corrupt, not guessed.
         assert_eq!(KeyRecord::decode(&encode_record(&now)[..5]), Err(keyward_core::RecordError::Corrupt));
+        let mut bytes = encode_record(&now);
+        bytes.push(0);
+        assert_eq!(KeyRecord::decode(&bytes), Err(keyward_core::RecordError::Corrupt));
     }
 
     #[test]

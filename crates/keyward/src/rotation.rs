@@ -87,6 +87,7 @@ impl Engine {
                     usage_owner: None,
                     external_id: old.record.external_id.clone(),
                     roles: old.record.roles.clone(),
+                    bearer: old.record.bearer,
                     // The successor is the same key to the workspace's
                     // people: it keeps the number.
                     serial: old.record.serial,

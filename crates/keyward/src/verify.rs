@@ -107,6 +107,15 @@ impl Inner {
         }
     }
 
+    /// [`Inner::lookup`] of a token sent as a bearer credential (not a
+    /// signed request): a key with a signing identity is refused as
+    /// `INVALID_SIGNATURE` unless it was made a bearer key too. The key is
+    /// returned with the refusal so the verdict can name it.
+    fn lookup_bearer(&self, raw: &str) -> Result<Arc<LiveKey>, (Code, Option<Arc<LiveKey>>)> {
+        let live = self.lookup(raw).map_err(|code| (code, None))?;
+        if live.record.is_bearer() { Ok(live) } else { Err((Code::InvalidSignature, Some(live))) }
+    }
+
     fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Arc<LiveKey>, Code> {
         check_token(raw).map_err(|_| Code::Malformed)?;
         let Some(session) = self.sessions.get(&KeyHash::of(raw).0) else {
@@ -393,6 +402,16 @@ impl Inner {
     }
 }
 
+/// A refusal before any decision, naming the key when it is known.
+fn refused(code: Code, live: Option<&LiveKey>) -> Verdict {
+    let mut v = Verdict::bare(code);
+    if let Some(live) = live {
+        v.key_id = Some(live.policy().id);
+        v.workspace_id = Some(live.policy().workspace);
+    }
+    v
+}
+
 /// How long to wait before retrying a call the store could not make durable.
 const STORE_RETRY_MS: u64 = 1_000;
 
@@ -581,13 +600,13 @@ impl Engine {
         let inner = &self.inner;
         // The verdict is decided where it is returned: no copy of it moves
         // up the calls (it is most of what a valid verification writes).
-        match inner.lookup(token) {
+        match inner.lookup_bearer(token) {
             Ok(live) => {
                 let mut v = Verdict::bare(Code::Valid);
                 inner.decide_for(&mut v, &live, req, inner.now(), None, None);
                 v
             }
-            Err(code) => Verdict::bare(code),
+            Err((code, live)) => refused(code, live.as_deref()),
         }
     }
 
@@ -619,7 +638,7 @@ impl Engine {
         let inner = &self.inner;
         let now = inner.now();
         let found = match credential {
-            Credential::ApiKey(k) => inner.lookup(k),
+            Credential::ApiKey(k) => inner.lookup_bearer(k).map_err(|(code, _)| code),
             Credential::Session(s) => inner.lookup_session(s, now),
             _ => Err(Code::Malformed),
         };
@@ -635,9 +654,13 @@ impl Engine {
         let inner = &self.inner;
         let now = inner.now();
         // A key of another workspace is not found: neither charged nor described.
-        let found = inner.lookup(token).and_then(|live| {
-            if checks.workspace.is_none_or(|w| live.policy().workspace == w) { Ok(live) } else { Err(Code::NotFound) }
-        });
+        let ours = |live: &LiveKey| checks.workspace.is_none_or(|w| live.policy().workspace == w);
+        let found = match inner.lookup_bearer(token) {
+            Ok(live) if ours(&live) => Ok(live),
+            Err((code, Some(live))) if ours(&live) => Err(code),
+            Ok(_) | Err((_, Some(_))) => Err(Code::NotFound),
+            Err((code, None)) => Err(code),
+        };
         inner.verification(found, req, now, checks.permission_query, true)
     }
 

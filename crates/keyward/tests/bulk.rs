@@ -48,6 +48,8 @@ fn results_come_in_order_and_survive_a_reopen() {
         by_hash("ghp_foreign2", "d"),
         BatchKey::New(NewKey {
             signing: Some(NewSigning { user_id: "u9".into(), nonce_policy: NoncePolicy::Monotonic }),
+            // Its token alone is a credential too (checked below).
+            bearer: true,
             ..named("e")
         }),
     ];

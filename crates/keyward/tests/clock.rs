@@ -149,6 +149,30 @@ fn snapshot_export_round_trips_and_verifies_alike() {
     assert!(!text.contains(k.token.expose()));
 }
 
+/// The edge reads tokens alone: a signing key passes there only if it is a
+/// bearer key too; otherwise the snapshot does not hold it.
+#[test]
+fn snapshots_hold_only_bearer_keys() {
+    let env = Env::new();
+    let signing =
+        || Some(keyward::NewSigning { user_id: "9".into(), nonce_policy: keyward_core::NoncePolicy::Monotonic });
+    let signer = env.key_with(keyward::NewKey { name: "s".into(), signing: signing(), ..Default::default() });
+    let both =
+        env.key_with(keyward::NewKey { name: "b".into(), signing: signing(), bearer: true, ..Default::default() });
+    let plain = env.key("p");
+    let snap = env.engine.snapshot();
+    let mut ids: Vec<_> = snap.keys.iter().map(|k| k.id).collect();
+    ids.sort();
+    let mut want = vec![both.info.id, plain.info.id];
+    want.sort();
+    assert_eq!(ids, want);
+    let bytes = env.engine.export_snapshot().unwrap();
+    let mut local = keyward_core::LocalVerifier::load(&bytes, common::SNAP).unwrap();
+    let req = keyward_core::Request { now: env.engine.now(), ..keyward_core::Request::default() };
+    assert_eq!(local.verify(signer.token.expose(), &req).verdict.code, Code::NotFound);
+    assert_eq!(local.verify(both.token.expose(), &req).verdict.code, Code::Valid);
+}
+
 /// Each update's audit event lists the fields it set, in a fixed order; a
 /// change of `disabled` is its own action.
 #[test]

@@ -35,6 +35,8 @@ fn a_failing_store_changes_nothing_and_the_engine_recovers() {
         name: "k".into(),
         limits: Some(Limits { credits: Some(Credits { initial: 10, refill: None }), ..Limits::default() }),
         signing: Some(NewSigning { user_id: "u1".into(), nonce_policy: NoncePolicy::Monotonic }),
+        // Verified below as a bearer token too.
+        bearer: true,
         ..NewKey::default()
     };
     let k = engine.create_key(ws, spec, &Actor::Admin).unwrap();

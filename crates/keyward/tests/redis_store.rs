@@ -154,6 +154,8 @@ fn a_second_node_follows_every_change_within_milliseconds() {
     let signer = NewKey {
         name: "late".into(),
         signing: Some(NewSigning { user_id: "u1".into(), nonce_policy: NoncePolicy::Monotonic }),
+        // Verified as a bearer token on B: the flag travels with the record.
+        bearer: true,
         ..NewKey::default()
     };
     let late = a.create_key(ws, signer, &Actor::Admin).unwrap();

@@ -153,3 +153,55 @@ fn no_master_key_no_signing() {
     let r = e.create_key(ws, signing_spec(NoncePolicy::Monotonic), &Actor::Admin);
     assert_eq!(r.unwrap_err(), keyward::Error::NoMasterKey);
 }
+
+#[test]
+fn a_signing_key_is_no_bearer_key_unless_made_one() {
+    let env = Env::new();
+    let e = &env.engine;
+    let k = signing_key(&env, NoncePolicy::Monotonic);
+    assert!(!k.info.bearer);
+    let token = k.token.expose();
+    let req = Request::default();
+    // Alone, the token is refused wherever a bearer credential is read.
+    let v = e.verify(token, &req);
+    assert_eq!((v.code, v.key_id, v.workspace_id), (Code::InvalidSignature, Some(k.info.id), Some(env.ws)));
+    let cred = keyward_core::Credential::ApiKey(Zeroizing::new(token.to_owned()));
+    assert_eq!(e.verify_credential(&cred, &req).code, Code::InvalidSignature);
+    assert_eq!(e.verify_detailed(&cred, &req).verdict.code, Code::InvalidSignature);
+    assert_eq!(e.acquire(&cred, &req).err().map(|v| v.code), Some(Code::InvalidSignature));
+    let checks = keyward::Checks { workspace: Some(env.ws), ..Default::default() };
+    let out = e.verify_with(token, &req, &checks);
+    assert_eq!((out.verdict.code, out.key.is_none()), (Code::InvalidSignature, true));
+    // A key of another workspace stays not found.
+    let other = keyward::Checks { workspace: Some(keyward_core::WorkspaceId([7; 16])), ..Default::default() };
+    assert_eq!(e.verify_with(token, &req, &other).verdict.code, Code::NotFound);
+    // Nothing was counted against it.
+    assert_eq!(e.key(k.info.id).unwrap().last_used_at, None);
+    // Signed, it authenticates, and its session works as aptoken.
+    let session = e.authenticate_user(&headers(&k, "5"), None).unwrap();
+    assert_eq!(e.verify_session(session.token.expose(), &req).code, Code::Valid);
+
+    // Made a bearer key too, the token alone passes; so does its rotation's.
+    let both = env.key_with(NewKey { bearer: true, ..signing_spec(NoncePolicy::Monotonic) });
+    assert!(both.info.bearer);
+    assert_eq!(e.verify(both.token.expose(), &req).code, Code::Valid);
+    let rotated = e.rotate_key(both.info.id, 0, &Actor::Admin).unwrap();
+    assert!(rotated.info.bearer);
+    assert_eq!(e.verify(rotated.token.expose(), &req).code, Code::Valid);
+    let rotated = e.rotate_key(k.info.id, 0, &Actor::Admin).unwrap();
+    assert_eq!(e.verify(rotated.token.expose(), &req).code, Code::InvalidSignature);
+    // Keys without a signing identity are bearer keys; asking is an error.
+    assert!(env.key("plain").info.bearer);
+    let err = e.create_key(env.ws, NewKey { name: "b".into(), bearer: true, ..NewKey::default() }, &Actor::Admin);
+    assert_eq!(
+        err.err(),
+        Some(keyward::Error::Invalid {
+            field: "bearer",
+            message: "only applies to a key with a signing identity".into()
+        })
+    );
+    // The flag survives a reopen.
+    let env = env.reopen();
+    assert!(env.engine.key(both.info.id).unwrap().bearer);
+    assert!(!env.engine.key(k.info.id).unwrap().bearer);
+}

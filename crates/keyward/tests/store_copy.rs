@@ -54,6 +54,8 @@ fn populate(env: &Env) -> Facts {
     let signer = env.key_with(NewKey {
         name: "signer".into(),
         signing: Some(NewSigning { user_id: "u1".into(), nonce_policy: NoncePolicy::Monotonic }),
+        // Verified as a bearer token in the copy: the flag is copied too.
+        bearer: true,
         ..NewKey::default()
     });
     let session = e.authenticate_user(&login(&signer, "5"), None).unwrap();

@@ -57,8 +57,9 @@ fn signed(token: &str, secret: &str, nonce: &str) -> SignedHeaders {
     }
 }
 
-/// A key with a signing identity (random nonces), a daily limit and, when
-/// `credits` is given, a balance (strict mode commits each charge).
+/// A key with a signing identity (random nonces) that is a bearer key too
+/// (its token is verified alone as well), a daily limit and, when `credits`
+/// is given, a balance (strict mode commits each charge).
 fn spec(name: &str, credits: Option<u64>) -> NewKey {
     NewKey {
         name: name.into(),
@@ -66,6 +67,7 @@ fn spec(name: &str, credits: Option<u64>) -> NewKey {
             user_id: "u1".into(),
             nonce_policy: NoncePolicy::Unique { window_ms: 3_600_000, capacity: 65_536 },
         }),
+        bearer: true,
         limits: Some(Limits {
             daily: Some(100_000_000),
             credits: credits.map(|initial| Credits { initial, refill: None }),

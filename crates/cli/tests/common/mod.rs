@@ -58,13 +58,38 @@ impl Server {
 
     /// `scheme` is the one the server announces: `http`, or `https` with TLS flags.
     pub fn serve_scheme(dir: tempfile::TempDir, db: PathBuf, root: String, extra: &[&str], scheme: &str) -> Self {
+        Self::serve_full(dir, db, root, extra, scheme, Stdio::inherit())
+    }
+
+    /// A fresh database served with its stderr (the request log) written to
+    /// the returned file.
+    pub fn start_logged(extra: &[&str]) -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keyward.redb");
+        let (_, root) = init(&db);
+        let log = dir.path().join("stderr.log");
+        let file = std::fs::File::create(&log).unwrap();
+        (Self::serve_full(dir, db, root, extra, "http", Stdio::from(file)), log)
+    }
+
+    /// Servers log requests at `warn` (none) unless `extra` asks otherwise,
+    /// so test output is not flooded.
+    pub fn serve_full(
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        root: String,
+        extra: &[&str],
+        scheme: &str,
+        stderr: Stdio,
+    ) -> Self {
         let mut child = Command::new(BIN)
             .arg("--db")
             .arg(&db)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut reader = BufReader::new(child.stdout.take().unwrap());
