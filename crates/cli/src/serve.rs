@@ -75,7 +75,8 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
         say(&format!("ROOT KEY (shown once, store it now): {}", init.root_key));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let state = AppState::new(engine.clone()).with_trusted_proxies(TrustedProxies(proxies));
+    let state =
+        AppState::new(engine.clone()).with_trusted_proxies(TrustedProxies(proxies)).with_secure_cookies(tls.is_some());
     let watched = engine.clone();
     let served = rt.block_on(async move {
         tokio::spawn(watch_health(watched));

@@ -19,6 +19,7 @@
 mod apex;
 mod blocking;
 mod client_ip;
+mod console;
 mod envelope;
 mod json;
 mod layer;
@@ -48,12 +49,19 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// Browser console sessions (`/console`).
+    pub(crate) console: console::Console,
 }
 
 impl AppState {
     /// State around an engine, trusting no proxy.
     pub fn new(engine: Engine) -> Self {
-        Self { engine, proxies: TrustedProxies::default(), metrics: Arc::new(Metrics::default()) }
+        Self {
+            engine,
+            proxies: TrustedProxies::default(),
+            metrics: Arc::new(Metrics::default()),
+            console: Default::default(),
+        }
     }
 
     /// Sets the trusted proxies.
@@ -99,6 +107,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apex::routes(state.clone()))
         // Likewise for Unkey's SDKs (`/v2/keys.*`, `/v2/apis.listKeys`).
         .merge(unkey::routes(state.clone()))
+        .merge(console::routes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), console::guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
