@@ -86,7 +86,8 @@ export async function usageChart(box, keyId, rangeName) {
     : (t) => new Date(t).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
   for (const i of [0, Math.floor(range.slots / 2), range.slots - 1]) {
     const x = L + i * bw + bw / 2;
-    chart.append(svg('text', { x, y: H - 6, 'text-anchor': 'middle' }, document.createTextNode(fmt(first + i * range.step))));
+    const anchor = i === 0 ? 'start' : i === range.slots - 1 ? 'end' : 'middle';
+    chart.append(svg('text', { x: i === range.slots - 1 ? W - R : x, y: H - 6, 'text-anchor': anchor }, document.createTextNode(fmt(first + i * range.step))));
   }
   slots.forEach((s, i) => {
     let y = T + plotH;
