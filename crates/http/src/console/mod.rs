@@ -489,6 +489,36 @@ mod tests {
     }
 
     #[test]
+    fn cookies_under_tls_are_secure_and_host_bound() {
+        let c = Console { secure: true, ..Console::default() };
+        let id = "b".repeat(64);
+        assert_eq!(
+            c.set_cookie(&id),
+            format!("__Host-keyward_session={id}; Path=/; HttpOnly; SameSite=Strict; Secure")
+        );
+        assert_eq!(c.clear_cookie(), "__Host-keyward_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&format!("keyward_session={id}")).unwrap());
+        assert_eq!(c.session_id(&h), None, "the plain-HTTP cookie is not read under TLS");
+        h.insert(header::COOKIE, HeaderValue::from_str(&format!("__Host-keyward_session={id}")).unwrap());
+        assert_eq!(c.session_id(&h), Some(id));
+    }
+
+    #[test]
+    fn full_table_refuses_new_sessions() {
+        let c = Console::default();
+        for i in 0..MAX_SESSIONS {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            assert!(c.start(Zeroizing::new("t".into()), KeyId(k), WorkspaceId([0; 16]), 1).is_some());
+        }
+        assert!(c.start(Zeroizing::new("t".into()), KeyId([9; 16]), WorkspaceId([0; 16]), 2).is_none());
+        // Once they expire, sign-in works again.
+        assert!(c.start(Zeroizing::new("t".into()), KeyId([9; 16]), WorkspaceId([0; 16]), 2 + IDLE_MS).is_some());
+        assert_eq!(c.lock().len(), 1);
+    }
+
+    #[test]
     fn cookie_parsing() {
         let c = Console::default();
         let id = "a".repeat(64);
