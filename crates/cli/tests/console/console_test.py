@@ -251,6 +251,27 @@ const done = arguments[arguments.length - 1];
     check("/v1/api-keys/key_contract/usage/history?granularity=hour&from=" in drawn["asked"] and "&to=" in drawn["asked"],
           "the chart asks for hourly buckets of the period: %s" % drawn["asked"])
 
+    # ---- edit: name and daily limit, the rest kept ----------------------------
+    name_in = el("#edit-name")
+    name_in.clear()
+    name_in.send_keys("browser-key-renamed")
+    el("#edit-daily").send_keys("100")
+    el("#edit-save").click()
+    text_in("#key-title", "browser-key-renamed")
+    k = key_named("browser-key-renamed")
+    check(k is not None and k["id"] == key_id, "the edit renamed the key")
+    check(k["limits"].get("daily") == 100 and k["limits"].get("rate") == {"limit": 3, "window_ms": 60000},
+          "the edit set the daily limit and kept the rate limit")
+    check(k["ip_rules"] == [{"action": "allow", "cidr": "127.0.0.0/8"}], "the edit kept the IP rule")
+    el("#edit-ip-cidr-0").clear()
+    el("#edit-ip-cidr-0").send_keys("127.0.0.0/40")
+    el("#edit-save").click()
+    text_in("#edit-error", "not an address or CIDR")
+    check(key_named("browser-key-renamed")["ip_rules"] == [{"action": "allow", "cidr": "127.0.0.0/8"}],
+          "a bad CIDR in the edit changes nothing")
+    el("#edit-ip-cidr-0").clear()
+    el("#edit-ip-cidr-0").send_keys("127.0.0.0/8")
+
     # ---- revoke in the console ----------------------------------------------
     el("#revoke-key").click()
     visible("#confirm-dialog")
@@ -280,6 +301,23 @@ const done = arguments[arguments.length - 1];
     status, _ = call("POST", "/v1/api-keys", headers={"Cookie": jar, "X-CSRF-Token": "0" * 64}, body={"name": "forged"})
     check(status == 403, "a wrong CSRF token is refused (403)")
     check(key_named("victim")["status"] == "active" and key_named("forged") is None, "nothing changed")
+
+    # ---- rotate with a grace period ----------------------------------------------
+    victim_secret = victim["secret"]
+    driver.get(BASE + "/console/#/keys/" + victim["id"])
+    visible("#rotate-grace")
+    el("#rotate-grace").clear()
+    el("#rotate-grace").send_keys("60")
+    el("#rotate-key").click()
+    visible("#confirm-dialog")
+    el("#confirm-ok").click()
+    visible("#secret-dialog")
+    rotated = el("#secret-value").get_attribute("value")
+    check(rotated.startswith("kw_") and rotated != victim_secret, "rotation shows the new secret once")
+    el("#secret-close").click()
+    gone("#secret-dialog")
+    check(ping(rotated)[0] == 200, "the new secret works")
+    check(ping(victim_secret)[0] == 200, "the old secret works during the grace period")
 
     # ---- a key that may only read keys ----------------------------------------
     reader = call("POST", "/v1/api-keys", ROOT, {"name": "reader", "permissions": ["keys:read"]})[1]["data"]["secret"]
