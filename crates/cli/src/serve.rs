@@ -150,7 +150,8 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
         .with_trusted_proxies(TrustedProxies(proxies))
         .with_gateway_hosts(args.gateway_hosts)
         .with_gateway_body_limit(args.gateway_max_body)
-        .with_request_timeout(Duration::from_millis(args.request_timeout_ms));
+        .with_request_timeout(Duration::from_millis(args.request_timeout_ms))
+        .with_secure_cookies(tls.is_some());
     let metrics_access = match args.metrics_token {
         Some(t) => MetricsAccess::Token(Arc::new(zeroize::Zeroizing::new(t))),
         None => MetricsAccess::Open,

@@ -190,3 +190,23 @@ fn bad_certificate_or_key_exits_2() {
         assert!(err.contains("required arguments were not provided"), "{err}");
     }
 }
+
+/// Over HTTPS the console's session cookie is `Secure` and `__Host-` bound,
+/// and works for the API with its CSRF token.
+#[test]
+fn https_console_cookie_is_secure() {
+    let Tls { server: s, ca } = start_tls();
+    let a = agent(&ca);
+    let r = request_with(&a, "POST", &s.url("/console/api/login"), &[], Some(&json!({"key": s.root})));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let set = r.header("set-cookie").unwrap().to_owned();
+    let id = set.strip_prefix("__Host-keyward_session=").unwrap().split(';').next().unwrap();
+    assert_eq!(set, format!("__Host-keyward_session={id}; Path=/; HttpOnly; SameSite=Strict; Secure"));
+    let cookie = format!("__Host-keyward_session={id}");
+    let csrf = r.data()["csrf_token"].as_str().unwrap().to_owned();
+    let r = request_with(&a, "GET", &s.url("/v1/api-keys"), &[("cookie", &cookie)], None);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let made = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    let r = request_with(&a, "POST", &s.url("/v1/api-keys"), &made, Some(&json!({"name": "over-tls"})));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}

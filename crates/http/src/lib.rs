@@ -19,6 +19,7 @@
 mod apex;
 mod blocking;
 mod client_ip;
+mod console;
 mod envelope;
 mod gateway;
 mod json;
@@ -61,6 +62,8 @@ pub struct AppState {
     /// How long a request may take, body included, before it is answered
     /// 503 `timeout`. By default, no limit.
     pub request_timeout: Option<std::time::Duration>,
+    /// Browser console sessions (`/console`).
+    pub(crate) console: console::Console,
 }
 
 /// Who may read `GET /metrics`.
@@ -89,6 +92,7 @@ impl AppState {
             upstreams: Arc::new(gateway::Upstreams::new()),
             metrics_access: MetricsAccess::Open,
             request_timeout: None,
+            console: Default::default(),
         }
     }
 
@@ -188,6 +192,8 @@ pub fn router(state: AppState) -> Router {
         .merge(apex::routes())
         // Likewise for Unkey's SDKs (`/v2/keys.*`, `/v2/apis.listKeys`).
         .merge(unkey::routes())
+        .merge(console::routes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), console::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), envelope::stamp))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -83,7 +83,8 @@ pub(crate) fn caller(
     headers: &HeaderMap,
     need: &str,
 ) -> Result<(KeyId, WorkspaceId), ApiError> {
-    let cred = credential(headers, false)?;
+    // No credential header: the browser console's session, if any.
+    let cred = credential(headers, false).or_else(|e| crate::console::credential(state, headers).ok_or(e))?;
     let ip = client_ip(state, peer, headers);
     let req =
         keyward::Request { ip, permissions: &[need], cost: Cost { credits: 0, rates: &[] }, ..Default::default() };
