@@ -41,9 +41,12 @@ test("the tool comes from /api/v2/{tool} unless the options name one", () => {
   assert.equal(code("/api/v2/legacy"), "TOOL_DISABLED");
   assert.equal(code("/api/v2/admin_tool"), "INSUFFICIENT_PERMISSIONS");
   assert.equal(code("/api/v2/nope"), "UNKNOWN_TOOL");
+  // The tool is the first segment: the rest of the path is the upstream's.
+  assert.equal(code("/api/v2/gl_ping/extra"), "VALID");
+  assert.equal(code("/api/v2/legacy/extra"), "TOOL_DISABLED");
   // A gateway path whose tool name is invalid is an unknown tool, not "no tool".
-  assert.equal(code("/api/v2/gl_ping/extra"), "UNKNOWN_TOOL");
   assert.equal(code("/api/v2/"), "UNKNOWN_TOOL");
+  assert.equal(code("/api/v2/gl%20ping/extra"), "UNKNOWN_TOOL");
   assert.equal(code("/api/v1/legacy"), "VALID");
   assert.equal(code("/api/v2/legacy", { tool: "gl_ping" }), "VALID");
   assert.equal(code("/", { tool: "legacy" }), "TOOL_DISABLED");
