@@ -6,6 +6,7 @@ for screenshots), KEYWARD_CHROMIUM and KEYWARD_CHROMEDRIVER (binaries).
 Exits 0 when every check passes; prints the failed check otherwise.
 """
 
+import datetime
 import json
 import os
 import sys
@@ -309,6 +310,38 @@ const done = arguments[arguments.length - 1];
     check(True, "the audit log shows the revocation")
     shot("08-audit")
 
+    # ---- the workspace page: key lifetimes ------------------------------------
+    WS = call("GET", "/v1/api-keys?limit=1", ROOT)[1]["data"]["items"][0]["workspace_id"]
+    el("#nav-workspace").click()
+    visible("#workspace-details")
+    text_in("#workspace-default-ttl", "—")
+    el("#ttl-default-value").send_keys("90")
+    el("#ttl-max-value").send_keys("30")
+    el("#ttl-submit").click()
+    text_in("#ttl-error", "cannot be longer")
+    check(call("GET", "/v1/workspaces/" + WS, ROOT)[1]["data"]["default_key_ttl"] is None,
+          "a default longer than the longest is refused in the page and nothing changes")
+    el("#ttl-default-value").clear()
+    el("#ttl-default-value").send_keys("30")
+    el("#ttl-max-value").clear()
+    el("#ttl-max-value").send_keys("90")
+    el("#ttl-submit").click()
+    text_in("#workspace-default-ttl", "30 days")
+    text_in("#workspace-max-ttl", "90 days")
+    w = call("GET", "/v1/workspaces/" + WS, ROOT)[1]["data"]
+    check((w["default_key_ttl"], w["max_key_ttl"]) == (2592000, 7776000), "the lifetimes are saved in seconds: %r" % w)
+    made = call("POST", "/v1/api-keys", ROOT, {"name": "lifetime"})[1]["data"]
+    stamp = lambda t: datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    lived = stamp(made["expires_at"]) - stamp(made["created_at"])
+    check(lived == datetime.timedelta(days=30), "a key created without an expiry gets the default lifetime: %s" % lived)
+    shot("08b-workspace")
+    el("#ttl-default-value").clear()
+    el("#ttl-max-value").clear()
+    el("#ttl-submit").click()
+    text_in("#workspace-max-ttl", "—")
+    w = call("GET", "/v1/workspaces/" + WS, ROOT)[1]["data"]
+    check((w["default_key_ttl"], w["max_key_ttl"]) == (None, None), "empty fields clear the lifetimes")
+
     # ---- a cross-site post with the cookie but no CSRF token ------------------
     victim = call("POST", "/v1/api-keys", ROOT, {"name": "victim"})[1]["data"]
     jar = "keyward_session=" + cookie["value"]
@@ -347,6 +380,7 @@ const done = arguments[arguments.length - 1];
     sign_in(reader)
     check(not present("#create-key"), "a keys:read key is offered no create button")
     check(not present("#nav-audit") or not el("#nav-audit").is_displayed(), "nor the audit log")
+    check(not el("#nav-workspace").is_displayed(), "nor the workspace page")
     driver.find_element(By.LINK_TEXT, "victim").click()
     visible("#key-title")
     check(not present("#revoke-key") and not present("#delete-key") and not present("#edit-form"),

@@ -281,6 +281,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("key.js", "text/javascript; charset=utf-8", include_str!("assets/key.js")),
     ("chart.js", "text/javascript; charset=utf-8", include_str!("assets/chart.js")),
     ("tools.js", "text/javascript; charset=utf-8", include_str!("assets/tools.js")),
+    ("workspace.js", "text/javascript; charset=utf-8", include_str!("assets/workspace.js")),
     ("audit.js", "text/javascript; charset=utf-8", include_str!("assets/audit.js")),
 ];
 
@@ -381,6 +382,8 @@ fn me_json(
             "tools_read": can("tools:read"),
             "tools_write": can("tools:write"),
             "audit_read": can("audit:read"),
+            "workspace_read": can("workspaces:read"),
+            "workspace_write": can("workspaces:write"),
         },
         "csrf_token": csrf,
         "session_expires_at": json::time(Some(keyward_core::UnixMillis(expires_ms))),

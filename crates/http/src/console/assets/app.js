@@ -5,6 +5,7 @@ import { keysPage } from './keys.js';
 import { keyPage } from './key.js';
 import { toolsPage } from './tools.js';
 import { auditPage } from './audit.js';
+import { workspacePage } from './workspace.js';
 
 const ctx = { me: null };
 const $ = (id) => document.getElementById(id);
@@ -26,6 +27,7 @@ function showApp() {
   $('whoami').textContent = 'Signed in as ' + (ctx.me.name || ctx.me.key_id);
   $('nav-tools').hidden = !ctx.me.can.tools_read;
   $('nav-audit').hidden = !ctx.me.can.audit_read;
+  $('nav-workspace').hidden = !ctx.me.can.workspace_read;
   route();
 }
 
@@ -42,6 +44,7 @@ async function route() {
     if (parts[0] === 'keys' && parts[1]) await keyPage(view, ctx, parts[1]);
     else if (parts[0] === 'tools') await toolsPage(view, ctx);
     else if (parts[0] === 'audit') await auditPage(view, ctx);
+    else if (parts[0] === 'workspace') await workspacePage(view, ctx);
     else await keysPage(view, ctx);
   } catch (e) {
     if (e.status === 401) return;
