@@ -35,6 +35,7 @@ fi
 
 curl -fsS "$base/openapi.json" -o "$work/openapi.json"
 "$venv/openapi-spec-validator" "$work/openapi.json"
+"$venv/python" .ci/api_check.py "$base" "$root"
 
 st() {
     "$venv/schemathesis" run "$base/openapi.json" \

@@ -188,14 +188,12 @@ fn created_json(
     wire::value(&wire::CreatedKey {
         key: json::key_view(info),
         secret: token.map(|t| t.expose().to_owned()),
-        signing: signing.map(|s| wire::SigningSecrets {
-            api_secret: s.api_secret.as_str().to_owned(),
-            user_id: s.user_id.clone(),
-            nonce: s.nonce,
-            nonce_policy: match s.nonce_policy {
-                keyward_core::NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
-                _ => wire::NoncePolicy::Unique,
-            },
+        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
+        user_id: signing.map(|s| s.user_id.clone()),
+        nonce: signing.map(|s| s.nonce),
+        nonce_policy: signing.map(|s| match s.nonce_policy {
+            keyward_core::NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
+            _ => wire::NoncePolicy::Unique,
         }),
     })
 }

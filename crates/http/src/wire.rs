@@ -187,7 +187,7 @@ pub(crate) enum RefillInterval {
 }
 
 /// A key just created (`POST /v1/api-keys`, each item of a batch): the key
-/// and, shown this once, its secret and signing secrets.
+/// and, shown this once, its secret and (signing keys) signing secrets.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedKey {
     #[serde(flatten)]
@@ -196,17 +196,21 @@ pub(crate) struct CreatedKey {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub secret: Option<String>,
-    #[serde(flatten)]
-    pub signing: Option<SigningSecrets>,
-}
-
-/// A signing key's secrets, shown once.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SigningSecrets {
-    pub api_secret: String,
-    pub user_id: String,
-    pub nonce: u64,
-    pub nonce_policy: NoncePolicy,
+    /// Signing keys: the secret requests are signed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub api_secret: Option<String>,
+    /// Signing keys: the user they sign as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_id: Option<String>,
+    /// Signing keys: the last nonce used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub nonce: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub nonce_policy: Option<NoncePolicy>,
 }
 
 /// How a signing key's nonces must advance.
