@@ -7,9 +7,10 @@ use keyward_core::{
     Concurrency, Credits, IpRule, IpRules, KeyHash, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
     Token, UnixMillis,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::envelope::ApiError;
+use crate::wire;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -402,101 +403,110 @@ pub(crate) fn time(t: Option<UnixMillis>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
 
-pub(crate) fn limits_json(l: &Limits) -> Value {
-    let mut m = Map::new();
-    if let Some(r) = l.rates.iter().find(|r| r.name == "default") {
-        m.insert("rate".into(), json!({"limit": r.limit, "window_ms": r.window_ms}));
-    }
-    if !l.rates.is_empty() {
-        m.insert(
-            "rates".into(),
+pub(crate) fn limits_json(l: &Limits) -> wire::Limits {
+    wire::Limits {
+        rate: l
+            .rates
+            .iter()
+            .find(|r| r.name == "default")
+            .map(|r| wire::Rate { limit: r.limit, window_ms: r.window_ms }),
+        rates: (!l.rates.is_empty()).then(|| {
             l.rates
                 .iter()
-                .map(
-                    |r| json!({"name": r.name, "limit": r.limit, "window_ms": r.window_ms, "auto_apply": r.auto_apply}),
-                )
-                .collect(),
-        );
+                .map(|r| wire::NamedRate {
+                    name: r.name.clone(),
+                    limit: r.limit,
+                    window_ms: r.window_ms,
+                    auto_apply: r.auto_apply,
+                })
+                .collect()
+        }),
+        cooldown_ms: l.cooldown_ms,
+        daily: l.daily,
+        concurrency: l.concurrency.map(|c| wire::Concurrency { max: c.max, lease_ms: c.lease_ms }),
+        credits: l.credits.map(|c| wire::CreditsView {
+            initial: c.initial,
+            refill: c.refill.map(|r| match r.interval {
+                RefillInterval::Daily => {
+                    wire::RefillView { interval: wire::RefillInterval::Daily, amount: r.amount, day: None }
+                }
+                RefillInterval::Monthly { day } => {
+                    wire::RefillView { interval: wire::RefillInterval::Monthly, amount: r.amount, day: Some(day) }
+                }
+            }),
+        }),
     }
-    if let Some(v) = l.cooldown_ms {
-        m.insert("cooldown_ms".into(), v.into());
-    }
-    if let Some(v) = l.daily {
-        m.insert("daily".into(), v.into());
-    }
-    if let Some(c) = l.concurrency {
-        m.insert("concurrency".into(), json!({"max": c.max, "lease_ms": c.lease_ms}));
-    }
-    if let Some(c) = l.credits {
-        let refill = c.refill.map_or(Value::Null, |r| match r.interval {
-            RefillInterval::Daily => json!({"interval": "daily", "amount": r.amount}),
-            RefillInterval::Monthly { day } => json!({"interval": "monthly", "amount": r.amount, "day": day}),
-        });
-        m.insert("credits".into(), json!({"initial": c.initial, "refill": refill}));
-    }
-    Value::Object(m)
 }
 
-pub(crate) fn ip_rules_json(rules: &IpRules) -> Value {
-    rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect()
+pub(crate) fn ip_rules_json(rules: &IpRules) -> Vec<wire::IpRule> {
+    rules
+        .0
+        .iter()
+        .map(|r| wire::IpRule {
+            action: if r.action() == "deny" { wire::IpAction::Deny } else { wire::IpAction::Allow },
+            cidr: r.net().to_string(),
+        })
+        .collect()
+}
+
+/// A key's view: never a token or hash.
+pub(crate) fn key_view(k: &KeyInfo) -> wire::Key {
+    wire::Key {
+        id: k.id.to_string(),
+        workspace_id: k.workspace.to_string(),
+        name: k.name.clone(),
+        start: k.start.clone(),
+        status: k.status.into(),
+        created_at: k.created_at.to_rfc3339(),
+        created_by: k.created_by.clone(),
+        last_used_at: k.last_used_at.map(UnixMillis::to_rfc3339),
+        expires_at: k.expires_at.map(UnixMillis::to_rfc3339),
+        revoked_at: k.revoked_at.map(UnixMillis::to_rfc3339),
+        disabled: k.disabled,
+        permissions: k.permissions.iter().map(|p| p.as_str().to_owned()).collect(),
+        ip_rules: ip_rules_json(&k.ip_rules),
+        limits: limits_json(&k.limits),
+        tools: k.tools.clone(),
+        meta: k.meta.clone(),
+        credits_remaining: k.credits_remaining,
+        imported: k.imported,
+        serial: k.serial,
+        bearer: k.bearer,
+        signing: k.signing_user_id.as_ref().map(|u| wire::SigningUser { user_id: u.clone() }),
+    }
 }
 
 /// A key as JSON: never a token or hash.
 pub(crate) fn key_json(k: &KeyInfo) -> Value {
-    let mut v = json!({
-        "id": k.id.to_string(),
-        "workspace_id": k.workspace.to_string(),
-        "name": k.name,
-        "start": k.start,
-        "status": k.status.as_str(),
-        "created_at": time(Some(k.created_at)),
-        "created_by": k.created_by,
-        "last_used_at": time(k.last_used_at),
-        "expires_at": time(k.expires_at),
-        "revoked_at": time(k.revoked_at),
-        "disabled": k.disabled,
-        "permissions": k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>(),
-        "ip_rules": ip_rules_json(&k.ip_rules),
-        "limits": limits_json(&k.limits),
-        "tools": k.tools,
-        "meta": k.meta.clone().unwrap_or(Value::Null),
-        "credits_remaining": k.credits_remaining,
-        "imported": k.imported,
-        "serial": k.serial,
-        "bearer": k.bearer,
-    });
-    if let (Some(user), Value::Object(m)) = (&k.signing_user_id, &mut v) {
-        m.insert("signing".into(), json!({"user_id": user}));
-    }
-    v
+    wire::value(&key_view(k))
 }
 
 pub(crate) fn tool_json(tool: &keyward::Tool) -> Value {
     let t = &tool.policy;
-    json!({
-        "name": t.name,
-        "enabled": t.enabled,
-        "permission": t.permission.as_ref().map(Permission::as_str),
-        "cooldown_ms": t.limits.cooldown_ms,
-        "daily_limit": t.limits.daily,
-        "upstream": tool.upstream,
-        "timeout_ms": tool.timeout_ms,
+    wire::value(&wire::Tool {
+        name: t.name.clone(),
+        enabled: t.enabled,
+        permission: t.permission.as_ref().map(|p| p.as_str().to_owned()),
+        cooldown_ms: t.limits.cooldown_ms,
+        daily_limit: t.limits.daily,
+        upstream: tool.upstream.clone(),
+        timeout_ms: tool.timeout_ms,
     })
 }
 
 /// A workspace as JSON. Key lifetimes are in seconds.
 pub(crate) fn workspace_json(w: &Workspace) -> Value {
     let seconds = |ms: Option<u64>| ms.map(|ms| ms / 1000);
-    json!({
-        "id": w.policy.id.to_string(),
-        "name": w.policy.name,
-        "api_access": w.policy.api_access,
-        "prefix": w.policy.prefix.as_str(),
-        "ip_rules": ip_rules_json(&w.policy.ip_rules),
-        "default_limits": limits_json(&w.policy.default_limits),
-        "limit_sync": w.limit_sync.to_string(),
-        "default_key_ttl": seconds(w.key_ttl.default_ms),
-        "max_key_ttl": seconds(w.key_ttl.max_ms),
-        "created_at": time(Some(w.created_at)),
+    wire::value(&wire::Workspace {
+        id: w.policy.id.to_string(),
+        name: w.policy.name.clone(),
+        api_access: w.policy.api_access,
+        prefix: w.policy.prefix.as_str().to_owned(),
+        ip_rules: ip_rules_json(&w.policy.ip_rules),
+        default_limits: limits_json(&w.policy.default_limits),
+        limit_sync: w.limit_sync.to_string(),
+        default_key_ttl: seconds(w.key_ttl.default_ms),
+        max_key_ttl: seconds(w.key_ttl.max_ms),
+        created_at: w.created_at.to_rfc3339(),
     })
 }

@@ -1,7 +1,8 @@
 //! keyward-http: the HTTP surface of keyward.
 //!
 //! [`router`] serves the whole API (admin, gateway, verify, nginx
-//! `auth_request`, signed authentication, health and metrics) around an
+//! `auth_request`, signed authentication, health and metrics, and its
+//! OpenAPI document at `GET /openapi.json`) around an
 //! [`Engine`]; [`KeywardLayer`] and [`VerifiedKey`] protect an application's
 //! own axum routes.
 //!
@@ -25,8 +26,10 @@ mod gateway;
 mod json;
 mod layer;
 mod metrics;
+mod openapi;
 mod routes;
 mod unkey;
+mod wire;
 
 use std::sync::Arc;
 
@@ -186,6 +189,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/AuthenticateUser", post(routes::authenticate_user))
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn(envelope::envelope))
         // Merged after the envelope layer so APEX clients get APEX's own format.

@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::blocking::{login, off_workers, verifying};
 use crate::envelope::{ApiError, Reply};
 use crate::json::{self, Fields, key_json, tool_json};
+use crate::wire;
 
 /// The peer address, when the server was started with connect info.
 pub(crate) struct Peer(Option<SocketAddr>);
@@ -184,23 +185,17 @@ fn created_json(
     token: Option<&keyward_core::Token>,
     signing: Option<&SigningSecrets>,
 ) -> Value {
-    let mut data = key_json(info);
-    if let Value::Object(m) = &mut data {
-        if let Some(t) = token {
-            m.insert("secret".into(), t.expose().into());
-        }
-        if let Some(s) = signing {
-            m.insert("api_secret".into(), s.api_secret.as_str().into());
-            m.insert("user_id".into(), s.user_id.clone().into());
-            m.insert("nonce".into(), s.nonce.into());
-            let policy = match s.nonce_policy {
-                keyward_core::NoncePolicy::Monotonic => "monotonic",
-                _ => "unique",
-            };
-            m.insert("nonce_policy".into(), policy.into());
-        }
-    }
-    data
+    wire::value(&wire::CreatedKey {
+        key: json::key_view(info),
+        secret: token.map(|t| t.expose().to_owned()),
+        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
+        user_id: signing.map(|s| s.user_id.clone()),
+        nonce: signing.map(|s| s.nonce),
+        nonce_policy: signing.map(|s| match s.nonce_policy {
+            keyward_core::NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
+            _ => wire::NoncePolicy::Unique,
+        }),
+    })
 }
 
 /// `POST /v1/api-keys/batch` `{"keys":[spec, …]}`: up to
@@ -296,12 +291,12 @@ pub(crate) async fn apimall_create_key(
         off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
     );
     let info = &created.info;
-    Reply::created(json!({
-        "id": info.serial,
-        "title": info.name,
-        "status": "created",
-        "created_at": json::time(Some(info.created_at)),
-        "api_key": created.token.expose(),
+    Reply::created(wire::value(&wire::ApimallKey {
+        id: info.serial,
+        title: info.name.clone(),
+        status: "created".into(),
+        created_at: info.created_at.to_rfc3339(),
+        api_key: created.token.expose().to_owned(),
     }))
 }
 
@@ -329,7 +324,10 @@ pub(crate) async fn list_keys(
         }
     }
     let page = tri!(state.engine.list_keys(ws, limit, cursor.as_deref()).map_err(engine_error));
-    Reply::ok(json!({"items": page.items.iter().map(key_json).collect::<Vec<_>>(), "next_cursor": page.next_cursor}))
+    Reply::ok(wire::value(&wire::KeyPage {
+        items: page.items.iter().map(json::key_view).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub(crate) async fn get_key(
@@ -399,7 +397,7 @@ pub(crate) async fn delete_key(
     let id = key.id;
     tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error));
     crate::envelope::note_audit("key.deleted", id);
-    Reply::ok(json!({"id": id.to_string(), "deleted": true}))
+    Reply::ok(wire::value(&wire::Deleted { id: id.to_string(), deleted: true }))
 }
 
 pub(crate) async fn revoke_key(
@@ -437,17 +435,15 @@ pub(crate) async fn rotate_key(
             .map_err(engine_error)
     );
     crate::envelope::note_audit("key.rotated", id);
-    let mut data = key_json(&created.info);
-    if let Value::Object(m) = &mut data {
-        m.insert("secret".into(), created.token.expose().into());
-        m.insert("rotated_from".into(), id.to_string().into());
-        if let Some(s) = &created.signing {
-            m.insert("api_secret".into(), s.api_secret.as_str().into());
-            m.insert("user_id".into(), s.user_id.clone().into());
-            m.insert("nonce".into(), s.nonce.into());
-        }
-    }
-    Reply::ok(data)
+    let signing = created.signing.as_ref();
+    Reply::ok(wire::value(&wire::RotatedKey {
+        key: json::key_view(&created.info),
+        secret: created.token.expose().to_owned(),
+        rotated_from: id.to_string(),
+        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
+        user_id: signing.map(|s| s.user_id.clone()),
+        nonce: signing.map(|s| s.nonce),
+    }))
 }
 
 pub(crate) async fn key_usage(
@@ -459,15 +455,15 @@ pub(crate) async fn key_usage(
     let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
     let id = key.id;
     let u = tri!(state.engine.usage(id).map_err(engine_error));
-    Reply::ok(json!({
-        "id": id.to_string(),
-        "last_used_at": json::time(u.last_used_at),
-        "valid": u.valid,
-        "refused": u.refused,
-        "credits_remaining": u.quota.credits_remaining,
-        "daily_used": u.daily_used,
-        "daily_remaining": u.quota.daily_remaining,
-        "rate": u.quota.rate.map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
+    Reply::ok(wire::value(&wire::Usage {
+        id: id.to_string(),
+        last_used_at: u.last_used_at.map(UnixMillis::to_rfc3339),
+        valid: u.valid,
+        refused: u.refused,
+        credits_remaining: u.quota.credits_remaining,
+        daily_used: u.daily_used,
+        daily_remaining: u.quota.daily_remaining,
+        rate: u.quota.rate.map(|r| wire::RateState { limit: r.limit, remaining: r.remaining, reset_ms: r.reset_ms }),
     }))
 }
 
@@ -512,15 +508,23 @@ fn history_json(
     to: UnixMillis,
     buckets: &[keyward::HistoryBucket],
 ) -> Value {
-    let buckets: Vec<Value> = buckets
-        .iter()
-        .map(|b| {
-            let counts: serde_json::Map<String, Value> =
-                b.counts.iter().map(|(c, n)| (c.as_str().to_owned(), Value::from(*n))).collect();
-            json!({"start": json::time(Some(b.start)), "counts": counts})
-        })
-        .collect();
-    json!({"granularity": g.as_str(), "from": json::time(Some(from)), "to": json::time(Some(to)), "buckets": buckets})
+    let granularity = match g {
+        keyward::Granularity::Minute => wire::Granularity::Minute,
+        keyward::Granularity::Day => wire::Granularity::Day,
+        _ => wire::Granularity::Hour,
+    };
+    wire::value(&wire::History {
+        granularity,
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        buckets: buckets
+            .iter()
+            .map(|b| wire::Bucket {
+                start: b.start.to_rfc3339(),
+                counts: b.counts.iter().map(|(c, n)| (c.as_str().to_owned(), *n)).collect(),
+            })
+            .collect(),
+    })
 }
 
 /// `GET /v1/api-keys/{id}/usage/history`.
@@ -579,18 +583,26 @@ pub(crate) async fn audit(
         }
     }
     let page = tri!(off_workers(&state.engine, move |e| e.audit(Some(ws), after, limit)).await.map_err(engine_error));
-    let items: Vec<Value> = page
+    let items = page
         .items
         .iter()
-        .map(|e| json!({"seq": e.seq, "at": json::time(Some(e.at)), "actor": e.actor, "action": e.action.as_str(), "target": e.target, "detail": e.detail}))
+        .map(|e| wire::AuditEvent {
+            seq: e.seq,
+            at: e.at.to_rfc3339(),
+            actor: e.actor.clone(),
+            action: e.action.as_str().to_owned(),
+            target: e.target.clone(),
+            detail: e.detail.clone(),
+        })
         .collect();
-    Reply::ok(json!({"items": items, "next_cursor": page.next_cursor}))
+    Reply::ok(wire::value(&wire::AuditPage { items, next_cursor: page.next_cursor }))
 }
 
 // ---- tools ----------------------------------------------------------------
 
 /// What a tool body may hold (`name` only when creating).
-const TOOL_FIELDS: &[&str] = &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
+pub(crate) const TOOL_FIELDS: &[&str] =
+    &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
 
 pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
@@ -698,6 +710,10 @@ fn own_workspace(ws: WorkspaceId, id: &str) -> Result<WorkspaceId, ApiError> {
     }
 }
 
+/// What a workspace PATCH body may hold.
+pub(crate) const WORKSPACE_FIELDS: &[&str] =
+    &["name", "prefix", "api_access", "ip_rules", "default_limits", "limit_sync", "default_key_ttl", "max_key_ttl"];
+
 pub(crate) async fn get_workspace(
     State(state): State<AppState>,
     peer: Peer,
@@ -720,16 +736,7 @@ pub(crate) async fn update_workspace(
     let ws = tri!(own_workspace(ws, &id));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
-    tri!(f.only(&[
-        "name",
-        "prefix",
-        "api_access",
-        "ip_rules",
-        "default_limits",
-        "limit_sync",
-        "default_key_ttl",
-        "max_key_ttl",
-    ]));
+    tri!(f.only(WORKSPACE_FIELDS));
     let prefix = match tri!(f.str("prefix")) {
         Some(p) => Some(tri!(keyward_core::Prefix::parse(p).map_err(|e| ApiError::invalid("prefix", e)))),
         None => None,
@@ -756,6 +763,9 @@ pub(crate) async fn update_workspace(
     Reply::ok(json::workspace_json(&w))
 }
 
+/// What a `POST /v1/verify` body may hold.
+pub(crate) const VERIFY_FIELDS: &[&str] = &["key", "tool", "ip", "permissions", "cost", "hold"];
+
 /// `POST /v1/verify`.
 pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     // Only a key allowed to verify (`keys:verify`) may test keys, and only
@@ -763,7 +773,7 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
     let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
-    tri!(f.only(&["key", "tool", "ip", "permissions", "cost", "hold"]));
+    tri!(f.only(VERIFY_FIELDS));
     let hold = tri!(f.bool("hold")).unwrap_or(false);
     let key = tri!(tri!(f.str("key")).ok_or_else(|| ApiError::invalid("key", "is required")));
     let tool = tri!(f.str("tool"));
@@ -789,19 +799,23 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
         let (tool, leases) = (tool.map(str::to_owned), v.leases.clone());
         let _ = off_workers(&state.engine, move |e| Ok(e.release(id, tool.as_deref(), &leases))).await;
     }
-    let data = json!({
-        "valid": v.is_valid(),
-        "code": v.code.as_str(),
-        "key_id": v.key_id.map(|k| k.to_string()),
-        "workspace_id": v.workspace_id.map(|w| w.to_string()),
-        "name": k.map(|k| k.name.clone()),
-        "permissions": k.map(|k| k.permissions.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>()),
-        "meta": k.and_then(|k| k.meta.clone()),
-        "expires_at": json::time(k.and_then(|k| k.expires_at)),
-        "remaining": v.quota.credits_remaining,
-        "retry_after_ms": v.retry_after_ms,
-        "ratelimit": v.quota.rate.as_ref().map(|r| json!({"limit": r.limit, "remaining": r.remaining, "reset_ms": r.reset_ms})),
-        "lease_id": lease_id,
+    let data = wire::value(&wire::VerifyResult {
+        valid: v.is_valid(),
+        code: v.code.as_str(),
+        key_id: v.key_id.map(|k| k.to_string()),
+        workspace_id: v.workspace_id.map(|w| w.to_string()),
+        name: k.map(|k| k.name.clone()),
+        permissions: k.map(|k| k.permissions.iter().map(|p| p.as_str().to_owned()).collect()),
+        meta: k.and_then(|k| k.meta.clone()),
+        expires_at: k.and_then(|k| k.expires_at).map(UnixMillis::to_rfc3339),
+        remaining: v.quota.credits_remaining,
+        retry_after_ms: v.retry_after_ms,
+        ratelimit: v.quota.rate.as_ref().map(|r| wire::RateState {
+            limit: r.limit,
+            remaining: r.remaining,
+            reset_ms: r.reset_ms,
+        }),
+        lease_id,
     });
     crate::envelope::note_key(v.key_id, v.workspace_id);
     Reply::ok(data).verdict(v.code.as_str())
@@ -818,7 +832,7 @@ pub(crate) async fn release_lease(
 ) -> Reply {
     let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
     tri!(off_workers(&state.engine, move |e| e.release_held(ws, &lease_id)).await.map_err(engine_error));
-    Reply::ok(json!({"released": true}))
+    Reply::ok(wire::value(&wire::Released { released: true }))
 }
 
 /// `GET /v1/auth` for nginx `auth_request`.
@@ -840,7 +854,7 @@ pub(crate) async fn auth(State(state): State<AppState>, peer: Peer, headers: Hea
     }
     if v.is_valid() {
         let key = v.key_id.map(|k| k.to_string()).unwrap_or_default();
-        return limited_headers(Reply::ok(json!({"key_id": key})), &v)
+        return limited_headers(Reply::ok(wire::value(&wire::AuthResult { key_id: key.clone() })), &v)
             .header(HeaderName::from_static("x-keyward-key-id"), key)
             .verdict(v.code.as_str())
             .into_response();
@@ -868,12 +882,12 @@ pub(crate) async fn authenticate_user(State(state): State<AppState>, peer: Peer,
     match login(&state.engine, signed, ip).await {
         Ok(s) => {
             crate::envelope::note_key(Some(s.key_id), None);
-            Reply::ok(json!({
-            "authenticated": true,
-            "session_token": s.token.expose(),
-            "expires_at": json::time(Some(s.expires_at)),
-            "user_id": s.user_id,
-            "key_id": s.key_id.to_string(),
+            Reply::ok(wire::value(&wire::Session {
+                authenticated: true,
+                session_token: s.token.expose().to_owned(),
+                expires_at: s.expires_at.to_rfc3339(),
+                user_id: s.user_id.clone(),
+                key_id: s.key_id.to_string(),
             }))
             .verdict("VALID")
         }

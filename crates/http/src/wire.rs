@@ -1,0 +1,807 @@
+//! What the native API sends and takes, as types: the handlers serialise
+//! the response types, and `GET /openapi.json` is derived from all of them,
+//! so the document cannot drift from the answers.
+//!
+//! Request bodies are read field by field with [`crate::json::Fields`]
+//! (so every error names its field); their types here only describe them,
+//! and a test checks their field lists against the readers'.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `value` as JSON. Serialising these types cannot fail: every map key is
+/// a string and no `Serialize` impl here returns an error.
+pub(crate) fn value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+// ---- responses ---------------------------------------------------------------
+
+/// A key. Never its token or hash.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Key {
+    /// The key's public id.
+    pub id: String,
+    /// Its workspace.
+    pub workspace_id: String,
+    pub name: String,
+    /// The first characters of the token, to recognise it by.
+    pub start: String,
+    pub status: KeyStatus,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Who created it (`key:<id>`, `cli`, ...).
+    pub created_by: String,
+    #[schema(required = true)]
+    pub last_used_at: Option<String>,
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    #[schema(required = true)]
+    pub revoked_at: Option<String>,
+    pub disabled: bool,
+    pub permissions: Vec<String>,
+    pub ip_rules: Vec<IpRule>,
+    pub limits: Limits,
+    /// Tools the key may call; empty: every tool.
+    pub tools: Vec<String>,
+    /// The caller's own data.
+    #[schema(required = true, value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    #[schema(required = true)]
+    pub credits_remaining: Option<u64>,
+    /// Issued elsewhere and imported by hash or token.
+    pub imported: bool,
+    /// The APIMall serial (`POST /api/v1/keys`), if any.
+    #[schema(required = true)]
+    pub serial: Option<u64>,
+    /// Whether a signing key also authenticates as a bearer token.
+    pub bearer: bool,
+    /// Present for signing keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub signing: Option<SigningUser>,
+}
+
+/// A key's state.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+    Disabled,
+}
+
+impl From<keyward_core::Status> for KeyStatus {
+    fn from(s: keyward_core::Status) -> Self {
+        match s {
+            keyward_core::Status::Active => Self::Active,
+            keyward_core::Status::Expired => Self::Expired,
+            keyward_core::Status::Revoked => Self::Revoked,
+            _ => Self::Disabled,
+        }
+    }
+}
+
+/// The user a signing key signs as.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SigningUser {
+    pub user_id: String,
+}
+
+/// An IP rule: `allow` or `deny` a CIDR.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IpRule {
+    pub action: IpAction,
+    /// e.g. `10.0.0.0/8` or `2001:db8::/32`.
+    pub cidr: String,
+}
+
+/// What an IP rule does.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum IpAction {
+    Allow,
+    Deny,
+}
+
+/// Limits as stored; absent parts are not limited.
+#[derive(Serialize, ToSchema, Default)]
+pub(crate) struct Limits {
+    /// The rate named `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rate: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rates: Option<Vec<NamedRate>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cooldown_ms: Option<u64>,
+    /// Calls per UTC day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub daily: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub concurrency: Option<Concurrency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub credits: Option<CreditsView>,
+}
+
+/// `limit` calls per `window_ms`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Rate {
+    pub limit: u64,
+    pub window_ms: u64,
+}
+
+/// A named rate limit.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NamedRate {
+    pub name: String,
+    pub limit: u64,
+    pub window_ms: u64,
+    /// Charged on every call, not only when named.
+    pub auto_apply: bool,
+}
+
+/// At most `max` calls in flight, each lease held up to `lease_ms`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Concurrency {
+    pub max: u32,
+    pub lease_ms: u64,
+}
+
+/// A credit budget.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreditsView {
+    /// Credits given at creation.
+    pub initial: u64,
+    #[schema(required = true)]
+    pub refill: Option<RefillView>,
+}
+
+/// How credits refill.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefillView {
+    pub interval: RefillInterval,
+    pub amount: u64,
+    /// Day of the month (monthly refills only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 31)]
+    pub day: Option<u8>,
+}
+
+/// When credits refill.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RefillInterval {
+    Daily,
+    Monthly,
+}
+
+/// A key just created (`POST /v1/api-keys`, each item of a batch): the key
+/// and, shown this once, its secret and (signing keys) signing secrets.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    pub key: Key,
+    /// The token (absent for a key imported by hash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub secret: Option<String>,
+    /// Signing keys: the secret requests are signed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub api_secret: Option<String>,
+    /// Signing keys: the user they sign as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_id: Option<String>,
+    /// Signing keys: the last nonce used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub nonce: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub nonce_policy: Option<NoncePolicy>,
+}
+
+/// How a signing key's nonces must advance.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NoncePolicy {
+    Monotonic,
+    Unique,
+}
+
+/// A rotated key: the new key, its secret, and the key it replaces.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RotatedKey {
+    #[serde(flatten)]
+    pub key: Key,
+    pub secret: String,
+    /// The id of the old key (valid for `grace_seconds` more).
+    pub rotated_from: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub api_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub nonce: Option<u64>,
+}
+
+/// A page of keys.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyPage {
+    pub items: Vec<Key>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The keys of a batch, in the order of their specs.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedKeys {
+    pub items: Vec<CreatedKey>,
+}
+
+/// A deleted key.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// A key's usage.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Usage {
+    pub id: String,
+    #[schema(required = true)]
+    pub last_used_at: Option<String>,
+    /// Calls accepted.
+    pub valid: u64,
+    /// Calls refused.
+    pub refused: u64,
+    #[schema(required = true)]
+    pub credits_remaining: Option<u64>,
+    #[schema(required = true)]
+    pub daily_used: Option<u64>,
+    #[schema(required = true)]
+    pub daily_remaining: Option<u64>,
+    #[schema(required = true)]
+    pub rate: Option<RateState>,
+}
+
+/// Where a rate limit stands.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RateState {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Milliseconds until the window resets.
+    pub reset_ms: u64,
+}
+
+/// Calls by verdict code over time.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct History {
+    pub granularity: Granularity,
+    /// RFC 3339.
+    pub from: String,
+    /// RFC 3339.
+    pub to: String,
+    pub buckets: Vec<Bucket>,
+}
+
+/// The size of a history bucket.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Granularity {
+    Minute,
+    Hour,
+    Day,
+}
+
+/// One bucket of a history.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Bucket {
+    /// RFC 3339.
+    pub start: String,
+    /// Calls by verdict code (`VALID`, `RATE_LIMITED`, ...); codes never seen are left out.
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// A page of the audit log.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditPage {
+    pub items: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// One audit event.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditEvent {
+    /// Its place in the log; pass the last as `cursor`.
+    pub seq: u64,
+    /// RFC 3339.
+    pub at: String,
+    pub actor: String,
+    /// e.g. `key.created`.
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// A tool the gateway serves.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Tool {
+    pub name: String,
+    pub enabled: bool,
+    /// The permission a key needs to call it.
+    #[schema(required = true)]
+    pub permission: Option<String>,
+    #[schema(required = true)]
+    pub cooldown_ms: Option<u64>,
+    #[schema(required = true)]
+    pub daily_limit: Option<u64>,
+    /// Where calls are forwarded; `null`: the gateway answers 501.
+    #[schema(required = true)]
+    pub upstream: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// The tools of a workspace.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ToolList {
+    pub items: Vec<Tool>,
+}
+
+/// A workspace. Key lifetimes are in seconds.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Workspace {
+    pub id: String,
+    pub name: String,
+    /// Whether its keys may call the API at all.
+    pub api_access: bool,
+    /// What its tokens start with.
+    pub prefix: String,
+    pub ip_rules: Vec<IpRule>,
+    pub default_limits: Limits,
+    /// How limits are shared between servers.
+    pub limit_sync: String,
+    #[schema(required = true)]
+    pub default_key_ttl: Option<u64>,
+    #[schema(required = true)]
+    pub max_key_ttl: Option<u64>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The verdict on a key (`POST /v1/verify`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VerifyResult {
+    pub valid: bool,
+    #[schema(value_type = VerdictCode)]
+    pub code: &'static str,
+    #[schema(required = true)]
+    pub key_id: Option<String>,
+    #[schema(required = true)]
+    pub workspace_id: Option<String>,
+    #[schema(required = true)]
+    pub name: Option<String>,
+    #[schema(required = true)]
+    pub permissions: Option<Vec<String>>,
+    #[schema(required = true, value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    /// Credits left.
+    #[schema(required = true)]
+    pub remaining: Option<u64>,
+    #[schema(required = true)]
+    pub retry_after_ms: Option<u64>,
+    #[schema(required = true)]
+    pub ratelimit: Option<RateState>,
+    /// With `"hold": true` on a valid key: release it with `POST /v1/leases/{lease_id}/release`.
+    #[schema(required = true)]
+    pub lease_id: Option<String>,
+}
+
+/// A verdict code.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Documentation only: verdicts carry `keyward_core::Code`.
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum VerdictCode {
+    Valid,
+    Malformed,
+    NotFound,
+    Expired,
+    Revoked,
+    Disabled,
+    PlanInactive,
+    IpDenied,
+    InsufficientPermissions,
+    ToolDisabled,
+    UnknownTool,
+    RateLimited,
+    Cooldown,
+    DailyLimit,
+    ConcurrencyLimit,
+    UsageExhausted,
+    InvalidSignature,
+    NonceReused,
+    StoreUnavailable,
+}
+
+/// A released lease.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Released {
+    pub released: bool,
+}
+
+/// A key created the APIMall way.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApimallKey {
+    /// The key's serial.
+    #[schema(required = true)]
+    pub id: Option<u64>,
+    pub title: String,
+    /// Always `created`.
+    pub status: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The token, shown once.
+    pub api_key: String,
+}
+
+/// The caller of `/v1/auth` was accepted.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuthResult {
+    pub key_id: String,
+}
+
+/// A signed login succeeded.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Session {
+    pub authenticated: bool,
+    /// Send as `APToken` on later calls.
+    pub session_token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub user_id: String,
+    pub key_id: String,
+}
+
+/// The server's health.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok`, or `degraded` (with 503).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub flush_failures: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub write_failures: Option<u64>,
+    /// Present (maybe `null`) when degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_unreachable_ms: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub store_stale: Option<bool>,
+}
+
+// ---- the envelope ------------------------------------------------------------
+
+macro_rules! envelopes {
+    ($($name:ident($data:ty)),* $(,)?) => {$(
+        #[doc = concat!("`", stringify!($data), "` in the success envelope.")]
+        #[derive(ToSchema)]
+        #[allow(dead_code)] // Documentation only: `envelope::envelope` writes the envelope.
+        pub(crate) struct $name {
+            /// `true`.
+            pub success: bool,
+            pub data: $data,
+            /// `req_` and 20 base62 characters, also in `X-Request-Id`.
+            pub request_id: String,
+        }
+    )*};
+}
+
+envelopes!(
+    KeyReply(Key),
+    CreatedKeyReply(CreatedKey),
+    RotatedKeyReply(RotatedKey),
+    KeyPageReply(KeyPage),
+    CreatedKeysReply(CreatedKeys),
+    DeletedReply(Deleted),
+    UsageReply(Usage),
+    HistoryReply(History),
+    AuditPageReply(AuditPage),
+    ToolReply(Tool),
+    ToolListReply(ToolList),
+    WorkspaceReply(Workspace),
+    VerifyReply(VerifyResult),
+    ReleasedReply(Released),
+    ApimallKeyReply(ApimallKey),
+    AuthReply(AuthResult),
+    SessionReply(Session),
+    HealthReply(Health),
+);
+
+/// An error in the envelope.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Documentation only: `envelope::envelope` writes the envelope.
+pub(crate) struct ErrorReply {
+    /// `false`.
+    pub success: bool,
+    pub error: ErrorBody,
+    pub request_id: String,
+}
+
+/// What went wrong.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct ErrorBody {
+    /// A stable code: `invalid_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `rate_limited`, `timeout`, `internal`, `csrf`, `NOT_IMPLEMENTED`,
+    /// `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`, or a verdict code
+    /// (`MALFORMED`, `NOT_FOUND`, `INSUFFICIENT_PERMISSIONS`,
+    /// `RATE_LIMITED`, `STORE_UNAVAILABLE`, ...).
+    pub code: String,
+    pub message: String,
+    /// A refused batch: every refused spec.
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<BatchError>>,
+}
+
+/// One refused spec of a batch.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct BatchError {
+    pub index: u64,
+    pub code: String,
+    /// Names the spec's path, e.g. `keys[3].permissions: ...`.
+    pub message: String,
+}
+
+// ---- request bodies (documentation only) -------------------------------------
+
+/// An RFC 3339 time (`2024-03-01T10:00:00.000Z`) or Unix milliseconds.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Documentation only: `json::Fields` reads request bodies.
+pub(crate) enum Time {
+    Text(String),
+    Millis(u64),
+}
+
+/// A new key. Unknown fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only: `json::Fields` reads request bodies.
+pub(crate) struct KeySpec {
+    /// Required (or `title`).
+    pub name: Option<String>,
+    /// Another name for `name`.
+    pub title: Option<String>,
+    /// Create it already expired.
+    pub expire_now: Option<bool>,
+    pub expires_at: Option<Time>,
+    /// By default the creator's own.
+    pub permissions: Option<Vec<String>>,
+    pub ip_rules: Option<Vec<IpRule>>,
+    pub limits: Option<LimitsSpec>,
+    pub tools: Option<Vec<String>>,
+    /// Whether a signing key also authenticates as a bearer token.
+    pub bearer: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    /// Makes it a signing key.
+    pub signing: Option<SigningSpec>,
+    pub disabled: Option<bool>,
+}
+
+/// Limits to set.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct LimitsSpec {
+    /// The rate named `default`.
+    pub rate: Option<RateSpec>,
+    pub rates: Option<Vec<NamedRateSpec>>,
+    pub cooldown_ms: Option<u64>,
+    pub daily: Option<u64>,
+    /// At most this many calls in flight, or `{max, lease_ms}`.
+    #[schema(value_type = Option<Object>)]
+    pub concurrency: Option<Value>,
+    pub credits: Option<CreditsSpec>,
+}
+
+/// `limit` calls per `window_ms`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct RateSpec {
+    pub limit: u64,
+    pub window_ms: u64,
+}
+
+/// A named rate limit.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct NamedRateSpec {
+    /// By default `default`.
+    pub name: Option<String>,
+    pub limit: u64,
+    pub window_ms: u64,
+    /// By default `true`.
+    pub auto_apply: Option<bool>,
+}
+
+/// A credit budget.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct CreditsSpec {
+    pub remaining: u64,
+    pub refill: Option<RefillSpec>,
+}
+
+/// How credits refill.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct RefillSpec {
+    pub interval: RefillInterval,
+    pub amount: u64,
+    /// Monthly: the day of the month, by default 1.
+    #[schema(minimum = 1, maximum = 31)]
+    pub day: Option<u8>,
+}
+
+/// A signing key's user and nonce rule.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct SigningSpec {
+    /// A string or a non-negative integer.
+    #[schema(value_type = Object)]
+    pub user_id: Value,
+    /// `monotonic` (default) or `unique`.
+    pub nonce_policy: Option<String>,
+    pub nonce_window_ms: Option<u64>,
+}
+
+/// Changes to a key: absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct KeyPatch {
+    pub name: Option<String>,
+    pub title: Option<String>,
+    /// `null` clears it.
+    pub expires_at: Option<Time>,
+    pub permissions: Option<Vec<String>>,
+    pub ip_rules: Option<Vec<IpRule>>,
+    pub limits: Option<LimitsSpec>,
+    pub tools: Option<Vec<String>>,
+    /// `null` clears it.
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    pub disabled: Option<bool>,
+    /// `{"remaining": n}` sets the credits left.
+    pub credits: Option<CreditsPatch>,
+}
+
+/// Sets the credits left.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct CreditsPatch {
+    pub remaining: Option<u64>,
+}
+
+/// Up to 1000 key specs, created in one commit, all or nothing.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct BatchSpec {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub keys: Vec<KeySpec>,
+}
+
+/// How long the old key stays valid.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct RotateSpec {
+    /// By default 0.
+    pub grace_seconds: Option<u64>,
+}
+
+/// A key the APIMall way.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct ApimallSpec {
+    /// Not blank.
+    pub title: String,
+}
+
+/// A new tool.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct ToolSpec {
+    pub name: String,
+    /// By default `true`.
+    pub enabled: Option<bool>,
+    pub permission: Option<String>,
+    pub cooldown_ms: Option<u64>,
+    pub daily_limit: Option<u64>,
+    /// An `http://` or `https://` URL.
+    pub upstream: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Changes to a tool: absent fields stay, `null` clears.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct ToolPatch {
+    pub enabled: Option<bool>,
+    pub permission: Option<String>,
+    pub cooldown_ms: Option<u64>,
+    pub daily_limit: Option<u64>,
+    pub upstream: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Changes to a workspace: absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct WorkspacePatch {
+    pub name: Option<String>,
+    pub prefix: Option<String>,
+    pub api_access: Option<bool>,
+    pub ip_rules: Option<Vec<IpRule>>,
+    pub default_limits: Option<LimitsSpec>,
+    pub limit_sync: Option<String>,
+    /// Seconds; `null` clears.
+    pub default_key_ttl: Option<u64>,
+    /// Seconds; `null` clears.
+    pub max_key_ttl: Option<u64>,
+}
+
+/// A key to verify.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct VerifySpec {
+    /// The token.
+    pub key: String,
+    pub tool: Option<String>,
+    /// The client's IP address.
+    pub ip: Option<String>,
+    /// Permissions the key must hold.
+    pub permissions: Option<Vec<String>>,
+    /// Credits to charge; by default 1.
+    pub cost: Option<u64>,
+    /// Keep the concurrency leases until released.
+    pub hold: Option<bool>,
+}
