@@ -1,8 +1,8 @@
 //! The loaded snapshot, indexed for the edge, with its counters.
 //!
-//! The same lookups as keyward-core's [`LocalVerifier`] (the tests below
-//! check the two agree call for call), and the same decision: keyward-core's
-//! [`decide`]. What differs is the index, which `verify` spent a fifth of its
+//! The same steps as keyward-core's [`LocalVerifier`] (the tests below
+//! check the two agree call for call): keyward-core's [`lookup`] over this
+//! index, then its [`decide`]. What differs is the index, which `verify` spent a fifth of its
 //! time in: `LocalVerifier` hashes a token's SHA-256, its key's workspace id
 //! and its key number with SipHash, and allocates to look a tool up. Here
 //! the maps hash ids by their first 8 bytes, and counters sit in a vector by
@@ -20,8 +20,8 @@ use core::hash::{BuildHasherDefault, Hasher};
 use std::collections::HashMap;
 
 use keyward_core::{
-    Code, KeyHash, Quota, Request, Snapshot, SnapshotError, ToolLookup, Usage, UsageState, WorkspaceId, check_foreign,
-    check_token, decide,
+    Call, Code, KeyHash, KeyIndex, Quota, Request, Snapshot, SnapshotError, ToolLookup, Usage, UsageState, Verdict,
+    WorkspaceId, decide, lookup,
 };
 
 /// Hashes a digest or random id by its first 8 bytes.
@@ -111,7 +111,7 @@ impl Index {
         let mut by_hash = ById::with_capacity_and_hasher(snapshot.keys.len(), Default::default());
         for (i, k) in snapshot.keys.iter().enumerate() {
             // Keys with equal prefixes (one in 2^64 pairs) keep the first;
-            // `lookup` then finds the others by scanning.
+            // `by_hash` then finds the others by scanning.
             by_hash.entry(prefix(&k.hash.0)).or_insert(i as u32);
         }
         let workspaces = snapshot.workspaces.iter().enumerate().map(|(i, w)| (w.id, i as u32)).collect();
@@ -128,38 +128,10 @@ impl Index {
         &self.snapshot
     }
 
-    /// The key a raw token names, or the code refusing it before lookup
-    /// (`MALFORMED`) or at lookup (`NOT_FOUND`): `LocalVerifier::lookup`'s rules.
-    fn lookup(&self, raw: &str) -> Result<usize, Code> {
-        let find = |raw: &str| {
-            let hash = KeyHash::of(raw);
-            let i = *self.by_hash.get(&prefix(&hash.0))? as usize;
-            // Compared as arrays, as a map keyed by the whole hash compares
-            // its keys (`LocalVerifier`'s does): `KeyHash`'s own `==` is
-            // constant-time, which nothing here needs (the digest of a secret
-            // is not one) and which costs a few hundred ns in WebAssembly.
-            if self.snapshot.keys.get(i).is_some_and(|k| k.hash.0 == hash.0) {
-                return Some(i);
-            }
-            // Another key with the same first 8 bytes (see `new`).
-            self.snapshot.keys.iter().position(|k| k.hash.0 == hash.0)
-        };
-        match check_token(raw) {
-            Ok(()) => find(raw).ok_or(Code::NotFound),
-            // Tokens issued elsewhere have no keyward checksum; they may only
-            // match keys that were imported as such.
-            Err(_) if self.any_imported && check_foreign(raw).is_ok() => match find(raw) {
-                Some(i) if self.snapshot.keys.get(i).is_some_and(|k| k.imported) => Ok(i),
-                _ => Err(Code::Malformed),
-            },
-            Err(_) => Err(Code::Malformed),
-        }
-    }
-
     /// Verifies a raw token for a request, charging this index's counters:
     /// `LocalVerifier::verify`'s steps.
     pub(crate) fn verify(&mut self, raw: &str, req: &Request<'_>) -> Decided {
-        let idx = match self.lookup(raw) {
+        let idx = match lookup(self, raw) {
             Ok(i) => i,
             Err(code) => return Decided::bare(code),
         };
@@ -189,14 +161,43 @@ impl Index {
         let Some(usage) = self.counters.get_mut((*slot as usize).saturating_sub(1)) else {
             return Decided::bare(Code::NotFound);
         };
-        let v = match found.map(|(i, _)| i) {
+        let usage = match found.map(|(i, _)| i) {
             Some(i) => {
                 let (t, kt) = usage.tools.entry(i).or_default();
-                decide(key, workspace, tool, req, Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) })
+                Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) }
             }
-            None => decide(key, workspace, tool, req, Usage { key: &mut usage.key, tool: None, key_tool: None }),
+            None => Usage { key: &mut usage.key, tool: None, key_tool: None },
         };
+        let mut v = Verdict::bare(Code::Valid);
+        decide(&mut v, &Call { key, workspace, tool, request: req }, usage);
         Decided { code: v.code, key: Some(idx), retry_after_ms: v.retry_after_ms, quota: v.quota }
+    }
+}
+
+/// Keys by number. Format and lookup are keyward-core's [`lookup`], with
+/// `LocalVerifier`'s rules; only the search differs.
+impl KeyIndex for Index {
+    type Key = usize;
+
+    fn by_hash(&self, hash: &KeyHash) -> Option<usize> {
+        let i = *self.by_hash.get(&prefix(&hash.0))? as usize;
+        // Compared as arrays, as a map keyed by the whole hash compares its
+        // keys (`LocalVerifier`'s does): `KeyHash`'s own `==` is
+        // constant-time, which nothing here needs (the digest of a secret is
+        // not one) and which costs a few hundred ns in WebAssembly.
+        if self.snapshot.keys.get(i).is_some_and(|k| k.hash.0 == hash.0) {
+            return Some(i);
+        }
+        // Another key with the same first 8 bytes (see `new`).
+        self.snapshot.keys.iter().position(|k| k.hash.0 == hash.0)
+    }
+
+    fn imported(&self, &key: &usize) -> bool {
+        self.snapshot.keys.get(key).is_some_and(|k| k.imported)
+    }
+
+    fn any_imported(&self) -> bool {
+        self.any_imported
     }
 }
 

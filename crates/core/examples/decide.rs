@@ -2,8 +2,8 @@
 //! verdict. Run with `cargo run -p keyward-core --example decide`.
 
 use keyward_core::{
-    Code, IpRule, IpRules, KeyId, KeyPolicy, Limits, Prefix, RateLimit, Request, Token, ToolLookup, UnixMillis, Usage,
-    UsageState, WorkspaceId, WorkspacePolicy, check_token, decide,
+    Call, Code, IpRule, IpRules, KeyId, KeyPolicy, Limits, Prefix, RateLimit, Request, Token, ToolLookup, UnixMillis,
+    Usage, UsageState, Verdict, WorkspaceId, WorkspacePolicy, check_token, decide,
 };
 
 fn main() {
@@ -45,13 +45,9 @@ fn main() {
         [("127.0.0.1", 0), ("192.0.2.7", 0), ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3), ("127.0.0.1", 400)]
     {
         let req = Request { ip: ip.parse().ok(), now: UnixMillis(t), ..Request::default() };
-        let v = decide(
-            &key,
-            &workspace,
-            ToolLookup::NotRequested,
-            &req,
-            Usage { key: &mut state, tool: None, key_tool: None },
-        );
+        let call = Call { key: &key, workspace: &workspace, tool: ToolLookup::NotRequested, request: &req };
+        let mut v = Verdict::bare(Code::Valid);
+        decide(&mut v, &call, Usage { key: &mut state, tool: None, key_tool: None });
         println!(
             "t={t:>4}ms ip={ip:<10} -> {:<12} http={} retry_after_ms={:?}",
             v.code,

@@ -8,7 +8,7 @@ use crate::permission;
 use crate::policy::{KeyPolicy, Status, ToolPolicy, WorkspacePolicy};
 use crate::query::PermissionQuery;
 use crate::time::UnixMillis;
-use crate::token::{self, TokenError};
+use crate::token::{self, KeyHash, TokenError};
 use crate::verdict::Verdict;
 
 /// What a request asks for, besides its credential.
@@ -56,54 +56,79 @@ pub fn format_check(raw: &str) -> Result<(), Code> {
     token::check(raw).map_err(|_: TokenError| Code::Malformed)
 }
 
-/// Decides a request for a key that was found, applying SPEC §4's order:
-/// revoked/expired/disabled → plan → IP → tool → permissions → limits.
-/// Limits are charged only if every other check passed, and all-or-nothing.
-///
-/// Format (`MALFORMED`) and lookup (`NOT_FOUND`) come before this: see
-/// [`format_check`] and [`Verdict::bare`].
-pub fn decide(
-    key: &KeyPolicy,
-    workspace: &WorkspacePolicy,
-    tool: ToolLookup<'_>,
-    req: &Request<'_>,
-    usage: Usage<'_>,
-) -> Verdict {
-    let mut v = Verdict::bare(Code::Valid);
-    decide_into(&mut v, key, workspace, tool, req, usage);
-    v
+/// Keys by the SHA-256 of their token: what [`lookup`] searches.
+pub trait KeyIndex {
+    /// What the index hands back for a key: a position, a reference, a
+    /// shared pointer.
+    type Key;
+
+    /// The key whose token hashes to `hash`, if any.
+    fn by_hash(&self, hash: &KeyHash) -> Option<Self::Key>;
+
+    /// Whether `key` was imported with a token issued elsewhere.
+    fn imported(&self, key: &Self::Key) -> bool;
+
+    /// Whether any key here was imported. While none is, a token that fails
+    /// the format check is refused without being hashed.
+    fn any_imported(&self) -> bool;
 }
 
-/// [`decide`] writing into `v`, whose every field it sets: a caller that
-/// returns the verdict on decides in place instead of copying it back up.
-pub fn decide_into(
-    v: &mut Verdict,
-    key: &KeyPolicy,
-    workspace: &WorkspacePolicy,
-    tool: ToolLookup<'_>,
-    req: &Request<'_>,
-    usage: Usage<'_>,
-) {
-    v.key_id = Some(key.id);
-    v.workspace_id = Some(key.workspace);
+/// The format and lookup steps (SPEC §4): the key a raw token names in
+/// `index`, or the code refusing it before lookup (`MALFORMED`) or at lookup
+/// (`NOT_FOUND`).
+///
+/// A token that fails the format check may still be one issued elsewhere and
+/// imported: it is hashed as it is and may only match a key imported as such.
+/// Anything else it matches, or nothing, leaves it `MALFORMED`.
+#[inline]
+pub fn lookup<I: KeyIndex + ?Sized>(index: &I, raw: &str) -> Result<I::Key, Code> {
+    match token::check(raw) {
+        Ok(()) => index.by_hash(&KeyHash::of(raw)).ok_or(Code::NotFound),
+        Err(_) if index.any_imported() && token::check_foreign(raw).is_ok() => match index.by_hash(&KeyHash::of(raw)) {
+            Some(key) if index.imported(&key) => Ok(key),
+            _ => Err(Code::Malformed),
+        },
+        Err(_) => Err(Code::Malformed),
+    }
+}
+
+/// A found key's call: what [`decide`] reads besides the counters it charges.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The key the credential named.
+    pub key: &'a KeyPolicy,
+    /// The key's workspace.
+    pub workspace: &'a WorkspacePolicy,
+    /// The requested tool, as found in the key's workspace.
+    pub tool: ToolLookup<'a>,
+    /// What the call asks for.
+    pub request: &'a Request<'a>,
+}
+
+/// Decides a call of a key that was found into `v`, applying SPEC §4's
+/// order: revoked/expired/disabled → plan → IP → tool → permissions →
+/// limits. Limits are charged to `usage` only if every other check passed,
+/// and all-or-nothing.
+///
+/// Every field of `v` is set, whatever it held: a caller that returns the
+/// verdict on decides in place instead of copying it back up, and may reuse
+/// one verdict for many calls. Format (`MALFORMED`) and lookup (`NOT_FOUND`)
+/// come before this: see [`lookup`].
+pub fn decide(v: &mut Verdict, call: &Call<'_>, usage: Usage<'_>) {
+    v.key_id = Some(call.key.id);
+    v.workspace_id = Some(call.key.workspace);
     v.retry_after_ms = None;
     v.leases.clear();
-    v.code = match check_and_charge(v, key, workspace, tool, req, usage) {
+    v.code = match check_and_charge(v, call, usage) {
         Ok(()) => Code::Valid,
         Err(code) => code,
     };
 }
 
-/// The checks of [`decide_into`], charging the limits last. Fills `v`'s
-/// quota, leases and retry time; the code is the caller's to set.
-fn check_and_charge(
-    v: &mut Verdict,
-    key: &KeyPolicy,
-    workspace: &WorkspacePolicy,
-    tool: ToolLookup<'_>,
-    req: &Request<'_>,
-    usage: Usage<'_>,
-) -> Result<(), Code> {
+/// The checks of [`decide`], charging the limits last. Fills `v`'s quota,
+/// leases and retry time; the code is the caller's to set.
+fn check_and_charge(v: &mut Verdict, call: &Call<'_>, usage: Usage<'_>) -> Result<(), Code> {
+    let &Call { key, workspace, tool, request: req } = call;
     v.quota = Quota::default();
     admit(key, workspace, req.ip, req.now)?;
     let tool = match (req.tool, tool) {
@@ -254,10 +279,23 @@ mod tests {
         }
     }
 
+    /// [`decide`] into a fresh verdict.
+    fn fresh(
+        key: &KeyPolicy,
+        workspace: &WorkspacePolicy,
+        tool: ToolLookup<'_>,
+        request: &Request<'_>,
+        usage: Usage<'_>,
+    ) -> Verdict {
+        let mut v = Verdict::bare(Code::Valid);
+        decide(&mut v, &Call { key, workspace, tool, request }, usage);
+        v
+    }
+
     fn run(k: &KeyPolicy, w: &WorkspacePolicy, t: ToolLookup<'_>, req: &Request<'_>, s: &mut UsageState) -> Verdict {
         let mut ts = UsageState::default();
         let mut kts = UsageState::default();
-        decide(k, w, t, req, Usage { key: s, tool: Some(&mut ts), key_tool: Some(&mut kts) })
+        fresh(k, w, t, req, Usage { key: s, tool: Some(&mut ts), key_tool: Some(&mut kts) })
     }
 
     fn code(k: &KeyPolicy, w: &WorkspacePolicy, t: ToolLookup<'_>, req: &Request<'_>) -> Code {
@@ -379,7 +417,7 @@ mod tests {
         let req = |ms| Request { now: UnixMillis(ms), tool: Some("gl_ping"), ..Request::default() };
         let (mut s, mut ts, mut kts) = (UsageState::default(), UsageState::default(), UsageState::default());
         let call = |ms, s: &mut UsageState, ts: &mut UsageState, kts: &mut UsageState| {
-            decide(&k, &w, ToolLookup::Found(&t), &req(ms), Usage { key: s, tool: Some(ts), key_tool: Some(kts) })
+            fresh(&k, &w, ToolLookup::Found(&t), &req(ms), Usage { key: s, tool: Some(ts), key_tool: Some(kts) })
         };
         let v = call(0, &mut s, &mut ts, &mut kts);
         assert_eq!(v.code, Code::Valid);
@@ -398,10 +436,10 @@ mod tests {
         assert_eq!(quota_of(&k.limits, &s, UnixMillis(0)).rate.map(|r| r.remaining), Some(98));
     }
 
-    /// `decide_into` sets every field, whatever the verdict held before: a
-    /// reused verdict reads as a fresh `decide`, for each kind of outcome.
+    /// `decide` sets every field, whatever the verdict held before: a
+    /// reused verdict reads as a fresh one, for each kind of outcome.
     #[test]
-    fn decide_into_overwrites_every_field() {
+    fn decide_overwrites_every_field() {
         let w = ws();
         let mut k = key();
         k.limits = Limits {
@@ -426,7 +464,7 @@ mod tests {
         let mut reused_state = UsageState::default();
         let mut codes = Vec::new();
         for req in [&inside, &inside, &inside, &outside] {
-            let fresh = decide(
+            let first = fresh(
                 &k,
                 &w,
                 ToolLookup::NotRequested,
@@ -435,9 +473,10 @@ mod tests {
             );
             let mut reused = stale.clone();
             let usage = Usage { key: &mut reused_state, tool: None, key_tool: None };
-            decide_into(&mut reused, &k, &w, ToolLookup::NotRequested, req, usage);
-            assert_eq!(reused, fresh);
-            codes.push(fresh.code);
+            let call = Call { key: &k, workspace: &w, tool: ToolLookup::NotRequested, request: req };
+            decide(&mut reused, &call, usage);
+            assert_eq!(reused, first);
+            codes.push(first.code);
         }
         assert_eq!(codes, [Code::Valid, Code::Valid, Code::RateLimited, Code::IpDenied]);
         assert_eq!(fresh_state, reused_state);

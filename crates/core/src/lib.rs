@@ -8,8 +8,8 @@
 //!
 //! ```
 //! use keyward_core::{
-//!     decide, Code, Cost, IpRule, IpRules, KeyId, KeyPolicy, Limits, Permission, Prefix,
-//!     RateLimit, Request, Token, ToolLookup, UnixMillis, Usage, UsageState, WorkspaceId,
+//!     decide, Call, Code, Cost, IpRule, IpRules, KeyId, KeyPolicy, Limits, Permission, Prefix,
+//!     RateLimit, Request, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict, WorkspaceId,
 //!     WorkspacePolicy,
 //! };
 //! # let mut rng = rand::rng();
@@ -46,15 +46,18 @@
 //!
 //! // Decide requests at an explicit time.
 //! let mut counters = UsageState::default();
+//! let mut verdict = Verdict::bare(Code::Valid);
 //! let mut ask = |ip: &str, t: u64| {
-//!     let req = Request {
+//!     let request = Request {
 //!         ip: Some(ip.parse().unwrap()),
 //!         permissions: &["billing:read"],
 //!         now: UnixMillis(t),
 //!         ..Request::default()
 //!     };
+//!     let call = Call { key: &key, workspace: &workspace, tool: ToolLookup::NotRequested, request: &request };
 //!     let usage = Usage { key: &mut counters, tool: None, key_tool: None };
-//!     decide(&key, &workspace, ToolLookup::NotRequested, &req, usage).code
+//!     decide(&mut verdict, &call, usage); // sets every field of the verdict
+//!     verdict.code
 //! };
 //! assert_eq!(ask("10.1.2.3", 0), Code::Valid);
 //! assert_eq!(ask("192.0.2.1", 0), Code::IpDenied); // refused calls charge nothing
@@ -123,7 +126,7 @@ pub use credentials::{
     Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, SignedHeaders, ToolNameError, check_tool_name,
     parse as parse_credentials, tool_from_path,
 };
-pub use decide::{Request, ToolLookup, Usage, admit, decide, decide_into, format_check, quota_of, release};
+pub use decide::{Call, KeyIndex, Request, ToolLookup, Usage, admit, decide, format_check, lookup, quota_of, release};
 pub use id::{IdError, KeyId, WorkspaceId};
 pub use ip::{IpRule, IpRuleError, IpRules, parse_cidr};
 pub use limits::{

@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 
 use crate::code::Code;
-use crate::decide::{self, Request, ToolLookup, Usage};
+use crate::decide::{self, Call, KeyIndex, Request, ToolLookup, Usage};
 use crate::id::WorkspaceId;
 use crate::limits::UsageState;
 use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::token::{self, KeyHash};
+use crate::token::KeyHash;
 use crate::verdict::Verdict;
 
 #[derive(Default)]
@@ -63,20 +63,9 @@ impl LocalVerifier {
     }
 
     /// Finds the key a raw token names, or the verdict that refuses it before
-    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`).
+    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`): [`decide::lookup`].
     pub fn lookup(&self, raw: &str) -> Result<usize, Code> {
-        match token::check(raw) {
-            Ok(()) => self.by_hash.get(&KeyHash::of(raw).0).copied().ok_or(Code::NotFound),
-            // Tokens issued elsewhere have no keyward checksum; they may only
-            // match keys that were imported as such.
-            Err(_) if self.any_imported && token::check_foreign(raw).is_ok() => {
-                match self.by_hash.get(&KeyHash::of(raw).0) {
-                    Some(&i) if self.snapshot.keys.get(i).is_some_and(|k| k.imported) => Ok(i),
-                    _ => Err(Code::Malformed),
-                }
-            }
-            Err(_) => Err(Code::Malformed),
-        }
+        decide::lookup(self, raw)
     }
 
     /// Verifies a raw token for a request, charging this verifier's counters.
@@ -97,19 +86,15 @@ impl LocalVerifier {
         };
         let tool = find_tool(&self.tools, &self.snapshot.tools, key.workspace, req.tool);
         let usage = self.usage.entry(idx).or_default();
-        let verdict = match (req.tool, tool) {
+        let usage = match (req.tool, tool) {
             (Some(name), ToolLookup::Found(_)) => {
                 let (t, kt) = usage.tools.entry(name.to_owned()).or_default();
-                decide::decide(
-                    key,
-                    workspace,
-                    tool,
-                    req,
-                    Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) },
-                )
+                Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) }
             }
-            _ => decide::decide(key, workspace, tool, req, Usage { key: &mut usage.key, tool: None, key_tool: None }),
+            _ => Usage { key: &mut usage.key, tool: None, key_tool: None },
         };
+        let mut verdict = Verdict::bare(Code::Valid);
+        decide::decide(&mut verdict, &Call { key, workspace, tool, request: req }, usage);
         Checked { verdict, key: Some(key) }
     }
 
@@ -126,6 +111,23 @@ impl LocalVerifier {
     /// A tool by workspace and name.
     pub fn tool_policy(&self, ws: WorkspaceId, name: &str) -> Option<&ToolPolicy> {
         self.tools.get(&(ws, name.to_owned())).and_then(|&i| self.snapshot.tools.get(i))
+    }
+}
+
+/// Keys by position in the snapshot.
+impl KeyIndex for LocalVerifier {
+    type Key = usize;
+
+    fn by_hash(&self, hash: &KeyHash) -> Option<usize> {
+        self.by_hash.get(&hash.0).copied()
+    }
+
+    fn imported(&self, &key: &usize) -> bool {
+        self.snapshot.keys.get(key).is_some_and(|k| k.imported)
+    }
+
+    fn any_imported(&self) -> bool {
+        self.any_imported
     }
 }
 

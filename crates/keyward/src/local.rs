@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use keyward_core::{Code, Cost, RateCost, Request as CoreRequest, ToolLookup, UnixMillis, Verdict};
+use keyward_core::{Call, Code, Cost, RateCost, Request as CoreRequest, ToolLookup, UnixMillis, Verdict};
 
 use crate::engine::{Inner, KeyCounters, LiveKey};
 use crate::model::LimitSync;
 use crate::store::{Charged, UNREAD};
-use crate::verify::{Call, Request};
+use crate::verify::{Request, decide_on};
 use crate::writer::LeafGuard;
 
 /// One call admitted on a node's own counters, kept to be replayed on the
@@ -135,7 +135,7 @@ impl Inner {
             now: call.at,
         };
         let mut v = Verdict::bare(Code::Valid);
-        Call { policy: live.policy(), ws: &ws.ws.policy, lookup, tool, req: &req }.decide(&mut v, c);
+        decide_on(&mut v, &Call { key: live.policy(), workspace: &ws.ws.policy, tool: lookup, request: &req }, c);
         v.is_valid()
     }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use keyward_core::{
-    Code, Cost, Credential, KeyHash, KeyId, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix, RateReport,
-    Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict,
-    WorkspaceId, admit, charge, check_foreign, check_token, decide_into, peek, rate_report, verify_signature,
+    Call, Code, Cost, Credential, KeyHash, KeyId, KeyIndex, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix,
+    RateReport, Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState,
+    Verdict, WorkspaceId, admit, charge, check_token, decide, peek, rate_report, verify_signature,
 };
 
 use crate::audit::audit;
@@ -89,22 +89,28 @@ impl Drop for LeaseGuard {
     }
 }
 
+/// The live keys by hash. A key is cloned out of the map: no map guard is
+/// held while deciding (lock order, see `writer`).
+impl KeyIndex for Inner {
+    type Key = Arc<LiveKey>;
+
+    fn by_hash(&self, hash: &KeyHash) -> Option<Arc<LiveKey>> {
+        self.by_hash.get(&hash.0).map(|k| Arc::clone(&k))
+    }
+
+    fn imported(&self, key: &Arc<LiveKey>) -> bool {
+        key.policy().imported
+    }
+
+    fn any_imported(&self) -> bool {
+        self.any_imported.load(Ordering::Acquire)
+    }
+}
+
 impl Inner {
-    /// Format check and lookup of an API key. The key is cloned out of the
-    /// map: no map guard is held while deciding (lock order, see `writer`).
+    /// Format check and lookup of an API key: [`keyward_core::lookup`].
     fn lookup(&self, raw: &str) -> Result<Arc<LiveKey>, Code> {
-        match check_token(raw) {
-            Ok(()) => self.by_hash.get(&KeyHash::of(raw).0).map(|k| Arc::clone(&k)).ok_or(Code::NotFound),
-            // Tokens issued elsewhere have no keyward checksum: they may only
-            // match keys imported as such.
-            Err(_) if self.any_imported.load(Ordering::Acquire) && check_foreign(raw).is_ok() => {
-                match self.by_hash.get(&KeyHash::of(raw).0) {
-                    Some(k) if k.policy().imported => Ok(Arc::clone(&k)),
-                    _ => Err(Code::Malformed),
-                }
-            }
-            Err(_) => Err(Code::Malformed),
-        }
+        keyward_core::lookup(self, raw)
     }
 
     /// [`Inner::lookup`] of a token sent as a bearer credential (not a
@@ -171,13 +177,12 @@ impl Inner {
         let tool_limited = matches!(lookup, ToolLookup::Found(t) if !t.limits.is_empty());
         // A call may bring an ad-hoc rate limit, kept in the key's counters.
         let ad_hoc = req.cost.rates.iter().any(|r| r.limit.is_some() && r.window_ms.is_some());
+        let call = Call { key: policy, workspace: &ws.ws.policy, tool: lookup, request: &core_req };
         if !live.has_key_limits && !tool_limited && !ad_hoc {
             // No limit anywhere: nothing to charge, so no lock.
             let mut none = UsageState::default();
-            let usage = Usage { key: &mut none, tool: None, key_tool: None };
-            decide_into(v, policy, &ws.ws.policy, lookup, &core_req, usage);
+            decide(v, &call, Usage { key: &mut none, tool: None, key_tool: None });
         } else {
-            let call = Call { policy, ws: &ws.ws.policy, lookup, tool: req.tool, req: &core_req };
             if self.shared && !Inner::counts_locally(live, ws.ws.limit_sync) {
                 // Other nodes charge these counters too: the store decides.
                 self.decide_shared(v, live, &call, report);
@@ -188,11 +193,11 @@ impl Inner {
                     self.refresh_local(live, ms);
                 }
                 let mut c = live.usage.lock();
-                call.decide(v, &mut c);
+                decide_on(v, &call, &mut c);
                 if v.is_valid() {
                     c.pending.push(Admitted::of(req, now));
                 }
-                call.report(v, &c, report);
+                report_rates(&call, v, &c, report);
             } else if self.opts.strict_credits && policy.limits.credits.is_some() && req.cost.credits > 0 {
                 // Strict mode commits the balance of a call that spends
                 // credits; a call that spends none (an admin caller's check)
@@ -201,8 +206,8 @@ impl Inner {
                 self.decide_strict(v, live, &call, report);
             } else {
                 let mut c = live.usage.lock();
-                call.decide(v, &mut c);
-                call.report(v, &c, report);
+                decide_on(v, &call, &mut c);
+                report_rates(&call, v, &c, report);
             }
         }
         if v.is_valid() {
@@ -226,8 +231,8 @@ impl Inner {
         let _gate = live.usage.gate();
         let before = live.usage.lock().clone();
         let mut next = before.clone();
-        call.decide(v, &mut next);
-        call.report(v, &next, report);
+        decide_on(v, call, &mut next);
+        report_rates(call, v, &next, report);
         if !v.is_valid() {
             // A refusal charges nothing: the copy is dropped.
             return;
@@ -269,11 +274,11 @@ impl Inner {
             attempts -= 1;
             let seen = cell.version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
-            call.decide(v, &mut next);
+            decide_on(v, call, &mut next);
             let record = v.is_valid().then(|| cell.record_with(&next));
             match self.writer.store().charge(owner, seen, record.as_ref()) {
                 Ok(Charged::Done(version)) => {
-                    call.report(v, &next, report);
+                    report_rates(call, v, &next, report);
                     if v.is_valid() {
                         *cell.lock() = next;
                     }
@@ -289,13 +294,13 @@ impl Inner {
         if self.opts.fail_open_limits {
             // Chosen by the operator: this node's own counters decide.
             let mut c = cell.lock();
-            call.decide(v, &mut c);
-            call.report(v, &c, report);
+            decide_on(v, call, &mut c);
+            report_rates(call, v, &c, report);
             return;
         }
         // The store could not be reached (or never settled): nothing was
         // charged; refuse rather than admit a call no node counted.
-        store_unavailable(v, call.policy);
+        store_unavailable(v, call.key);
     }
 
     /// Reads a cell's counters from a shared store if they changed there
@@ -454,47 +459,31 @@ fn store_unavailable(v: &mut Verdict, policy: &keyward_core::KeyPolicy) {
     v.retry_after_ms = Some(STORE_RETRY_MS);
 }
 
-/// One call of a key with limits, to be decided on some counters (this
-/// node's, a copy of them, or the shared store's).
-pub(crate) struct Call<'a> {
-    pub policy: &'a keyward_core::KeyPolicy,
-    pub ws: &'a keyward_core::WorkspacePolicy,
-    pub lookup: ToolLookup<'a>,
-    pub tool: Option<&'a str>,
-    pub req: &'a CoreRequest<'a>,
+/// Decides a call of a key with limits into `v` on counters `c` (this
+/// node's, a copy of them, or the shared store's), charging them if the call
+/// is admitted.
+pub(crate) fn decide_on(v: &mut Verdict, call: &Call<'_>, c: &mut KeyCounters) {
+    match (call.request.tool, call.tool) {
+        (Some(name), ToolLookup::Found(_)) => {
+            if !c.tools.contains_key(name) {
+                c.tools.insert(name.to_owned(), Default::default());
+            }
+            match c.tools.get_mut(name) {
+                Some((t, kt)) => decide(v, call, Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) }),
+                None => *v = Verdict::bare(Code::UnknownTool),
+            }
+        }
+        _ => decide(v, call, Usage { key: &mut c.key, tool: None, key_tool: None }),
+    }
 }
 
-impl Call<'_> {
-    /// Decides into `v`, charging counters `c` if the call is admitted.
-    pub(crate) fn decide(&self, v: &mut Verdict, c: &mut KeyCounters) {
-        let (policy, ws, lookup, req) = (self.policy, self.ws, self.lookup, self.req);
-        match (self.tool, lookup) {
-            (Some(name), ToolLookup::Found(_)) => {
-                if !c.tools.contains_key(name) {
-                    c.tools.insert(name.to_owned(), Default::default());
-                }
-                match c.tools.get_mut(name) {
-                    Some((t, kt)) => {
-                        let usage = Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) };
-                        decide_into(v, policy, ws, lookup, req, usage);
-                    }
-                    None => *v = Verdict::bare(Code::UnknownTool),
-                }
-            }
-            _ => {
-                let usage = Usage { key: &mut c.key, tool: None, key_tool: None };
-                decide_into(v, policy, ws, lookup, req, usage);
-            }
-        }
-    }
-
-    /// Into `out` (when asked for): the key's rate limits the call applied,
-    /// from counters `c` right after verdict `v`.
-    fn report(&self, v: &Verdict, c: &KeyCounters, out: Option<&mut Vec<RateReport>>) {
-        if let Some(out) = out {
-            let limited = v.code == Code::RateLimited;
-            *out = rate_report(&self.policy.limits, &c.key, self.req.now, &self.req.cost, true, limited);
-        }
+/// Into `out` (when asked for): the key's rate limits `call` applied, from
+/// counters `c` right after verdict `v`.
+fn report_rates(call: &Call<'_>, v: &Verdict, c: &KeyCounters, out: Option<&mut Vec<RateReport>>) {
+    if let Some(out) = out {
+        let limited = v.code == Code::RateLimited;
+        let req = call.request;
+        *out = rate_report(&call.key.limits, &c.key, req.now, &req.cost, true, limited);
     }
 }
 

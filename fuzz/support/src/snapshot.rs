@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use hmac::{KeyInit, Mac};
 use keyward_core::{
-    Cost, KeyPolicy, Limits, LocalVerifier, NonceState, Request, SNAPSHOT_FORMAT_VERSION, Scope, Snapshot,
-    SnapshotError, ToolLookup, ToolPolicy, UnixMillis, Usage, UsageState, WorkspacePolicy, charge, decide,
+    Call, Code, Cost, KeyPolicy, Limits, LocalVerifier, NonceState, Request, SNAPSHOT_FORMAT_VERSION, Scope, Snapshot,
+    SnapshotError, ToolLookup, ToolPolicy, UnixMillis, Usage, UsageState, Verdict, WorkspacePolicy, charge, decide,
     decode_record, encode_record, peek,
 };
 use sha2::Sha256;
@@ -81,7 +81,8 @@ fn exercise_key(key: &KeyPolicy, ws: &WorkspacePolicy, tool: Option<&ToolPolicy>
     let (mut k, mut t, mut kt) = (UsageState::default(), UsageState::default(), UsageState::default());
     for _ in 0..2 {
         let usage = Usage { key: &mut k, tool: Some(&mut t), key_tool: Some(&mut kt) };
-        let v = decide(key, ws, lookup, &req, usage);
+        let mut v = Verdict::bare(Code::Valid);
+        decide(&mut v, &Call { key, workspace: ws, tool: lookup, request: &req }, usage);
         assert_eq!(v.key_id, Some(key.id));
     }
 }
