@@ -330,10 +330,10 @@ impl Destination {
                     return Err(CopyError::DestinationNotEmpty { store: label.clone(), found });
                 }
                 drop(reader);
-                (Box::new(RedbStore::open(path).map_err(failed)?), None)
+                (Box::new(RedbStore::open(path, crate::engine::DEFAULT_CACHE_BYTES).map_err(failed)?), None)
             }
             StoreLocation::Redb(path) => {
-                let store = RedbStore::open(path).map_err(failed)?;
+                let store = RedbStore::open(path, crate::engine::DEFAULT_CACHE_BYTES).map_err(failed)?;
                 (Box::new(store), Some(path.clone()))
             }
             #[cfg(feature = "redis")]

@@ -83,6 +83,18 @@ pub(crate) enum Change {
     LastUsed(KeyId, u64),
     /// Nothing: a commit of only this tests whether the store writes again.
     Probe,
+    /// Removes the oldest audit events the retention no longer keeps; the
+    /// others keep their sequence numbers, and later events continue them.
+    AuditTrim(AuditKeep),
+}
+
+/// Which audit events a [`Change::AuditTrim`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuditKeep {
+    /// Those from this time on (removed oldest first, up to the first kept).
+    Since(keyward_core::UnixMillis),
+    /// The last `n` (at least one).
+    Last(u64),
 }
 
 /// Statistics one node adds to a key's usage record.
