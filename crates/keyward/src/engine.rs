@@ -1112,3 +1112,7 @@ impl Inner {
         self.by_id.get(&id).map(|k| Arc::clone(&k)).ok_or_else(|| Error::not_found("key", id))
     }
 }
+
+#[cfg(test)]
+#[path = "memory_probe.rs"]
+mod memory_probe;

@@ -126,3 +126,41 @@ fn cache_mb_sizes_the_page_cache() {
     assert_eq!(reads_of_second_check(64), 0, "a 64 MiB cache holds the whole file");
     assert!(reads_of_second_check(0) > 0, "no cache: every page is read from the disk");
 }
+
+/// A trimmed log copies into a redb file with its numbers, and the copy's
+/// next event continues them.
+#[test]
+fn a_trimmed_log_copies_with_its_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = open_with(&dir, &clock, AuditRetention::Count(2));
+    let ws = e.create_workspace(NewWorkspace::named("acme"), &Actor::Admin).unwrap().policy.id;
+    for i in 0..4 {
+        event(&e, ws, &format!("k{i}"));
+    }
+    e.trim_audit().unwrap();
+    let kept = seqs(&e);
+    assert_eq!(kept.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![4, 5]);
+    e.close().unwrap();
+    drop(e);
+    let to = dir.path().join("copy.redb");
+    let from = keyward::StoreLocation::Redb(dir.path().join("keyward.redb"));
+    let report = keyward::copy_store(&from, &keyward::StoreLocation::Redb(to.clone()), |_| {}).unwrap();
+    assert_eq!(report.audit_events, 2);
+    let copy = Engine::builder().clock(clock.clone()).master_key(MASTER).open(&to).unwrap();
+    assert_eq!(seqs(&copy), kept);
+    assert_eq!(event(&copy, ws, "after"), 6);
+}
+
+/// The Redis store numbers events by their place in its list: it refuses a
+/// retention before it connects.
+#[cfg(feature = "redis")]
+#[test]
+fn the_redis_store_refuses_a_retention() {
+    let r = Engine::builder().audit_retention(AuditRetention::Count(10)).open_redis("redis://127.0.0.1:1/0");
+    match r {
+        Err(keyward::Error::Invalid { field, .. }) => assert_eq!(field, "audit_retention"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened"),
+    }
+}

@@ -86,6 +86,10 @@ pub(crate) enum Change {
     /// Removes the oldest audit events the retention no longer keeps; the
     /// others keep their sequence numbers, and later events continue them.
     AuditTrim(AuditKeep),
+    /// An empty audit log numbers its next event after this one (a copy
+    /// of a trimmed log). The Redis store numbers its list from 1 and
+    /// ignores it.
+    AuditFrom(u64),
 }
 
 /// Which audit events a [`Change::AuditTrim`] keeps.

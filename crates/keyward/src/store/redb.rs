@@ -394,6 +394,11 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
             }
             Change::Probe => {}
             Change::AuditTrim(keep) => trim_audit(txn, &mut audit, *keep)?,
+            Change::AuditFrom(high) => {
+                if audit.last()?.is_none() && audit_high(txn)? < *high {
+                    txn.open_table(META).map_err(table_err)?.insert(AUDIT_HIGH_KEY, high.to_le_bytes().as_slice())?;
+                }
+            }
             Change::Serial(ws, n) => {
                 let mut t = txn.open_table(SERIALS).map_err(table_err)?;
                 let high = t.get(&ws.0)?.map_or(0, |v| v.value());
