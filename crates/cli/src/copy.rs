@@ -80,13 +80,13 @@ fn place(flag: &str, text: &str, ca: Option<Vec<u8>>) -> Result<Place, Fail> {
     } else if text.is_empty() {
         Err(Fail(2, format!("{flag}: expected a redb file or {STORE_URL}")))
     } else {
-        Ok(Place::File(PathBuf::from(text)))
+        Ok(Place::File(PathBuf::from(text), None))
     }
 }
 
 fn location(place: &Place) -> StoreLocation {
     match place {
-        Place::File(path) => StoreLocation::Redb(path.clone()),
+        Place::File(path, _) => StoreLocation::Redb(path.clone()),
         Place::Redis { url, ca, .. } => StoreLocation::Redis { url: url.clone(), ca: ca.clone() },
     }
 }
@@ -110,7 +110,7 @@ struct KeysFile {
 /// Where the source's keys go (see the module docs).
 fn plan_keys(from: &Place, to: &Place, secrets: Option<&Path>) -> Result<Keys, Fail> {
     match (from, to) {
-        (Place::File(src), Place::File(dst)) => {
+        (Place::File(src, _), Place::File(dst, _)) => {
             if secrets.is_some() {
                 return Err(Fail(
                     2,
@@ -123,7 +123,7 @@ fn plan_keys(from: &Place, to: &Place, secrets: Option<&Path>) -> Result<Keys, F
             }
             keys_file("--to", secrets::path_for(dst), keys).map(Keys::File)
         }
-        (Place::File(src), Place::Redis { .. }) => {
+        (Place::File(src, _), Place::Redis { .. }) => {
             let keys = secrets::beside(src)?;
             if keys.master_key.is_none() || keys.snapshot_key.is_none() {
                 return Err(Fail(
@@ -154,7 +154,7 @@ fn plan_keys(from: &Place, to: &Place, secrets: Option<&Path>) -> Result<Keys, F
                 )),
             }
         }
-        (Place::Redis { .. }, Place::File(dst)) => {
+        (Place::Redis { .. }, Place::File(dst, _)) => {
             let keys = secrets::for_store(secrets, false)?;
             keys_file("--to", secrets::path_for(dst), keys).map(Keys::File)
         }

@@ -46,6 +46,11 @@ struct Cli {
     /// of its Redis side.
     #[arg(long, global = true, value_name = "FILE")]
     secrets: Option<PathBuf>,
+    /// The most memory, in MiB, the database file's page cache may hold
+    /// (redb's cache: pages read or written, kept for the next read; opening
+    /// reads every record once). Not used with --store. [default: 1024]
+    #[arg(long, global = true, value_name = "MIB")]
+    cache_mb: Option<u64>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -468,7 +473,7 @@ fn run(cli: Cli) -> Out {
             }
             let db = cli.db.unwrap_or_else(|| PathBuf::from("./keyward.redb"));
             let ca = read_ca(cli.store_ca.as_deref())?;
-            on_place(&Place::new(db, cli.store, cli.secrets, ca)?, command, json)
+            on_place(&Place::new(db, cli.cache_mb, cli.store, cli.secrets, ca)?, command, json)
         }
     }
 }
@@ -558,8 +563,13 @@ fn on_place(db: &Place, command: Command, json: bool) -> Out {
 /// Where the data lives: the redb file of `--db` (the default), or the
 /// shared store of `--store`.
 pub(crate) enum Place {
-    File(PathBuf),
-    Redis { url: String, secrets: Option<PathBuf>, ca: Option<Vec<u8>> },
+    /// A redb file, with its page cache's size in MiB (`None`: the engine's default).
+    File(PathBuf, Option<u64>),
+    Redis {
+        url: String,
+        secrets: Option<PathBuf>,
+        ca: Option<Vec<u8>>,
+    },
 }
 
 /// What `--store` takes.
@@ -571,15 +581,24 @@ fn read_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>, Fail> {
 }
 
 impl Place {
-    fn new(db: PathBuf, store: Option<String>, secrets: Option<PathBuf>, ca: Option<Vec<u8>>) -> Result<Self, Fail> {
-        let Some(url) = store else { return Ok(Place::File(db)) };
+    fn new(
+        db: PathBuf,
+        cache_mb: Option<u64>,
+        store: Option<String>,
+        secrets: Option<PathBuf>,
+        ca: Option<Vec<u8>>,
+    ) -> Result<Self, Fail> {
+        let Some(url) = store else { return Ok(Place::File(db, cache_mb)) };
+        if cache_mb.is_some() {
+            return Err(Fail(2, "--cache-mb sizes the database file's cache; it does not go with --store".into()));
+        }
         Ok(Place::Redis { url: redis_url("--store", url, STORE_URL)?, secrets, ca })
     }
 
     /// Whether a database file is there already (a store always is).
     pub(crate) fn exists(&self) -> bool {
         match self {
-            Place::File(p) => p.exists(),
+            Place::File(p, _) => p.exists(),
             Place::Redis { .. } => true,
         }
     }
@@ -596,7 +615,7 @@ pub(crate) fn redis_url(flag: &str, url: String, expected: &str) -> Result<Strin
 
 /// Opens an existing database with its secrets.
 pub(crate) fn open(db: &Place) -> Result<Engine, Fail> {
-    if let Place::File(path) = db
+    if let Place::File(path, _) = db
         && !path.exists()
     {
         return Err(Fail(
@@ -632,7 +651,7 @@ fn connect(
     tune: &dyn Fn(keyward::EngineBuilder) -> keyward::EngineBuilder,
 ) -> Result<Engine, Fail> {
     let s = match db {
-        Place::File(path) => secrets::load_or_create(path)?,
+        Place::File(path, _) => secrets::load_or_create(path)?,
         Place::Redis { secrets, .. } => secrets::for_store(secrets.as_deref(), create)?,
     };
     let mut b = tune(Engine::builder().flush_interval(flush));
@@ -643,7 +662,8 @@ fn connect(
         b = b.snapshot_key(k);
     }
     match db {
-        Place::File(path) => b.open(path),
+        Place::File(path, None) => b.open(path),
+        Place::File(path, Some(mb)) => b.cache_mb(*mb).open(path),
         Place::Redis { url, ca, .. } => match ca {
             Some(ca) => b.store_ca(ca.as_slice()).open_redis(url),
             None => b.open_redis(url),
@@ -693,7 +713,7 @@ fn provision(engine: &Engine, name: &str, prefix: &str, actor: &Actor) -> Result
 }
 
 fn init(db: &Place, prefix: &str, json: bool) -> Out {
-    if let Place::File(path) = db
+    if let Place::File(path, _) = db
         && path.exists()
     {
         return Err(Fail(2, format!("{} already exists", path.display())));

@@ -90,6 +90,15 @@ pub(crate) struct ServeArgs {
     /// Serve `GET /metrics` on this address only (plain HTTP), not on --listen.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Keep audit events of the last N days; older ones are removed about
+    /// once a minute (the events kept keep their sequence numbers).
+    /// Default: keep every event. Refused with --store.
+    #[arg(long, value_name = "N", conflicts_with = "audit_keep", value_parser = clap::value_parser!(u32).range(1..))]
+    audit_keep_days: Option<u32>,
+    /// Keep the last N audit events; older ones are removed about once a
+    /// minute. Default: keep every event. Refused with --store.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    audit_keep: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -138,7 +147,12 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
         keyward_core::Prefix::parse(&args.prefix).map_err(|e| Fail(2, format!("--prefix: {e}")))?;
     }
     let (stale, fail_open) = (Duration::from_millis(args.store_stale_ms), args.fail_open_limits);
-    let tune = move |b: keyward::EngineBuilder| b.store_stale(stale).fail_open_limits(fail_open);
+    let keep = match (args.audit_keep_days, args.audit_keep) {
+        (Some(days), _) => keyward::AuditRetention::Days(days),
+        (None, Some(n)) => keyward::AuditRetention::Count(n),
+        (None, None) => keyward::AuditRetention::Forever,
+    };
+    let tune = move |b: keyward::EngineBuilder| b.store_stale(stale).fail_open_limits(fail_open).audit_retention(keep);
     let engine = crate::open_or_create(db, Duration::from_millis(args.flush_ms.max(1)), &tune)?;
     if fresh || engine.workspaces().is_empty() {
         let init = crate::initialise(&engine, &args.prefix)?;

@@ -204,3 +204,22 @@ fn signing_keys_take_bearer_explicitly() {
     assert_eq!(code, 2);
     assert!(err.contains("--signing-user"), "{err}");
 }
+
+/// `--cache-mb` sizes the database file's page cache: accepted with a file
+/// (before or after the command), refused with a shared store (issue 18).
+#[test]
+fn cache_mb_goes_with_a_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.redb");
+    assert_eq!(cli(&db, &["--cache-mb", "8", "init"]).0, 0);
+    let (code, out, err) = cli(&db, &["key", "list", "--cache-mb", "0", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["items"].as_array().map(Vec::len), Some(1), "{out}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--store", "redis://127.0.0.1:1/0", "--cache-mb", "8", "key", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("--cache-mb sizes the database file's cache"), "{err}");
+}

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::history::{self, Activity};
 use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
-use crate::store::{Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
+use crate::store::{AuditKeep, Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
 use crate::writer::{LeafGuard, Writer};
 
 /// Hasher for maps keyed by SHA-256 output: the bytes are already uniform and
@@ -279,6 +279,29 @@ pub(crate) struct Options {
     pub store_stale: Duration,
     pub fail_open_limits: bool,
     pub store_ca: Option<Vec<u8>>,
+    /// redb's page cache, bytes.
+    pub cache_bytes: usize,
+    pub audit_retention: AuditRetention,
+}
+
+/// redb's page cache unless [`EngineBuilder::cache_mb`] says otherwise:
+/// redb's own default, 1 GiB (an upper bound, filled as pages are read).
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// How often the flusher applies the audit retention, at most.
+const AUDIT_TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// How long audit events are kept ([`EngineBuilder::audit_retention`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditRetention {
+    /// Every event, forever (the default).
+    #[default]
+    Forever,
+    /// Events of the last `n` days (by the engine's clock); older ones go.
+    Days(u32),
+    /// The last `n` events; older ones go.
+    Count(u64),
 }
 
 /// Whether a shared store answers. Its follower asks it every 200 ms; the
@@ -423,6 +446,8 @@ impl Default for EngineBuilder {
                 store_stale: Duration::from_secs(5),
                 fail_open_limits: false,
                 store_ca: None,
+                cache_bytes: DEFAULT_CACHE_BYTES,
+                audit_retention: AuditRetention::Forever,
             },
         }
     }
@@ -509,11 +534,34 @@ impl EngineBuilder {
         self
     }
 
+    /// The most memory, in MiB, redb's page cache may hold (pages read or
+    /// written, kept for the next read). It fills as pages are read: opening
+    /// the engine reads every record once, so up to the file's size is
+    /// cached until later reads push it out. Verification never reads the
+    /// file; the cache serves the audit log, usage history and writes. Not
+    /// used by the Redis store. By default, 1024 MiB (redb's default).
+    pub fn cache_mb(mut self, mb: u64) -> Self {
+        let bytes = mb.saturating_mul(1024 * 1024);
+        self.opts.cache_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// How long audit events are kept. The background flusher removes
+    /// older ones at most once a minute, in one write transaction, oldest
+    /// first; the events kept keep their sequence numbers (audit cursors
+    /// stay valid), and new events continue the numbering. The Redis store
+    /// refuses any setting but [`AuditRetention::Forever`]. By default,
+    /// [`AuditRetention::Forever`].
+    pub fn audit_retention(mut self, keep: AuditRetention) -> Self {
+        self.opts.audit_retention = keep;
+        self
+    }
+
     /// Opens (or creates, with mode 0600) the database at `path`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Engine> {
         self.check_keys()?;
         let path = path.as_ref().to_path_buf();
-        let store = RedbStore::open(&path)?;
+        let store = RedbStore::open(&path, self.opts.cache_bytes)?;
         self.start(Box::new(store), path)
     }
 
@@ -522,7 +570,7 @@ impl EngineBuilder {
     /// write the engine opens the backend again from a clone of it.
     pub fn open_backend<B: StorageBackend + Clone>(self, backend: B) -> Result<Engine> {
         self.check_keys()?;
-        let store = RedbStore::open_backend(backend)?;
+        let store = RedbStore::open_backend(backend, self.opts.cache_bytes)?;
         self.start(Box::new(store), PathBuf::from("<storage backend>"))
     }
 
@@ -540,11 +588,20 @@ impl EngineBuilder {
     #[cfg(feature = "redis")]
     pub fn open_redis(self, url: &str) -> Result<Engine> {
         self.check_keys()?;
+        if self.opts.audit_retention != AuditRetention::Forever {
+            return Err(Error::invalid(
+                "audit_retention",
+                "the Redis store keeps its audit log forever; trim it with Redis tools, or use a redb file",
+            ));
+        }
         let store = crate::store::redis::RedisStore::open(url, self.opts.store_ca.as_deref())?;
         self.start(Box::new(store), PathBuf::from(crate::store::redis::shown(url)))
     }
 
     fn check_keys(&self) -> Result<()> {
+        if matches!(self.opts.audit_retention, AuditRetention::Days(0) | AuditRetention::Count(0)) {
+            return Err(Error::invalid("audit_retention", "must keep at least one day or one event"));
+        }
         if self.opts.master_key.as_ref().is_some_and(|k| k.len() < 32) {
             return Err(Error::invalid("master_key", "must be at least 32 bytes"));
         }
@@ -650,6 +707,12 @@ impl Engine {
     /// Writes every pending counter now.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush()
+    }
+
+    /// Removes the audit events the retention ([`EngineBuilder::audit_retention`])
+    /// no longer keeps, now, instead of at the flusher's next minute.
+    pub fn trim_audit(&self) -> Result<()> {
+        self.inner.trim_audit()
     }
 
     /// Flushes and stops the background writer. The engine stays usable, but
@@ -786,6 +849,7 @@ impl Inner {
         let interval = self.opts.flush_interval;
         let purge_every = self.opts.session_purge_interval;
         let mut last_purge = std::time::Instant::now();
+        let mut last_trim: Option<std::time::Instant> = None;
         let mut stopped = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if *stopped {
@@ -809,6 +873,13 @@ impl Inner {
                 if last_purge.elapsed() >= purge_every {
                     last_purge = std::time::Instant::now();
                     let _ = self.purge_expired_sessions();
+                }
+                if self.opts.audit_retention != AuditRetention::Forever
+                    && last_trim.is_none_or(|t| t.elapsed() >= AUDIT_TRIM_EVERY)
+                {
+                    last_trim = Some(std::time::Instant::now());
+                    // A failure is counted in `health`; the next minute tries again.
+                    let _ = self.trim_audit();
                 }
             }));
             if tick.is_err() {
@@ -1017,6 +1088,22 @@ impl Inner {
         result
     }
 
+    /// Removes the audit events the retention no longer keeps, in one commit.
+    pub(crate) fn trim_audit(&self) -> Result<()> {
+        let keep = match self.opts.audit_retention {
+            AuditRetention::Forever => return Ok(()),
+            AuditRetention::Days(n) => {
+                let age = u64::from(n).saturating_mul(86_400_000);
+                AuditKeep::Since(UnixMillis(self.now().get().saturating_sub(age)))
+            }
+            AuditRetention::Count(n) => AuditKeep::Last(n),
+        };
+        self.write(|batch| {
+            batch.push(Change::AuditTrim(keep));
+            Ok(|| ())
+        })
+    }
+
     pub(crate) fn workspace(&self, id: WorkspaceId) -> Result<Arc<LiveWorkspace>> {
         self.workspaces.get(&id).map(|w| w.current.load_full()).ok_or_else(|| Error::not_found("workspace", id))
     }
@@ -1025,3 +1112,7 @@ impl Inner {
         self.by_id.get(&id).map(|k| Arc::clone(&k)).ok_or_else(|| Error::not_found("key", id))
     }
 }
+
+#[cfg(test)]
+#[path = "memory_probe.rs"]
+mod memory_probe;

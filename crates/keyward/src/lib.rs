@@ -64,7 +64,7 @@ mod writer;
 
 pub use bulk::{BatchCreated, BatchKey, MAX_BATCH};
 pub use clock::{Clock, CounterClock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineBuilder, Health};
+pub use engine::{AuditRetention, Engine, EngineBuilder, Health};
 pub use error::{Error, Result};
 pub use history::{Granularity, HistoryBucket};
 pub use model::{

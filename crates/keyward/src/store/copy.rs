@@ -107,7 +107,8 @@ pub struct CopyReport {
     /// Sessions of signed logins (expired ones included; an engine drops
     /// those when it opens the copy).
     pub sessions: u64,
-    /// Audit events, each under its sequence number in the source.
+    /// Audit events copied, each under its sequence number in the source
+    /// (a Redis destination numbers a trimmed log's events from 1).
     pub audit_events: u64,
     /// Commits to the destination, each of at most 1,000 changes.
     pub commits: u64,
@@ -330,10 +331,10 @@ impl Destination {
                     return Err(CopyError::DestinationNotEmpty { store: label.clone(), found });
                 }
                 drop(reader);
-                (Box::new(RedbStore::open(path).map_err(failed)?), None)
+                (Box::new(RedbStore::open(path, crate::engine::DEFAULT_CACHE_BYTES).map_err(failed)?), None)
             }
             StoreLocation::Redb(path) => {
-                let store = RedbStore::open(path).map_err(failed)?;
+                let store = RedbStore::open(path, crate::engine::DEFAULT_CACHE_BYTES).map_err(failed)?;
                 (Box::new(store), Some(path.clone()))
             }
             #[cfg(feature = "redis")]
@@ -431,21 +432,27 @@ fn copy(
     // events in the order they arrive, as the source did.
     progress(CopyProgress { stage: CopyStage::Audit, done: 0, total: None });
     let mut last = 0;
+    let mut copied = 0;
     loop {
         let page = source.audit(last, BATCH).map_err(&src)?;
         let mut batch = Batch::default();
         for event in page.items {
-            if event.seq != last + 1 {
+            // A log trimmed by an audit retention starts after 1: the
+            // destination continues its numbering from there.
+            if copied == 0 && event.seq > 1 {
+                batch.push(Change::AuditFrom(event.seq - 1));
+            } else if event.seq != last + 1 {
                 let gap = format!("audit event {} follows event {last}", event.seq);
                 return Err(src(Error::Corrupt(gap)));
             }
             last = event.seq;
+            copied += 1;
             batch.push(Change::Audit(draft(event)));
         }
         if !batch.is_empty() {
             dest.commit(&batch, report)?;
-            report.audit_events = last;
-            progress(CopyProgress { stage: CopyStage::Audit, done: last, total: None });
+            report.audit_events = copied;
+            progress(CopyProgress { stage: CopyStage::Audit, done: copied, total: None });
         }
         if page.next_cursor.is_none() {
             break;

@@ -83,6 +83,22 @@ pub(crate) enum Change {
     LastUsed(KeyId, u64),
     /// Nothing: a commit of only this tests whether the store writes again.
     Probe,
+    /// Removes the oldest audit events the retention no longer keeps; the
+    /// others keep their sequence numbers, and later events continue them.
+    AuditTrim(AuditKeep),
+    /// An empty audit log numbers its next event after this one (a copy
+    /// of a trimmed log). The Redis store numbers its list from 1 and
+    /// ignores it.
+    AuditFrom(u64),
+}
+
+/// Which audit events a [`Change::AuditTrim`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuditKeep {
+    /// Those from this time on (removed oldest first, up to the first kept).
+    Since(keyward_core::UnixMillis),
+    /// The last `n` (at least one).
+    Last(u64),
 }
 
 /// Statistics one node adds to a key's usage record.

@@ -13,17 +13,18 @@ use keyward_core::{Code, KeyId, NonceState, WorkspaceId, decode_record, encode_r
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
 
 use super::tables::{
-    AUDIT, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION, SERIALS, SESSIONS,
-    TOOLS, USAGE, WORKSPACES,
+    AUDIT, AUDIT_HIGH_KEY, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION,
+    SERIALS, SESSIONS, TOOLS, USAGE, WORKSPACES,
 };
-use super::{Batch, Change, Loaded, Store};
+use super::{AuditKeep, Batch, Change, Loaded, Store};
 use crate::error::{Error, Result};
 use crate::history::{self, Granularity, HistoryBucket, HistoryDelta};
 use crate::model::{AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
 
 /// How to open the database again after a failed write.
 enum Source {
-    File(PathBuf),
+    /// A file, opened with this read cache (bytes).
+    File(PathBuf, usize),
     Backend(Box<dyn Fn() -> Result<Database> + Send + Sync>),
 }
 
@@ -49,19 +50,23 @@ pub(crate) struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates, with mode 0600) the file at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    /// Opens (or creates, with mode 0600) the file at `path`, with a page
+    /// cache of at most `cache` bytes.
+    pub(crate) fn open(path: &Path, cache: usize) -> Result<Self> {
         let label = path.display().to_string();
-        let db = contain(&label, || open_file(path))?;
-        Self::init(Source::File(path.to_path_buf()), label, db)
+        let db = contain(&label, || open_file(path, cache))?;
+        Self::init(Source::File(path.to_path_buf(), cache), label, db)
     }
 
     /// Opens a database on `backend`; `reopen` gives a fresh handle on the
     /// same storage after a failed write.
-    pub(crate) fn open_backend<B: StorageBackend + Clone>(backend: B) -> Result<Self> {
+    pub(crate) fn open_backend<B: StorageBackend + Clone>(backend: B, cache: usize) -> Result<Self> {
         let label = "storage backend".to_owned();
         let make = move || {
-            redb::Builder::new().create_with_backend(backend.clone()).map_err(|e| open_error("storage backend", e))
+            redb::Builder::new()
+                .set_cache_size(cache)
+                .create_with_backend(backend.clone())
+                .map_err(|e| open_error("storage backend", e))
         };
         let db = contain(&label, &make)?;
         Self::init(Source::Backend(Box::new(make)), label, db)
@@ -94,7 +99,7 @@ impl RedbStore {
         let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
         *guard = Db(None);
         let db = match &self.source {
-            Source::File(path) => contain(&self.label, || open_file(path))?,
+            Source::File(path, cache) => contain(&self.label, || open_file(path, *cache))?,
             Source::Backend(make) => contain(&self.label, make)?,
         };
         *guard = Db(Some(db));
@@ -108,14 +113,14 @@ fn contain<T>(label: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         .unwrap_or_else(|_| Err(Error::Corrupt(format!("{label}: the storage engine failed"))))
 }
 
-fn open_file(path: &Path) -> Result<Database> {
+fn open_file(path: &Path, cache: usize) -> Result<Database> {
     let shown = path.display().to_string();
     if !path.exists() {
         create_private_file(path)?;
     } else if path.is_dir() {
         return Err(Error::Io(format!("{shown} is a directory")));
     }
-    Database::builder().create(path).map_err(|e| open_error(&shown, e))
+    Database::builder().set_cache_size(cache).create(path).map_err(|e| open_error(&shown, e))
 }
 
 fn open_error(shown: &str, e: redb::DatabaseError) -> Error {
@@ -264,6 +269,44 @@ fn add_history(txn: &WriteTransaction, delta: &HistoryDelta) -> Result<()> {
     Ok(())
 }
 
+/// The highest audit sequence number handed out before the last trim (0
+/// if none was).
+fn audit_high(txn: &WriteTransaction) -> Result<u64> {
+    let meta = txn.open_table(META).map_err(table_err)?;
+    let high = meta.get(AUDIT_HIGH_KEY)?.map(|v| v.value().to_vec());
+    match high {
+        None => Ok(0),
+        Some(v) => <[u8; 8]>::try_from(v.as_slice())
+            .map(u64::from_le_bytes)
+            .map_err(|_| Error::Corrupt("bad audit sequence record".into())),
+    }
+}
+
+/// Removes the oldest audit events `keep` does not keep. The highest
+/// sequence number is noted first, so an emptied log continues after it.
+fn trim_audit(txn: &WriteTransaction, audit: &mut redb::Table<'_, u64, &[u8]>, keep: AuditKeep) -> Result<()> {
+    let Some(last) = audit.last()?.map(|(k, _)| k.value()) else { return Ok(()) };
+    txn.open_table(META).map_err(table_err)?.insert(AUDIT_HIGH_KEY, last.to_le_bytes().as_slice())?;
+    // The first sequence number kept.
+    let first_kept = match keep {
+        AuditKeep::Last(n) => last.saturating_sub(n.max(1)).saturating_add(1),
+        AuditKeep::Since(at) => {
+            let mut first = last.saturating_add(1);
+            for row in audit.iter()? {
+                let (k, v) = row?;
+                let ev: AuditEvent = decode_record(v.value())?;
+                if ev.at >= at {
+                    first = k.value();
+                    break;
+                }
+            }
+            first
+        }
+    };
+    audit.retain_in(..first_kept, |_, _| false)?;
+    Ok(())
+}
+
 /// Buckets of `subject` at `g` starting in `from..to`.
 fn read_history(
     db: &impl ReadableDatabase,
@@ -350,13 +393,24 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
                 sessions.remove(hash)?;
             }
             Change::Probe => {}
+            Change::AuditTrim(keep) => trim_audit(txn, &mut audit, *keep)?,
+            Change::AuditFrom(high) => {
+                if audit.last()?.is_none() && audit_high(txn)? < *high {
+                    txn.open_table(META).map_err(table_err)?.insert(AUDIT_HIGH_KEY, high.to_le_bytes().as_slice())?;
+                }
+            }
             Change::Serial(ws, n) => {
                 let mut t = txn.open_table(SERIALS).map_err(table_err)?;
                 let high = t.get(&ws.0)?.map_or(0, |v| v.value());
                 t.insert(&ws.0, high.max(*n))?;
             }
             Change::Audit(d) => {
-                let seq = audit.last()?.map_or(0, |(k, _)| k.value()) + 1;
+                let last = match audit.last()? {
+                    Some((k, _)) => k.value(),
+                    // Every event trimmed: continue after the last one.
+                    None => audit_high(txn)?,
+                };
+                let seq = last + 1;
                 audit.insert(seq, encode_record(&d.event(seq)).as_slice())?;
             }
         }

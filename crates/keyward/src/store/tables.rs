@@ -29,13 +29,18 @@ pub(crate) const HISTORY: TableDefinition<'_, (&[u8; 16], u8, u64), &[u8]> = Tab
 /// Key id → its own token's last valid call, Unix ms (a rotated key and its
 /// successor share counters, not this).
 pub(crate) const LAST_USED: TableDefinition<'_, &[u8; 16], u64> = TableDefinition::new("last_used");
-/// Sequence number → `AuditEvent`. Append-only.
+/// Sequence number → `AuditEvent`. Appended to; the oldest events are
+/// removed by an audit retention (`AuditRetention`), the others keep their
+/// numbers.
 pub(crate) const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
 
 /// Key of the schema version in [`META`].
 pub(crate) const SCHEMA_KEY: &str = "schema_version";
 /// Key of the database magic in [`META`], to tell a keyward file from another redb file.
 pub(crate) const MAGIC_KEY: &str = "magic";
+/// Key in [`META`] of the highest audit sequence number when the log was
+/// last trimmed (u64 LE), so numbering continues after it if every event went.
+pub(crate) const AUDIT_HIGH_KEY: &str = "audit_high";
 /// Value under [`MAGIC_KEY`].
 pub(crate) const MAGIC: &[u8] = b"keyward";
 /// Schema version this build writes.

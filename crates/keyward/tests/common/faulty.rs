@@ -14,13 +14,15 @@ pub struct FaultyBackend {
     failing: Arc<AtomicBool>,
     /// Writes and syncs refused so far.
     pub refused: Arc<AtomicU64>,
+    /// Reads so far (what redb's page cache did not answer).
+    pub reads: Arc<AtomicU64>,
 }
 
 impl FaultyBackend {
     /// A backend on the file at `path` (created, or opened as it is).
     pub fn open(path: &std::path::Path) -> Self {
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).unwrap();
-        Self { file: Arc::new(file), failing: Arc::default(), refused: Arc::default() }
+        Self { file: Arc::new(file), failing: Arc::default(), refused: Arc::default(), reads: Arc::default() }
     }
 
     /// From now on every write, resize and sync fails (or, with `false`, works again).
@@ -43,6 +45,7 @@ impl redb::StorageBackend for FaultyBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.file.read_exact_at(out, offset)
     }
 
