@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# APEX compatibility (issue 7): the unmodified `notbank` 2.5.0 Python client
+# APEX compatibility: the unmodified `notbank` 2.5.0 Python client
 # authenticates against `keyward serve --tls-cert --tls-key` over HTTPS, calls
 # an aptoken-protected tool and logs out (tests/compat/apex/compat.py).
 # Builds the binary, makes a throwaway CA and server certificate with the

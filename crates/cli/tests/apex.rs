@@ -1,5 +1,5 @@
 //! APEX-style endpoints (`/ap/AuthenticateUser`, `/ap/LogOut`) over plain
-//! HTTP, byte for byte as the exchange SDKs read them (issue 7). The real
+//! HTTP, byte for byte as the exchange SDKs read them. The real
 //! `notbank` client runs against them in `tests/compat/apex/`.
 
 mod common;

@@ -206,7 +206,7 @@ fn signing_keys_take_bearer_explicitly() {
 }
 
 /// `--cache-mb` sizes the database file's page cache: accepted with a file
-/// (before or after the command), refused with a shared store (issue 18).
+/// (before or after the command), refused with a shared store.
 #[test]
 fn cache_mb_goes_with_a_file_only() {
     let dir = tempfile::tempdir().unwrap();

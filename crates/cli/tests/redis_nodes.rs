@@ -497,7 +497,7 @@ fn exact_limits(on_cluster: bool) {
 
 /// A lease held through one node is released through another, and the
 /// gateway of a node on Redis holds and frees a concurrency slot every node
-/// sees (issue 15).
+/// sees.
 #[test]
 fn leases_held_on_one_node_are_released_on_another() {
     let _watchdog = watchdog("redis_nodes", "leases across nodes", Duration::from_secs(120));

@@ -1,5 +1,5 @@
 //! `keyward serve --tls-cert --tls-key`: HTTPS with rustls, end to end, with a
-//! certificate made at test time (issue 7).
+//! certificate made at test time.
 
 mod common;
 

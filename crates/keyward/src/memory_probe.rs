@@ -1,4 +1,4 @@
-//! Where an engine's memory per key goes (issue 18). Measurements, not
+//! Where an engine's memory per key goes. Measurements, not
 //! checks: run in release, one at a time, each in its own process so RSS
 //! deltas are this test's alone, e.g.
 //!

@@ -1,5 +1,5 @@
 //! Memory and retention settings: redb's page cache (`cache_mb`) and the
-//! audit retention (issue 18).
+//! audit retention.
 
 mod common;
 #[allow(dead_code)]
