@@ -77,6 +77,18 @@ fn key_lifecycle_and_gateway() {
     assert_eq!(ping(&s, &[("x-api-key", &token)]).code(), "DISABLED");
     assert_eq!(ping(&s, &[("x-api-key", &token)]).status, 403);
     assert_eq!(patch(json!({"disabled": false, "name": "ci-2"})).data()["name"], "ci-2");
+    // A misspelt field is refused, naming it, and changes nothing.
+    let r = patch(json!({"name": "ci-3", "disable": true}));
+    assert_eq!((r.status, r.body["error"]["message"].as_str()), (400, Some("disable: unknown field")));
+    let r = request("GET", &s.url(&format!("/v1/api-keys/{id}")), &[("authorization", &bearer(&root))], None);
+    assert_eq!((r.data()["name"].as_str(), r.data()["disabled"].as_bool()), (Some("ci-2"), Some(false)));
+    let r = request(
+        "POST",
+        &s.url(&format!("/v1/api-keys/{id}/rotate")),
+        &[("authorization", &bearer(&root))],
+        Some(&json!({"grace": 60})),
+    );
+    assert_eq!((r.status, r.body["error"]["message"].as_str()), (400, Some("grace: unknown field")));
     assert_eq!(ping(&s, &[("x-api-key", &token)]).status, 200);
     assert_eq!(patch(json!({"name": ""})).status, 400);
 

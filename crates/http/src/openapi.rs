@@ -528,6 +528,8 @@ mod tests {
         assert_eq!(properties(&doc, "VerifySpec"), sorted(crate::routes::VERIFY_FIELDS));
         assert_eq!(properties(&doc, "BatchSpec"), sorted(&["keys"]));
         assert_eq!(properties(&doc, "ApimallSpec"), sorted(&["title"]));
+        assert_eq!(properties(&doc, "KeyPatch"), sorted(crate::routes::KEY_PATCH_FIELDS));
+        assert_eq!(properties(&doc, "RotateSpec"), sorted(&["grace_seconds"]));
     }
 
     /// A key's real view has exactly the fields its schema names.

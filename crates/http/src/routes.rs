@@ -350,6 +350,7 @@ pub(crate) async fn update_key(
     let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
     let id = key.id;
     let map = tri!(json::object(&headers, &body, false));
+    tri!(Fields::new(&map).only(KEY_PATCH_FIELDS));
     let f = Fields::new(&map);
     let name = match (tri!(f.str("name")), tri!(f.str("title"))) {
         (Some(n), _) | (None, Some(n)) => Some(n.to_owned()),
@@ -427,6 +428,7 @@ pub(crate) async fn rotate_key(
     let id = key.id;
     let map = tri!(json::object(&headers, &body, true));
     let f = Fields::new(&map);
+    tri!(f.only(&["grace_seconds"]));
     let grace_s = tri!(f.u64("grace_seconds")).unwrap_or(0);
     let grace_ms = tri!(grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large")));
     let created = tri!(
@@ -601,6 +603,10 @@ pub(crate) async fn audit(
 // ---- tools ----------------------------------------------------------------
 
 /// What a tool body may hold (`name` only when creating).
+/// The fields `PATCH /v1/api-keys/{id}` reads; others are refused.
+pub(crate) const KEY_PATCH_FIELDS: &[&str] =
+    &["name", "title", "expires_at", "permissions", "ip_rules", "limits", "tools", "meta", "disabled", "credits"];
+
 pub(crate) const TOOL_FIELDS: &[&str] =
     &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
 

@@ -689,8 +689,9 @@ pub(crate) struct SigningSpec {
     pub nonce_window_ms: Option<u64>,
 }
 
-/// Changes to a key: absent fields stay as they are.
+/// Changes to a key: absent fields stay as they are; unknown ones are refused.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Documentation only.
 pub(crate) struct KeyPatch {
     pub name: Option<String>,
@@ -727,6 +728,7 @@ pub(crate) struct BatchSpec {
 
 /// How long the old key stays valid.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Documentation only.
 pub(crate) struct RotateSpec {
     /// By default 0.
