@@ -21,6 +21,7 @@ use keyward_core::{Code, Credential, CredentialError, SignedHeaders, parse_crede
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::blocking::off_workers;
 use crate::envelope::VerdictTag;
 use crate::routes::{Peer, client_ip};
 
@@ -149,7 +150,9 @@ async fn authenticate_user(State(state): State<AppState>, peer: Peer, headers: H
     body.insert("SessionToken".into(), session.token.expose().into());
     // APEX user ids are integers; a non-numeric (or zero-padded) one has no `User`.
     if let Ok(user_id) = parse_decimal_nonce(&session.user_id) {
-        let name = state.engine.key(session.key_id).map(|k| k.name).unwrap_or_default();
+        // Off the async workers: on a shared store reading a key asks the store.
+        let id = session.key_id;
+        let name = off_workers(&state.engine, move |e| e.key(id)).await.map(|k| k.name).unwrap_or_default();
         body.insert(
             "User".into(),
             json!({

@@ -131,16 +131,19 @@ fn parse_key_id(id: &str) -> Result<KeyId, ApiError> {
 }
 
 /// The key, if the caller's workspace holds it (404 otherwise).
-fn own_key(state: &AppState, ws: WorkspaceId, id: KeyId) -> Result<keyward::KeyInfo, ApiError> {
-    match state.engine.key(id) {
+/// Off the async workers: on a shared store reading a key asks the store
+/// for its counters and last use.
+async fn own_key(state: &AppState, ws: WorkspaceId, id: KeyId) -> Result<keyward::KeyInfo, ApiError> {
+    match off_workers(&state.engine, move |e| e.key(id)).await {
         Ok(k) if k.workspace == ws => Ok(k),
+        Err(e @ (keyward::Error::Storage(_) | keyward::Error::Io(_))) => Err(engine_error(e)),
         _ => Err(ApiError::not_found(format!("key {id}"))),
     }
 }
 
 /// The caller (holding `need`) and the key `id` of the caller's workspace
 /// that a request acts on; 404 for ids of other workspaces.
-fn caller_and_key(
+async fn caller_and_key(
     state: &AppState,
     peer: &Peer,
     headers: &HeaderMap,
@@ -148,7 +151,7 @@ fn caller_and_key(
     id: &str,
 ) -> Result<(KeyId, keyward::KeyInfo), ApiError> {
     let (caller_id, ws) = caller(state, peer, headers, need)?;
-    let key = own_key(state, ws, parse_key_id(id)?)?;
+    let key = own_key(state, ws, parse_key_id(id)?).await?;
     Ok((caller_id, key))
 }
 
@@ -169,7 +172,7 @@ pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, header
     let f = Fields::new(&map);
     // A misspelt field is an error, not a setting silently left out.
     tri!(f.only(json::KEY_SPEC_FIELDS));
-    let inherited = tri!(inherited_permissions(&state, caller_id));
+    let inherited = tri!(inherited_permissions(&state, caller_id).await);
     let spec = tri!(json::new_key(&f, &inherited));
     let created = tri!(
         off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
@@ -220,7 +223,7 @@ pub(crate) async fn create_keys(State(state): State<AppState>, peer: Peer, heade
     let total = specs.len();
     let mut items = Vec::with_capacity(total);
     let mut refused = Vec::new();
-    let inherited = tri!(inherited_permissions(&state, caller_id));
+    let inherited = tri!(inherited_permissions(&state, caller_id).await);
     for (i, spec) in specs.iter().enumerate() {
         match json::key_spec(spec, &format!("keys[{i}]."), false, &inherited) {
             Ok(item) => items.push(item),
@@ -266,8 +269,8 @@ fn batch_refused(total: usize, refused: Vec<(usize, ApiError)>) -> Reply {
 
 /// The permissions of the calling key, for a key created without any: it
 /// gets what its creator holds.
-fn inherited_permissions(state: &AppState, caller: KeyId) -> Result<Vec<keyward_core::Permission>, ApiError> {
-    state.engine.key(caller).map(|k| k.permissions).map_err(engine_error)
+async fn inherited_permissions(state: &AppState, caller: KeyId) -> Result<Vec<keyward_core::Permission>, ApiError> {
+    off_workers(&state.engine, move |e| e.key(caller)).await.map(|k| k.permissions).map_err(engine_error)
 }
 
 /// `POST /api/v1/keys` `{"title"}`: a key created the APIMall way, with its
@@ -286,7 +289,8 @@ pub(crate) async fn apimall_create_key(
         Some(Value::String(t)) if !t.trim().is_empty() => t.clone(),
         _ => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid title").into(),
     };
-    let spec = NewKey { name: title, permissions: tri!(inherited_permissions(&state, caller_id)), ..NewKey::default() };
+    let spec =
+        NewKey { name: title, permissions: tri!(inherited_permissions(&state, caller_id).await), ..NewKey::default() };
     let created = tri!(
         off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
     );
@@ -336,7 +340,7 @@ pub(crate) async fn get_key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
-    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
+    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id).await);
     Reply::ok(key_json(&key))
 }
 
@@ -347,7 +351,7 @@ pub(crate) async fn update_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
     let id = key.id;
     let map = tri!(json::object(&headers, &body, false));
     tri!(Fields::new(&map).only(KEY_PATCH_FIELDS));
@@ -394,7 +398,7 @@ pub(crate) async fn delete_key(
     Path(id): Path<String>,
     _body: Bytes,
 ) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
     let id = key.id;
     tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error));
     crate::envelope::note_audit("key.deleted", id);
@@ -409,7 +413,7 @@ pub(crate) async fn revoke_key(
     // Read (and drop) any body so the connection stays reusable.
     _body: Bytes,
 ) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
     let info = tri!(
         off_workers(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)
     );
@@ -424,7 +428,7 @@ pub(crate) async fn rotate_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id));
+    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
     let id = key.id;
     let map = tri!(json::object(&headers, &body, true));
     let f = Fields::new(&map);
@@ -454,9 +458,9 @@ pub(crate) async fn key_usage(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Reply {
-    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
+    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id).await);
     let id = key.id;
-    let u = tri!(state.engine.usage(id).map_err(engine_error));
+    let u = tri!(off_workers(&state.engine, move |e| e.usage(id)).await.map_err(engine_error));
     Reply::ok(wire::value(&wire::Usage {
         id: id.to_string(),
         last_used_at: u.last_used_at.map(UnixMillis::to_rfc3339),
@@ -494,17 +498,14 @@ fn history_query(
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }
     }
-    let to = to.unwrap_or_else(|| UnixMillis(state.engine.now().get() + 1));
-    let span = match granularity {
-        keyward::Granularity::Minute => 3_600_000,
-        keyward::Granularity::Day => 30 * 86_400_000,
-        _ => 86_400_000,
-    };
-    let from = from.unwrap_or_else(|| UnixMillis(granularity.start_of(to.get().saturating_sub(span))));
+    let to = to.unwrap_or_else(|| granularity.default_range(state.engine.now()).1);
+    let from = from.unwrap_or_else(|| granularity.default_range(UnixMillis(to.get().saturating_sub(1))).0);
     Ok((granularity, from, to))
 }
 
-fn history_json(
+/// A usage history as the API answers it (the `data` of the history
+/// routes; `keyward key usage --json` prints the same).
+pub fn history_json(
     g: keyward::Granularity,
     from: UnixMillis,
     to: UnixMillis,
@@ -537,7 +538,7 @@ pub(crate) async fn key_history(
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Reply {
-    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id));
+    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id).await);
     let (g, from, to) = tri!(history_query(&state, &q));
     let id = key.id;
     let buckets = tri!(off_workers(&state.engine, move |e| e.key_history(id, g, from, to)).await.map_err(engine_error));

@@ -613,8 +613,9 @@ fn api(o: &Obj<'_>, ws: WorkspaceId) -> Result<WorkspaceId, Problem> {
 }
 
 /// The key `keyId` names, if the caller's workspace holds it.
-fn own_key(state: &AppState, caller: KeyId, id: KeyId) -> Result<KeyInfo, Problem> {
-    state.engine.key_as(id, &Actor::Key(caller)).map_err(engine_problem)
+/// Off the async workers: on a shared store reading a key asks the store.
+async fn own_key(state: &AppState, caller: KeyId, id: KeyId) -> Result<KeyInfo, Problem> {
+    off_workers(&state.engine, move |e| e.key_as(id, &Actor::Key(caller))).await.map_err(engine_problem)
 }
 
 macro_rules! tri {
@@ -877,7 +878,7 @@ async fn get_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, 
             .into_response();
     }
     let id = tri!(o.key_id());
-    ok(key_json(&tri!(own_key(&state, caller, id))))
+    ok(key_json(&tri!(own_key(&state, caller, id).await)))
 }
 
 /// `keys.whoami`: the key a token belongs to, without verifying it.
@@ -900,7 +901,7 @@ async fn update_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     let map = tri!(map);
     let o = root(&map);
     let id = tri!(o.key_id());
-    let current = tri!(own_key(&state, caller, id));
+    let current = tri!(own_key(&state, caller, id).await);
     let mut update = KeyUpdate {
         name: match o.slot("name") {
             Slot::Absent => None,
@@ -999,7 +1000,7 @@ async fn delete_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     let o = root(&map);
     tri!(o.boolean("permanent"));
     let id = tri!(o.key_id());
-    tri!(own_key(&state, caller, id));
+    tri!(own_key(&state, caller, id).await);
     tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller))).await.map_err(engine_problem));
     ok(json!({}))
 }
@@ -1013,7 +1014,7 @@ async fn reroll_key(State(state): State<AppState>, peer: Peer, headers: HeaderMa
     let o = root(&map);
     let id = tri!(o.key_id());
     let grace_ms = tri!(o.required_integer("expiration"));
-    tri!(own_key(&state, caller, id));
+    tri!(own_key(&state, caller, id).await);
     let created = tri!(
         off_workers(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller)))
             .await
@@ -1033,7 +1034,7 @@ async fn update_credits(State(state): State<AppState>, peer: Peer, headers: Head
     let operation = tri!(o.required_string("operation"));
     let value = tri!(o.integer("value"));
     let actor = Actor::Key(caller);
-    let current = tri!(own_key(&state, caller, id));
+    let current = tri!(own_key(&state, caller, id).await);
     // Only the credits limit changes; the key's other limits are kept as the
     // engine holds them when it commits.
     let set_policy = |credits: Option<Credits>| {

@@ -354,15 +354,17 @@ fn check(
 }
 
 /// The signed-in key as the page needs it.
-fn me_json(
+async fn me_json(
     state: &AppState,
     key: KeyId,
     workspace: WorkspaceId,
     csrf: &str,
     expires_ms: u64,
 ) -> Result<Value, ApiError> {
-    let info =
-        state.engine.key(key).map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not signed in"))?;
+    // Off the async workers: on a shared store reading a key asks the store.
+    let info = crate::blocking::off_workers(&state.engine, move |e| e.key(key))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not signed in"))?;
     let held = &info.permissions;
     let offer: Vec<&str> = OFFERED
         .iter()
@@ -426,7 +428,7 @@ async fn login(State(state): State<AppState>, peer: Peer, headers: HeaderMap, bo
         .into();
     };
     let expires = now.saturating_add(IDLE_MS);
-    match me_json(&state, key_id, ws, &csrf, expires) {
+    match me_json(&state, key_id, ws, &csrf, expires).await {
         Ok(data) => Reply::ok(data).header(header::SET_COOKIE, state.console.set_cookie(&id)),
         Err(e) => {
             state.console.end(&id);
@@ -458,7 +460,7 @@ async fn me(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Re
         }
         return Reply::from(e).header(header::SET_COOKIE, state.console.clear_cookie());
     }
-    match me_json(&state, key, ws, &csrf, expires) {
+    match me_json(&state, key, ws, &csrf, expires).await {
         Ok(data) => Reply::ok(data),
         Err(e) => e.into(),
     }
