@@ -515,6 +515,9 @@ mod tests {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let codes: Vec<&str> = keyward_core::Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(doc["components"]["schemas"]["VerdictCode"]["enum"], serde_json::json!(codes));
+        assert_eq!(codes.len(), 19);
     }
 
     /// The request bodies' documented fields are the ones the readers take.

@@ -418,31 +418,21 @@ pub(crate) struct VerifyResult {
     pub lease_id: Option<String>,
 }
 
-/// A verdict code.
-#[derive(ToSchema)]
-#[allow(dead_code)] // Documentation only: verdicts carry `keyward_core::Code`.
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub(crate) enum VerdictCode {
-    Valid,
-    Malformed,
-    NotFound,
-    Expired,
-    Revoked,
-    Disabled,
-    PlanInactive,
-    IpDenied,
-    InsufficientPermissions,
-    ToolDisabled,
-    UnknownTool,
-    RateLimited,
-    Cooldown,
-    DailyLimit,
-    ConcurrencyLimit,
-    UsageExhausted,
-    InvalidSignature,
-    NonceReused,
-    StoreUnavailable,
+/// A verdict code: its schema lists [`keyward_core::Code::ALL`], so the
+/// document names every code the engine has and no other.
+pub(crate) struct VerdictCode;
+
+impl utoipa::PartialSchema for VerdictCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A verdict code."))
+            .enum_values(Some(keyward_core::Code::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
 }
+
+impl ToSchema for VerdictCode {}
 
 /// A released lease.
 #[derive(Serialize, ToSchema)]
