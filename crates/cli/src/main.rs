@@ -957,13 +957,8 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
             );
         }
         KeyCommand::Usage { id, granularity: g, from, to } => {
-            let to = to.unwrap_or_else(|| UnixMillis(engine.now().get() + 1));
-            let span = match g {
-                keyward::Granularity::Minute => 3_600_000,
-                keyward::Granularity::Day => 30 * 86_400_000,
-                _ => 86_400_000,
-            };
-            let from = from.unwrap_or_else(|| UnixMillis(g.start_of(to.get().saturating_sub(span))));
+            let to = to.unwrap_or_else(|| g.default_range(engine.now()).1);
+            let from = from.unwrap_or_else(|| g.default_range(UnixMillis(to.get().saturating_sub(1))).0);
             let buckets = engine.key_history(parse_id(&id)?, g, from, to)?;
             show_history(g, from, to, &buckets, json);
         }
@@ -1014,17 +1009,7 @@ fn show_history(
     json: bool,
 ) {
     if json {
-        let buckets: Vec<Value> = buckets
-            .iter()
-            .map(|b| {
-                let counts: serde_json::Map<String, Value> =
-                    b.counts.iter().map(|(c, n)| (c.as_str().to_owned(), Value::from(*n))).collect();
-                json!({"start": b.start.to_rfc3339(), "counts": counts})
-            })
-            .collect();
-        let out =
-            json!({"granularity": g.as_str(), "from": from.to_rfc3339(), "to": to.to_rfc3339(), "buckets": buckets});
-        println!("{out}");
+        println!("{}", keyward_http::history_json(g, from, to, buckets));
         return;
     }
     let codes: Vec<keyward_core::Code> = keyward_core::Code::ALL

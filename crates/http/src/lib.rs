@@ -44,6 +44,7 @@ pub use gateway::DEFAULT_GATEWAY_BODY;
 pub use json::{DEFAULT_LEASE_MS, IMPORT_FIELDS, KEY_SPEC_FIELDS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, key_spec};
 pub use layer::{KeywardLayer, KeywardService, VerifiedKey};
 pub use metrics::Metrics;
+pub use routes::history_json;
 
 /// What the router's handlers share.
 #[derive(Clone)]

@@ -78,6 +78,19 @@ impl Granularity {
         t - t % self.ms()
     }
 
+    /// The range a history is shown over when none is asked for: up to
+    /// now (included), from the start of the bucket an hour of minutes, a
+    /// day of hours or 30 days of days earlier.
+    pub const fn default_range(self, now: UnixMillis) -> (UnixMillis, UnixMillis) {
+        let span = match self {
+            Granularity::Minute => Granularity::Hour.ms(),
+            Granularity::Hour => Granularity::Day.ms(),
+            Granularity::Day => 30 * Granularity::Day.ms(),
+        };
+        let to = now.get().saturating_add(1);
+        (UnixMillis(self.start_of(to.saturating_sub(span))), UnixMillis(to))
+    }
+
     /// Its number in stored bucket keys.
     pub(crate) const fn tag(self) -> u8 {
         match self {
@@ -352,5 +365,8 @@ mod tests {
         assert_eq!(Granularity::Hour.start_of(7_199_999), 3_600_000);
         assert_eq!(Granularity::parse("day"), Some(Granularity::Day));
         assert_eq!(Granularity::parse("week"), None);
+        let now = UnixMillis(1_709_287_230_000); // 10:00:30
+        assert_eq!(Granularity::Minute.default_range(now), (UnixMillis(1_709_283_600_000), UnixMillis(now.get() + 1)));
+        assert_eq!(Granularity::Day.default_range(now).0, UnixMillis(1_706_659_200_000));
     }
 }

@@ -600,23 +600,25 @@ pub(crate) struct KeyRecord {
     pub serial: Option<u64>,
 }
 
+/// A key record as written before `bearer` and `serial` existed.
+#[derive(Serialize, Deserialize)]
+struct KeyRecordBefore {
+    policy: KeyPolicy,
+    start: String,
+    created_at: UnixMillis,
+    created_by: String,
+    signing: Option<SigningRecord>,
+    usage_owner: Option<KeyId>,
+    external_id: Option<String>,
+    roles: Vec<String>,
+}
+
 impl KeyRecord {
     /// Decodes a stored key, also as written before `bearer` and `serial`
     /// existed (then `false`, a signing key is no bearer key, and none).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
-        #[derive(Deserialize)]
-        struct Before {
-            policy: KeyPolicy,
-            start: String,
-            created_at: UnixMillis,
-            created_by: String,
-            signing: Option<SigningRecord>,
-            usage_owner: Option<KeyId>,
-            external_id: Option<String>,
-            roles: Vec<String>,
-        }
         keyward_core::decode_record::<Self>(bytes).or_else(|e| {
-            let b: Before = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            let b: KeyRecordBefore = keyward_core::decode_record(bytes).map_err(|_| e)?;
             Ok(Self {
                 policy: b.policy,
                 start: b.start,
@@ -704,19 +706,6 @@ mod tests {
 
     use super::*;
 
-    /// A key record as written before `bearer` and `serial` existed.
-    #[derive(Serialize)]
-    struct Before {
-        policy: KeyPolicy,
-        start: String,
-        created_at: UnixMillis,
-        created_by: String,
-        signing: Option<SigningRecord>,
-        usage_owner: Option<KeyId>,
-        external_id: Option<String>,
-        roles: Vec<String>,
-    }
-
     fn policy() -> KeyPolicy {
         KeyPolicy {
             id: KeyId([1; 16]),
@@ -739,7 +728,7 @@ mod tests {
     #[test]
     fn a_key_stored_before_bearer_and_serials_reads_as_signing_only_and_unnumbered() {
         let signing = Some(SigningRecord { user_id: "96".into(), nonce_policy: NoncePolicy::Monotonic });
-        let old = Before {
+        let old = KeyRecordBefore {
             policy: policy(),
             start: "kw_live_abcd".into(),
             created_at: UnixMillis(1),
