@@ -19,6 +19,8 @@
 
 mod apex;
 mod blocking;
+#[allow(dead_code)] // used as the request types move onto it
+mod body;
 mod client_ip;
 mod console;
 mod envelope;
