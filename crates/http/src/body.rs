@@ -11,6 +11,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
 
 /// Why a body could not be read: where (a JSON path; empty for the whole
@@ -126,6 +127,51 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
     }
 }
 
+/// Reads a struct from a JSON object only. serde's derived `Deserialize`
+/// also reads a struct from an array, field after field (`[5, null]` as
+/// `{"remaining": 5, "refill": null}`), which no client means. A type
+/// derives with `#[serde(remote = "Self")]` (serde then writes an inherent
+/// `deserialize` instead of the trait) and gets the trait from
+/// [`objects_only!`](crate::body::objects_only), which calls that inherent
+/// function through this wrapper.
+pub(crate) struct ObjectOnly<D>(pub D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// `Deserialize` for types that derive it with `#[serde(remote = "Self")]`,
+/// reading them from JSON objects only ([`ObjectOnly`]).
+macro_rules! objects_only {
+    ($($t:ty),+ $(,)?) => {$(
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                // The inherent function serde derived (`remote = "Self"`).
+                <$t>::deserialize($crate::body::ObjectOnly(d))
+            }
+        }
+    )+};
+}
+pub(crate) use objects_only;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +236,38 @@ mod tests {
         assert_eq!(clear.expires_at.into_change(), Some(None));
         let set = parse::<Spec>(br#"{"name":"a","expires_at":5}"#).unwrap();
         assert_eq!(set.expires_at.into_change(), Some(Some(5)));
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields, remote = "Self")]
+    struct Pair {
+        a: u64,
+        #[serde(default)]
+        b: Option<Inner>,
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields, remote = "Self")]
+    struct Inner {
+        c: u64,
+    }
+
+    objects_only!(Pair, Inner);
+
+    #[test]
+    fn structs_are_read_from_objects_only() {
+        assert_eq!(parse::<Pair>(br#"{"a":1,"b":{"c":2}}"#).unwrap(), Pair { a: 1, b: Some(Inner { c: 2 }) });
+        let plain = parse::<Spec>(br#"["a", null, null]"#);
+        assert!(plain.is_ok(), "what derived serde does alone");
+        let e = parse::<Pair>(b"[1]").unwrap_err();
+        assert_eq!(
+            e,
+            BodyError { path: String::new(), message: "invalid type: sequence, expected struct Pair".into() }
+        );
+        let e = parse::<Pair>(br#"{"a":1,"b":[2]}"#).unwrap_err();
+        assert_eq!((e.path.as_str(), e.message.as_str()), ("b", "invalid type: sequence, expected struct Inner"));
+        let e = parse::<Pair>(br#"{"a":1,"d":2}"#).unwrap_err();
+        assert_eq!((e.path.as_str(), e.message.as_str()), ("d", "unknown field `d`, expected `a` or `b`"));
     }
 
     #[test]
