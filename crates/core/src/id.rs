@@ -6,6 +6,10 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::base62;
+use crate::time::UnixMillis;
+
+/// The latest time an id's 48-bit clock holds (the year 10889).
+const MAX_ID_MS: u64 = (1 << 48) - 1;
 
 /// Base62 characters of a 128-bit id.
 const ID_CHARS: usize = 22;
@@ -36,6 +40,22 @@ macro_rules! public_id {
             pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
                 let mut bytes = [0u8; 16];
                 rng.fill_bytes(&mut bytes);
+                Self(bytes)
+            }
+
+            /// A fresh id that sorts after the ids made before `now`: its
+            /// first 6 bytes are `now` in Unix milliseconds (big-endian), the
+            /// other 10 random (80 bits, as in a UUIDv7). A store's b-tree
+            /// then takes new ids at its end instead of all over it, and
+            /// listing by id lists in order of creation. The time is no
+            /// secret: ids are public and so is when a key was created.
+            pub fn generate_at<R: CryptoRng + ?Sized>(now: UnixMillis, rng: &mut R) -> Self {
+                let mut bytes = [0u8; 16];
+                rng.fill_bytes(&mut bytes);
+                let ms = now.get().min(MAX_ID_MS).to_be_bytes();
+                if let (Some(head), Some(time)) = (bytes.get_mut(..6), ms.get(2..)) {
+                    head.copy_from_slice(time);
+                }
                 Self(bytes)
             }
 
@@ -111,5 +131,25 @@ mod tests {
         assert_eq!(KeyId::parse("key_000"), Err(IdError::BadBody));
         assert_eq!(KeyId::parse("key_zzzzzzzzzzzzzzzzzzzzzz"), Err(IdError::BadBody));
         assert!(WorkspaceId::parse("ws_0000000000000000000001").is_ok());
+    }
+
+    #[test]
+    fn ids_made_at_a_time_start_with_it_and_sort_by_it() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let id = KeyId::generate_at(UnixMillis(0x0102_0304_0506), &mut rng);
+        assert_eq!(id.0[..6], [1, 2, 3, 4, 5, 6]);
+        // The other 80 bits are the generator's.
+        let mut again = rand::rngs::StdRng::seed_from_u64(7);
+        let plain = KeyId::generate(&mut again);
+        assert_eq!(id.0[6..], plain.0[6..]);
+        // Later ids sort after earlier ones, whatever their random part.
+        let mut ids: Vec<KeyId> = (0..100).map(|i| KeyId::generate_at(UnixMillis(1_000 + i), &mut rng)).collect();
+        let made = ids.clone();
+        ids.sort();
+        assert_eq!(ids, made);
+        // Past the 48-bit clock, the clock stays at its end.
+        let last = KeyId::generate_at(UnixMillis(u64::MAX), &mut rng);
+        assert_eq!(last.0[..6], [0xff; 6]);
     }
 }

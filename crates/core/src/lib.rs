@@ -81,7 +81,7 @@
 // below are the same order in layers.
 //
 //   time, base62, hex, code, ip, permission, credentials    (nothing from the crate)
-//   id        → base62
+//   id        → base62, time
 //   token     → base62, hex
 //   query     → permission
 //   path      → credentials

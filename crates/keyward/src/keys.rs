@@ -265,7 +265,7 @@ impl NewRecord {
         if imported.is_some() && spec.signing.is_some() {
             return Err(Error::invalid("signing", "imported keys cannot have a signing identity"));
         }
-        let id = KeyId::generate(rng);
+        let id = KeyId::generate_at(inner.now(), rng);
         let (token, hash, start) = match imported {
             Some((hash, start)) => {
                 if start.len() > 32 || start.chars().any(char::is_control) {

@@ -36,8 +36,8 @@ impl Engine {
         let inner = &self.inner;
         let cell = Arc::clone(&inner.visible_key(actor, id)?.usage);
         let mut rng = os_rng();
-        let new_id = KeyId::generate(&mut rng);
         let now = inner.now();
+        let new_id = KeyId::generate_at(now, &mut rng);
         // Level 1 before the writer: the counters handed over are the ones
         // stored, on a shared store too.
         let _gate = cell.gate();
