@@ -25,7 +25,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use keyward::{Actor, CreatedKey, Engine, EngineBuilder, LimitSync, NewKey, NewWorkspace};
-use keyward_core::{IpRule, IpRules, Limits, Prefix, RateLimit, Token, WorkspaceId};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::RateLimit;
+use keyward_core::{Limits, Prefix, Token, WorkspaceId};
 use tempfile::TempDir;
 
 pub mod http;

@@ -19,10 +19,10 @@
 use core::hash::{BuildHasherDefault, Hasher};
 use std::collections::HashMap;
 
-use keyward_core::{
-    Call, Code, KeyHash, KeyIndex, Quota, Request, Snapshot, SnapshotError, ToolLookup, Usage, UsageState, Verdict,
-    WorkspaceId, decide, lookup,
-};
+use keyward_core::decision::{KeyIndex, lookup};
+use keyward_core::limits::{Quota, UsageState};
+use keyward_core::snapshot::SnapshotError;
+use keyward_core::{Call, Code, KeyHash, Request, Snapshot, ToolLookup, Usage, Verdict, WorkspaceId, decide};
 
 /// Hashes a digest or random id by its first 8 bytes.
 #[derive(Default)]
@@ -203,7 +203,8 @@ impl KeyIndex for Index {
 
 #[cfg(test)]
 mod tests {
-    use keyward_core::{Cost, LocalVerifier, ToolPolicy, UnixMillis};
+    use keyward_core::limits::Cost;
+    use keyward_core::{LocalVerifier, ToolPolicy, UnixMillis};
     use keyward_wasm_fixtures as fx;
 
     use super::*;

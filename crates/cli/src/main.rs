@@ -18,10 +18,11 @@ use keyward::{
     Actor, Engine, ImportKey, KeyInfo, KeyUpdate, LimitSync, NewKey, NewSigning, NewTool, NewWorkspace, ToolUpdate,
     WorkspaceUpdate,
 };
-use keyward_core::{
-    Concurrency, Credits, IpRule, IpRules, KeyHash, KeyId, Limits, NoncePolicy, Permission, Prefix, RateLimit,
-    UnixMillis, WorkspaceId,
-};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::{Concurrency, Credits, RateLimit};
+use keyward_core::permission::Permission;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{KeyHash, KeyId, Limits, Prefix, UnixMillis, WorkspaceId};
 use serde_json::{Value, json};
 
 #[derive(Parser)]

@@ -1,12 +1,13 @@
 //! A self-contained verifier over a [`Snapshot`], with counters in memory.
 //!
-//! This is what runs at the edge (the WASM package wraps it). Counters live in
+//! This is what runs at the edge: [`LocalVerifier`] loads a snapshot and
+//! answers [`LocalVerifier::verify`] with a [`Checked`]. Counters live in
 //! this value only: two isolates each enforce their own limits.
 
 use std::collections::HashMap;
 
 use crate::code::Code;
-use crate::decide::{self, Call, KeyIndex, Request, ToolLookup, Usage};
+use crate::decision::{self, Call, KeyIndex, Request, ToolLookup, Usage};
 use crate::id::WorkspaceId;
 use crate::limits::UsageState;
 use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
@@ -63,9 +64,9 @@ impl LocalVerifier {
     }
 
     /// Finds the key a raw token names, or the verdict that refuses it before
-    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`): [`decide::lookup`].
+    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`): [`decision::lookup`].
     pub fn lookup(&self, raw: &str) -> Result<usize, Code> {
-        decide::lookup(self, raw)
+        decision::lookup(self, raw)
     }
 
     /// Verifies a raw token for a request, charging this verifier's counters.
@@ -94,7 +95,7 @@ impl LocalVerifier {
             _ => Usage { key: &mut usage.key, tool: None, key_tool: None },
         };
         let mut verdict = Verdict::bare(Code::Valid);
-        decide::decide(&mut verdict, &Call { key, workspace, tool, request: req }, usage);
+        decision::decide(&mut verdict, &Call { key, workspace, tool, request: req }, usage);
         Checked { verdict, key: Some(key) }
     }
 

@@ -25,10 +25,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use keyward::{Actor, Checks, CreditChange, KeyInfo, KeyUpdate, NewKey};
-use keyward_core::{
-    AUTO_APPLIED, Code, Cost, Credits, KeyHash, KeyId, Limits, Permission, PermissionQuery, Prefix, RateCost,
-    RateLimit, RateReport, Refill, RefillInterval, UnixMillis, WorkspaceId, valid_rate_name,
+use keyward_core::limits::{
+    AUTO_APPLIED, Cost, Credits, RateCost, RateLimit, RateReport, Refill, RefillInterval, valid_rate_name,
 };
+use keyward_core::permission::Permission;
+use keyward_core::query::PermissionQuery;
+use keyward_core::{Code, KeyHash, KeyId, Limits, Prefix, UnixMillis, WorkspaceId};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;

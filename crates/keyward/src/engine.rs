@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use keyward_core::{KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId};
+use keyward_core::limits::{RateLimit, UsageState};
+use keyward_core::signature::NonceState;
+use keyward_core::{KeyId, KeyPolicy, UnixMillis, WorkspaceId};
 use redb::StorageBackend;
 
 use crate::clock::{Clock, CounterClock};
@@ -605,7 +607,7 @@ impl EngineBuilder {
         if self.opts.master_key.as_ref().is_some_and(|k| k.len() < 32) {
             return Err(Error::invalid("master_key", "must be at least 32 bytes"));
         }
-        if self.opts.snapshot_key.as_ref().is_some_and(|k| k.len() < keyward_core::SNAPSHOT_MIN_KEY_LEN) {
+        if self.opts.snapshot_key.as_ref().is_some_and(|k| k.len() < keyward_core::snapshot::MIN_KEY_LEN) {
             return Err(Error::invalid("snapshot_key", "must be at least 16 bytes"));
         }
         Ok(())

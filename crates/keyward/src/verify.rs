@@ -4,10 +4,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use keyward_core::credentials::{Credential, SignedHeaders};
+use keyward_core::decision::{KeyIndex, admit};
+use keyward_core::limits::{Cost, LeaseId, LeaseScope, RateReport, Scope, UsageState, charge, peek, rate_report};
+use keyward_core::query::PermissionQuery;
 use keyward_core::{
-    Call, Code, Cost, Credential, KeyHash, KeyId, KeyIndex, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix,
-    RateReport, Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState,
-    Verdict, WorkspaceId, admit, charge, check_token, decide, peek, rate_report, verify_signature,
+    Call, Code, KeyHash, KeyId, Limits, Prefix, Request as CoreRequest, Token, ToolLookup, UnixMillis, Usage, Verdict,
+    WorkspaceId, decide, signature, token,
 };
 
 use crate::audit::audit;
@@ -108,9 +111,9 @@ impl KeyIndex for Inner {
 }
 
 impl Inner {
-    /// Format check and lookup of an API key: [`keyward_core::lookup`].
+    /// Format check and lookup of an API key: [`keyward_core::decision::lookup`].
     fn lookup(&self, raw: &str) -> Result<Arc<LiveKey>, Code> {
-        keyward_core::lookup(self, raw)
+        keyward_core::decision::lookup(self, raw)
     }
 
     /// [`Inner::lookup`] of a token sent as a bearer credential (not a
@@ -123,7 +126,7 @@ impl Inner {
     }
 
     fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Arc<LiveKey>, Code> {
-        check_token(raw).map_err(|_| Code::Malformed)?;
+        token::check(raw).map_err(|_| Code::Malformed)?;
         let Some(session) = self.sessions.get(&KeyHash::of(raw).0) else {
             return Err(Code::NotFound);
         };
@@ -495,7 +498,7 @@ fn release_in(c: &mut KeyCounters, tool: Option<&str>, leases: &[(LeaseScope, Le
             Some((t, kt)) => (Some(t), Some(kt)),
             None => (None, None),
         };
-        all &= keyward_core::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
+        all &= keyward_core::decision::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
     }
     all
 }
@@ -754,7 +757,7 @@ impl Engine {
             return Err(fail(Code::InvalidSignature));
         }
         let secret = derive_api_secret(master, policy.id);
-        verify_signature(&secret, &headers.nonce, &headers.user_id, &headers.api_key, &headers.signature)
+        signature::verify(&secret, &headers.nonce, &headers.user_id, &headers.api_key, &headers.signature)
             .map_err(fail)?;
 
         // Level 1 of the lock order: this key's logins (and those of a key
@@ -810,7 +813,7 @@ impl Engine {
 
     /// Ends a session: its token is refused from now on. Returns whether it existed.
     pub fn end_session(&self, token: &str) -> Result<bool> {
-        if check_token(token).is_err() {
+        if keyward_core::token::check(token).is_err() {
             return Ok(false);
         }
         let hash = KeyHash::of(token).0;

@@ -2,7 +2,7 @@
 //!
 //! Every record is a field of one hash per table, under the hash tag
 //! `{keyward}` (so one batch's keys share a Redis Cluster slot), holding the
-//! same bytes as the redb tables (`keyward_core::encode_record`). A batch is
+//! same bytes as the redb tables (`keyward_core::policy::encode_record`). A batch is
 //! one Lua script: Redis runs it whole, with nothing of another client in
 //! between, so a batch lands all of it or none of it. Audit events are a
 //! list; an event's sequence number is its position in it, from 1.
@@ -13,7 +13,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use keyward_core::{Code, KeyId, WorkspaceId, decode_record, encode_record};
+use keyward_core::policy::{decode_record, encode_record};
+use keyward_core::{Code, KeyId, WorkspaceId};
 
 use crate::history::{self, Granularity, HistoryBucket};
 

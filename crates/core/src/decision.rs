@@ -1,4 +1,10 @@
-//! The one place the order of checks lives (SPEC §4).
+//! Deciding a call: the one place the order of checks lives (SPEC §4).
+//!
+//! [`lookup`] turns a raw token into the key it names (or `MALFORMED`,
+//! `NOT_FOUND`), [`decide`] runs every later check on a [`Call`] of that key
+//! and charges its limits, and [`admit`] is the status, plan and IP part of it
+//! on its own. The storage engine, the edge and
+//! [`LocalVerifier`](crate::LocalVerifier) all go through these functions.
 
 use core::net::IpAddr;
 
@@ -8,7 +14,7 @@ use crate::permission;
 use crate::policy::{KeyPolicy, Status, ToolPolicy, WorkspacePolicy};
 use crate::query::PermissionQuery;
 use crate::time::UnixMillis;
-use crate::token::{self, KeyHash, TokenError};
+use crate::token::{self, KeyHash};
 use crate::verdict::Verdict;
 
 /// What a request asks for, besides its credential.
@@ -49,11 +55,6 @@ pub struct Usage<'a> {
     pub tool: Option<&'a mut UsageState>,
     /// This key's counters under its own key×tool limits.
     pub key_tool: Option<&'a mut UsageState>,
-}
-
-/// The format step: a token that fails [`token::check`] is `MALFORMED`.
-pub fn format_check(raw: &str) -> Result<(), Code> {
-    token::check(raw).map_err(|_: TokenError| Code::Malformed)
 }
 
 /// Keys by the SHA-256 of their token: what [`lookup`] searches.
