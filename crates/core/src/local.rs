@@ -79,23 +79,16 @@ impl LocalVerifier {
         let Some(key) = self.snapshot.keys.get(idx) else {
             return Checked { verdict: Verdict::bare(Code::NotFound), key: None };
         };
+        let mut verdict = Verdict::bare(Code::Valid);
         let Some(workspace) = self.workspaces.get(&key.workspace).and_then(|&w| self.snapshot.workspaces.get(w)) else {
-            let mut v = Verdict::bare(Code::PlanInactive);
-            v.key_id = Some(key.id);
-            v.workspace_id = Some(key.workspace);
-            return Checked { verdict: v, key: Some(key) };
+            decision::decide_without_workspace(&mut verdict, key);
+            return Checked { verdict, key: Some(key) };
         };
         let tool = find_tool(&self.tools, &self.snapshot.tools, key.workspace, req.tool);
-        let usage = self.usage.entry(idx).or_default();
-        let usage = match (req.tool, tool) {
-            (Some(name), ToolLookup::Found(_)) => {
-                let (t, kt) = usage.tools.entry(name.to_owned()).or_default();
-                Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) }
-            }
-            _ => Usage { key: &mut usage.key, tool: None, key_tool: None },
-        };
-        let mut verdict = Verdict::bare(Code::Valid);
-        decision::decide(&mut verdict, &Call { key, workspace, tool, request: req }, usage);
+        let call = Call { key, workspace, tool, request: req };
+        let KeyUsage { key: own, tools } = self.usage.entry(idx).or_default();
+        let usage = Usage::of(&call, own, |name| tools.entry(name.to_owned()).or_default());
+        decision::decide(&mut verdict, &call, usage);
         Checked { verdict, key: Some(key) }
     }
 

@@ -1,11 +1,12 @@
 //! The hot path: verification, leases, signed authentication and sessions.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use keyward_core::credentials::{Credential, SignedHeaders};
-use keyward_core::decision::{KeyIndex, admit};
+use keyward_core::decision::{KeyIndex, admit, decide_without_workspace};
 use keyward_core::limits::{Cost, LeaseId, LeaseScope, RateReport, Scope, UsageState, charge, peek, rate_report};
 use keyward_core::query::PermissionQuery;
 use keyward_core::{
@@ -158,9 +159,7 @@ impl Inner {
             return;
         }
         let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load()) else {
-            *v = Verdict::bare(Code::PlanInactive);
-            v.key_id = Some(policy.id);
-            v.workspace_id = Some(policy.workspace);
+            decide_without_workspace(v, policy);
             return;
         };
         let tool = req.tool.map(|name| ws.tools.get(name));
@@ -466,18 +465,23 @@ fn store_unavailable(v: &mut Verdict, policy: &keyward_core::KeyPolicy) {
 /// node's, a copy of them, or the shared store's), charging them if the call
 /// is admitted.
 pub(crate) fn decide_on(v: &mut Verdict, call: &Call<'_>, c: &mut KeyCounters) {
-    match (call.request.tool, call.tool) {
-        (Some(name), ToolLookup::Found(_)) => {
-            if !c.tools.contains_key(name) {
-                c.tools.insert(name.to_owned(), Default::default());
-            }
-            match c.tools.get_mut(name) {
-                Some((t, kt)) => decide(v, call, Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) }),
-                None => *v = Verdict::bare(Code::UnknownTool),
-            }
-        }
-        _ => decide(v, call, Usage { key: &mut c.key, tool: None, key_tool: None }),
+    let KeyCounters { key, tools, .. } = c;
+    decide(v, call, Usage::of(call, key, |name| tool_counters(tools, name)));
+}
+
+/// The counters kept for tool `name` (under the tool's limits, then the
+/// key×tool limits), made on the tool's first call. The name is copied
+/// only then: a call of a tool that has counters allocates nothing.
+// The entry is inserted just above when it is missing, so `get_mut` finds it.
+#[allow(clippy::expect_used)]
+fn tool_counters<'a>(
+    tools: &'a mut HashMap<String, (UsageState, UsageState)>,
+    name: &str,
+) -> &'a mut (UsageState, UsageState) {
+    if !tools.contains_key(name) {
+        tools.insert(name.to_owned(), Default::default());
     }
+    tools.get_mut(name).expect("inserted above when missing")
 }
 
 /// Into `out` (when asked for): the key's rate limits `call` applied, from
