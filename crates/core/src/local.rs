@@ -10,7 +10,7 @@ use crate::code::Code;
 use crate::decision::{self, Call, KeyIndex, Request, ToolLookup, Usage};
 use crate::id::WorkspaceId;
 use crate::limits::UsageState;
-use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
+use crate::policy::{KeyPolicy, ToolPolicy};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::token::KeyHash;
 use crate::verdict::Verdict;
@@ -95,16 +95,6 @@ impl LocalVerifier {
     /// Number of keys in the snapshot.
     pub fn key_count(&self) -> usize {
         self.snapshot.keys.len()
-    }
-
-    /// A workspace by id.
-    pub fn workspace(&self, id: WorkspaceId) -> Option<&WorkspacePolicy> {
-        self.workspaces.get(&id).and_then(|&i| self.snapshot.workspaces.get(i))
-    }
-
-    /// A tool by workspace and name.
-    pub fn tool_policy(&self, ws: WorkspaceId, name: &str) -> Option<&ToolPolicy> {
-        self.tools.get(&(ws, name.to_owned())).and_then(|&i| self.snapshot.tools.get(i))
     }
 }
 
