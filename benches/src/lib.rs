@@ -19,6 +19,8 @@
 //! assert_eq!(fx.engine.verify(key.token.expose(), &req).code, Code::Valid);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 #![deny(missing_docs)]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -163,6 +165,7 @@ pub fn plain_key(name: impl Into<String>) -> NewKey {
 /// the full valid path (IP check, counters' lock, GCRA) without refusals.
 pub fn key_with_ip_rule_and_rate(name: impl Into<String>) -> NewKey {
     // Invariant: ALLOWED_CIDR is a constant, valid CIDR.
+    #[allow(clippy::expect_used)]
     let rule = IpRule::parse("allow", ALLOWED_CIDR).expect("ALLOWED_CIDR parses");
     NewKey {
         name: name.into(),

@@ -3,6 +3,8 @@
 //! Exit codes: 0 success (or a valid key for `verify`), 1 the key was refused,
 //! 2 usage, I/O or database error.
 #![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod copy;
 mod import;

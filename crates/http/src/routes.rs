@@ -608,13 +608,15 @@ pub(crate) async fn audit(
 
 // ---- tools ----------------------------------------------------------------
 
-/// What a tool body may hold (`name` only when creating).
 /// The fields `PATCH /v1/api-keys/{id}` reads; others are refused.
 pub(crate) const KEY_PATCH_FIELDS: &[&str] =
     &["name", "title", "expires_at", "permissions", "ip_rules", "limits", "tools", "meta", "disabled", "credits"];
 
+/// What a tool body may hold (`name` only when creating).
 pub(crate) const TOOL_FIELDS: &[&str] =
     &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
+/// What a tool's PATCH may set: every field of a new tool but its name.
+pub(crate) const TOOL_PATCH_FIELDS: &[&str] = TOOL_FIELDS.split_at(1).1;
 
 pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
@@ -656,7 +658,7 @@ pub(crate) async fn update_tool(
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
-    tri!(f.only(&TOOL_FIELDS[1..]));
+    tri!(f.only(TOOL_PATCH_FIELDS));
     let permission = if f.has("permission") {
         match tri!(f.str("permission")) {
             Some(p) => Some(Some(tri!(

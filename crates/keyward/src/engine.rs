@@ -38,7 +38,9 @@ impl Hasher for DigestHasher {
         // of slices included) so this stays correct for any key type.
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            for (w, b) in word.iter_mut().zip(chunk) {
+                *w = *b;
+            }
             self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
         }
     }

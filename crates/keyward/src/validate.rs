@@ -62,7 +62,7 @@ pub(crate) fn validate_tools(tools: &[String], tool_limits: &[(String, Limits)])
     }
     for (i, (t, l)) in tool_limits.iter().enumerate() {
         check_tool_name(t).map_err(|e| Error::invalid("tool_limits", format!("`{t}`: {e}")))?;
-        if tool_limits[..i].iter().any(|(o, _)| o == t) {
+        if tool_limits.iter().take(i).any(|(o, _)| o == t) {
             return Err(Error::invalid("tool_limits", format!("tool `{t}` appears twice")));
         }
         validate_limits("tool_limits", l)?;
@@ -103,7 +103,7 @@ pub(crate) fn validate_roles(roles: &[String]) -> Result<()> {
                 ),
             ));
         }
-        if roles[..i].contains(r) {
+        if roles.iter().take(i).any(|o| o == r) {
             return Err(Error::invalid("roles", format!("`{r}` appears twice")));
         }
     }
