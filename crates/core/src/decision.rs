@@ -3,8 +3,8 @@
 //! [`lookup`] turns a raw token into the key it names (or `MALFORMED`,
 //! `NOT_FOUND`), [`decide`] runs every later check on a [`Call`] of that key
 //! and charges its limits, and [`admit`] is the status, plan and IP part of it
-//! on its own. The storage engine, the edge and
-//! [`LocalVerifier`](crate::LocalVerifier) all go through these functions.
+//! on its own. The storage engine, the edge and `LocalVerifier` all go
+//! through these functions.
 
 use core::net::IpAddr;
 
