@@ -8,7 +8,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use keyward::{Engine, NewKey, NewSigning};
 use keyward_benches::Fixture;
-use keyward_core::{ApiSecret, NoncePolicy, SignedHeaders, sign, sign_hex, verify_signature};
+use keyward_core::credentials::SignedHeaders;
+use keyward_core::signature::{self, ApiSecret, NoncePolicy, sign, sign_hex};
 
 const MASTER_KEY: &[u8] = b"keyward-bench-master-key-0123456789abcdef";
 const USER_ID: &str = "96";
@@ -32,7 +33,7 @@ fn signed(c: &mut Criterion) {
 
     let nonce = "1700000000000";
     let signature = sign_hex(&secret, nonce, USER_ID, &api_key);
-    assert_eq!(verify_signature(&secret, nonce, USER_ID, &api_key, &signature), Ok(()));
+    assert_eq!(signature::verify(&secret, nonce, USER_ID, &api_key, &signature), Ok(()));
 
     let mut g = c.benchmark_group("signed");
     g.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(3));
@@ -41,7 +42,7 @@ fn signed(c: &mut Criterion) {
     });
     g.bench_function("signature_verify", |b| {
         b.iter(|| {
-            verify_signature(
+            signature::verify(
                 black_box(&secret),
                 black_box(nonce),
                 black_box(USER_ID),

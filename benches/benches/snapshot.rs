@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward_benches::rate_limit;
+use keyward_core::ip::IpRules;
+use keyward_core::permission::Permission;
 use keyward_core::{
-    IpRules, KeyId, KeyPolicy, Limits, LocalVerifier, Permission, Prefix, Snapshot, Token, UnixMillis, WorkspaceId,
-    WorkspacePolicy,
+    KeyId, KeyPolicy, Limits, LocalVerifier, Prefix, Snapshot, Token, UnixMillis, WorkspaceId, WorkspacePolicy,
 };
 
 const KEYS: usize = 100_000;

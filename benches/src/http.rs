@@ -243,18 +243,20 @@ impl Client {
     }
 
     fn stream(&mut self) -> io::Result<&mut TcpStream> {
-        if self.stream.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, TIMEOUT)?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(TIMEOUT))?;
-            s.set_write_timeout(Some(TIMEOUT))?;
-            self.stream = Some(s);
-            self.connects += 1;
-            self.start = 0;
-            self.end = 0;
-        }
-        // Invariant: set just above when it was `None`.
-        Ok(self.stream.as_mut().expect("stream is connected"))
+        let s = match self.stream.take() {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect_timeout(&self.addr, TIMEOUT)?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(TIMEOUT))?;
+                s.set_write_timeout(Some(TIMEOUT))?;
+                self.connects += 1;
+                self.start = 0;
+                self.end = 0;
+                s
+            }
+        };
+        Ok(self.stream.insert(s))
     }
 
     /// `POST path` with a JSON body; waits for the whole response.
@@ -301,7 +303,8 @@ impl Client {
                 if close {
                     self.stream = None;
                 }
-                Ok(Response { status, body: &self.buf[body_at..body_end] })
+                let body = self.buf.get(body_at..body_end).ok_or_else(|| bad("response body beyond the buffer"))?;
+                Ok(Response { status, body })
             }
             Err(e) => {
                 self.stream = None;
@@ -316,13 +319,14 @@ impl Client {
     /// connection after it, and where its body is in `buf`.
     fn read_response(&mut self) -> io::Result<(u16, bool, usize, usize)> {
         let head_len = loop {
-            if let Some(i) = self.buf[self.start..self.end].windows(4).position(|w| w == b"\r\n\r\n") {
+            let buffered = self.buf.get(self.start..self.end).unwrap_or_default();
+            if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
             self.fill()?;
         };
-        let head = std::str::from_utf8(&self.buf[self.start..self.start + head_len])
-            .map_err(|_| bad("response head is not UTF-8"))?;
+        let head = self.buf.get(self.start..self.start + head_len).unwrap_or_default();
+        let head = std::str::from_utf8(head).map_err(|_| bad("response head is not UTF-8"))?;
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
@@ -382,7 +386,7 @@ impl Client {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
         };
-        let n = stream.read(&mut self.buf[self.end..])?;
+        let n = stream.read(self.buf.get_mut(self.end..).unwrap_or_default())?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
         }

@@ -19,13 +19,17 @@
 //! assert_eq!(fx.engine.verify(key.token.expose(), &req).code, Code::Valid);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 #![deny(missing_docs)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use keyward::{Actor, CreatedKey, Engine, EngineBuilder, LimitSync, NewKey, NewWorkspace};
-use keyward_core::{IpRule, IpRules, Limits, Prefix, RateLimit, Token, WorkspaceId};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::RateLimit;
+use keyward_core::{Limits, Prefix, Token, WorkspaceId};
 use tempfile::TempDir;
 
 pub mod http;
@@ -161,6 +165,7 @@ pub fn plain_key(name: impl Into<String>) -> NewKey {
 /// the full valid path (IP check, counters' lock, GCRA) without refusals.
 pub fn key_with_ip_rule_and_rate(name: impl Into<String>) -> NewKey {
     // Invariant: ALLOWED_CIDR is a constant, valid CIDR.
+    #[allow(clippy::expect_used)]
     let rule = IpRule::parse("allow", ALLOWED_CIDR).expect("ALLOWED_CIDR parses");
     NewKey {
         name: name.into(),

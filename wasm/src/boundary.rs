@@ -445,10 +445,10 @@ mod tests {
     #[test]
     fn wanted_matches_the_parser() {
         for (i, name) in WANTED.iter().enumerate().take(CF_IP) {
-            let kind = keyward_core::parse_credentials([(*name, "x")]).err();
-            assert_ne!(kind, Some(keyward_core::CredentialError::Missing), "{i} {name}");
+            let kind = keyward_core::credentials::parse([(*name, "x")]).err();
+            assert_ne!(kind, Some(keyward_core::credentials::CredentialError::Missing), "{i} {name}");
         }
-        let none = keyward_core::parse_credentials([(WANTED[CF_IP], "x")]).err();
-        assert_eq!(none, Some(keyward_core::CredentialError::Missing));
+        let none = keyward_core::credentials::parse([(WANTED[CF_IP], "x")]).err();
+        assert_eq!(none, Some(keyward_core::credentials::CredentialError::Missing));
     }
 }

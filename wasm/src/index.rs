@@ -19,10 +19,10 @@
 use core::hash::{BuildHasherDefault, Hasher};
 use std::collections::HashMap;
 
-use keyward_core::{
-    Call, Code, KeyHash, KeyIndex, Quota, Request, Snapshot, SnapshotError, ToolLookup, Usage, UsageState, Verdict,
-    WorkspaceId, decide, lookup,
-};
+use keyward_core::decision::{KeyIndex, decide_without_workspace, lookup};
+use keyward_core::limits::{Quota, UsageState};
+use keyward_core::snapshot::SnapshotError;
+use keyward_core::{Call, Code, KeyHash, Request, Snapshot, ToolLookup, Usage, Verdict, WorkspaceId, decide};
 
 /// Hashes a digest or random id by its first 8 bytes.
 #[derive(Default)]
@@ -77,6 +77,11 @@ pub(crate) struct Decided {
 impl Decided {
     fn bare(code: Code) -> Self {
         Self { code, key: None, retry_after_ms: None, quota: Quota::default() }
+    }
+
+    /// The verdict on the key at position `key`.
+    fn of(key: usize, v: Verdict) -> Self {
+        Self { code: v.code, key: Some(key), retry_after_ms: v.retry_after_ms, quota: v.quota }
     }
 }
 
@@ -138,19 +143,22 @@ impl Index {
         // The positions in the indexes are the snapshot's own, so none of the
         // `get`s below misses; if one did, it would refuse, not panic.
         let Some(key) = self.snapshot.keys.get(idx) else { return Decided::bare(Code::NotFound) };
+        let mut v = Verdict::bare(Code::Valid);
         let Some(workspace) =
             self.workspaces.get(&key.workspace).and_then(|&w| self.snapshot.workspaces.get(w as usize))
         else {
-            return Decided { key: Some(idx), ..Decided::bare(Code::PlanInactive) };
+            decide_without_workspace(&mut v, key);
+            return Decided::of(idx, v);
         };
         let found = req.tool.and_then(|name| {
             let i = *self.tools.get(&key.workspace)?.get(name)?;
             Some((i, self.snapshot.tools.get(i as usize)?))
         });
-        let tool = match (req.tool, found) {
-            (None, _) => ToolLookup::NotRequested,
-            (Some(_), None) => ToolLookup::Unknown,
-            (Some(_), Some((_, t))) => ToolLookup::Found(t),
+        // `number` is the found tool's; without one it is never read.
+        let (tool, number) = match (req.tool, found) {
+            (None, _) => (ToolLookup::NotRequested, 0),
+            (Some(_), None) => (ToolLookup::Unknown, 0),
+            (Some(_), Some((i, t))) => (ToolLookup::Found(t), i),
         };
         let Some(slot) = self.usage.get_mut(idx) else { return Decided::bare(Code::NotFound) };
         if *slot == 0 {
@@ -158,19 +166,15 @@ impl Index {
             // At most one entry per key, and key numbers fit in u32.
             *slot = self.counters.len() as u32;
         }
-        let Some(usage) = self.counters.get_mut((*slot as usize).saturating_sub(1)) else {
+        let Some(KeyUsage { key: own, tools }) = self.counters.get_mut((*slot as usize).saturating_sub(1)) else {
             return Decided::bare(Code::NotFound);
         };
-        let usage = match found.map(|(i, _)| i) {
-            Some(i) => {
-                let (t, kt) = usage.tools.entry(i).or_default();
-                Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) }
-            }
-            None => Usage { key: &mut usage.key, tool: None, key_tool: None },
-        };
-        let mut v = Verdict::bare(Code::Valid);
-        decide(&mut v, &Call { key, workspace, tool, request: req }, usage);
-        Decided { code: v.code, key: Some(idx), retry_after_ms: v.retry_after_ms, quota: v.quota }
+        let call = Call { key, workspace, tool, request: req };
+        // `Usage::of` asks for a tool's counters only when the tool was
+        // found, and then by its name: this index keeps them by number.
+        let usage = Usage::of(&call, own, |_| tools.entry(number).or_default());
+        decide(&mut v, &call, usage);
+        Decided::of(idx, v)
     }
 }
 
@@ -203,7 +207,8 @@ impl KeyIndex for Index {
 
 #[cfg(test)]
 mod tests {
-    use keyward_core::{Cost, LocalVerifier, ToolPolicy, UnixMillis};
+    use keyward_core::limits::Cost;
+    use keyward_core::{LocalVerifier, ToolPolicy, UnixMillis};
     use keyward_wasm_fixtures as fx;
 
     use super::*;

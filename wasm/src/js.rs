@@ -9,7 +9,7 @@
 //! objects handed back are plain objects built here.
 
 use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
-use keyward_core::Credential;
+use keyward_core::credentials::Credential;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 

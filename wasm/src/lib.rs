@@ -43,7 +43,7 @@ mod outcome;
 
 use core::cell::RefCell;
 
-use keyward_core::ApiSecret;
+use keyward_core::signature::ApiSecret;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -247,7 +247,7 @@ impl Verifier {
         #[wasm_bindgen(unchecked_optional_param_type = "VerifyRequestOptions")] options: JsValue,
     ) -> Result<JsValue, JsValue> {
         let outcome = boundary::request_input(&request, &options, |fields, ask| {
-            let credential = keyward_core::parse_credentials(fields.headers.iter().map(|(n, v)| (*n, *v)));
+            let credential = keyward_core::credentials::parse(fields.headers.iter().map(|(n, v)| (*n, *v)));
             let mut inner = self.inner.try_borrow_mut().map_err(|_| busy())?;
             Ok(outcome::verify_credential(&mut inner, credential, ask))
         })?;
@@ -280,7 +280,7 @@ pub fn verify_signature(
     let user_id = js::required_string(&input, js::Name::UserId)?;
     let api_key = js::required_string(&input, js::Name::ApiKey)?;
     let signature = js::required_string(&input, js::Name::Signature)?;
-    Ok(keyward_core::verify_signature(&secret, &nonce, &user_id, &api_key, &signature).is_ok())
+    Ok(keyward_core::signature::verify(&secret, &nonce, &user_id, &api_key, &signature).is_ok())
 }
 
 /// Takes the one credential from request headers, as the engine does.
@@ -291,7 +291,7 @@ pub fn parse_credentials(
     #[wasm_bindgen(unchecked_param_type = "HeadersInput")] headers: JsValue,
 ) -> Result<JsValue, JsValue> {
     let credential = boundary::headers_input(&headers, |fields| {
-        Ok(keyward_core::parse_credentials(fields.headers.iter().map(|(n, v)| (*n, *v))))
+        Ok(keyward_core::credentials::parse(fields.headers.iter().map(|(n, v)| (*n, *v))))
     })?;
     credential.map(|c| js::credential(&c)).map_err(|e| js::error(&e.to_string()))
 }

@@ -6,10 +6,10 @@
 use core::net::IpAddr;
 use std::borrow::Cow;
 
-use keyward_core::{
-    Code, Cost, Credential, CredentialError, GatewayPath, PathError, Quota, Request, UnixMillis, check_token,
-    gateway_tool,
-};
+use keyward_core::credentials::{Credential, CredentialError};
+use keyward_core::limits::{Cost, Quota};
+use keyward_core::path::{GatewayPath, PathError, gateway_tool};
+use keyward_core::{Code, Request, UnixMillis, token};
 
 use crate::boundary::KeyStrings;
 use crate::index::Index;
@@ -66,7 +66,7 @@ pub(crate) fn verify(verifier: &mut Index, raw: &str, ask: &Ask<'_>) -> Outcome 
         now: ask.now,
     };
     let d = verifier.verify(raw, &req);
-    let error = (d.code == Code::Malformed).then(|| match check_token(raw) {
+    let error = (d.code == Code::Malformed).then(|| match token::check(raw) {
         Err(e) => e.to_string(),
         // Not reached: a token passing the check is looked up, never MALFORMED.
         Ok(()) => "token is malformed".to_owned(),
@@ -205,19 +205,19 @@ mod tests {
         let f = fx::build(0);
         let mut v = Index::new(f.snapshot.clone());
         let a = ask(fx::CREATED_AT);
-        let session = keyward_core::parse_credentials([("aptoken", "s")]);
+        let session = keyward_core::credentials::parse([("aptoken", "s")]);
         let out = verify_credential(&mut v, session, &a);
         assert_eq!((out.code, out.error.as_deref()), (Code::Malformed, Some(SESSION_AT_EDGE)));
         let signed =
-            keyward_core::parse_credentials([("APIKey", "k"), ("Signature", "ab"), ("UserId", "9"), ("Nonce", "1")]);
+            keyward_core::credentials::parse([("APIKey", "k"), ("Signature", "ab"), ("UserId", "9"), ("Nonce", "1")]);
         assert_eq!(verify_credential(&mut v, signed, &a).error.as_deref(), Some(SIGNED_AT_EDGE));
-        let none = keyward_core::parse_credentials([("host", "x")]);
+        let none = keyward_core::credentials::parse([("host", "x")]);
         assert_eq!(
             verify_credential(&mut v, none, &a).error.as_deref(),
             Some("no credential: send X-API-Key, Authorization: Bearer, aptoken, or the signed headers")
         );
         let bearer = format!("Bearer {}", f.token("valid"));
-        let key = keyward_core::parse_credentials([("Authorization", bearer.as_str())]);
+        let key = keyward_core::credentials::parse([("Authorization", bearer.as_str())]);
         assert_eq!(verify_credential(&mut v, key, &a).code, Code::Valid);
     }
 }

@@ -3,6 +3,8 @@
 //! Exit codes: 0 success (or a valid key for `verify`), 1 the key was refused,
 //! 2 usage, I/O or database error.
 #![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod copy;
 mod import;
@@ -18,10 +20,11 @@ use keyward::{
     Actor, Engine, ImportKey, KeyInfo, KeyUpdate, LimitSync, NewKey, NewSigning, NewTool, NewWorkspace, ToolUpdate,
     WorkspaceUpdate,
 };
-use keyward_core::{
-    Concurrency, Credits, IpRule, IpRules, KeyHash, KeyId, Limits, NoncePolicy, Permission, Prefix, RateLimit,
-    UnixMillis, WorkspaceId,
-};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::{Concurrency, Credits, RateLimit};
+use keyward_core::permission::Permission;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{KeyHash, KeyId, Limits, Prefix, UnixMillis, WorkspaceId};
 use serde_json::{Value, json};
 
 #[derive(Parser)]

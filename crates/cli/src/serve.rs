@@ -131,7 +131,7 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
     let proxies = args
         .trusted_proxies
         .iter()
-        .map(|c| keyward_core::parse_cidr(c).map_err(|e| Fail(2, format!("--trusted-proxy: {e}"))))
+        .map(|c| keyward_core::ip::parse_cidr(c).map_err(|e| Fail(2, format!("--trusted-proxy: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     if args.metrics_token.as_deref().is_some_and(|t| t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic())) {
         return Err(Fail(2, "--metrics-token: must be printable ASCII without spaces, not empty".into()));

@@ -22,7 +22,12 @@ fn signing_key(s: &Server, name: &str, signing: Value) -> (String, String, Resp)
 }
 
 fn sign(secret: &str, nonce: &str, user_id: &str, api_key: &str) -> String {
-    keyward_core::sign_hex(&keyward_core::ApiSecret::new(secret.as_bytes().to_vec()), nonce, user_id, api_key)
+    keyward_core::signature::sign_hex(
+        &keyward_core::signature::ApiSecret::new(secret.as_bytes().to_vec()),
+        nonce,
+        user_id,
+        api_key,
+    )
 }
 
 /// `/ap/AuthenticateUser` with the four signed headers and any extra ones.

@@ -395,8 +395,12 @@ fn signed_flow_and_aptoken() {
     let api_secret = d["api_secret"].as_str().unwrap().to_owned();
     assert_eq!((d["user_id"].as_str(), d["nonce"].as_u64()), (Some("96"), Some(1)));
     let auth = |nonce: &str, secret: &str| {
-        let sig =
-            keyward_core::sign_hex(&keyward_core::ApiSecret::new(secret.as_bytes().to_vec()), nonce, "96", &api_key);
+        let sig = keyward_core::signature::sign_hex(
+            &keyward_core::signature::ApiSecret::new(secret.as_bytes().to_vec()),
+            nonce,
+            "96",
+            &api_key,
+        );
         request(
             "POST",
             &s.url("/v1/AuthenticateUser"),

@@ -60,7 +60,12 @@ fn json_lines_carry_the_request_and_no_credential() {
     let verify_id = r.header("x-request-id").unwrap().to_owned();
     let workspace = r.data()["workspace_id"].as_str().unwrap().to_owned();
     // Signed headers, then the session as aptoken.
-    let sig = keyward_core::sign_hex(&keyward_core::ApiSecret::new(api_secret.as_bytes().to_vec()), "100", "96", &key);
+    let sig = keyward_core::signature::sign_hex(
+        &keyward_core::signature::ApiSecret::new(api_secret.as_bytes().to_vec()),
+        "100",
+        "96",
+        &key,
+    );
     let r = request(
         "POST",
         &s.url("/v1/AuthenticateUser"),

@@ -80,9 +80,9 @@ fn https_health_and_apex_flow() {
     );
     assert_eq!(r.status, 201, "{:?}", r.body);
     let key = r.data()["secret"].as_str().unwrap().to_owned();
-    let secret = keyward_core::ApiSecret::new(r.data()["api_secret"].as_str().unwrap().as_bytes().to_vec());
+    let secret = keyward_core::signature::ApiSecret::new(r.data()["api_secret"].as_str().unwrap().as_bytes().to_vec());
     let nonce = "813502977";
-    let sig = keyward_core::sign_hex(&secret, nonce, "96", &key);
+    let sig = keyward_core::signature::sign_hex(&secret, nonce, "96", &key);
     let r = request_with(
         &a,
         "GET",

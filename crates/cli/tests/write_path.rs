@@ -129,8 +129,8 @@ fn login_loop(base: &str, keys: &[Key], deadline: Instant, t: &Tally) {
         let k = &keys[n % keys.len()];
         n += 1;
         let nonce = n.to_string();
-        let secret = keyward_core::ApiSecret::new(k.api_secret.as_bytes().to_vec());
-        let sig = keyward_core::sign_hex(&secret, &nonce, &k.user_id, &k.token);
+        let secret = keyward_core::signature::ApiSecret::new(k.api_secret.as_bytes().to_vec());
+        let sig = keyward_core::signature::sign_hex(&secret, &nonce, &k.user_id, &k.token);
         let headers = [("APIKey", k.token.as_str()), ("Signature", &sig), ("UserId", &k.user_id), ("Nonce", &nonce)];
         match call(&agent, "POST", &url, &headers, None) {
             Ok((200, v)) if v["data"]["authenticated"] == true && v["data"]["user_id"] == k.user_id.as_str() => {

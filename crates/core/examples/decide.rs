@@ -1,9 +1,11 @@
 //! Issues a token, builds a policy and decides a few requests, printing each
 //! verdict. Run with `cargo run -p keyward-core --example decide`.
 
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::{RateLimit, UsageState};
 use keyward_core::{
-    Call, Code, IpRule, IpRules, KeyId, KeyPolicy, Limits, Prefix, RateLimit, Request, Token, ToolLookup, UnixMillis,
-    Usage, UsageState, Verdict, WorkspaceId, WorkspacePolicy, check_token, decide,
+    Call, Code, KeyId, KeyPolicy, Limits, Prefix, Request, Token, ToolLookup, UnixMillis, Usage, Verdict, WorkspaceId,
+    WorkspacePolicy, decide, token,
 };
 
 fn main() {
@@ -39,7 +41,7 @@ fn main() {
     };
     println!("token  {} (shown once; only its hash is kept)", token.expose());
     println!("key    {} start={}", key.id, token.start());
-    println!("format {:?}", check_token(token.expose()).map(|()| Code::Valid));
+    println!("format {:?}", token::check(token.expose()).map(|()| Code::Valid));
     let mut state = UsageState::default();
     for (ip, t) in
         [("127.0.0.1", 0), ("192.0.2.7", 0), ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3), ("127.0.0.1", 400)]

@@ -1,4 +1,5 @@
-//! Extracting one credential from request headers.
+//! Reading a request: the one credential its headers carry ([`parse`]), and
+//! the tool it calls ([`check_tool_name`], [`tool_from_path`]).
 
 use core::fmt;
 

@@ -1,4 +1,4 @@
-//! Public identifiers: `key_…`, `ws_…`, `lease_…`.
+//! Public identifiers: `key_…` ([`KeyId`]) and `ws_…` ([`WorkspaceId`]).
 
 use core::fmt;
 

@@ -6,11 +6,21 @@
 //! [`rand_core::CryptoRng`]. The storage engine, the HTTP server and the WASM
 //! verifier are thin adapters around this crate, so they all decide alike.
 //!
+//! The types a caller meets first are at the root; the rest is in the public
+//! modules, by topic: [`limits`] (quotas and their counters), [`ip`],
+//! [`permission`] and [`query`] (what a key may do), [`token`] and [`id`],
+//! [`credentials`] and [`path`] (reading a request), [`signature`] (signed
+//! requests and their nonces), [`policy`] (the stored records),
+//! [`snapshot`], [`decision`] (the steps of a verification), [`local`] (the
+//! verifier at the edge), [`time`] and [`hex`].
+//!
 //! ```
+//! use keyward_core::ip::{IpRule, IpRules};
+//! use keyward_core::limits::{RateLimit, UsageState};
+//! use keyward_core::permission::Permission;
 //! use keyward_core::{
-//!     decide, Call, Code, Cost, IpRule, IpRules, KeyId, KeyPolicy, Limits, Permission, Prefix,
-//!     RateLimit, Request, Token, ToolLookup, UnixMillis, Usage, UsageState, Verdict, WorkspaceId,
-//!     WorkspacePolicy,
+//!     decide, Call, Code, KeyId, KeyPolicy, Limits, Prefix, Request, Token, ToolLookup, UnixMillis, Usage,
+//!     Verdict, WorkspaceId, WorkspacePolicy,
 //! };
 //! # let mut rng = rand::rng();
 //! // Issue a token; only its hash is kept.
@@ -90,67 +100,46 @@
 //   verdict   → code, id, limits
 //   signature → code, hex, time
 //   snapshot  → ip, limits, policy, time
-//   decide    → code, limits, permission, policy, query, time, token, verdict
-//   local     → code, decide, id, limits, policy, snapshot, token, verdict
+//   decision  → code, limits, permission, policy, query, time, token, verdict
+//   local     → code, decision, id, limits, policy, snapshot, token, verdict
 
 // Leaves.
 mod base62;
 mod code;
-mod credentials;
+pub mod credentials;
 pub mod hex;
-mod ip;
-mod permission;
-mod time;
+pub mod ip;
+pub mod permission;
+pub mod time;
 
 // Identifiers, tokens, permission queries and quotas.
-mod id;
-mod limits;
-mod path;
-mod query;
-mod token;
+pub mod id;
+pub mod limits;
+pub mod path;
+pub mod query;
+pub mod token;
 
 // Records and verdicts.
-mod policy;
-mod signature;
+pub mod policy;
+pub mod signature;
 mod verdict;
 
 // Snapshots and decisions.
-mod decide;
-mod snapshot;
+pub mod decision;
+pub mod snapshot;
 
 // The self-contained verifier.
-mod local;
+pub mod local;
 
 pub use code::Code;
-pub use credentials::{
-    Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, SignedHeaders, ToolNameError, check_tool_name,
-    parse as parse_credentials, tool_from_path,
-};
-pub use decide::{Call, KeyIndex, Request, ToolLookup, Usage, admit, decide, format_check, lookup, quota_of, release};
-pub use id::{IdError, KeyId, WorkspaceId};
-pub use ip::{IpRule, IpRuleError, IpRules, parse_cidr};
-pub use limits::{
-    AUTO_APPLIED, Concurrency, Cost, CreditBalance, Credits, DailyCount, Gcra, Grant, Lease, LeaseId, LeaseScope,
-    Limits, LimitsError, MAX_AD_HOC_RATES, Quota, RateCost, RateLimit, RateReport, RateStatus, Refill, RefillInterval,
-    Refusal, Scope, UsageState, charge, last_refill_boundary, next_refill_boundary, peek, rate_report, valid_rate_name,
-};
-pub use local::{Checked, LocalVerifier};
-pub use path::{GatewayPath, PathError, canonical_path, gateway_tool};
-pub use permission::{Permission, PermissionError, first_uncovered, granted};
-pub use policy::{
-    KeyPolicy, MAX_NAME_LEN, RECORD_VERSION, RecordError, Status, ToolPolicy, WorkspacePolicy, decode_record,
-    encode_record,
-};
-pub use query::{MAX_QUERY_DEPTH, MAX_QUERY_LEN, PermissionQuery, QueryError};
-pub use signature::{
-    ApiSecret, MAX_NONCE_LEN, NonceError, NoncePolicy, NonceState, parse_decimal_nonce, sign, sign_hex,
-    verify as verify_signature,
-};
-pub use snapshot::{
-    FORMAT_VERSION as SNAPSHOT_FORMAT_VERSION, MIN_KEY_LEN as SNAPSHOT_MIN_KEY_LEN, Snapshot, SnapshotError,
-};
-pub use time::{DAY_MS, UnixMillis};
-pub use token::{KeyHash, Prefix, START_CHARS, Token, TokenError, check as check_token, check_foreign, start_of};
+pub use decision::{Call, Request, ToolLookup, Usage, decide};
+pub use id::{KeyId, WorkspaceId};
+pub use limits::Limits;
+pub use local::LocalVerifier;
+pub use policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
+pub use snapshot::Snapshot;
+pub use time::UnixMillis;
+pub use token::{KeyHash, Prefix, Token};
 pub use verdict::Verdict;
 
 /// Re-exported so callers name the same `CryptoRng` trait.

@@ -1,15 +1,16 @@
 //! A self-contained verifier over a [`Snapshot`], with counters in memory.
 //!
-//! This is what runs at the edge (the WASM package wraps it). Counters live in
+//! This is what runs at the edge: [`LocalVerifier`] loads a snapshot and
+//! answers [`LocalVerifier::verify`] with a [`Checked`]. Counters live in
 //! this value only: two isolates each enforce their own limits.
 
 use std::collections::HashMap;
 
 use crate::code::Code;
-use crate::decide::{self, Call, KeyIndex, Request, ToolLookup, Usage};
+use crate::decision::{self, Call, KeyIndex, Request, ToolLookup, Usage};
 use crate::id::WorkspaceId;
 use crate::limits::UsageState;
-use crate::policy::{KeyPolicy, ToolPolicy, WorkspacePolicy};
+use crate::policy::{KeyPolicy, ToolPolicy};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::token::KeyHash;
 use crate::verdict::Verdict;
@@ -63,9 +64,9 @@ impl LocalVerifier {
     }
 
     /// Finds the key a raw token names, or the verdict that refuses it before
-    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`): [`decide::lookup`].
+    /// lookup (`MALFORMED`) or at lookup (`NOT_FOUND`): [`decision::lookup`].
     pub fn lookup(&self, raw: &str) -> Result<usize, Code> {
-        decide::lookup(self, raw)
+        decision::lookup(self, raw)
     }
 
     /// Verifies a raw token for a request, charging this verifier's counters.
@@ -78,39 +79,22 @@ impl LocalVerifier {
         let Some(key) = self.snapshot.keys.get(idx) else {
             return Checked { verdict: Verdict::bare(Code::NotFound), key: None };
         };
+        let mut verdict = Verdict::bare(Code::Valid);
         let Some(workspace) = self.workspaces.get(&key.workspace).and_then(|&w| self.snapshot.workspaces.get(w)) else {
-            let mut v = Verdict::bare(Code::PlanInactive);
-            v.key_id = Some(key.id);
-            v.workspace_id = Some(key.workspace);
-            return Checked { verdict: v, key: Some(key) };
+            decision::decide_without_workspace(&mut verdict, key);
+            return Checked { verdict, key: Some(key) };
         };
         let tool = find_tool(&self.tools, &self.snapshot.tools, key.workspace, req.tool);
-        let usage = self.usage.entry(idx).or_default();
-        let usage = match (req.tool, tool) {
-            (Some(name), ToolLookup::Found(_)) => {
-                let (t, kt) = usage.tools.entry(name.to_owned()).or_default();
-                Usage { key: &mut usage.key, tool: Some(t), key_tool: Some(kt) }
-            }
-            _ => Usage { key: &mut usage.key, tool: None, key_tool: None },
-        };
-        let mut verdict = Verdict::bare(Code::Valid);
-        decide::decide(&mut verdict, &Call { key, workspace, tool, request: req }, usage);
+        let call = Call { key, workspace, tool, request: req };
+        let KeyUsage { key: own, tools } = self.usage.entry(idx).or_default();
+        let usage = Usage::of(&call, own, |name| tools.entry(name.to_owned()).or_default());
+        decision::decide(&mut verdict, &call, usage);
         Checked { verdict, key: Some(key) }
     }
 
     /// Number of keys in the snapshot.
     pub fn key_count(&self) -> usize {
         self.snapshot.keys.len()
-    }
-
-    /// A workspace by id.
-    pub fn workspace(&self, id: WorkspaceId) -> Option<&WorkspacePolicy> {
-        self.workspaces.get(&id).and_then(|&i| self.snapshot.workspaces.get(i))
-    }
-
-    /// A tool by workspace and name.
-    pub fn tool_policy(&self, ws: WorkspaceId, name: &str) -> Option<&ToolPolicy> {
-        self.tools.get(&(ws, name.to_owned())).and_then(|&i| self.snapshot.tools.get(i))
     }
 }
 

@@ -49,11 +49,6 @@ impl Permission {
         &self.0
     }
 
-    /// Whether this ends in `*`.
-    pub fn is_wildcard(&self) -> bool {
-        self.0.ends_with('*')
-    }
-
     /// Whether holding `self` grants the concrete permission `required`.
     pub fn grants(&self, required: &str) -> bool {
         match self.0.strip_suffix('*') {

@@ -22,7 +22,8 @@
 //! `billing:*` is satisfied only by `billing:*` or a broader wildcard.
 //!
 //! ```
-//! use keyward_core::{Permission, PermissionQuery};
+//! use keyward_core::permission::Permission;
+//! use keyward_core::query::PermissionQuery;
 //!
 //! let q = PermissionQuery::parse("docs.read AND (docs.write OR admin)").unwrap();
 //! let held = |ps: &[&str]| ps.iter().map(|p| Permission::parse(p).unwrap()).collect::<Vec<_>>();

@@ -2,11 +2,16 @@
 //! round-trips.
 
 use hmac::{KeyInit, Mac};
+use keyward_core::credentials::{self, tool_from_path};
+use keyward_core::ip::{IpRule, IpRules, parse_cidr};
+use keyward_core::limits::{Concurrency, Credits, RateLimit, Refill, RefillInterval};
+use keyward_core::permission::Permission;
+use keyward_core::policy::{decode_record, encode_record};
+use keyward_core::signature::parse_decimal_nonce;
+use keyward_core::snapshot::SnapshotError;
 use keyward_core::{
-    Code, Concurrency, Credits, IpRule, IpRules, KeyHash, KeyId, KeyPolicy, Limits, LocalVerifier, Permission, Prefix,
-    RateLimit, Refill, RefillInterval, Request, Snapshot, SnapshotError, Token, ToolPolicy, UnixMillis, WorkspaceId,
-    WorkspacePolicy, check_token, decode_record, encode_record, parse_cidr, parse_credentials, parse_decimal_nonce,
-    tool_from_path,
+    Code, KeyHash, KeyId, KeyPolicy, Limits, LocalVerifier, Prefix, Request, Snapshot, Token, ToolPolicy, UnixMillis,
+    WorkspaceId, WorkspacePolicy, token,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -77,7 +82,7 @@ fn arb_key() -> impl Strategy<Value = KeyPolicy> {
 proptest! {
     #[test]
     fn token_check_never_panics(s in "\\PC{0,80}") {
-        let _ = check_token(&s);
+        let _ = token::check(&s);
         let _ = Token::parse(&s);
         let _ = Token::parse_foreign(&s);
     }
@@ -86,12 +91,12 @@ proptest! {
     fn generated_tokens_always_check(seed in any::<u64>(), prefix in "[a-z0-9]{1,7}(_[a-z0-9]{1,7})?") {
         let prefix = Prefix::parse(&prefix).unwrap();
         let t = Token::generate(&prefix, &mut StdRng::seed_from_u64(seed));
-        prop_assert_eq!(check_token(t.expose()), Ok(()));
+        prop_assert_eq!(token::check(t.expose()), Ok(()));
         // Any single-character change is caught (by charset, shape or checksum).
         let mut b = t.expose().as_bytes().to_vec();
         let i = b.len() - 1 - (seed as usize % 36);
         b[i] = if b[i] == b'0' { b'1' } else { b'0' };
-        prop_assert!(check_token(std::str::from_utf8(&b).unwrap()).is_err());
+        prop_assert!(token::check(std::str::from_utf8(&b).unwrap()).is_err());
     }
 
     #[test]
@@ -111,13 +116,13 @@ proptest! {
     fn credentials_never_panic(h in proptest::collection::vec(
         (prop_oneof!["x-api-key", "authorization", "aptoken", "apikey", "signature", "userid", "nonce", "[a-z-]{1,10}"],
          proptest::collection::vec(any::<u8>(), 0..40)), 0..6)) {
-        let _ = parse_credentials(h.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        let _ = credentials::parse(h.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
     }
 
     #[test]
     fn tool_paths_never_panic(s in "\\PC{0,80}") {
         let _ = tool_from_path(&s);
-        let _ = keyward_core::gateway_tool(&s);
+        let _ = keyward_core::path::gateway_tool(&s);
     }
 
     /// A canonical path is its own canonical form, and a target is refused
@@ -125,14 +130,14 @@ proptest! {
     #[test]
     fn canonical_paths_are_stable(segs in proptest::collection::vec("[a-zA-Z0-9_.~-]{1,8}|%2[fF]|%25", 1..6)) {
         let target: String = segs.iter().map(|s| format!("/{s}")).collect();
-        match keyward_core::canonical_path(&target) {
+        match keyward_core::path::canonical_path(&target) {
             Ok(p) => {
                 prop_assert!(!target.to_ascii_lowercase().contains("%2f") && !target.contains("%25"));
-                prop_assert_eq!(keyward_core::canonical_path(&p), Ok(p.clone()));
+                prop_assert_eq!(keyward_core::path::canonical_path(&p), Ok(p.clone()));
             }
             Err(e) => {
                 let encoded = target.to_ascii_lowercase().contains("%2f") || target.contains("%25");
-                prop_assert!(encoded || e == keyward_core::PathError::DotSegment, "{target}: {e}");
+                prop_assert!(encoded || e == keyward_core::path::PathError::DotSegment, "{target}: {e}");
             }
         }
     }

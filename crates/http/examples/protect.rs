@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::routing::get;
 use keyward::{Actor, Engine, NewKey, NewWorkspace};
-use keyward_core::Permission;
+use keyward_core::permission::Permission;
 use keyward_http::{KeywardLayer, VerifiedKey};
 
 async fn report(key: VerifiedKey) -> String {

@@ -17,7 +17,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use keyward_core::{Code, Credential, CredentialError, SignedHeaders, parse_credentials, parse_decimal_nonce};
+use keyward_core::Code;
+use keyward_core::credentials::{self, Credential, CredentialError, SignedHeaders};
+use keyward_core::signature::parse_decimal_nonce;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
@@ -115,7 +117,7 @@ fn signed_headers(headers: &HeaderMap) -> Result<SignedHeaders, String> {
         .iter()
         .filter(|(n, _)| !n.as_str().eq_ignore_ascii_case("aptoken"))
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    match parse_credentials(pairs) {
+    match credentials::parse(pairs) {
         Ok(Credential::Signed(s)) => Ok(s),
         Ok(_) | Err(CredentialError::Missing) => Err(WANTED.to_owned()),
         Err(e) => Err(e.to_string()),
@@ -178,7 +180,7 @@ async fn log_out(State(state): State<AppState>, headers: HeaderMap, _body: Bytes
         .iter()
         .filter(|(n, _)| n.as_str().eq_ignore_ascii_case("aptoken"))
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    let token = match parse_credentials(pairs) {
+    let token = match credentials::parse(pairs) {
         Ok(Credential::Session(t)) => t,
         Ok(_) | Err(CredentialError::Missing) => {
             let body = standard(Some("Not Authorized"), errorcode::NOT_AUTHORIZED, Some("send aptoken"));

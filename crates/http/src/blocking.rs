@@ -48,7 +48,7 @@ pub(crate) async fn off_workers<T: Send + 'static>(
 /// commits the session and the key's nonce history before it answers.
 pub(crate) async fn login(
     engine: &Engine,
-    signed: keyward_core::SignedHeaders,
+    signed: keyward_core::credentials::SignedHeaders,
     ip: Option<std::net::IpAddr>,
 ) -> Result<keyward::Session, Box<keyward_core::Verdict>> {
     match off_workers(engine, move |e| Ok(e.authenticate_user(&signed, ip))).await {

@@ -20,14 +20,12 @@ pub struct RequestId(pub String);
 
 impl RequestId {
     pub(crate) fn generate() -> Self {
-        use rand::RngExt;
+        use rand::seq::IndexedRandom;
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
         let mut rng = rand::rng();
         let mut id = String::with_capacity(24);
         id.push_str("req_");
-        for _ in 0..20 {
-            id.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
-        }
+        id.extend((0..20).filter_map(|_| ALPHABET.choose(&mut rng)).map(|&b| char::from(b)));
         Self(id)
     }
 }

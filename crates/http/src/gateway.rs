@@ -24,7 +24,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keyward::{Engine, LeaseGuard};
-use keyward_core::{Code, Credential};
+use keyward_core::Code;
+use keyward_core::credentials::Credential;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -133,7 +134,7 @@ pub(crate) async fn gateway(State(state): State<AppState>, peer: Peer, req: Requ
     }
     // The tool, by the path rule the edge applies too: the path decoded
     // once, and one another reader could take differently names no tool.
-    let canonical = match keyward_core::canonical_path(parts.uri.path()) {
+    let canonical = match keyward_core::path::canonical_path(parts.uri.path()) {
         Ok(path) => path,
         Err(e) => {
             let e = ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string());
@@ -141,7 +142,7 @@ pub(crate) async fn gateway(State(state): State<AppState>, peer: Peer, req: Requ
         }
     };
     let tool = match split_path(&canonical) {
-        Some((tool, _)) if keyward_core::check_tool_name(tool).is_ok() => tool.to_owned(),
+        Some((tool, _)) if keyward_core::credentials::check_tool_name(tool).is_ok() => tool.to_owned(),
         _ => return refuse(ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool")),
     };
     // The rest of the path goes upstream as the client wrote it.

@@ -3,10 +3,11 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use keyward::{BatchKey, ImportKey, KeyInfo, NewKey, NewSigning, Workspace};
-use keyward_core::{
-    Concurrency, Credits, IpRule, IpRules, KeyHash, Limits, NoncePolicy, Permission, RateLimit, Refill, RefillInterval,
-    Token, UnixMillis,
-};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::{Concurrency, Credits, RateLimit, Refill, RefillInterval};
+use keyward_core::permission::Permission;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{KeyHash, Limits, Token, UnixMillis};
 use serde_json::{Map, Value};
 
 use crate::envelope::ApiError;

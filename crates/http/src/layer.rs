@@ -9,7 +9,8 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use keyward::Engine;
-use keyward_core::{Credential, KeyId, Verdict, WorkspaceId, parse_credentials};
+use keyward_core::credentials::{self, Credential};
+use keyward_core::{KeyId, Verdict, WorkspaceId};
 use tower::{Layer, Service};
 
 use crate::client_ip::TrustedProxies;
@@ -140,7 +141,7 @@ where
         Box::pin(async move {
             let headers = req.headers();
             let pairs = headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-            let cred = match parse_credentials(pairs) {
+            let cred = match credentials::parse(pairs) {
                 Ok(c @ (Credential::ApiKey(_) | Credential::Session(_))) => c,
                 Ok(_) | Err(_) => {
                     let e = ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "MALFORMED", "no usable credential");

@@ -16,6 +16,11 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Attacker input yields an error, never a panic (STYLE.md, "Errors"): outside
+// tests, every unwrap, expect, panic or unchecked index is either rewritten or
+// carries a scoped `allow` with a comment stating why it cannot fire.
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod apex;
 mod blocking;

@@ -12,7 +12,8 @@ const BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 2
 #[derive(Default)]
 pub struct Metrics {
     requests: DashMap<(String, u16, &'static str), u64>,
-    latency: [AtomicU64; 13],
+    /// Calls per bucket of `BUCKETS_US`, then the calls above the last.
+    latency: [AtomicU64; BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
 }
@@ -23,7 +24,9 @@ impl Metrics {
         if verdict.is_some() {
             let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             let i = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
-            self.latency[i].fetch_add(1, Ordering::Relaxed);
+            if let Some(bucket) = self.latency.get(i) {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
             self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
             self.latency_count.fetch_add(1, Ordering::Relaxed);
         }
@@ -46,11 +49,11 @@ impl Metrics {
         out.push_str("# HELP keyward_verify_duration_seconds Time to answer requests that carried a verdict.\n");
         out.push_str("# TYPE keyward_verify_duration_seconds histogram\n");
         let mut cumulative = 0;
-        for (i, b) in BUCKETS_US.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
+        for (b, n) in BUCKETS_US.iter().zip(&self.latency) {
+            cumulative += n.load(Ordering::Relaxed);
             let _ = writeln!(out, "keyward_verify_duration_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
         }
-        cumulative += self.latency[BUCKETS_US.len()].load(Ordering::Relaxed);
+        cumulative += self.latency.last().map_or(0, |n| n.load(Ordering::Relaxed));
         let _ = writeln!(out, "keyward_verify_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(
             out,

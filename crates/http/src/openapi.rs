@@ -526,7 +526,7 @@ mod tests {
         let doc = doc();
         assert_eq!(properties(&doc, "KeySpec"), sorted(crate::json::KEY_SPEC_FIELDS));
         assert_eq!(properties(&doc, "ToolSpec"), sorted(crate::routes::TOOL_FIELDS));
-        assert_eq!(properties(&doc, "ToolPatch"), sorted(&crate::routes::TOOL_FIELDS[1..]));
+        assert_eq!(properties(&doc, "ToolPatch"), sorted(crate::routes::TOOL_PATCH_FIELDS));
         assert_eq!(properties(&doc, "WorkspacePatch"), sorted(crate::routes::WORKSPACE_FIELDS));
         assert_eq!(properties(&doc, "VerifySpec"), sorted(crate::routes::VERIFY_FIELDS));
         assert_eq!(properties(&doc, "BatchSpec"), sorted(&["keys"]));

@@ -7,7 +7,9 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, SigningSecrets, ToolUpdate};
-use keyward_core::{Code, Cost, Credential, KeyId, UnixMillis, Verdict, WorkspaceId, parse_credentials};
+use keyward_core::credentials::{self, Credential};
+use keyward_core::limits::Cost;
+use keyward_core::{Code, KeyId, UnixMillis, Verdict, WorkspaceId};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -43,7 +45,7 @@ pub(crate) fn credential(headers: &HeaderMap, ignore_session: bool) -> Result<Cr
         .iter()
         .filter(|(n, _)| !(ignore_session && n.as_str().eq_ignore_ascii_case("aptoken")))
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    parse_credentials(pairs)
+    credentials::parse(pairs)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string()))
 }
 
@@ -195,7 +197,7 @@ fn created_json(
         user_id: signing.map(|s| s.user_id.clone()),
         nonce: signing.map(|s| s.nonce),
         nonce_policy: signing.map(|s| match s.nonce_policy {
-            keyward_core::NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
+            keyward_core::signature::NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
             _ => wire::NoncePolicy::Unique,
         }),
     })
@@ -269,7 +271,10 @@ fn batch_refused(total: usize, refused: Vec<(usize, ApiError)>) -> Reply {
 
 /// The permissions of the calling key, for a key created without any: it
 /// gets what its creator holds.
-async fn inherited_permissions(state: &AppState, caller: KeyId) -> Result<Vec<keyward_core::Permission>, ApiError> {
+async fn inherited_permissions(
+    state: &AppState,
+    caller: KeyId,
+) -> Result<Vec<keyward_core::permission::Permission>, ApiError> {
     off_workers(&state.engine, move |e| e.key(caller)).await.map(|k| k.permissions).map_err(engine_error)
 }
 
@@ -603,13 +608,15 @@ pub(crate) async fn audit(
 
 // ---- tools ----------------------------------------------------------------
 
-/// What a tool body may hold (`name` only when creating).
 /// The fields `PATCH /v1/api-keys/{id}` reads; others are refused.
 pub(crate) const KEY_PATCH_FIELDS: &[&str] =
     &["name", "title", "expires_at", "permissions", "ip_rules", "limits", "tools", "meta", "disabled", "credits"];
 
+/// What a tool body may hold (`name` only when creating).
 pub(crate) const TOOL_FIELDS: &[&str] =
     &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
+/// What a tool's PATCH may set: every field of a new tool but its name.
+pub(crate) const TOOL_PATCH_FIELDS: &[&str] = TOOL_FIELDS.split_at(1).1;
 
 pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
@@ -618,7 +625,9 @@ pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, heade
     tri!(f.only(TOOL_FIELDS));
     let name = tri!(tri!(f.str("name")).ok_or_else(|| ApiError::invalid("name", "is required"))).to_owned();
     let permission = match tri!(f.str("permission")) {
-        Some(p) => Some(tri!(keyward_core::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e)))),
+        Some(p) => {
+            Some(tri!(keyward_core::permission::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e))))
+        }
         None => None,
     };
     let spec = NewTool {
@@ -649,12 +658,12 @@ pub(crate) async fn update_tool(
     let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
     let map = tri!(json::object(&headers, &body, false));
     let f = Fields::new(&map);
-    tri!(f.only(&TOOL_FIELDS[1..]));
+    tri!(f.only(TOOL_PATCH_FIELDS));
     let permission = if f.has("permission") {
         match tri!(f.str("permission")) {
-            Some(p) => {
-                Some(Some(tri!(keyward_core::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e)))))
-            }
+            Some(p) => Some(Some(tri!(
+                keyward_core::permission::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e))
+            ))),
             None => Some(None),
         }
     } else {
@@ -964,7 +973,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
 /// segments) gets the gateway's path rule, as at the edge; others 404.
 pub(crate) async fn not_found(uri: Uri) -> Reply {
     if uri.path().starts_with("/api/v2/") {
-        return match keyward_core::gateway_tool(uri.path()) {
+        return match keyward_core::path::gateway_tool(uri.path()) {
             Err(e) => Reply::error(ApiError::new(StatusCode::UNAUTHORIZED, Code::Malformed.as_str(), e.to_string()))
                 .verdict(Code::Malformed.as_str()),
             Ok(_) => Reply::error(ApiError::new(StatusCode::NOT_FOUND, Code::UnknownTool.as_str(), "no such tool"))

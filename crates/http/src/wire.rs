@@ -75,12 +75,12 @@ pub(crate) enum KeyStatus {
     Disabled,
 }
 
-impl From<keyward_core::Status> for KeyStatus {
-    fn from(s: keyward_core::Status) -> Self {
+impl From<keyward_core::policy::Status> for KeyStatus {
+    fn from(s: keyward_core::policy::Status) -> Self {
         match s {
-            keyward_core::Status::Active => Self::Active,
-            keyward_core::Status::Expired => Self::Expired,
-            keyward_core::Status::Revoked => Self::Revoked,
+            keyward_core::policy::Status::Active => Self::Active,
+            keyward_core::policy::Status::Expired => Self::Expired,
+            keyward_core::policy::Status::Revoked => Self::Revoked,
             _ => Self::Disabled,
         }
     }

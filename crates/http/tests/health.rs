@@ -25,7 +25,7 @@ async fn healthz_is_503_while_the_store_fails_and_200_after() {
     let ws = engine.create_workspace(NewWorkspace::named("w"), &Actor::Admin).unwrap().policy.id;
     let root = keyward::NewKey {
         name: "root".into(),
-        permissions: vec![keyward_core::Permission::parse("*").unwrap()],
+        permissions: vec![keyward_core::permission::Permission::parse("*").unwrap()],
         ..keyward::NewKey::default()
     };
     let root = engine.create_key(ws, root, &Actor::Admin).unwrap().token.expose().to_owned();

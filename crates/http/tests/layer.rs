@@ -5,7 +5,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use keyward::{Actor, Engine, NewKey, NewTool, NewWorkspace};
-use keyward_core::{Concurrency, Limits, Permission};
+use keyward_core::Limits;
+use keyward_core::limits::Concurrency;
+use keyward_core::permission::Permission;
 use keyward_http::{KeywardLayer, VerifiedKey};
 use tower::ServiceExt;
 

@@ -1,6 +1,7 @@
 //! The audit log, snapshots and read-only figures.
 
-use keyward_core::{KeyPolicy, Snapshot, Status, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy};
+use keyward_core::policy::Status;
+use keyward_core::{KeyPolicy, Snapshot, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};

@@ -12,7 +12,9 @@
 //! bounded.
 
 use ipnet::IpNet;
-use keyward_core::{IpRule, IpRules, KeyPolicy, Limits, first_uncovered};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::permission::first_uncovered;
+use keyward_core::{KeyPolicy, Limits};
 
 use crate::error::{Error, Result};
 
@@ -187,7 +189,7 @@ fn no_looser(field: &str, acting: &Limits, child: &Limits) -> Result<()> {
         ));
     }
     if let Some(credits) = acting.credits {
-        let refill = |c: &keyward_core::Credits| c.refill.map_or(0, |r| r.amount);
+        let refill = |c: &keyward_core::limits::Credits| c.refill.map_or(0, |r| r.amount);
         let ok = child.credits.is_some_and(|c| c.initial <= credits.initial && refill(&c) <= refill(&credits));
         if !ok {
             return Err(refused(

@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use keyward_core::{KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId};
+use keyward_core::limits::{RateLimit, UsageState};
+use keyward_core::signature::NonceState;
+use keyward_core::{KeyId, KeyPolicy, UnixMillis, WorkspaceId};
 use redb::StorageBackend;
 
 use crate::clock::{Clock, CounterClock};
@@ -36,7 +38,9 @@ impl Hasher for DigestHasher {
         // of slices included) so this stays correct for any key type.
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            for (w, b) in word.iter_mut().zip(chunk) {
+                *w = *b;
+            }
             self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
         }
     }
@@ -605,7 +609,7 @@ impl EngineBuilder {
         if self.opts.master_key.as_ref().is_some_and(|k| k.len() < 32) {
             return Err(Error::invalid("master_key", "must be at least 32 bytes"));
         }
-        if self.opts.snapshot_key.as_ref().is_some_and(|k| k.len() < keyward_core::SNAPSHOT_MIN_KEY_LEN) {
+        if self.opts.snapshot_key.as_ref().is_some_and(|k| k.len() < keyward_core::snapshot::MIN_KEY_LEN) {
             return Err(Error::invalid("snapshot_key", "must be at least 16 bytes"));
         }
         Ok(())

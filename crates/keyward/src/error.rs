@@ -110,8 +110,8 @@ macro_rules! storage_from {
 }
 storage_from!(redb::StorageError, redb::TransactionError, redb::TableError, redb::CommitError);
 
-impl From<keyward_core::RecordError> for Error {
-    fn from(e: keyward_core::RecordError) -> Self {
+impl From<keyward_core::policy::RecordError> for Error {
+    fn from(e: keyward_core::policy::RecordError) -> Self {
         Error::Corrupt(e.to_string())
     }
 }

@@ -279,7 +279,7 @@ impl crate::Engine {
     }
 
     /// A workspace's usage history: the calls of all its keys (deleted
-    /// ones included), as [`Engine::key_history`].
+    /// ones included), as [`Engine::key_history`](crate::Engine::key_history).
     pub fn workspace_history(
         &self,
         ws: keyward_core::WorkspaceId,

@@ -7,9 +7,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use keyward_core::{
-    CreditBalance, KeyHash, KeyId, KeyPolicy, NoncePolicy, Permission, Token, UnixMillis, WorkspaceId, first_uncovered,
-};
+use keyward_core::limits::CreditBalance;
+use keyward_core::permission::{Permission, first_uncovered};
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{KeyHash, KeyId, KeyPolicy, Token, UnixMillis, WorkspaceId};
 
 use crate::audit::audit;
 use crate::engine::{Engine, Inner, KeyCounters, LiveKey, UsageCell};
@@ -206,7 +207,12 @@ pub(crate) fn signing_secrets(inner: &Inner, id: KeyId, signing: Option<&Signing
 }
 
 /// Applies a credit change to counters `c` at `now`; returns the new balance.
-fn apply_credits(c: &mut KeyCounters, policy: &keyward_core::Credits, change: CreditChange, now: UnixMillis) -> u64 {
+fn apply_credits(
+    c: &mut KeyCounters,
+    policy: &keyward_core::limits::Credits,
+    change: CreditChange,
+    now: UnixMillis,
+) -> u64 {
     let current = c.key.credits_at(policy, now);
     let next = match change {
         CreditChange::Set(v) => v,
@@ -220,8 +226,8 @@ fn apply_credits(c: &mut KeyCounters, policy: &keyward_core::Credits, change: Cr
 /// What an update does to the credit balance: a reset to the new limits'
 /// `initial` (or to none), then a change.
 struct CreditStep {
-    reset: Option<Option<keyward_core::Credits>>,
-    change: Option<(keyward_core::Credits, CreditChange)>,
+    reset: Option<Option<keyward_core::limits::Credits>>,
+    change: Option<(keyward_core::limits::Credits, CreditChange)>,
 }
 
 impl CreditStep {
@@ -683,7 +689,7 @@ impl Engine {
         self.inner.read_counters(&live)?;
         let now = self.inner.now();
         let c = live.usage.lock();
-        let quota = keyward_core::quota_of(&live.policy().limits, &c.key, now);
+        let quota = keyward_core::decision::quota_of(&live.policy().limits, &c.key, now);
         let daily_used =
             live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
         drop(c);

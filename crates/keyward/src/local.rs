@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use keyward_core::{Call, Code, Cost, RateCost, Request as CoreRequest, ToolLookup, UnixMillis, Verdict};
+use keyward_core::limits::{Cost, RateCost};
+use keyward_core::{Call, Code, Request as CoreRequest, ToolLookup, UnixMillis, Verdict};
 
 use crate::engine::{Inner, KeyCounters, LiveKey};
 use crate::model::LimitSync;

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use keyward_core::{KeyId, KeyPolicy, NonceState};
+use keyward_core::signature::NonceState;
+use keyward_core::{KeyId, KeyPolicy};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{DEFAULT_CACHE_BYTES, Engine, KeyCounters, LiveKey, UsageCell};

@@ -2,10 +2,12 @@
 
 use std::fmt;
 
-use keyward_core::{
-    Credits, IpRules, KeyId, KeyPolicy, Limits, NoncePolicy, NonceState, Permission, Prefix, Quota, Status, Token,
-    ToolPolicy, UnixMillis, UsageState, WorkspaceId, WorkspacePolicy,
-};
+use keyward_core::ip::IpRules;
+use keyward_core::limits::{Credits, Quota, UsageState};
+use keyward_core::permission::Permission;
+use keyward_core::policy::Status;
+use keyward_core::signature::{NoncePolicy, NonceState};
+use keyward_core::{KeyId, KeyPolicy, Limits, Prefix, Token, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -121,7 +123,7 @@ pub struct Workspace {
 impl Workspace {
     /// Decodes a stored workspace, also as written before `key_ttl` (then
     /// none) or `limit_sync` (then exact) existed.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::policy::RecordError> {
         #[derive(Deserialize)]
         struct BeforeSync {
             policy: WorkspacePolicy,
@@ -133,13 +135,14 @@ impl Workspace {
             created_at: UnixMillis,
             limit_sync: LimitSync,
         }
-        keyward_core::decode_record::<Self>(bytes)
+        keyward_core::policy::decode_record::<Self>(bytes)
             .or_else(|e| {
-                let BeforeTtl { policy, created_at, limit_sync } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+                let BeforeTtl { policy, created_at, limit_sync } =
+                    keyward_core::policy::decode_record(bytes).map_err(|_| e)?;
                 Ok(Self { policy, created_at, limit_sync, key_ttl: KeyTtl::default() })
             })
-            .or_else(|e: keyward_core::RecordError| {
-                let BeforeSync { policy, created_at } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+            .or_else(|e: keyward_core::policy::RecordError| {
+                let BeforeSync { policy, created_at } = keyward_core::policy::decode_record(bytes).map_err(|_| e)?;
                 Ok(Self { policy, created_at, limit_sync: LimitSync::Exact, key_ttl: KeyTtl::default() })
             })
     }
@@ -616,9 +619,9 @@ struct KeyRecordBefore {
 impl KeyRecord {
     /// Decodes a stored key, also as written before `bearer` and `serial`
     /// existed (then `false`, a signing key is no bearer key, and none).
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
-        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
-            let b: KeyRecordBefore = keyward_core::decode_record(bytes).map_err(|_| e)?;
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::policy::RecordError> {
+        keyward_core::policy::decode_record::<Self>(bytes).or_else(|e| {
+            let b: KeyRecordBefore = keyward_core::policy::decode_record(bytes).map_err(|_| e)?;
             Ok(Self {
                 policy: b.policy,
                 start: b.start,
@@ -654,14 +657,14 @@ pub(crate) struct ToolRecord {
 impl ToolRecord {
     /// Decodes a stored tool, also as written before upstreams existed
     /// (then without one, and the default timeout).
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::RecordError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, keyward_core::policy::RecordError> {
         #[derive(Deserialize)]
         struct Before {
             policy: ToolPolicy,
             created_at: UnixMillis,
         }
-        keyward_core::decode_record::<Self>(bytes).or_else(|e| {
-            let Before { policy, created_at } = keyward_core::decode_record(bytes).map_err(|_| e)?;
+        keyward_core::policy::decode_record::<Self>(bytes).or_else(|e| {
+            let Before { policy, created_at } = keyward_core::policy::decode_record(bytes).map_err(|_| e)?;
             Ok(Self { policy, created_at, upstream: None, timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS })
         })
     }
@@ -702,7 +705,8 @@ pub(crate) struct SessionRecord {
 
 #[cfg(test)]
 mod tests {
-    use keyward_core::{KeyHash, encode_record};
+    use keyward_core::KeyHash;
+    use keyward_core::policy::encode_record;
 
     use super::*;
 
@@ -762,10 +766,10 @@ mod tests {
         // A key without a signing identity is a bearer key whatever the flag.
         assert!(KeyRecord { signing: None, bearer: false, ..now.clone() }.is_bearer());
         // Neither shape: refused as corrupt, not guessed.
-        assert_eq!(KeyRecord::decode(&encode_record(&now)[..5]), Err(keyward_core::RecordError::Corrupt));
+        assert_eq!(KeyRecord::decode(&encode_record(&now)[..5]), Err(keyward_core::policy::RecordError::Corrupt));
         let mut bytes = encode_record(&now);
         bytes.push(0);
-        assert_eq!(KeyRecord::decode(&bytes), Err(keyward_core::RecordError::Corrupt));
+        assert_eq!(KeyRecord::decode(&bytes), Err(keyward_core::policy::RecordError::Corrupt));
     }
 
     #[test]
@@ -796,7 +800,8 @@ mod tests {
 
 #[cfg(test)]
 mod tool_record_tests {
-    use keyward_core::{Limits, ToolPolicy, UnixMillis, WorkspaceId, decode_record, encode_record};
+    use keyward_core::policy::{decode_record, encode_record};
+    use keyward_core::{Limits, ToolPolicy, UnixMillis, WorkspaceId};
     use serde::Serialize;
 
     use super::{DEFAULT_UPSTREAM_TIMEOUT_MS, ToolRecord};

@@ -14,7 +14,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use keyward_core::{KeyId, KeyPolicy, Status, Token};
+use keyward_core::policy::Status;
+use keyward_core::{KeyId, KeyPolicy, Token};
 
 use crate::audit::audit;
 use crate::engine::Engine;

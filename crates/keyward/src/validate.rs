@@ -1,7 +1,9 @@
 //! Checks of what callers send, before anything is changed, and the values
 //! derived from it.
 
-use keyward_core::{ApiSecret, KeyId, Limits, Prefix, check_tool_name};
+use keyward_core::credentials::check_tool_name;
+use keyward_core::signature::ApiSecret;
+use keyward_core::{KeyId, Limits, Prefix};
 
 use crate::error::{Error, Result};
 
@@ -20,8 +22,8 @@ pub const MAX_ROLES: usize = 64;
 
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     let n = name.chars().count();
-    if n == 0 || n > keyward_core::MAX_NAME_LEN {
-        return Err(Error::invalid("name", format!("must be 1 to {} characters", keyward_core::MAX_NAME_LEN)));
+    if n == 0 || n > keyward_core::policy::MAX_NAME_LEN {
+        return Err(Error::invalid("name", format!("must be 1 to {} characters", keyward_core::policy::MAX_NAME_LEN)));
     }
     if name.chars().any(char::is_control) {
         return Err(Error::invalid("name", "must not contain control characters"));
@@ -60,7 +62,7 @@ pub(crate) fn validate_tools(tools: &[String], tool_limits: &[(String, Limits)])
     }
     for (i, (t, l)) in tool_limits.iter().enumerate() {
         check_tool_name(t).map_err(|e| Error::invalid("tool_limits", format!("`{t}`: {e}")))?;
-        if tool_limits[..i].iter().any(|(o, _)| o == t) {
+        if tool_limits.iter().take(i).any(|(o, _)| o == t) {
             return Err(Error::invalid("tool_limits", format!("tool `{t}` appears twice")));
         }
         validate_limits("tool_limits", l)?;
@@ -101,7 +103,7 @@ pub(crate) fn validate_roles(roles: &[String]) -> Result<()> {
                 ),
             ));
         }
-        if roles[..i].contains(r) {
+        if roles.iter().take(i).any(|o| o == r) {
             return Err(Error::invalid("roles", format!("`{r}` appears twice")));
         }
     }
@@ -111,7 +113,7 @@ pub(crate) fn validate_roles(roles: &[String]) -> Result<()> {
 /// The prefix a native token's display start begins with (`start` is the
 /// prefix, `_` and the first body characters).
 pub(crate) fn prefix_of_start(start: &str) -> Option<Prefix> {
-    let cut = start.len().checked_sub(1 + keyward_core::START_CHARS)?;
+    let cut = start.len().checked_sub(1 + keyward_core::token::START_CHARS)?;
     Prefix::parse(start.get(..cut)?).ok()
 }
 

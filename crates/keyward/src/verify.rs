@@ -1,13 +1,17 @@
 //! The hot path: verification, leases, signed authentication and sessions.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use keyward_core::credentials::{Credential, SignedHeaders};
+use keyward_core::decision::{KeyIndex, admit, decide_without_workspace};
+use keyward_core::limits::{Cost, LeaseId, LeaseScope, RateReport, Scope, UsageState, charge, peek, rate_report};
+use keyward_core::query::PermissionQuery;
 use keyward_core::{
-    Call, Code, Cost, Credential, KeyHash, KeyId, KeyIndex, LeaseId, LeaseScope, Limits, PermissionQuery, Prefix,
-    RateReport, Request as CoreRequest, Scope, SignedHeaders, Token, ToolLookup, UnixMillis, Usage, UsageState,
-    Verdict, WorkspaceId, admit, charge, check_token, decide, peek, rate_report, verify_signature,
+    Call, Code, KeyHash, KeyId, Limits, Prefix, Request as CoreRequest, Token, ToolLookup, UnixMillis, Usage, Verdict,
+    WorkspaceId, decide, signature, token,
 };
 
 use crate::audit::audit;
@@ -108,9 +112,9 @@ impl KeyIndex for Inner {
 }
 
 impl Inner {
-    /// Format check and lookup of an API key: [`keyward_core::lookup`].
+    /// Format check and lookup of an API key: [`keyward_core::decision::lookup`].
     fn lookup(&self, raw: &str) -> Result<Arc<LiveKey>, Code> {
-        keyward_core::lookup(self, raw)
+        keyward_core::decision::lookup(self, raw)
     }
 
     /// [`Inner::lookup`] of a token sent as a bearer credential (not a
@@ -123,7 +127,7 @@ impl Inner {
     }
 
     fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Arc<LiveKey>, Code> {
-        check_token(raw).map_err(|_| Code::Malformed)?;
+        token::check(raw).map_err(|_| Code::Malformed)?;
         let Some(session) = self.sessions.get(&KeyHash::of(raw).0) else {
             return Err(Code::NotFound);
         };
@@ -155,9 +159,7 @@ impl Inner {
             return;
         }
         let Some(ws) = live.workspace.as_ref().map(|slot| slot.current.load()) else {
-            *v = Verdict::bare(Code::PlanInactive);
-            v.key_id = Some(policy.id);
-            v.workspace_id = Some(policy.workspace);
+            decide_without_workspace(v, policy);
             return;
         };
         let tool = req.tool.map(|name| ws.tools.get(name));
@@ -463,18 +465,23 @@ fn store_unavailable(v: &mut Verdict, policy: &keyward_core::KeyPolicy) {
 /// node's, a copy of them, or the shared store's), charging them if the call
 /// is admitted.
 pub(crate) fn decide_on(v: &mut Verdict, call: &Call<'_>, c: &mut KeyCounters) {
-    match (call.request.tool, call.tool) {
-        (Some(name), ToolLookup::Found(_)) => {
-            if !c.tools.contains_key(name) {
-                c.tools.insert(name.to_owned(), Default::default());
-            }
-            match c.tools.get_mut(name) {
-                Some((t, kt)) => decide(v, call, Usage { key: &mut c.key, tool: Some(t), key_tool: Some(kt) }),
-                None => *v = Verdict::bare(Code::UnknownTool),
-            }
-        }
-        _ => decide(v, call, Usage { key: &mut c.key, tool: None, key_tool: None }),
+    let KeyCounters { key, tools, .. } = c;
+    decide(v, call, Usage::of(call, key, |name| tool_counters(tools, name)));
+}
+
+/// The counters kept for tool `name` (under the tool's limits, then the
+/// key×tool limits), made on the tool's first call. The name is copied
+/// only then: a call of a tool that has counters allocates nothing.
+// The entry is inserted just above when it is missing, so `get_mut` finds it.
+#[allow(clippy::expect_used)]
+fn tool_counters<'a>(
+    tools: &'a mut HashMap<String, (UsageState, UsageState)>,
+    name: &str,
+) -> &'a mut (UsageState, UsageState) {
+    if !tools.contains_key(name) {
+        tools.insert(name.to_owned(), Default::default());
     }
+    tools.get_mut(name).expect("inserted above when missing")
 }
 
 /// Into `out` (when asked for): the key's rate limits `call` applied, from
@@ -495,7 +502,7 @@ fn release_in(c: &mut KeyCounters, tool: Option<&str>, leases: &[(LeaseScope, Le
             Some((t, kt)) => (Some(t), Some(kt)),
             None => (None, None),
         };
-        all &= keyward_core::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
+        all &= keyward_core::decision::release(Usage { key: &mut c.key, tool: t, key_tool: kt }, scope, id);
     }
     all
 }
@@ -754,7 +761,7 @@ impl Engine {
             return Err(fail(Code::InvalidSignature));
         }
         let secret = derive_api_secret(master, policy.id);
-        verify_signature(&secret, &headers.nonce, &headers.user_id, &headers.api_key, &headers.signature)
+        signature::verify(&secret, &headers.nonce, &headers.user_id, &headers.api_key, &headers.signature)
             .map_err(fail)?;
 
         // Level 1 of the lock order: this key's logins (and those of a key
@@ -810,7 +817,7 @@ impl Engine {
 
     /// Ends a session: its token is refused from now on. Returns whether it existed.
     pub fn end_session(&self, token: &str) -> Result<bool> {
-        if check_token(token).is_err() {
+        if keyward_core::token::check(token).is_err() {
             return Ok(false);
         }
         let hash = KeyHash::of(token).0;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use keyward_core::{Limits, ToolPolicy, WorkspaceId, WorkspacePolicy, check_tool_name};
+use keyward_core::credentials::check_tool_name;
+use keyward_core::{Limits, ToolPolicy, WorkspaceId, WorkspacePolicy};
 
 use crate::audit::audit;
 use crate::engine::{Engine, Inner, LiveWorkspace, WorkspaceSlot};
@@ -86,7 +87,7 @@ impl Engine {
             if acting.policy().workspace != id {
                 return Err(Error::not_found("workspace", id));
             }
-            if !keyward_core::granted(&acting.policy().permissions, "workspaces:write") {
+            if !keyward_core::permission::granted(&acting.policy().permissions, "workspaces:write") {
                 return Err(Error::InsufficientPermissions("changing the workspace needs `workspaces:write`".into()));
             }
             // The plan is the operator's: a key does not grant its
@@ -143,7 +144,7 @@ impl Engine {
         let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
         validate_timeout(timeout_ms)?;
         if let (Some(a), Some(p)) = (&acting, &spec.permission)
-            && keyward_core::first_uncovered(&a.policy().permissions, std::slice::from_ref(p)).is_some()
+            && keyward_core::permission::first_uncovered(&a.policy().permissions, std::slice::from_ref(p)).is_some()
         {
             return Err(Error::InsufficientPermissions(format!(
                 "permission: a tool needing `{p}` can only be made by a key holding it"
@@ -193,7 +194,9 @@ impl Engine {
             // permission it replaces and the one it sets.
             if let (Some(a), Some(new)) = (&acting, &update.permission) {
                 for p in old.policy.permission.iter().chain(new.iter()) {
-                    if keyward_core::first_uncovered(&a.policy().permissions, std::slice::from_ref(p)).is_some() {
+                    if keyward_core::permission::first_uncovered(&a.policy().permissions, std::slice::from_ref(p))
+                        .is_some()
+                    {
                         return Err(Error::InsufficientPermissions(format!(
                             "permission: changing tool `{name}` needs `{p}`, which the acting key lacks"
                         )));

@@ -6,7 +6,9 @@ mod common;
 
 use common::{Env, T0, perm};
 use keyward::{Actor, Error, KeyUpdate, NewKey, NewTool, ToolUpdate};
-use keyward_core::{Code, IpRule, IpRules, Limits, RateLimit, UnixMillis};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::RateLimit;
+use keyward_core::{Code, Limits, UnixMillis};
 
 fn rules(list: &[(&str, &str)]) -> IpRules {
     IpRules(list.iter().map(|(a, c)| IpRule::parse(a, c).unwrap()).collect())

@@ -14,7 +14,9 @@ use keyward::{
     Actor, AuditAction, BatchKey, Engine, Error, ImportKey, MAX_BATCH, ManualClock, NewKey, NewSigning, NewWorkspace,
     Request,
 };
-use keyward_core::{Code, Credits, KeyHash, Limits, NoncePolicy, Token, UnixMillis};
+use keyward_core::limits::Credits;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{Code, KeyHash, Limits, Token, UnixMillis};
 
 fn named(name: &str) -> NewKey {
     NewKey { name: name.into(), ..NewKey::default() }
@@ -77,7 +79,7 @@ fn results_come_in_order_and_survive_a_reopen() {
     assert_eq!(AuditAction::KeysCreated.as_str(), "keys.created");
 
     // Free calls: the credits stay as created.
-    let free = Request { cost: keyward_core::Cost { credits: 0, rates: &[] }, ..Request::default() };
+    let free = Request { cost: keyward_core::limits::Cost { credits: 0, rates: &[] }, ..Request::default() };
     let check = |e: &Engine| {
         assert_eq!(e.key_count(), 5);
         for t in &tokens {

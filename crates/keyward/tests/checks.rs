@@ -5,9 +5,9 @@ mod common;
 
 use common::{Env, T0, perm};
 use keyward::{Actor, Checks, CreditChange, Error, KeyUpdate, NewKey, NewWorkspace, Request};
-use keyward_core::{
-    AUTO_APPLIED, Code, Cost, Credits, Limits, PermissionQuery, Prefix, RateCost, RateLimit, RateReport,
-};
+use keyward_core::limits::{AUTO_APPLIED, Cost, Credits, RateCost, RateLimit, RateReport};
+use keyward_core::query::PermissionQuery;
+use keyward_core::{Code, Limits, Prefix};
 
 fn rate(name: &str, limit: u64, window_ms: u64, auto_apply: bool) -> RateLimit {
     RateLimit { name: name.into(), limit, window_ms, auto_apply }

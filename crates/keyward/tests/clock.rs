@@ -4,7 +4,9 @@ mod common;
 
 use common::{Env, T0};
 use keyward::{Actor, CreditChange, NewKey, NewTool, Request};
-use keyward_core::{Code, Credits, DAY_MS, Limits, Refill, RefillInterval, UnixMillis};
+use keyward_core::limits::{Credits, Refill, RefillInterval};
+use keyward_core::time::DAY_MS;
+use keyward_core::{Code, Limits, UnixMillis};
 
 #[test]
 fn expiry() {
@@ -15,7 +17,7 @@ fn expiry() {
     assert_eq!(env.engine.verify(k.token.expose(), &Request::default()).code, Code::Valid);
     env.clock.advance(1);
     assert_eq!(env.engine.verify(k.token.expose(), &Request::default()).code, Code::Expired);
-    assert_eq!(env.engine.key(k.info.id).unwrap().status, keyward_core::Status::Expired);
+    assert_eq!(env.engine.key(k.info.id).unwrap().status, keyward_core::policy::Status::Expired);
 }
 
 #[test]
@@ -154,8 +156,9 @@ fn snapshot_export_round_trips_and_verifies_alike() {
 #[test]
 fn snapshots_hold_only_bearer_keys() {
     let env = Env::new();
-    let signing =
-        || Some(keyward::NewSigning { user_id: "9".into(), nonce_policy: keyward_core::NoncePolicy::Monotonic });
+    let signing = || {
+        Some(keyward::NewSigning { user_id: "9".into(), nonce_policy: keyward_core::signature::NoncePolicy::Monotonic })
+    };
     let signer = env.key_with(keyward::NewKey { name: "s".into(), signing: signing(), ..Default::default() });
     let both =
         env.key_with(keyward::NewKey { name: "b".into(), signing: signing(), bearer: true, ..Default::default() });

@@ -7,7 +7,8 @@ use std::sync::{Arc, Barrier};
 
 use common::Env;
 use keyward::{Actor, NewKey, NewTool, Request};
-use keyward_core::{Code, Credits, Limits, RateLimit};
+use keyward_core::limits::{Credits, RateLimit};
+use keyward_core::{Code, Limits};
 
 const THREADS: usize = 8;
 

@@ -115,7 +115,7 @@ fn sigkill_loses_no_acknowledged_write() {
         } else if !in_doubt.contains(id) {
             assert_eq!(got, Code::Valid, "key {id}");
         }
-        assert_eq!(info.status == keyward_core::Status::Revoked, got == Code::Revoked);
+        assert_eq!(info.status == keyward_core::policy::Status::Revoked, got == Code::Revoked);
     }
     assert!(e.check().unwrap() >= created.len());
 }

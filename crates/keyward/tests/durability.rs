@@ -4,7 +4,9 @@ mod common;
 
 use common::{Env, perm};
 use keyward::{Actor, Engine, KeyUpdate, NewKey, NewTool, Request};
-use keyward_core::{Code, Concurrency, Cost, Credits, Limits, RateLimit, Status};
+use keyward_core::limits::{Concurrency, Cost, Credits, RateLimit};
+use keyward_core::policy::Status;
+use keyward_core::{Code, Limits};
 
 #[test]
 fn everything_survives_reopen() {

@@ -12,7 +12,10 @@ use std::time::Duration;
 use common::{MASTER, T0, login};
 use faulty::FaultyBackend;
 use keyward::{Actor, CreditChange, Engine, Error, ManualClock, NewKey, NewSigning, NewWorkspace, Request};
-use keyward_core::{Code, Credits, Limits, NoncePolicy, Status};
+use keyward_core::limits::Credits;
+use keyward_core::policy::Status;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{Code, Limits};
 
 fn builder(clock: &ManualClock) -> keyward::EngineBuilder {
     // A long interval: this test flushes by hand.
@@ -42,7 +45,7 @@ fn a_failing_store_changes_nothing_and_the_engine_recovers() {
     let k = engine.create_key(ws, spec, &Actor::Admin).unwrap();
     let id = k.info.id;
     let token = k.token.expose().to_owned();
-    let free = Request { cost: keyward_core::Cost { credits: 0, rates: &[] }, ..Request::default() };
+    let free = Request { cost: keyward_core::limits::Cost { credits: 0, rates: &[] }, ..Request::default() };
     let h = engine.health();
     assert_eq!((h.degraded, h.write_failures, h.flush_failures), (None, 0, 0));
 

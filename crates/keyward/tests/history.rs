@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{Env, T0};
 use keyward::{Actor, Engine, Error, Granularity, HistoryBucket, ManualClock, NewKey, NewWorkspace, Request};
-use keyward_core::{Code, Limits, RateLimit, UnixMillis};
+use keyward_core::limits::RateLimit;
+use keyward_core::{Code, Limits, UnixMillis};
 
 const MIN: u64 = 60_000;
 const HOUR: u64 = 60 * MIN;

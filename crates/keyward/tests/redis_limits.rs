@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::T0;
 use keyward::{Actor, CreditChange, Engine, LimitSync, ManualClock, NewKey, NewTool, NewWorkspace, Request};
-use keyward_core::{Code, Concurrency, Cost, Credential, Credits, KeyId, Limits, RateCost, RateLimit, Verdict};
+use keyward_core::credentials::Credential;
+use keyward_core::limits::{Concurrency, Cost, Credits, RateCost, RateLimit};
+use keyward_core::{Code, KeyId, Limits, Verdict};
 use redis_server::{Cluster, Redis};
 
 fn node(url: &str, clock: &ManualClock) -> Engine {

@@ -12,7 +12,10 @@ use common::{MASTER, T0, login};
 use keyward::{
     Actor, AuditAction, CreditChange, Engine, Error, ManualClock, NewKey, NewSigning, NewTool, NewWorkspace, Request,
 };
-use keyward_core::{Code, Credits, Limits, NoncePolicy, Status};
+use keyward_core::limits::Credits;
+use keyward_core::policy::Status;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{Code, Limits};
 use redis_server::{Cluster, Redis};
 
 fn open(url: &str, clock: &ManualClock) -> Engine {

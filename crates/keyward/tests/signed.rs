@@ -4,7 +4,9 @@ mod common;
 
 use common::Env;
 use keyward::{Actor, NewKey, NewSigning, Request};
-use keyward_core::{Code, NoncePolicy, SignedHeaders, sign_hex};
+use keyward_core::Code;
+use keyward_core::credentials::SignedHeaders;
+use keyward_core::signature::{NoncePolicy, sign_hex};
 use zeroize::Zeroizing;
 
 /// A key with a signing identity for user 96.
@@ -22,7 +24,7 @@ fn signing_key(env: &Env, policy: NoncePolicy) -> keyward::CreatedKey {
 
 fn headers(k: &keyward::CreatedKey, nonce: &str) -> SignedHeaders {
     let s = k.signing.as_ref().unwrap();
-    let secret = keyward_core::ApiSecret::new(s.api_secret.as_bytes().to_vec());
+    let secret = keyward_core::signature::ApiSecret::new(s.api_secret.as_bytes().to_vec());
     SignedHeaders {
         api_key: Zeroizing::new(k.token.expose().to_owned()),
         signature: sign_hex(&secret, nonce, "96", k.token.expose()),
@@ -165,7 +167,7 @@ fn a_signing_key_is_no_bearer_key_unless_made_one() {
     // Alone, the token is refused wherever a bearer credential is read.
     let v = e.verify(token, &req);
     assert_eq!((v.code, v.key_id, v.workspace_id), (Code::InvalidSignature, Some(k.info.id), Some(env.ws)));
-    let cred = keyward_core::Credential::ApiKey(Zeroizing::new(token.to_owned()));
+    let cred = keyward_core::credentials::Credential::ApiKey(Zeroizing::new(token.to_owned()));
     assert_eq!(e.verify_credential(&cred, &req).code, Code::InvalidSignature);
     assert_eq!(e.verify_detailed(&cred, &req).verdict.code, Code::InvalidSignature);
     assert_eq!(e.acquire(&cred, &req).err().map(|v| v.code), Some(Code::InvalidSignature));

@@ -16,7 +16,9 @@ use keyward::{
     KeyInfo, KeyUsageReport, ManualClock, NewKey, NewSigning, NewTool, Page, Request, StoreLocation, Workspace,
     copy_store,
 };
-use keyward_core::{Code, Credits, KeyId, Limits, NoncePolicy, WorkspaceId};
+use keyward_core::limits::Credits;
+use keyward_core::signature::NoncePolicy;
+use keyward_core::{Code, KeyId, Limits, WorkspaceId};
 
 /// What a populated source holds, read through its engine.
 struct Facts {

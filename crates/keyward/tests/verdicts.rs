@@ -4,9 +4,9 @@ mod common;
 
 use common::{Env, perm};
 use keyward::{Actor, KeyUpdate, NewKey, NewTool, NewWorkspace, Request, WorkspaceUpdate};
-use keyward_core::{
-    Code, Concurrency, Cost, Credits, IpRule, IpRules, Limits, RateLimit, UnixMillis, parse_credentials,
-};
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::{Concurrency, Cost, Credits, RateLimit};
+use keyward_core::{Code, Limits, UnixMillis, credentials};
 
 fn ip(s: &str) -> Option<std::net::IpAddr> {
     Some(s.parse().unwrap())
@@ -36,7 +36,7 @@ fn every_verdict() {
 
     // EXPIRED, including expire_now.
     let now_expired = env.key_with(NewKey { name: "expired".into(), expire_now: true, ..NewKey::default() });
-    assert_eq!(now_expired.info.status, keyward_core::Status::Expired);
+    assert_eq!(now_expired.info.status, keyward_core::policy::Status::Expired);
     assert_eq!(e.verify(now_expired.token.expose(), &req).code, Code::Expired);
 
     // REVOKED.
@@ -158,7 +158,7 @@ fn every_verdict() {
     assert_eq!((v.code, v.retry_after_ms), (Code::DailyLimit, Some(14 * 3_600_000)));
 
     let conc = limited(Limits { concurrency: Some(Concurrency { max: 1, lease_ms: 30_000 }), ..Limits::default() });
-    let cred = parse_credentials([("x-api-key", conc.token.expose())]).unwrap();
+    let cred = credentials::parse([("x-api-key", conc.token.expose())]).unwrap();
     let guard = e.acquire(&cred, &req).unwrap();
     assert_eq!(e.verify(conc.token.expose(), &req).code, Code::ConcurrencyLimit);
     drop(guard);
@@ -291,7 +291,7 @@ fn bad_input_changes_nothing() {
                 name: "s".into(),
                 signing: Some(keyward::NewSigning {
                     user_id: "has space".into(),
-                    nonce_policy: keyward_core::NoncePolicy::Monotonic,
+                    nonce_policy: keyward_core::signature::NoncePolicy::Monotonic,
                 }),
                 ..NewKey::default()
             },

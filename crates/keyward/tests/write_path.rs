@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::{MASTER, SNAP, T0};
 use keyward::{Actor, CreditChange, Engine, Error, KeyUpdate, ManualClock, NewKey, NewSigning, NewWorkspace, Request};
-use keyward_core::{Code, Cost, Credits, KeyId, Limits, NoncePolicy, SignedHeaders, sign_hex};
+use keyward_core::credentials::SignedHeaders;
+use keyward_core::limits::{Cost, Credits};
+use keyward_core::signature::{NoncePolicy, sign_hex};
+use keyward_core::{Code, KeyId, Limits};
 use zeroize::Zeroizing;
 
 /// The longest the contended work may take before the test fails.
@@ -48,7 +51,7 @@ fn with_watchdog<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send 
 }
 
 fn signed(token: &str, secret: &str, nonce: &str) -> SignedHeaders {
-    let secret = keyward_core::ApiSecret::new(secret.as_bytes().to_vec());
+    let secret = keyward_core::signature::ApiSecret::new(secret.as_bytes().to_vec());
     SignedHeaders {
         api_key: Zeroizing::new(token.to_owned()),
         signature: sign_hex(&secret, nonce, "u1", token),
@@ -206,7 +209,11 @@ fn contended_writes_complete_and_nothing_acknowledged_is_lost() {
         assert_eq!(e.usage(strict_id).unwrap().daily_used, Some(strict_admitted), "{when}: strict daily");
         let last = *rotations.last().unwrap();
         assert_eq!(e.usage(last).unwrap().daily_used, Some(plain_admitted), "{when}: daily across rotations");
-        assert_eq!(e.key(doomed_id).unwrap().status, keyward_core::Status::Revoked, "{when}: revoked stays revoked");
+        assert_eq!(
+            e.key(doomed_id).unwrap().status,
+            keyward_core::policy::Status::Revoked,
+            "{when}: revoked stays revoked"
+        );
         assert_eq!(e.verify(doomed.token.expose(), &Request::default()).code, Code::Revoked, "{when}");
         assert!(matches!(e.key(gone_id), Err(Error::NotFound { .. })), "{when}: a deleted key stays deleted");
         assert_eq!(e.verify(gone.token.expose(), &Request::default()).code, Code::NotFound, "{when}");

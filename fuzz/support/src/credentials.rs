@@ -1,7 +1,6 @@
-//! The `credentials` target: header lists → [`keyward_core::parse_credentials`].
-
-use keyward_core::{
-    Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, check_tool_name, parse_credentials, tool_from_path,
+//! The `credentials` target: header lists → [`keyward_core::credentials::parse`].
+use keyward_core::credentials::{
+    self, Credential, CredentialError, MAX_HEADER_VALUE, MAX_TOOL_LEN, check_tool_name, tool_from_path,
 };
 
 use crate::input::{Input, Seed, flip_case, lossy};
@@ -52,7 +51,7 @@ pub(crate) fn write_headers(seed: &mut Seed, headers: SeedHeaders<'_>) {
 }
 
 fn parse(headers: &[(Vec<u8>, &[u8])]) -> Result<Credential, CredentialError> {
-    parse_credentials(headers.iter().map(|(n, v)| (n.as_slice(), *v)))
+    credentials::parse(headers.iter().map(|(n, v)| (n.as_slice(), *v)))
 }
 
 /// Which credential header `name` is (an index into [`HEADER_NAMES`]):
@@ -103,7 +102,7 @@ fn assert_clean_value(v: &str, inner_blanks: bool) {
     }
 }
 
-/// `credentials` target: header lists → [`keyward_core::parse_credentials`].
+/// `credentials` target: header lists → [`keyward_core::credentials::parse`].
 ///
 /// Properties, not a second parser: a repeated credential header is a
 /// `Duplicate`, none is `Missing`, two kinds are a `Conflict` naming two of
@@ -304,7 +303,7 @@ fn round_trips(value: &[u8]) {
     let send = |list: &[(&str, &str)]| {
         let mut headers: Vec<(&[u8], &[u8])> = list.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
         headers.insert(usize::from(value[0]) % (headers.len() + 1), noise);
-        parse_credentials(headers)
+        credentials::parse(headers)
     };
     assert_eq!(api_key(&send(&[("x-api-key", &padded)])).as_deref(), Some(tok.as_str()));
     assert_eq!(api_key(&send(&[("AUTHORIZATION", &bearer)])).as_deref(), Some(tok.as_str()));

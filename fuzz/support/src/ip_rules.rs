@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use keyward_core::{IpRule, IpRuleError, IpRules, parse_cidr};
+use keyward_core::ip::{IpRule, IpRuleError, IpRules, parse_cidr};
 
 use crate::input::{Input, lossy};
 

@@ -1,4 +1,4 @@
-//! The `limits` target: differential, `keyward_core::charge` on one scope
+//! The `limits` target: differential, `keyward_core::limits::charge` on one scope
 //! against an independent reference model of docs/limits.md ([`model`]).
 //!
 //! Both see the same random sequence of calls (time step, credits, optionally
@@ -6,7 +6,8 @@
 //! refuse, the refusal code, retry-after, the lease handed out, and the quota
 //! figures (credits and daily remaining, the rate limit's remaining and reset).
 
-use keyward_core::{Concurrency, Credits, Limits, RateLimit, Refill, RefillInterval, UnixMillis};
+use keyward_core::limits::{Concurrency, Credits, RateLimit, Refill, RefillInterval};
+use keyward_core::{Limits, UnixMillis};
 
 use crate::FUZZ_EPOCH;
 use crate::input::{Input, Seed};
@@ -254,7 +255,7 @@ fn write_cost(s: &mut Seed, cost: u64, wide: bool) {
 
 #[cfg(test)]
 mod tests {
-    use keyward_core::LimitsError;
+    use keyward_core::limits::LimitsError;
 
     use super::*;
 

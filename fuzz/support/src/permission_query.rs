@@ -1,6 +1,7 @@
 //! The `permission_query` target: the permission query parser and evaluator.
 
-use keyward_core::{MAX_QUERY_LEN, Permission, PermissionQuery, QueryError};
+use keyward_core::permission::Permission;
+use keyward_core::query::{MAX_QUERY_LEN, PermissionQuery, QueryError};
 
 use crate::input::{Input, lossy};
 use crate::seeds::must;

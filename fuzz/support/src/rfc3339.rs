@@ -1,6 +1,7 @@
 //! The `rfc3339` target: `UnixMillis::parse_rfc3339` and `to_rfc3339`.
 
-use keyward_core::{DAY_MS, UnixMillis};
+use keyward_core::UnixMillis;
+use keyward_core::time::DAY_MS;
 
 use crate::input::{Input, Seed, lossy};
 

@@ -2,10 +2,14 @@
 
 use std::net::Ipv6Addr;
 
+use keyward_core::ip::{IpRule, IpRules};
+use keyward_core::limits::{Concurrency, Credits, RateLimit, Refill, RefillInterval};
+use keyward_core::permission::Permission;
+use keyward_core::policy::encode_record;
+use keyward_core::signature::{ApiSecret, sign_hex};
+use keyward_core::time::DAY_MS;
 use keyward_core::{
-    ApiSecret, Concurrency, Credits, DAY_MS, IpRule, IpRules, KeyHash, KeyId, KeyPolicy, Limits, Permission, Prefix,
-    RateLimit, Refill, RefillInterval, Snapshot, Token, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy,
-    encode_record, sign_hex,
+    KeyHash, KeyId, KeyPolicy, Limits, Prefix, Snapshot, Token, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy,
 };
 
 use crate::credentials::{SeedHeaders, write_headers};

@@ -1,9 +1,10 @@
 //! The `signature` target: signed header sets, and the replay policies.
 
-use keyward_core::{
-    ApiSecret, Code, Credential, MAX_NONCE_LEN, NoncePolicy, NonceState, UnixMillis, parse_credentials,
-    parse_decimal_nonce, sign, sign_hex, verify_signature,
+use keyward_core::credentials::{self, Credential};
+use keyward_core::signature::{
+    self, ApiSecret, MAX_NONCE_LEN, NoncePolicy, NonceState, parse_decimal_nonce, sign, sign_hex,
 };
+use keyward_core::{Code, UnixMillis};
 
 use crate::FUZZ_EPOCH;
 use crate::credentials::kept_as_sent;
@@ -15,7 +16,7 @@ const MAX_NONCE_OPS: usize = 64;
 /// `signature` target: signed header sets → parse + verify, and the replay
 /// policies as a state machine.
 ///
-/// Checks that [`keyward_core::sign_hex`] output always verifies, in lower,
+/// Checks that [`keyward_core::signature::sign_hex`] output always verifies, in lower,
 /// upper and mixed case, and that an altered one never does; that clean
 /// header sets parse to exactly their values and verify; and that
 /// `NonceState::check_and_accept` follows a plain model under `Monotonic` and
@@ -41,15 +42,15 @@ pub fn signature(data: &[u8]) {
     let upper = sig.to_ascii_uppercase();
     let mixed = flip_case(&sig, sig_arg);
     for s in [&sig, &upper, &mixed] {
-        assert_eq!(verify_signature(&secret, &nonce, &user, &key, s), Ok(()), "{s}");
+        assert_eq!(signature::verify(&secret, &nonce, &user, &key, s), Ok(()), "{s}");
     }
     let mut altered = sig.clone().into_bytes();
     let at = usize::from(sig_arg) % altered.len();
     altered[at] = if altered[at] == b'0' { b'1' } else { b'0' };
     let altered = String::from_utf8(altered).unwrap_or_default();
-    assert_eq!(verify_signature(&secret, &nonce, &user, &key, &altered), Err(Code::InvalidSignature));
-    assert_eq!(verify_signature(&secret, &nonce, &user, &key, &sig[..63]), Err(Code::InvalidSignature));
-    assert_eq!(verify_signature(&secret, &format!("{nonce}0"), &user, &key, &sig), Err(Code::InvalidSignature));
+    assert_eq!(signature::verify(&secret, &nonce, &user, &key, &altered), Err(Code::InvalidSignature));
+    assert_eq!(signature::verify(&secret, &nonce, &user, &key, &sig[..63]), Err(Code::InvalidSignature));
+    assert_eq!(signature::verify(&secret, &format!("{nonce}0"), &user, &key, &sig), Err(Code::InvalidSignature));
 
     // 2. The header set, as a client sends it.
     let sig_value: &[u8] = match sig_mode {
@@ -72,12 +73,12 @@ pub fn signature(data: &[u8]) {
     if layout & 4 != 0 {
         headers.reverse();
     }
-    let parsed = parse_credentials(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())));
+    let parsed = credentials::parse(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())));
     // Values that survive header cleaning unchanged are what the client signed.
     let clean = [raw_key, raw_user, raw_nonce].iter().all(|v| kept_as_sent(v));
     let header_nonce = match parsed {
         Ok(Credential::Signed(s)) => {
-            let verdict = verify_signature(&secret, &s.nonce, &s.user_id, &s.api_key, &s.signature);
+            let verdict = signature::verify(&secret, &s.nonce, &s.user_id, &s.api_key, &s.signature);
             if clean {
                 assert_eq!((s.api_key.as_str(), s.user_id.as_str(), s.nonce.as_str()), (&*key, &*user, &*nonce));
                 match sig_mode {

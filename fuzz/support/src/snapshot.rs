@@ -9,10 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use hmac::{KeyInit, Mac};
+use keyward_core::limits::{Cost, Scope, UsageState, charge, peek};
+use keyward_core::policy::{decode_record, encode_record};
+use keyward_core::signature::NonceState;
+use keyward_core::snapshot::{self, SnapshotError};
 use keyward_core::{
-    Call, Code, Cost, KeyPolicy, Limits, LocalVerifier, NonceState, Request, SNAPSHOT_FORMAT_VERSION, Scope, Snapshot,
-    SnapshotError, ToolLookup, ToolPolicy, UnixMillis, Usage, UsageState, Verdict, WorkspacePolicy, charge, decide,
-    decode_record, encode_record, peek,
+    Call, Code, KeyPolicy, Limits, LocalVerifier, Request, Snapshot, ToolLookup, ToolPolicy, UnixMillis, Usage,
+    Verdict, WorkspacePolicy, decide,
 };
 use sha2::Sha256;
 
@@ -46,7 +49,7 @@ pub(crate) fn seal(frame_without_tag: &[u8]) -> Vec<u8> {
 fn frame_body(body: &[u8]) -> Vec<u8> {
     let mut head = Vec::with_capacity(HEADER_LEN + body.len());
     head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&snapshot::FORMAT_VERSION.to_le_bytes());
     head.extend_from_slice(&(body.len() as u64).to_le_bytes());
     head.extend_from_slice(body);
     seal(&head)

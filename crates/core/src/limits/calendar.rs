@@ -9,7 +9,7 @@ fn refill_day_in(year: i64, month: u32, day: u8) -> u32 {
 }
 
 /// The latest refill instant at or before `now`.
-pub fn last_refill_boundary(interval: RefillInterval, now: UnixMillis) -> UnixMillis {
+pub(super) fn last_refill_boundary(interval: RefillInterval, now: UnixMillis) -> UnixMillis {
     match interval {
         RefillInterval::Daily => UnixMillis(now.day() * DAY_MS),
         RefillInterval::Monthly { day } => {
@@ -26,7 +26,7 @@ pub fn last_refill_boundary(interval: RefillInterval, now: UnixMillis) -> UnixMi
 }
 
 /// The first refill instant strictly after `now`.
-pub fn next_refill_boundary(interval: RefillInterval, now: UnixMillis) -> UnixMillis {
+pub(super) fn next_refill_boundary(interval: RefillInterval, now: UnixMillis) -> UnixMillis {
     match interval {
         RefillInterval::Daily => now.next_midnight(),
         RefillInterval::Monthly { day } => {

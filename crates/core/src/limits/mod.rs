@@ -51,7 +51,6 @@ mod lease;
 mod report;
 mod state;
 
-pub use calendar::{last_refill_boundary, next_refill_boundary};
 pub(crate) use charge::charge_into;
 pub use charge::{Grant, Refusal, Scope, charge, peek, rate_report};
 pub use cost::{AUTO_APPLIED, Cost, RateCost};

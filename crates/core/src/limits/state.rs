@@ -60,11 +60,6 @@ impl UsageState {
         self.leases.len() != before
     }
 
-    /// Leases still alive at `now`.
-    pub fn leases_alive(&self, now: UnixMillis) -> usize {
-        self.leases.iter().filter(|l| l.expires_at > now).count()
-    }
-
     /// Current credit balance under `policy` at `now` (refill applied).
     pub fn credits_at(&self, policy: &Credits, now: UnixMillis) -> u64 {
         effective_credits(self.credits, policy, now).remaining

@@ -28,7 +28,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use keyward_core::{Code, Cost, Credential, CredentialError, KeyId, Permission, WorkspaceId, parse_credentials};
+use keyward_core::credentials::{self, Credential, CredentialError};
+use keyward_core::limits::Cost;
+use keyward_core::permission::Permission;
+use keyward_core::{Code, KeyId, WorkspaceId};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -220,7 +223,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// their CSRF token.
 pub(crate) fn credential(state: &AppState, headers: &HeaderMap) -> Option<Credential> {
     let pairs = headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    if !matches!(parse_credentials(pairs), Err(CredentialError::Missing)) {
+    if !matches!(credentials::parse(pairs), Err(CredentialError::Missing)) {
         return None;
     }
     let id = state.console.session_id(headers)?;
@@ -371,7 +374,7 @@ async fn me_json(
         .copied()
         .filter(|p| Permission::parse(p).is_ok_and(|p| held.iter().any(|h| h.covers(&p))))
         .collect();
-    let can = |p: &str| keyward_core::granted(held, p);
+    let can = |p: &str| keyward_core::permission::granted(held, p);
     Ok(json!({
         "key_id": key.to_string(),
         "name": info.name,

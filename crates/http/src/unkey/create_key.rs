@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use keyward::{Actor, NewKey};
-use keyward_core::{Credits, Limits, Prefix, RateLimit, Refill, RefillInterval, UnixMillis};
+use keyward_core::limits::{Credits, RateLimit, Refill, RefillInterval};
+use keyward_core::{Limits, Prefix, UnixMillis};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

@@ -45,7 +45,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use keyward::{Actor, KeyInfo};
-use keyward_core::{AUTO_APPLIED, Code, Cost, KeyId, Permission, RateCost, WorkspaceId, valid_rate_name};
+use keyward_core::limits::{AUTO_APPLIED, Cost, RateCost, valid_rate_name};
+use keyward_core::permission::Permission;
+use keyward_core::{Code, KeyId, WorkspaceId};
 use serde_json::{Value, json};
 
 use self::problem::{Problem, engine_problem};

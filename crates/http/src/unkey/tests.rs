@@ -6,7 +6,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use keyward::{Actor, Engine, NewKey, NewWorkspace};
-use keyward_core::{KeyId, Permission, WorkspaceId};
+use keyward_core::permission::Permission;
+use keyward_core::{KeyId, WorkspaceId};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use keyward::{Actor, CreditChange, KeyUpdate};
-use keyward_core::Credits;
+use keyward_core::limits::Credits;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

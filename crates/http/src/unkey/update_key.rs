@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use keyward::{Actor, CreditChange, KeyUpdate};
-use keyward_core::{Credits, UnixMillis};
+use keyward_core::UnixMillis;
+use keyward_core::limits::Credits;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

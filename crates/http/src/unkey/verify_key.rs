@@ -5,7 +5,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use keyward::Checks;
-use keyward_core::{AUTO_APPLIED, Code, Cost, Permission, PermissionQuery, RateCost};
+use keyward_core::Code;
+use keyward_core::limits::{AUTO_APPLIED, Cost, RateCost};
+use keyward_core::permission::Permission;
+use keyward_core::query::PermissionQuery;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -1,7 +1,9 @@
 //! The Unkey-shaped JSON of keys, credits and rate limits.
 
 use keyward::KeyInfo;
-use keyward_core::{KeyHash, KeyId, Permission, RateReport, Refill, RefillInterval, UnixMillis};
+use keyward_core::limits::{RateReport, Refill, RefillInterval};
+use keyward_core::permission::Permission;
+use keyward_core::{KeyHash, KeyId, UnixMillis};
 use serde_json::{Map, Value, json};
 
 /// A short stable id derived from public facts (Unkey gives limits and

@@ -18,7 +18,8 @@ pub(crate) mod redis;
 mod redis_server;
 pub(crate) mod tables;
 
-use keyward_core::{KeyId, NonceState, WorkspaceId};
+use keyward_core::signature::NonceState;
+use keyward_core::{KeyId, WorkspaceId};
 
 use crate::error::Result;
 use crate::history::{Granularity, HistoryBucket, HistoryDelta};

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
-use keyward_core::{Code, KeyId, NonceState, WorkspaceId, decode_record, encode_record};
+use keyward_core::policy::{decode_record, encode_record};
+use keyward_core::signature::NonceState;
+use keyward_core::{Code, KeyId, WorkspaceId};
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
 
 use super::tables::{

@@ -2,7 +2,7 @@
 //!
 //! Every record is a field of one hash per table, under the hash tag
 //! `{keyward}` (so one batch's keys share a Redis Cluster slot), holding the
-//! same bytes as the redb tables (`keyward_core::encode_record`). A batch is
+//! same bytes as the redb tables (`keyward_core::policy::encode_record`). A batch is
 //! one Lua script: Redis runs it whole, with nothing of another client in
 //! between, so a batch lands all of it or none of it. Audit events are a
 //! list; an event's sequence number is its position in it, from 1.
@@ -13,7 +13,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use keyward_core::{Code, KeyId, WorkspaceId, decode_record, encode_record};
+use keyward_core::policy::{decode_record, encode_record};
+use keyward_core::{Code, KeyId, WorkspaceId};
 
 use crate::history::{self, Granularity, HistoryBucket};
 
@@ -557,16 +558,15 @@ impl Store for RedisStore {
         for (owner, seen, next) in cells {
             call.arg(&owner.0[..]).arg(seen.to_string()).arg(next.map(encode_record).unwrap_or_default());
         }
-        // Any free connection; when all are busy, one picked by key.
-        let slot = self
-            .charge_cons
-            .iter()
-            .position(|m| m.try_lock().is_ok())
-            .unwrap_or(cells.first().map_or(0, |(owner, ..)| usize::from(owner.0[0])) % CHARGE_CONNECTIONS);
+        // Any free connection; when all are busy, one picked by key. There
+        // are always CHARGE_CONNECTIONS of them, so the last fallback (the
+        // store's main connection) is never taken.
+        let by_key = cells.first().map_or(0, |(owner, ..)| usize::from(owner.0[0])) % CHARGE_CONNECTIONS;
+        let free = self.charge_cons.iter().find(|m| m.try_lock().is_ok());
+        let slot = free.or_else(|| self.charge_cons.get(by_key)).unwrap_or(&self.con);
         // A connection broken while idle fails once: try once more on a new
         // one (safe: a charge that did land meanwhile has moved the version,
         // so the second attempt only reads).
-        let slot = &self.charge_cons[slot];
         type Reply = Vec<(i64, String, Option<Vec<u8>>)>;
         let replies: Reply = match self.on(slot, TIMEOUT, |c| call.invoke(c)) {
             Ok(r) => r,

@@ -1,4 +1,4 @@
-//! Every redb table, in one place. Values are `keyward_core::encode_record`
+//! Every redb table, in one place. Values are `keyward_core::policy::encode_record`
 //! bytes (a version byte, then postcard); see `docs/storage.md`.
 
 use redb::TableDefinition;

@@ -61,16 +61,16 @@ pub fn open(dir: &TempDir, clock: &ManualClock) -> Engine {
         .unwrap()
 }
 
-pub fn perm(p: &str) -> keyward_core::Permission {
-    keyward_core::Permission::parse(p).unwrap()
+pub fn perm(p: &str) -> keyward_core::permission::Permission {
+    keyward_core::permission::Permission::parse(p).unwrap()
 }
 
 /// Signed-login headers for a key created with signing user `u1`.
-pub fn login(k: &keyward::CreatedKey, nonce: &str) -> keyward_core::SignedHeaders {
-    let secret = keyward_core::ApiSecret::new(k.signing.as_ref().unwrap().api_secret.as_bytes().to_vec());
-    keyward_core::SignedHeaders {
+pub fn login(k: &keyward::CreatedKey, nonce: &str) -> keyward_core::credentials::SignedHeaders {
+    let secret = keyward_core::signature::ApiSecret::new(k.signing.as_ref().unwrap().api_secret.as_bytes().to_vec());
+    keyward_core::credentials::SignedHeaders {
         api_key: zeroize::Zeroizing::new(k.token.expose().to_owned()),
-        signature: keyward_core::sign_hex(&secret, nonce, "u1", k.token.expose()),
+        signature: keyward_core::signature::sign_hex(&secret, nonce, "u1", k.token.expose()),
         user_id: "u1".into(),
         nonce: nonce.into(),
     }

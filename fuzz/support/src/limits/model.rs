@@ -3,14 +3,14 @@
 //! as "how far ahead" in `1/limit` ms units in u128, plain counters for the
 //! rest.
 
-use keyward_core::{
-    Code, Cost, DAY_MS, Grant, LeaseId, Limits, RateCost, Refusal, Scope, UnixMillis, UsageState, charge,
-};
+use keyward_core::limits::{Cost, Grant, LeaseId, RateCost, Refusal, Scope, UsageState, charge};
+use keyward_core::time::DAY_MS;
+use keyward_core::{Code, Limits, UnixMillis};
 
 use super::{LimitsCase, LimitsOp, OTHER_RATE_NAME, RATE_NAME};
 
 /// `limits` target: a [`LimitsCase`] read from the bytes, run through
-/// `keyward_core::charge` and the reference model side by side.
+/// `keyward_core::limits::charge` and the reference model side by side.
 ///
 /// They must agree exactly on every call; a refused call consumes nothing; a
 /// live lease is held until released, and none is released twice.

@@ -1,4 +1,10 @@
-//! The one place the order of checks lives (SPEC §4).
+//! Deciding a call: the one place the order of checks lives (SPEC §4).
+//!
+//! [`lookup`] turns a raw token into the key it names (or `MALFORMED`,
+//! `NOT_FOUND`), [`decide`] runs every later check on a [`Call`] of that key
+//! and charges its limits, and [`admit`] is the status, plan and IP part of it
+//! on its own. The storage engine, the edge and `LocalVerifier` all go
+//! through these functions.
 
 use core::net::IpAddr;
 
@@ -8,7 +14,7 @@ use crate::permission;
 use crate::policy::{KeyPolicy, Status, ToolPolicy, WorkspacePolicy};
 use crate::query::PermissionQuery;
 use crate::time::UnixMillis;
-use crate::token::{self, KeyHash, TokenError};
+use crate::token::{self, KeyHash};
 use crate::verdict::Verdict;
 
 /// What a request asks for, besides its credential.
@@ -51,9 +57,25 @@ pub struct Usage<'a> {
     pub key_tool: Option<&'a mut UsageState>,
 }
 
-/// The format step: a token that fails [`token::check`] is `MALFORMED`.
-pub fn format_check(raw: &str) -> Result<(), Code> {
-    token::check(raw).map_err(|_: TokenError| Code::Malformed)
+impl<'a> Usage<'a> {
+    /// The counters `call` charges: `key`, the key's own, and when the call
+    /// names a tool that was found, the pair kept for that tool (under the
+    /// tool's limits, then under the key×tool limits), which `per_tool`
+    /// hands out by the tool's name and makes on its first call. A call of
+    /// no tool, or of an unknown one, touches no tool's counters.
+    pub fn of(
+        call: &Call<'_>,
+        key: &'a mut UsageState,
+        per_tool: impl FnOnce(&str) -> &'a mut (UsageState, UsageState),
+    ) -> Self {
+        match (call.request.tool, call.tool) {
+            (Some(name), ToolLookup::Found(_)) => {
+                let (tool, key_tool) = per_tool(name);
+                Usage { key, tool: Some(tool), key_tool: Some(key_tool) }
+            }
+            _ => Usage { key, tool: None, key_tool: None },
+        }
+    }
 }
 
 /// Keys by the SHA-256 of their token: what [`lookup`] searches.
@@ -192,6 +214,15 @@ fn check_and_charge(v: &mut Verdict, call: &Call<'_>, usage: Usage<'_>) -> Resul
         v.retry_after_ms = retry_after_ms;
         code
     })
+}
+
+/// Decides a call of a found key whose workspace is gone into `v`:
+/// `PLAN_INACTIVE`, as [`admit`] answers for a workspace that is not the
+/// key's, with the key and its workspace named. Nothing is charged.
+pub fn decide_without_workspace(v: &mut Verdict, key: &KeyPolicy) {
+    *v = Verdict::bare(Code::PlanInactive);
+    v.key_id = Some(key.id);
+    v.workspace_id = Some(key.workspace);
 }
 
 /// Checks a key's status, plan and IP only: the part of [`decide`] that the
@@ -480,5 +511,51 @@ mod tests {
         }
         assert_eq!(codes, [Code::Valid, Code::Valid, Code::RateLimited, Code::IpDenied]);
         assert_eq!(fresh_state, reused_state);
+    }
+
+    /// `Usage::of` hands out a tool's counters only to a call that names a
+    /// tool that was found, and asks for them by the requested name.
+    #[test]
+    fn usage_of_selects_tool_counters() {
+        let (k, w, t) = (key(), ws(), tool("gl_ping", true, None));
+        let named = Request { tool: Some("gl_ping"), ..Request::default() };
+        let bare = Request::default();
+        let cases = [
+            (ToolLookup::Found(&t), &named, Some("gl_ping")),
+            (ToolLookup::Unknown, &named, None),
+            (ToolLookup::NotRequested, &bare, None),
+            (ToolLookup::Found(&t), &bare, None),
+        ];
+        for (lookup, request, asked) in cases {
+            let call = Call { key: &k, workspace: &w, tool: lookup, request };
+            let mut own = UsageState::default();
+            let mut pair = (UsageState::default(), UsageState::default());
+            let mut named_as = None;
+            let usage = Usage::of(&call, &mut own, |name| {
+                named_as = Some(name.to_owned());
+                &mut pair
+            });
+            assert_eq!(usage.tool.is_some() && usage.key_tool.is_some(), asked.is_some(), "{lookup:?}");
+            assert_eq!(named_as.as_deref(), asked);
+        }
+    }
+
+    /// A key whose workspace is gone is `PLAN_INACTIVE`, named, with every
+    /// other field reset.
+    #[test]
+    fn without_workspace_is_plan_inactive() {
+        let k = key();
+        let mut v = Verdict {
+            code: Code::Valid,
+            key_id: None,
+            workspace_id: None,
+            retry_after_ms: Some(5),
+            quota: Quota { credits_remaining: Some(1), daily_remaining: None, rate: None },
+            leases: vec![(LeaseScope::Key, LeaseId(1))],
+        };
+        decide_without_workspace(&mut v, &k);
+        let expected =
+            Verdict { key_id: Some(k.id), workspace_id: Some(k.workspace), ..Verdict::bare(Code::PlanInactive) };
+        assert_eq!(v, expected);
     }
 }
