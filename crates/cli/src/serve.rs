@@ -136,7 +136,8 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
     if args.metrics_token.as_deref().is_some_and(|t| t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic())) {
         return Err(Fail(2, "--metrics-token: must be printable ASCII without spaces, not empty".into()));
     }
-    init_logs(args.log_format, args.log_level)?;
+    // Held to the end: dropping it writes out the lines still queued.
+    let _logs = init_logs(args.log_format, args.log_level)?;
     // Before the database: a bad certificate must not leave a fresh database behind.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
@@ -220,7 +221,14 @@ pub(crate) fn run(db: &crate::Place, args: ServeArgs) -> Result<u8, Fail> {
 }
 
 /// Sends request logs (and the server's own events) to stderr.
-fn init_logs(format: LogFormat, level: Option<LogLevel>) -> Result<(), Fail> {
+///
+/// Lines are formatted on the thread that logs them and written by a thread
+/// of their own, which writes whatever has queued up in one `write` (a
+/// request no longer waits for a system call to log its line, and a busy
+/// server makes one call for many lines). No line is dropped: when the queue
+/// is full, the request logging waits for room. The returned guard writes out
+/// what is queued when it is dropped.
+fn init_logs(format: LogFormat, level: Option<LogLevel>) -> Result<tracing_appender::non_blocking::WorkerGuard, Fail> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(match l {
@@ -236,12 +244,17 @@ fn init_logs(format: LogFormat, level: Option<LogLevel>) -> Result<(), Fail> {
             _ => EnvFilter::new("info"),
         },
     };
-    let builder = tracing_subscriber::fmt().with_writer(io::stderr).with_env_filter(filter).with_ansi(false);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keyward-logs")
+        .finish(io::BufWriter::with_capacity(64 * 1024, io::stderr()));
+    let builder = tracing_subscriber::fmt().with_writer(writer).with_env_filter(filter).with_ansi(false);
     let done = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
     };
-    done.map_err(|e| Fail(2, format!("logs: {e}")))
+    done.map_err(|e| Fail(2, format!("logs: {e}")))?;
+    Ok(guard)
 }
 
 /// Accepts connections on `listener` until `stop` turns true, then lets
