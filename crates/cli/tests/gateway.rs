@@ -273,7 +273,10 @@ fn upstream_settings_are_validated_and_shown() {
     let r = tool(&s, json!({"name": "t", "upstream": "http://h", "timeout_ms": 0}));
     assert!(r.body["error"]["message"].as_str().unwrap().starts_with("timeout_ms:"), "{:?}", r.body);
     let r = tool(&s, json!({"name": "t", "upstrem": "http://h"}));
-    assert_eq!(r.body["error"]["message"], "upstrem: unknown field");
+    assert_eq!(
+        r.body["error"]["message"],
+        "upstrem: unknown field `upstrem`, expected one of `name`, `enabled`, `permission`, `cooldown_ms`, `daily_limit`, `upstream`, `timeout_ms`"
+    );
     // Nothing was made.
     let list = request("GET", &s.url("/v1/tools"), &[("authorization", &root)], None);
     assert_eq!(list.data()["items"].as_array().unwrap().len(), 1, "{:?}", list.body);
@@ -530,7 +533,10 @@ fn held_leases_from_verify_are_released_over_http() {
     assert_eq!(verify(json!({"key": free, "hold": true})).data()["lease_id"], Value::Null);
     // Unknown fields are refused by name.
     let r = verify(json!({"key": free, "hodl": true}));
-    assert_eq!((r.status, r.body["error"]["message"].clone()), (400, json!("hodl: unknown field")));
+    assert_eq!(
+        (r.status, r.body["error"]["message"].clone()),
+        (400, json!("hodl: unknown field `hodl`, expected one of `key`, `tool`, `ip`, `permissions`, `cost`, `hold`"))
+    );
 }
 
 #[test]

@@ -10,8 +10,10 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::value::{MapDeserializer, SeqDeserializer};
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 /// Why a body could not be read: where (a JSON path; empty for the whole
 /// body) and what.
@@ -24,16 +26,129 @@ pub(crate) struct BodyError {
 /// Reads `bytes` as a `T`. An error names the path of the offending value
 /// and says what is wrong with it, without serde_json's line and column
 /// (bodies are one line; the path says more).
+///
+/// An object is only ever read from a JSON object: serde's derived structs
+/// would also take an array of their fields in order, which no client
+/// means to send.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Syntax first (trailing characters included): such an error concerns
+    // the body, not a value in it.
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| BodyError { path: String::new(), message: message_of(&e) })?;
+    from_value(&value)
+}
+
+/// Reads a JSON value already parsed as a `T`, as [`parse`] does; error
+/// paths are relative to `value`.
+pub(crate) fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, BodyError> {
+    serde_path_to_error::deserialize(Strict(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         BodyError { path: if path == "." { String::new() } else { path }, message: message_of(&inner) }
-    })?;
-    // Trailing characters after the value.
-    de.end().map_err(|e| BodyError { path: String::new(), message: message_of(&e) })?;
-    Ok(value)
+    })
+}
+
+/// A JSON value as serde's data model, except that a struct is only read
+/// from an object.
+#[derive(Clone, Copy)]
+struct Strict<'a>(&'a Value);
+
+impl<'de> Deserializer<'de> for Strict<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(*b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => visitor.visit_u64(u),
+                (None, Some(i), _) => visitor.visit_i64(i),
+                (None, None, Some(f)) => visitor.visit_f64(f),
+                (None, None, None) => Err(de::Error::custom("a number out of range")),
+            },
+            Value::String(s) => visitor.visit_borrowed_str(s),
+            Value::Array(items) => {
+                let mut seq = SeqDeserializer::new(items.iter().map(Strict));
+                let out = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(out)
+            }
+            Value::Object(map) => {
+                let mut map = MapDeserializer::new(map.iter().map(|(k, v)| (k.as_str(), Strict(v))));
+                let out = visitor.visit_map(&mut map)?;
+                map.end()?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Object(_) => self.deserialize_any(visitor),
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        // The request types' enums are plain names.
+        match self.0 {
+            Value::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier
+    }
+}
+
+impl<'de> IntoDeserializer<'de, serde_json::Error> for Strict<'de> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+fn unexpected(v: &Value) -> Unexpected<'_> {
+    match v {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Unexpected::Unsigned(u),
+            (None, Some(i)) => Unexpected::Signed(i),
+            _ => Unexpected::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
 }
 
 /// serde_json's message without its ` at line L column C` suffix.
@@ -111,6 +226,7 @@ impl<T> Patch<T> {
     }
 
     /// Whether the field was in the body (as `null` or a value).
+    #[allow(dead_code)] // Not every reader of a change needs it.
     pub(crate) fn is_given(&self) -> bool {
         !matches!(self, Self::Keep)
     }
@@ -179,6 +295,20 @@ mod tests {
         assert_eq!(e, BodyError { path: String::new(), message: "trailing characters".into() });
         let e = parse::<Spec>(br#"{"name":"a""#).unwrap_err();
         assert_eq!(e.message, "EOF while parsing an object");
+    }
+
+    #[test]
+    fn an_object_is_only_read_from_an_object() {
+        let e = parse::<Spec>(br#"["a", null, 5]"#).unwrap_err();
+        assert_eq!(
+            e,
+            BodyError { path: String::new(), message: "invalid type: sequence, expected struct Spec".into() }
+        );
+        let e = parse::<Spec>(br#"{"name":"a","limits":[[]]}"#).unwrap_err();
+        assert_eq!(e.path, "limits");
+        assert_eq!(e.message, "invalid type: sequence, expected struct Limits");
+        let e = parse::<Spec>(br#"{"name":"a","limits":{"rates":[[1, 2]]}}"#).unwrap_err();
+        assert_eq!(e.path, "limits.rates[0]");
     }
 
     #[test]

@@ -114,6 +114,12 @@ impl Reply {
     }
 }
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        Reply::error(self).into_response()
+    }
+}
+
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Self {
         Reply::error(e)

@@ -19,7 +19,6 @@
 
 mod apex;
 mod blocking;
-#[allow(dead_code)] // used as the request types move onto it
 mod body;
 mod client_ip;
 mod console;
@@ -31,7 +30,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod unkey;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -43,7 +42,10 @@ use keyward::Engine;
 pub use client_ip::TrustedProxies;
 pub use envelope::{ApiError, Reply, RequestId};
 pub use gateway::DEFAULT_GATEWAY_BODY;
-pub use json::{DEFAULT_LEASE_MS, IMPORT_FIELDS, KEY_SPEC_FIELDS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, key_spec};
+pub use json::{
+    DEFAULT_LEASE_MS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, audit_view, created_key_view, import_spec, key_view,
+    rotated_key_view, tool_view, verify_view, workspace_view,
+};
 pub use layer::{KeywardLayer, KeywardService, VerifiedKey};
 pub use metrics::Metrics;
 pub use routes::history_json;
