@@ -309,10 +309,11 @@ fn cli_sets_and_shows_upstreams() {
     let (code, out, err) =
         cli(&db, &["--json", "tool", "add", "svc", "--upstream", "http://127.0.0.1:9/x", "--timeout-ms", "250"]);
     assert_eq!(code, 0, "{err}");
-    let v = json_of(&out);
+    // The tool as `POST /v1/tools` answers it.
     assert_eq!(
-        (v["items"][0]["upstream"].clone(), v["items"][0]["timeout_ms"].clone()),
-        (json!("http://127.0.0.1:9/x"), json!(250))
+        json_of(&out),
+        json!({"name": "svc", "enabled": true, "permission": null, "cooldown_ms": null, "daily_limit": null,
+            "upstream": "http://127.0.0.1:9/x", "timeout_ms": 250})
     );
     let (code, _, err) = cli(&db, &["tool", "add", "bad", "--upstream", "127.0.0.1:9"]);
     assert_ne!(code, 0);
@@ -323,7 +324,11 @@ fn cli_sets_and_shows_upstreams() {
     assert!(!out.contains("bad"), "{out}");
     let (code, out, err) = cli(&db, &["--json", "tool", "update", "svc", "--no-upstream"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(json_of(&out)["items"][0]["upstream"], Value::Null);
+    assert_eq!(
+        json_of(&out),
+        json!({"name": "svc", "enabled": true, "permission": null, "cooldown_ms": null, "daily_limit": null,
+            "upstream": null, "timeout_ms": 250})
+    );
 }
 
 #[test]
