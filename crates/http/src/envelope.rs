@@ -177,6 +177,7 @@ struct Note {
     key_id: Option<String>,
     workspace: Option<String>,
     audit: Option<String>,
+    audit_seq: Option<u64>,
     error: Option<String>,
 }
 
@@ -202,6 +203,16 @@ pub(crate) fn note_key(key: Option<KeyId>, workspace: Option<WorkspaceId>) {
 /// Records the audit event an admin action wrote: `action target`.
 pub(crate) fn note_audit(action: &str, target: impl std::fmt::Display) {
     with_note(|n| n.audit = Some(format!("{action} {target}")));
+}
+
+/// Records the sequence number of the audit event an admin action wrote
+/// (as `GET /v1/audit` lists it).
+pub(crate) fn note_audit_seq(seq: Option<u64>) {
+    with_note(|n| {
+        if seq.is_some() {
+            n.audit_seq = seq;
+        }
+    });
 }
 
 /// Records why a request failed on the server's side: the log gets the
@@ -276,6 +287,7 @@ pub(crate) async fn stamp(State(state): State<AppState>, mut req: Request, next:
         ip = ip.map(tracing::field::display),
         latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         audit = note.audit.as_deref(),
+        audit_seq = note.audit_seq,
         error = note.error.as_deref(),
         "request"
     );

@@ -11,7 +11,7 @@ use keyward_core::{Code, Cost, Credential, KeyId, UnixMillis, Verdict, Workspace
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::blocking::{login, off_workers, verifying};
+use crate::blocking::{audited, login, off_workers, verifying};
 use crate::body;
 use crate::envelope::{ApiError, Reply};
 use crate::json::{self, key_json, tool_json};
@@ -169,9 +169,8 @@ pub(crate) async fn create_key(
     let spec: wire::KeySpec = json::read(&headers, &body)?;
     let inherited = inherited_permissions(&state, caller_id).await?;
     let spec = json::new_key(spec, &body::Path::root(), &inherited)?;
-    let created = off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id)))
-        .await
-        .map_err(engine_error)?;
+    let created =
+        audited(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("key.created", created.info.id);
     Ok(Reply::created(created_json(&created.info, Some(&created.token), created.signing.as_ref())))
 }
@@ -217,9 +216,10 @@ pub(crate) async fn create_keys(
     if !refused.is_empty() {
         return Ok(batch_refused(total, refused));
     }
-    let created = off_workers(&state.engine, move |e| e.create_keys(ws, items, &Actor::Key(caller_id))).await;
+    let created = audited(&state.engine, move |e| e.create_keys(ws, items, &Actor::Key(caller_id))).await;
     match created {
         Ok(keys) => {
+            crate::envelope::note_audit("keys.created", format_args!("{} keys", keys.len()));
             let items =
                 keys.iter().map(|k| json::created_key_view(&k.info, k.token.as_ref(), k.signing.as_ref())).collect();
             Ok(Reply::created(wire::value(&wire::CreatedKeys { items })))
@@ -276,10 +276,10 @@ pub(crate) async fn apimall_create_key(
     let title = Some(spec.title).filter(|t| !t.trim().is_empty()).ok_or_else(invalid_title)?;
     let spec =
         NewKey { name: title, permissions: inherited_permissions(&state, caller_id).await?, ..NewKey::default() };
-    let created = off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id)))
-        .await
-        .map_err(engine_error)?;
+    let created =
+        audited(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     let info = &created.info;
+    crate::envelope::note_audit("key.created", info.id);
     Ok(Reply::created(wire::value(&wire::ApimallKey {
         id: info.serial,
         title: info.name.clone(),
@@ -339,7 +339,7 @@ pub(crate) async fn update_key(
     let id = key.id;
     let update = json::key_update(json::read(&headers, &body)?)?;
     // Every field in one engine call: one commit, all of it or nothing.
-    let info = off_workers(&state.engine, move |e| e.update_key(id, update, &Actor::Key(caller_id)))
+    let info = audited(&state.engine, move |e| e.update_key(id, update, &Actor::Key(caller_id)))
         .await
         .map_err(engine_error)?;
     crate::envelope::note_audit("key.updated", id);
@@ -355,7 +355,7 @@ pub(crate) async fn delete_key(
 ) -> Result<Reply, ApiError> {
     let (caller_id, key) = caller_and_key(&state, &peer, &headers, "keys:write", &id).await?;
     let id = key.id;
-    off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error)?;
+    audited(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("key.deleted", id);
     Ok(Reply::ok(wire::value(&wire::Deleted { id: id.to_string(), deleted: true })))
 }
@@ -369,9 +369,8 @@ pub(crate) async fn revoke_key(
     _body: Bytes,
 ) -> Result<Reply, ApiError> {
     let (caller_id, key) = caller_and_key(&state, &peer, &headers, "keys:write", &id).await?;
-    let info = off_workers(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id)))
-        .await
-        .map_err(engine_error)?;
+    let info =
+        audited(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("key.revoked", info.id);
     Ok(Reply::ok(key_json(&info)))
 }
@@ -389,7 +388,7 @@ pub(crate) async fn rotate_key(
     let spec: wire::RotateSpec = json::read_or_default(&headers, &body)?;
     let grace_s = spec.grace_seconds.unwrap_or(0);
     let grace_ms = grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large"))?;
-    let created = off_workers(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller_id)))
+    let created = audited(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller_id)))
         .await
         .map_err(engine_error)?;
     crate::envelope::note_audit("key.rotated", id);
@@ -543,9 +542,8 @@ pub(crate) async fn create_tool(
 ) -> Result<Reply, ApiError> {
     let (caller_id, ws) = caller(&state, &peer, &headers, "tools:write")?;
     let spec = json::new_tool(json::read(&headers, &body)?)?;
-    let t = off_workers(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id)))
-        .await
-        .map_err(engine_error)?;
+    let t =
+        audited(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("tool.created", &t.policy.name);
     Ok(Reply::created(tool_json(&t)))
 }
@@ -559,7 +557,7 @@ pub(crate) async fn update_tool(
 ) -> Result<Reply, ApiError> {
     let (caller_id, ws) = caller(&state, &peer, &headers, "tools:write")?;
     let update = json::tool_update(json::read(&headers, &body)?)?;
-    let t = off_workers(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))
+    let t = audited(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))
         .await
         .map_err(engine_error)?;
     crate::envelope::note_audit("tool.updated", &t.policy.name);
@@ -631,7 +629,7 @@ pub(crate) async fn update_workspace(
     let (caller_id, ws) = caller(&state, &peer, &headers, "workspaces:write")?;
     let ws = own_workspace(ws, &id)?;
     let update = json::workspace_update(json::read(&headers, &body)?)?;
-    let w = off_workers(&state.engine, move |e| e.update_workspace(ws, update, &Actor::Key(caller_id)))
+    let w = audited(&state.engine, move |e| e.update_workspace(ws, update, &Actor::Key(caller_id)))
         .await
         .map_err(engine_error)?;
     crate::envelope::note_audit("workspace.updated", ws);
