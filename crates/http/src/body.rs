@@ -31,11 +31,85 @@ pub(crate) struct BodyError {
 /// would also take an array of their fields in order, which no client
 /// means to send.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
-    // Syntax first (trailing characters included): such an error concerns
-    // the body, not a value in it.
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| BodyError { path: String::new(), message: message_of(&e) })?;
+    // Syntax and repeated keys first, then the type.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Unique(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        BodyError { path: if path == "." { String::new() } else { path }, message: message_of(&inner) }
+    })?;
+    // Trailing characters after the value.
+    de.end().map_err(|e| BodyError { path: String::new(), message: message_of(&e) })?;
     from_value(&value)
+}
+
+/// A JSON value none of whose objects repeats a key: a struct read
+/// straight from the text would refuse a repeated field, and one read
+/// through a [`Value`] must not quietly keep the last.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(v) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Reads a JSON value already parsed as a `T`, as [`parse`] does; error
@@ -295,6 +369,12 @@ mod tests {
         assert_eq!(e, BodyError { path: String::new(), message: "trailing characters".into() });
         let e = parse::<Spec>(br#"{"name":"a""#).unwrap_err();
         assert_eq!(e.message, "EOF while parsing an object");
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused() {
+        let e = parse::<Spec>(br#"{"name":"a","limits":{"rates":[],"rates":[]}}"#).unwrap_err();
+        assert_eq!(e, BodyError { path: "limits".into(), message: "duplicate field `rates`".into() });
     }
 
     #[test]
