@@ -576,8 +576,26 @@ fn bodies_are_typed_and_errors_name_the_json_path() {
             json!({"name": "a", "expires_at": "soon"}),
             "expires_at: must be an RFC 3339 time such as 2024-03-01T10:00:00.000Z",
         ),
-        (json!({"name": "a", "signing": {"user_id": true}}), "signing.user_id: "),
-        (json!({"name": "a", "limits": {"concurrency": "2"}}), "limits.concurrency: "),
+        (
+            json!({"name": "a", "signing": {"user_id": true}}),
+            "signing.user_id: invalid type: boolean `true`, expected a string or a non-negative integer",
+        ),
+        (
+            json!({"name": "a", "limits": {"concurrency": "2"}}),
+            "limits.concurrency: invalid type: a string, expected a positive integer or {\"max\": n, \"lease_ms\": ms}",
+        ),
+        (
+            json!({"name": "a", "limits": {"concurrency": [2, 5000]}}),
+            "limits.concurrency: invalid type: sequence, expected a positive integer",
+        ),
+        (
+            json!({"name": "a", "limits": {"concurrency": {"max": 2, "lease": 5}}}),
+            "limits.concurrency.lease: unknown field `lease`, expected `max` or `lease_ms`",
+        ),
+        (
+            json!({"name": "a", "expires_at": -5}),
+            "expires_at: invalid type: integer `-5`, expected an RFC 3339 time or Unix milliseconds",
+        ),
         (json!(["a"]), "body: must be a JSON object"),
         (json!({}), "name: is required"),
     ];

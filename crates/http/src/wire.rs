@@ -668,10 +668,85 @@ pub(crate) struct BatchError {
 
 /// An RFC 3339 time (`2024-03-01T10:00:00.000Z`) or Unix milliseconds.
 #[derive(Deserialize, ToSchema)]
-#[serde(untagged, expecting = "an RFC 3339 time or Unix milliseconds")]
+#[serde(untagged, from = "Either<Time>")]
 pub(crate) enum Time {
     Text(String),
     Millis(u64),
+}
+
+/// Reads a value that is one JSON type or another ([`Time`], [`UserId`],
+/// [`ConcurrencySpec`]) by the type it has, so a mistake inside the object
+/// form keeps its path (`limits.concurrency.lease`) and any other type is
+/// named as unexpected. (Serde's untagged enums try each form in turn and
+/// report only that none matched.)
+pub(crate) struct Either<T>(T);
+
+/// What [`Either`] reads a type from.
+pub(crate) trait Forms: Sized {
+    /// What the type may be, for an error message.
+    const EXPECTING: &'static str;
+
+    fn text<E: serde::de::Error>(_: String) -> Result<Self, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("a string"), &Self::EXPECTING))
+    }
+
+    fn number<E: serde::de::Error>(_: u64) -> Result<Self, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("a number"), &Self::EXPECTING))
+    }
+
+    fn object<'de, A: serde::de::MapAccess<'de>>(_: A) -> Result<Self, A::Error> {
+        Err(serde::de::Error::invalid_type(serde::de::Unexpected::Map, &Self::EXPECTING))
+    }
+}
+
+macro_rules! from_either {
+    ($($t:ty),*) => {$(
+        impl From<Either<$t>> for $t {
+            fn from(e: Either<$t>) -> Self {
+                e.0
+            }
+        }
+    )*};
+}
+
+from_either!(Time, UserId, ConcurrencySpec);
+
+impl<'de, T: Forms> Deserialize<'de> for Either<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Forms> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+                T::text(v.to_owned())
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+                T::number(v)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::object(map)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData)).map(Either)
+    }
+}
+
+impl Forms for Time {
+    const EXPECTING: &'static str = "an RFC 3339 time or Unix milliseconds";
+
+    fn text<E: serde::de::Error>(s: String) -> Result<Self, E> {
+        Ok(Self::Text(s))
+    }
+
+    fn number<E: serde::de::Error>(ms: u64) -> Result<Self, E> {
+        Ok(Self::Millis(ms))
+    }
 }
 
 /// Declares a key spec's fields once for the API's spec and the import
@@ -779,10 +854,22 @@ pub(crate) struct LimitsSpec {
 /// A concurrency limit: at most `max` calls in flight (a bare number: the
 /// lease lasts 60 s), or `{max, lease_ms}`.
 #[derive(Deserialize, ToSchema)]
-#[serde(untagged, expecting = "a positive integer or {\"max\": n, \"lease_ms\": ms}")]
+#[serde(untagged, from = "Either<ConcurrencySpec>")]
 pub(crate) enum ConcurrencySpec {
     Max(u64),
     Leased(LeasedConcurrency),
+}
+
+impl Forms for ConcurrencySpec {
+    const EXPECTING: &'static str = "a positive integer or {\"max\": n, \"lease_ms\": ms}";
+
+    fn number<E: serde::de::Error>(max: u64) -> Result<Self, E> {
+        Ok(Self::Max(max))
+    }
+
+    fn object<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        LeasedConcurrency::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Self::Leased)
+    }
 }
 
 /// At most `max` calls in flight, each lease held up to `lease_ms`.
@@ -846,10 +933,22 @@ pub(crate) struct SigningSpec {
 
 /// A signing key's user: a string or a non-negative integer.
 #[derive(Deserialize, ToSchema)]
-#[serde(untagged, expecting = "a string or a non-negative integer")]
+#[serde(untagged, from = "Either<UserId>")]
 pub(crate) enum UserId {
     Text(String),
     Number(u64),
+}
+
+impl Forms for UserId {
+    const EXPECTING: &'static str = "a string or a non-negative integer";
+
+    fn text<E: serde::de::Error>(s: String) -> Result<Self, E> {
+        Ok(Self::Text(s))
+    }
+
+    fn number<E: serde::de::Error>(n: u64) -> Result<Self, E> {
+        Ok(Self::Number(n))
+    }
 }
 
 /// How a signing key's nonces must advance.
