@@ -1,10 +1,11 @@
 //! What the native API sends and takes, as types: the handlers serialise
 //! the response types, and `GET /openapi.json` is derived from all of them,
-//! so the document cannot drift from the answers.
+//! so the document cannot drift from the answers. `keyward … --json` prints
+//! the same types (made by [`crate::key_view`] and its siblings).
 //!
-//! Request bodies are read into the request types here (see
-//! [`crate::body`]): the types the document describes are the ones the
-//! handlers read.
+//! Request bodies are read into the (crate-private) request types here,
+//! refusing unknown fields and naming the JSON path of a mistake: the types
+//! the document describes are the ones the handlers read.
 
 use std::collections::BTreeMap;
 
