@@ -582,7 +582,7 @@ fn bodies_are_typed_and_errors_name_the_json_path() {
         ),
         (
             json!({"name": "a", "limits": {"concurrency": "2"}}),
-            "limits.concurrency: invalid type: a string, expected a positive integer or {\"max\": n, \"lease_ms\": ms}",
+            "limits.concurrency: invalid type: string \"2\", expected a positive integer or {\"max\": n, \"lease_ms\": ms}",
         ),
         (
             json!({"name": "a", "limits": {"concurrency": [2, 5000]}}),

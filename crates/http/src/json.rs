@@ -71,16 +71,22 @@ fn blank(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<bool, ApiError
     Ok(false)
 }
 
-/// A body that could not be read as its type, as a 400 naming the path of
-/// the value (`root` names the whole body). A missing field is named
-/// itself, and a value that should be an object says so rather than name
-/// a Rust type.
+/// A body that could not be read as its type, as a 400 (`root` names the
+/// whole body).
 fn body_error(e: BodyError, bytes: &[u8], root: &str) -> ApiError {
     // Not JSON at all: the path of a syntax error is only where the reader
     // stopped (`limits.?`); the body as a whole is wrong.
     if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
         return ApiError::invalid(root, format!("invalid JSON: {}", e.message));
     }
+    value_error(e, root)
+}
+
+/// A value of a well-formed body that its type refuses, as a 400 naming
+/// the value's path (`root` for the whole body). A missing field is named
+/// itself, and a value that should be an object says so rather than name
+/// a Rust type.
+fn value_error(e: BodyError, root: &str) -> ApiError {
     let at = if e.path.is_empty() { Path::root() } else { Path::at(e.path) };
     let name = |p: &Path| if p.as_str().is_empty() { root.to_owned() } else { p.to_string() };
     if let Some(field) = e.message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
@@ -244,7 +250,7 @@ pub(crate) fn new_key(spec: wire::KeySpec, at: &Path, inherited: &[Permission]) 
 pub(crate) fn batch_key(item: wire::BatchItem, at: &Path, inherited: &[Permission]) -> Result<BatchKey, ApiError> {
     let spec = item.0.map_err(|e| {
         let path = if e.path.is_empty() { at.clone() } else { Path::at(format!("{at}.{}", e.path)) };
-        body_error(BodyError { path: path.to_string(), message: e.message }, b"{}", "body")
+        value_error(BodyError { path: path.to_string(), message: e.message }, "body")
     })?;
     new_key(spec, at, inherited).map(BatchKey::New)
 }

@@ -687,12 +687,12 @@ pub(crate) trait Forms: Sized {
     /// What the type may be, for an error message.
     const EXPECTING: &'static str;
 
-    fn text<E: serde::de::Error>(_: String) -> Result<Self, E> {
-        Err(E::invalid_type(serde::de::Unexpected::Other("a string"), &Self::EXPECTING))
+    fn text<E: serde::de::Error>(s: String) -> Result<Self, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Str(&s), &Self::EXPECTING))
     }
 
-    fn number<E: serde::de::Error>(_: u64) -> Result<Self, E> {
-        Err(E::invalid_type(serde::de::Unexpected::Other("a number"), &Self::EXPECTING))
+    fn number<E: serde::de::Error>(n: u64) -> Result<Self, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Unsigned(n), &Self::EXPECTING))
     }
 
     fn object<'de, A: serde::de::MapAccess<'de>>(_: A) -> Result<Self, A::Error> {
