@@ -559,6 +559,24 @@ mod tests {
         }
     }
 
+    /// The documented limits of names are the engine's.
+    #[test]
+    fn name_limits_are_the_engines() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field) in
+            [("KeySpec", "name"), ("KeySpec", "title"), ("KeyPatch", "name"), ("ApimallSpec", "title")]
+        {
+            let f = &schemas[schema]["properties"][field];
+            assert_eq!(
+                (f["minLength"].as_u64(), f["maxLength"].as_u64()),
+                (Some(1), Some(keyward_core::MAX_NAME_LEN as u64))
+            );
+        }
+        let pattern = format!("^[A-Za-z0-9_.-]{{1,{}}}$", keyward_core::MAX_TOOL_LEN);
+        assert_eq!(schemas["ToolSpec"]["properties"]["name"]["pattern"], pattern.as_str());
+    }
+
     /// A PATCH field that `null` clears is documented as nullable.
     #[test]
     fn patch_fields_that_clear_are_nullable() {

@@ -759,8 +759,10 @@ macro_rules! key_spec {
         #[serde(deny_unknown_fields)]
         pub(crate) struct $name {
             /// Required (or `title`).
+            #[schema(min_length = 1, max_length = 128)]
             pub name: Option<String>,
             /// Another name for `name`.
+            #[schema(min_length = 1, max_length = 128)]
             pub title: Option<String>,
             /// Create it already expired.
             pub expire_now: Option<bool>,
@@ -966,8 +968,10 @@ pub(crate) enum NoncePolicySpec {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyPatch {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: Option<String>,
     /// Another name for `name`.
+    #[schema(min_length = 1, max_length = 128)]
     pub title: Option<String>,
     /// `null`: never expires.
     #[serde(default)]
@@ -1035,6 +1039,7 @@ pub(crate) struct RotateSpec {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApimallSpec {
     /// Not blank.
+    #[schema(min_length = 1, max_length = 128)]
     pub title: String,
 }
 
@@ -1042,6 +1047,8 @@ pub(crate) struct ApimallSpec {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ToolSpec {
+    /// The path segment after `/api/v2/`.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     /// By default `true`.
     pub enabled: Option<bool>,
