@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use serde::de::value::{MapDeserializer, SeqDeserializer};
+use serde::de::value::{MapAccessDeserializer, MapDeserializer, SeqDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -185,9 +185,14 @@ impl<'de> Deserializer<'de> for Strict<'de> {
         _: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        // The request types' enums are plain names.
         match self.0 {
+            // A unit variant: its name.
             Value::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
+            // A variant with data: `{"name": data}`.
+            Value::Object(map) if map.len() == 1 => {
+                let entry = MapDeserializer::new(map.iter().map(|(k, v)| (k.as_str(), Strict(v))));
+                visitor.visit_enum(MapAccessDeserializer::new(entry))
+            }
             other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
         }
     }
@@ -369,6 +374,27 @@ mod tests {
         assert_eq!(e, BodyError { path: String::new(), message: "trailing characters".into() });
         let e = parse::<Spec>(br#"{"name":"a""#).unwrap_err();
         assert_eq!(e.message, "EOF while parsing an object");
+    }
+
+    #[test]
+    fn enums_read_as_serde_writes_them() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        #[serde(rename_all = "lowercase", deny_unknown_fields)]
+        enum Refill {
+            Daily,
+            Monthly { day: u8 },
+        }
+        assert_eq!(
+            parse::<Vec<Refill>>(br#"["daily", {"monthly": {"day": 3}}]"#).unwrap(),
+            [Refill::Daily, Refill::Monthly { day: 3 }]
+        );
+        let e = parse::<Vec<Refill>>(br#"[{"monthly": {"day": 3, "hour": 1}}]"#).unwrap_err();
+        assert_eq!(e.path, "[0].monthly.hour");
+        let e = parse::<Vec<Refill>>(br#"["weekly"]"#).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("[0]", "unknown variant `weekly`, expected `daily` or `monthly`")
+        );
     }
 
     #[test]
