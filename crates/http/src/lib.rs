@@ -4,7 +4,10 @@
 //! `auth_request`, signed authentication, health and metrics, and its
 //! OpenAPI document at `GET /openapi.json`) around an
 //! [`Engine`]; [`KeywardLayer`] and [`VerifiedKey`] protect an application's
-//! own axum routes.
+//! own axum routes. The types it answers with are in [`wire`], made from the
+//! engine's values by [`key_view`], [`tool_view`], [`workspace_view`] and
+//! their siblings, so another front end (`keyward … --json`) prints the
+//! same shapes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
