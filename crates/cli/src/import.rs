@@ -73,8 +73,7 @@ impl Specs {
 }
 
 fn parse(text: &str) -> Result<BatchKey, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    keyward_http::key_spec(&value, "", true, &[]).map_err(|e| e.message)
+    keyward_http::import_spec(text.as_bytes()).map_err(|e| e.message)
 }
 
 /// A refusal of the engine's, as a line's error text.

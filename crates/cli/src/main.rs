@@ -3,8 +3,6 @@
 //! Exit codes: 0 success (or a valid key for `verify`), 1 the key was refused,
 //! 2 usage, I/O or database error.
 #![forbid(unsafe_code)]
-#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod copy;
 mod import;
@@ -25,6 +23,7 @@ use keyward_core::limits::{Concurrency, Credits, RateLimit};
 use keyward_core::permission::Permission;
 use keyward_core::signature::NoncePolicy;
 use keyward_core::{KeyHash, KeyId, Limits, Prefix, UnixMillis, WorkspaceId};
+use keyward_http::wire;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -493,7 +492,8 @@ fn on_place(db: &Place, command: Command, json: bool) -> Out {
             let engine = open(db)?;
             let perms: Vec<&str> = permissions.iter().map(String::as_str).collect();
             let req = keyward::Request { ip, tool: tool.as_deref(), permissions: &perms, ..Default::default() };
-            let v = engine.verify(&token, &req);
+            let out = engine.verify_with(&token, &req, &keyward::Checks::default());
+            let v = &out.verdict;
             // A check from the command line is not a job: a concurrency
             // lease it took would otherwise hold a slot until its TTL.
             if let Some(id) = v.key_id
@@ -503,12 +503,7 @@ fn on_place(db: &Place, command: Command, json: bool) -> Out {
             }
             engine.close()?;
             if json {
-                println!(
-                    "{}",
-                    json!({"valid": v.is_valid(), "code": v.code.as_str(), "status": v.code.http_status(),
-                        "key_id": v.key_id.map(|k| k.to_string()), "workspace_id": v.workspace_id.map(|w| w.to_string()),
-                        "retry_after_ms": v.retry_after_ms, "remaining": v.quota.credits_remaining})
-                );
+                print_json(&keyward_http::verify_view(&out, None))?;
             } else {
                 println!("{}", v.code);
             }
@@ -518,12 +513,8 @@ fn on_place(db: &Place, command: Command, json: bool) -> Out {
             let engine = open(db)?;
             let page = engine.audit(None, cursor, limit)?;
             if json {
-                let items: Vec<Value> = page
-                    .items
-                    .iter()
-                    .map(|e| json!({"seq": e.seq, "at": e.at.to_rfc3339(), "actor": e.actor, "action": e.action.as_str(), "target": e.target, "detail": e.detail}))
-                    .collect();
-                println!("{}", json!({"items": items, "next_cursor": page.next_cursor}));
+                let items = page.items.iter().map(keyward_http::audit_view).collect();
+                print_json(&wire::AuditPage { items, next_cursor: page.next_cursor })?;
             } else {
                 let rows: Vec<Vec<String>> = page
                     .items
@@ -796,17 +787,10 @@ fn expiry(text: &Option<String>) -> Result<Option<UnixMillis>, Fail> {
     }
 }
 
-fn key_value(k: &KeyInfo) -> Value {
-    json!({
-        "id": k.id.to_string(), "workspace_id": k.workspace.to_string(), "name": k.name, "start": k.start,
-        "status": k.status.as_str(), "created_at": k.created_at.to_rfc3339(),
-        "last_used_at": k.last_used_at.map(UnixMillis::to_rfc3339), "expires_at": k.expires_at.map(UnixMillis::to_rfc3339),
-        "revoked_at": k.revoked_at.map(UnixMillis::to_rfc3339), "disabled": k.disabled,
-        "permissions": k.permissions.iter().map(Permission::as_str).collect::<Vec<_>>(),
-        "ip_rules": k.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
-        "tools": k.tools, "meta": k.meta, "credits_remaining": k.credits_remaining, "imported": k.imported,
-        "signing_user_id": k.signing_user_id, "bearer": k.bearer,
-    })
+/// `value` as one line of JSON, as the HTTP API sends it.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Fail> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
 }
 
 fn key_row(k: &KeyInfo) -> Vec<String> {
@@ -823,22 +807,32 @@ fn key_row(k: &KeyInfo) -> Vec<String> {
 
 const KEY_HEADERS: [&str; 7] = ["ID", "NAME", "START", "STATUS", "CREATED", "LAST USED", "PERMISSIONS"];
 
-fn show_key(k: &KeyInfo, json: bool, extra: &[(&str, Value)]) {
+/// A key: as `GET /v1/api-keys/{id}` answers with `--json`, else a table row.
+fn show_key(k: &KeyInfo, json: bool) -> Result<(), Fail> {
     if json {
-        let mut v = key_value(k);
-        if let Value::Object(m) = &mut v {
-            for (name, val) in extra {
-                m.insert((*name).into(), val.clone());
-            }
-        }
-        println!("{v}");
+        print_json(&keyward_http::key_view(k))
     } else {
         table::print(&KEY_HEADERS, &[key_row(k)]);
-        for (name, val) in extra {
-            let text = val.as_str().map_or_else(|| val.to_string(), str::to_owned);
-            println!("{name}: {text}");
-        }
+        Ok(())
     }
+}
+
+/// Secrets shown once, below a key's table row.
+fn show_secrets(secrets: &[(&str, String)]) {
+    for (name, value) in secrets {
+        println!("{name}: {value}");
+    }
+}
+
+/// The secrets of a key just created (its token, and a signing key's).
+fn created_secrets(created: &keyward::CreatedKey) -> Vec<(&'static str, String)> {
+    let mut secrets = vec![("secret", created.token.expose().to_owned())];
+    if let Some(s) = &created.signing {
+        secrets.push(("api_secret", s.api_secret.as_str().to_owned()));
+        secrets.push(("user_id", s.user_id.clone()));
+        secrets.push(("nonce", s.nonce.to_string()));
+    }
+    secrets
 }
 
 impl KeySettings {
@@ -903,21 +897,22 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
                 ..new_key(name, &settings)?
             };
             let created = engine.create_key(ws, spec, &admin)?;
-            let mut extra = vec![("secret", Value::from(created.token.expose()))];
-            if let Some(s) = &created.signing {
-                extra.push(("api_secret", Value::from(s.api_secret.as_str())));
-                extra.push(("user_id", Value::from(s.user_id.clone())));
-                extra.push(("nonce", Value::from(s.nonce)));
+            if json {
+                print_json(&keyward_http::created_key_view(
+                    &created.info,
+                    Some(&created.token),
+                    created.signing.as_ref(),
+                ))?;
+            } else {
+                show_key(&created.info, false)?;
+                show_secrets(&created_secrets(&created));
             }
-            show_key(&created.info, json, &extra);
         }
         KeyCommand::List { limit, cursor } => {
             let page = engine.list_keys(ws, limit, cursor.as_deref())?;
             if json {
-                println!(
-                    "{}",
-                    json!({"items": page.items.iter().map(key_value).collect::<Vec<_>>(), "next_cursor": page.next_cursor})
-                );
+                let items = page.items.iter().map(keyward_http::key_view).collect();
+                print_json(&wire::KeyPage { items, next_cursor: page.next_cursor })?;
             } else {
                 table::print(&KEY_HEADERS, &page.items.iter().map(key_row).collect::<Vec<_>>());
                 if let Some(c) = page.next_cursor {
@@ -925,7 +920,7 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
                 }
             }
         }
-        KeyCommand::Show { id } => show_key(&engine.key(parse_id(&id)?)?, json, &[]),
+        KeyCommand::Show { id } => show_key(&engine.key(parse_id(&id)?)?, json)?,
         KeyCommand::Update { id, name, disable, enable, no_expiry, settings } => {
             let update = KeyUpdate {
                 name,
@@ -948,16 +943,20 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
                 },
                 ..KeyUpdate::default()
             };
-            show_key(&engine.update_key(parse_id(&id)?, update, &admin)?, json, &[]);
+            show_key(&engine.update_key(parse_id(&id)?, update, &admin)?, json)?;
         }
-        KeyCommand::Revoke { id } => show_key(&engine.revoke_key(parse_id(&id)?, &admin)?, json, &[]),
+        KeyCommand::Revoke { id } => show_key(&engine.revoke_key(parse_id(&id)?, &admin)?, json)?,
         KeyCommand::Rotate { id, grace_seconds } => {
-            let created = engine.rotate_key(parse_id(&id)?, grace_seconds.saturating_mul(1000), &admin)?;
-            show_key(
-                &created.info,
-                json,
-                &[("secret", Value::from(created.token.expose())), ("rotated_from", Value::from(id))],
-            );
+            let old = parse_id(&id)?;
+            let created = engine.rotate_key(old, grace_seconds.saturating_mul(1000), &admin)?;
+            if json {
+                print_json(&keyward_http::rotated_key_view(&created, old))?;
+            } else {
+                show_key(&created.info, false)?;
+                let mut secrets = created_secrets(&created);
+                secrets.insert(1, ("rotated_from", old.to_string()));
+                show_secrets(&secrets);
+            }
         }
         KeyCommand::Usage { id, granularity: g, from, to } => {
             let to = to.unwrap_or_else(|| g.default_range(engine.now()).1);
@@ -979,11 +978,7 @@ fn key(db: &Place, cmd: KeyCommand, json: bool) -> Out {
             };
             let hash = KeyHash::from_hex(&hash).ok_or_else(|| Fail(2, "--hash must be 64 hex characters".into()))?;
             let spec = new_key(name, &settings)?;
-            show_key(
-                &engine.import_key(ws, ImportKey { hash: Some(hash), key: spec, start: None }, &admin)?,
-                json,
-                &[],
-            );
+            show_key(&engine.import_key(ws, ImportKey { hash: Some(hash), key: spec, start: None }, &admin)?, json)?;
         }
     }
     engine.close()?;
@@ -1034,13 +1029,6 @@ fn show_history(
     table::print(&header, &rows);
 }
 
-fn tool_value(tool: &keyward::Tool) -> Value {
-    let t = &tool.policy;
-    json!({"name": t.name, "enabled": t.enabled, "permission": t.permission.as_ref().map(Permission::as_str),
-        "cooldown_ms": t.limits.cooldown_ms, "daily_limit": t.limits.daily,
-        "upstream": tool.upstream, "timeout_ms": tool.timeout_ms})
-}
-
 fn tool_row(tool: &keyward::Tool) -> Vec<String> {
     let t = &tool.policy;
     let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |n| n.to_string());
@@ -1062,7 +1050,8 @@ fn tool(db: &Place, cmd: ToolCommand, json: bool) -> Out {
     let engine = open(db)?;
     let ws = default_workspace(&engine)?;
     let perm = |p: Option<String>| p.map(|p| Permission::parse(&p)).transpose();
-    let shown = match cmd {
+    // A tool added or changed is shown as the API answers it, a list as a list.
+    let (shown, one) = match cmd {
         ToolCommand::Add {
             name,
             disabled,
@@ -1077,7 +1066,7 @@ fn tool(db: &Place, cmd: ToolCommand, json: bool) -> Out {
                 upstream,
                 timeout_ms,
             };
-            vec![engine.create_tool(ws, spec, &Actor::Admin)?]
+            (vec![engine.create_tool(ws, spec, &Actor::Admin)?], true)
         }
         ToolCommand::Update {
             name,
@@ -1100,12 +1089,15 @@ fn tool(db: &Place, cmd: ToolCommand, json: bool) -> Out {
                 upstream: if no_upstream { Some(None) } else { upstream.map(Some) },
                 timeout_ms: timeout_ms.map(Some),
             };
-            vec![engine.update_tool(ws, &name, update, &Actor::Admin)?]
+            (vec![engine.update_tool(ws, &name, update, &Actor::Admin)?], true)
         }
-        ToolCommand::List => engine.tools(ws)?,
+        ToolCommand::List => (engine.tools(ws)?, false),
     };
     if json {
-        println!("{}", json!({"items": shown.iter().map(tool_value).collect::<Vec<_>>()}));
+        match (one, shown.first()) {
+            (true, Some(t)) => print_json(&keyward_http::tool_view(t))?,
+            _ => print_json(&wire::ToolList { items: shown.iter().map(keyward_http::tool_view).collect() })?,
+        }
     } else {
         table::print(&TOOL_HEADERS, &shown.iter().map(tool_row).collect::<Vec<_>>());
     }
@@ -1130,8 +1122,8 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
     if let WorkspaceCommand::List = cmd {
         let all = engine.workspaces();
         if json {
-            let items: Vec<Value> = all.iter().map(|w| json!({"id": w.policy.id.to_string(), "name": w.policy.name, "api_access": w.policy.api_access, "prefix": w.policy.prefix.as_str()})).collect();
-            println!("{}", json!({"items": items}));
+            let items: Vec<wire::Workspace> = all.iter().map(keyward_http::workspace_view).collect();
+            print_json(&json!({ "items": items }))?;
         } else {
             let rows: Vec<Vec<String>> = all
                 .iter()
@@ -1178,15 +1170,7 @@ fn workspace(db: &Place, cmd: WorkspaceCommand, json: bool) -> Out {
     };
     let p = &w.policy;
     if json {
-        println!(
-            "{}",
-            json!({"id": p.id.to_string(), "name": p.name, "api_access": p.api_access, "prefix": p.prefix.as_str(),
-                "ip_rules": p.ip_rules.0.iter().map(|r| json!({"action": r.action(), "cidr": r.net().to_string()})).collect::<Vec<_>>(),
-                "limit_sync": limit_sync_text(w.limit_sync),
-                "default_key_ttl": w.key_ttl.default_ms.map(|ms| ms / 1000),
-                "max_key_ttl": w.key_ttl.max_ms.map(|ms| ms / 1000),
-                "created_at": w.created_at.to_rfc3339()})
-        );
+        print_json(&keyward_http::workspace_view(&w))?;
     } else {
         let rules = p.ip_rules.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         table::print(

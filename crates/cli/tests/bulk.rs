@@ -100,9 +100,9 @@ fn a_bad_line_is_named_and_nothing_is_imported() {
     let file = dir.path().join("keys.jsonl");
     let path = file.display().to_string();
     let cases: &[(&[&str], &str)] = &[
-        (&[r#"{"name":"a"}"#, r#"{"name":"b","permissions":["Not Valid"]}"#], "line 2: permissions: "),
-        (&[r#"{"name":"a"}"#, "{not json"], "line 2: invalid JSON: "),
-        (&[r#"{"name":"a","colour":"red"}"#], "line 1: colour: unknown field"),
+        (&[r#"{"name":"a"}"#, r#"{"name":"b","permissions":["Not Valid"]}"#], "line 2: permissions[0]: "),
+        (&[r#"{"name":"a"}"#, "{not json"], "line 2: spec: invalid JSON: "),
+        (&[r#"{"name":"a","colour":"red"}"#], "line 1: colour: unknown field `colour`, expected one of `name`, "),
         (&[r#"{"name":"a","hash":"abc"}"#], "line 1: hash: must be 64 hex characters (SHA-256 of the token)"),
         (&[r#"{"name":"a","token":"t1","hash":"00"}"#], "line 1: hash: give token or hash, not both"),
         (&[r#"{"name":""}"#], "line 1: name: must be 1 to 128 characters"),
@@ -128,7 +128,7 @@ fn a_bad_line_is_named_and_nothing_is_imported() {
         err,
         format!(
             "keyward: error: {path}: nothing imported:\n  \
-             line 1: name: must be 1 to 128 characters\n  line 3: nme: unknown field\n"
+             line 1: name: must be 1 to 128 characters\n  line 3: nme: unknown field `nme`, expected one of `name`, `title`, `expire_now`, `expires_at`, `permissions`, `ip_rules`, `limits`, `tools`, `bearer`, `meta`, `signing`, `disabled`, `token`, `hash`, `start`\n"
         )
     );
     // Flags that belong to the lines are refused with --file.
@@ -196,10 +196,10 @@ fn the_batch_endpoint_creates_all_or_nothing() {
         r.body["error"],
         json!({
             "code": "invalid_request",
-            "message": "2 of 4 keys refused, none created; keys[1].permissions: must be an array",
+            "message": "2 of 4 keys refused, none created; keys[1].permissions: invalid type: string \"reports:read\", expected an array",
             "errors": [
-                {"index": 1, "code": "invalid_request", "message": "keys[1].permissions: must be an array"},
-                {"index": 2, "code": "invalid_request", "message": "keys[2].hash: unknown field"},
+                {"index": 1, "code": "invalid_request", "message": "keys[1].permissions: invalid type: string \"reports:read\", expected an array"},
+                {"index": 2, "code": "invalid_request", "message": "keys[2].hash: unknown field `hash`, expected one of `name`, `title`, `expire_now`, `expires_at`, `permissions`, `ip_rules`, `limits`, `tools`, `bearer`, `meta`, `signing`, `disabled`"},
             ],
         })
     );
@@ -242,8 +242,8 @@ fn the_batch_endpoint_creates_all_or_nothing() {
     for (body, message) in [
         (json!({"keys": []}), "keys: must hold 1 to 1000 key specs, got 0"),
         (json!({}), "keys: is required"),
-        (json!({"keys": {}}), "keys: must be an array of key specs"),
-        (json!({"keys": [{"name": "a"}], "dry_run": true}), "dry_run: unknown field"),
+        (json!({"keys": {}}), "keys: invalid type: map, expected an array"),
+        (json!({"keys": [{"name": "a"}], "dry_run": true}), "dry_run: unknown field `dry_run`, expected `keys`"),
         (json!({"keys": [7]}), "1 of 1 keys refused, none created; keys[0]: must be a JSON object"),
     ] {
         let r = batch(&s, &root, &body);

@@ -223,3 +223,84 @@ fn cache_mb_goes_with_a_file_only() {
     assert_eq!(out.status.code(), Some(2));
     assert!(err.contains("--cache-mb sizes the database file's cache"), "{err}");
 }
+
+/// `--json` prints what the HTTP API answers for the same things: a key,
+/// a page of keys, a tool, the tools, the workspace, the audit log and a
+/// verdict are compared value for value with the server's `data`.
+#[test]
+fn json_output_is_the_api_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keyward.redb");
+    let (ws, root) = common::init(&db);
+    let run = |args: &[&str]| {
+        let (code, out, err) = cli(&db, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        json(&out)
+    };
+    let created = run(&[
+        "key",
+        "create",
+        "--name",
+        "ci",
+        "--permission",
+        "reports:read",
+        "--ip-allow",
+        "10.0.0.0/8",
+        "--rate",
+        "10/1000",
+        "--credits",
+        "5",
+        "--meta",
+        r#"{"team":"infra"}"#,
+        "--json",
+    ]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["secret"].as_str().unwrap().to_owned();
+    let verdict = run(&["verify", &token, "--ip", "10.1.2.3", "--json"]);
+    let tool = run(&["tool", "add", "svc", "--cooldown-ms", "5", "--json"]);
+    let shown = run(&["key", "show", &id, "--json"]);
+    let page = run(&["key", "list", "--json"]);
+    let tools = run(&["tool", "list", "--json"]);
+    let workspace = run(&["workspace", "show", "--json"]);
+    let audit = run(&["audit", "--json"]);
+
+    // What the CLI showed of the key just created is its view and secret.
+    let mut view = created.as_object().unwrap().clone();
+    assert_eq!(view.remove("secret"), Some(Value::from(token.clone())));
+    assert_eq!(view.get("limits"), shown.get("limits"));
+    assert_eq!(verdict["code"], "VALID");
+    assert_eq!(verdict["remaining"], 4);
+    assert_eq!(verdict["name"], "ci");
+
+    let s = common::Server::serve(dir, db.clone(), root.clone(), &[]);
+    let get = |path: &str| {
+        let r = common::request("GET", &s.url(path), &[("authorization", &common::bearer(&root))], None);
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        r.data().clone()
+    };
+    assert_eq!(shown, get(&format!("/v1/api-keys/{id}")));
+    let keys = get("/v1/api-keys");
+    assert_eq!(page["next_cursor"], keys["next_cursor"]);
+    // The root key was used by the calls just made: compare the others.
+    let others = |p: &Value| -> Vec<Value> {
+        p["items"].as_array().unwrap().iter().filter(|k| k["id"] != page["items"][1]["id"]).cloned().collect()
+    };
+    assert_eq!(others(&page), others(&keys));
+    assert_eq!(page["items"].as_array().unwrap().len(), keys["items"].as_array().unwrap().len());
+    assert_eq!(tools, get("/v1/tools"));
+    assert_eq!(Some(&tool), tools["items"].as_array().unwrap().iter().find(|t| t["name"] == "svc"));
+    assert_eq!(workspace, get(&format!("/v1/workspaces/{ws}")));
+    assert_eq!(audit, get("/v1/audit"));
+    // A verdict over HTTP has the CLI's fields, with its figures a call later.
+    let r = common::request(
+        "POST",
+        &s.url("/v1/verify"),
+        &[("authorization", &common::bearer(&root))],
+        Some(&serde_json::json!({"key": token, "ip": "10.1.2.3"})),
+    );
+    let mut over_http = r.data().clone();
+    assert_eq!(over_http["remaining"], 3);
+    over_http["remaining"] = verdict["remaining"].clone();
+    over_http["ratelimit"] = verdict["ratelimit"].clone();
+    assert_eq!(verdict, over_http);
+}

@@ -273,7 +273,10 @@ fn upstream_settings_are_validated_and_shown() {
     let r = tool(&s, json!({"name": "t", "upstream": "http://h", "timeout_ms": 0}));
     assert!(r.body["error"]["message"].as_str().unwrap().starts_with("timeout_ms:"), "{:?}", r.body);
     let r = tool(&s, json!({"name": "t", "upstrem": "http://h"}));
-    assert_eq!(r.body["error"]["message"], "upstrem: unknown field");
+    assert_eq!(
+        r.body["error"]["message"],
+        "upstrem: unknown field `upstrem`, expected one of `name`, `enabled`, `permission`, `cooldown_ms`, `daily_limit`, `upstream`, `timeout_ms`"
+    );
     // Nothing was made.
     let list = request("GET", &s.url("/v1/tools"), &[("authorization", &root)], None);
     assert_eq!(list.data()["items"].as_array().unwrap().len(), 1, "{:?}", list.body);
@@ -306,10 +309,11 @@ fn cli_sets_and_shows_upstreams() {
     let (code, out, err) =
         cli(&db, &["--json", "tool", "add", "svc", "--upstream", "http://127.0.0.1:9/x", "--timeout-ms", "250"]);
     assert_eq!(code, 0, "{err}");
-    let v = json_of(&out);
+    // The tool as `POST /v1/tools` answers it.
     assert_eq!(
-        (v["items"][0]["upstream"].clone(), v["items"][0]["timeout_ms"].clone()),
-        (json!("http://127.0.0.1:9/x"), json!(250))
+        json_of(&out),
+        json!({"name": "svc", "enabled": true, "permission": null, "cooldown_ms": null, "daily_limit": null,
+            "upstream": "http://127.0.0.1:9/x", "timeout_ms": 250})
     );
     let (code, _, err) = cli(&db, &["tool", "add", "bad", "--upstream", "127.0.0.1:9"]);
     assert_ne!(code, 0);
@@ -320,7 +324,11 @@ fn cli_sets_and_shows_upstreams() {
     assert!(!out.contains("bad"), "{out}");
     let (code, out, err) = cli(&db, &["--json", "tool", "update", "svc", "--no-upstream"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(json_of(&out)["items"][0]["upstream"], Value::Null);
+    assert_eq!(
+        json_of(&out),
+        json!({"name": "svc", "enabled": true, "permission": null, "cooldown_ms": null, "daily_limit": null,
+            "upstream": null, "timeout_ms": 250})
+    );
 }
 
 #[test]
@@ -530,7 +538,10 @@ fn held_leases_from_verify_are_released_over_http() {
     assert_eq!(verify(json!({"key": free, "hold": true})).data()["lease_id"], Value::Null);
     // Unknown fields are refused by name.
     let r = verify(json!({"key": free, "hodl": true}));
-    assert_eq!((r.status, r.body["error"]["message"].clone()), (400, json!("hodl: unknown field")));
+    assert_eq!(
+        (r.status, r.body["error"]["message"].clone()),
+        (400, json!("hodl: unknown field `hodl`, expected one of `key`, `tool`, `ip`, `permissions`, `cost`, `hold`"))
+    );
 }
 
 #[test]

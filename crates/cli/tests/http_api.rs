@@ -79,7 +79,15 @@ fn key_lifecycle_and_gateway() {
     assert_eq!(patch(json!({"disabled": false, "name": "ci-2"})).data()["name"], "ci-2");
     // A misspelt field is refused, naming it, and changes nothing.
     let r = patch(json!({"name": "ci-3", "disable": true}));
-    assert_eq!((r.status, r.body["error"]["message"].as_str()), (400, Some("disable: unknown field")));
+    assert_eq!(
+        (r.status, r.body["error"]["message"].as_str()),
+        (
+            400,
+            Some(
+                "disable: unknown field `disable`, expected one of `name`, `title`, `expires_at`, `permissions`, `ip_rules`, `limits`, `tools`, `meta`, `disabled`, `credits`"
+            )
+        )
+    );
     let r = request("GET", &s.url(&format!("/v1/api-keys/{id}")), &[("authorization", &bearer(&root))], None);
     assert_eq!((r.data()["name"].as_str(), r.data()["disabled"].as_bool()), (Some("ci-2"), Some(false)));
     let r = request(
@@ -88,7 +96,10 @@ fn key_lifecycle_and_gateway() {
         &[("authorization", &bearer(&root))],
         Some(&json!({"grace": 60})),
     );
-    assert_eq!((r.status, r.body["error"]["message"].as_str()), (400, Some("grace: unknown field")));
+    assert_eq!(
+        (r.status, r.body["error"]["message"].as_str()),
+        (400, Some("grace: unknown field `grace`, expected `grace_seconds`"))
+    );
     assert_eq!(ping(&s, &[("x-api-key", &token)]).status, 200);
     assert_eq!(patch(json!({"name": ""})).status, 400);
 
@@ -524,4 +535,147 @@ fn hostile_requests_never_break_the_server() {
     }
     // Still serving.
     assert_eq!(ping(&s, &[("x-api-key", &k)]).status, 200);
+}
+
+/// Bodies are read into typed requests: an unknown field anywhere, nested
+/// too, is refused with its JSON path and nothing is created; a value
+/// refused after reading names its full path the same way.
+#[test]
+fn bodies_are_typed_and_errors_name_the_json_path() {
+    let s = Server::start(&[]);
+    let root = s.root.clone();
+    let list = || request("GET", &s.url("/v1/api-keys?limit=100"), &[("authorization", &bearer(&root))], None);
+    let before = list().data()["items"].as_array().unwrap().len();
+
+    let message = |r: &common::Resp| (r.status, r.code().to_owned(), r.body["error"]["message"].clone());
+    let r = create(&s, &root, json!({"name": "typo", "limits": {"rates": [{"limit": 5, "windw_ms": 1000}]}}));
+    assert_envelope(&r);
+    assert_eq!(
+        message(&r),
+        (
+            400,
+            "invalid_request".to_owned(),
+            json!(
+                "limits.rates[0].windw_ms: unknown field `windw_ms`, expected one of `name`, `limit`, `window_ms`, `auto_apply`"
+            )
+        )
+    );
+    // Checks made after reading name the value's full path too.
+    let cases = [
+        (
+            json!({"name": "a", "limits": {"rates": [{"limit": 5, "window_ms": 1000}, {"limit": 5, "window_ms": "1s"}]}}),
+            "limits.rates[1].window_ms: invalid type: string \"1s\", expected a non-negative integer",
+        ),
+        (json!({"name": "a", "limits": {"rates": [{"limit": 5}]}}), "limits.rates[0].window_ms: is required"),
+        (
+            json!({"name": "a", "ip_rules": [{"action": "allow", "cidr": "10.0.0.0/8"}, {"action": "deny", "cidr": "10.0.0.300"}]}),
+            "ip_rules[1].cidr: ",
+        ),
+        (json!({"name": "a", "permissions": ["keys:read", "Not Valid"]}), "permissions[1]: "),
+        (
+            json!({"name": "a", "limits": {"credits": {"remaining": 5, "refill": {"interval": "monthly", "amount": 1, "day": 32}}}}),
+            "limits.credits.refill.day: must be 1 to 31",
+        ),
+        (
+            json!({"name": "a", "expires_at": "soon"}),
+            "expires_at: must be an RFC 3339 time such as 2024-03-01T10:00:00.000Z",
+        ),
+        (
+            json!({"name": "a", "signing": {"user_id": true}}),
+            "signing.user_id: invalid type: boolean `true`, expected a string or a non-negative integer",
+        ),
+        (
+            json!({"name": "a", "limits": {"concurrency": "2"}}),
+            "limits.concurrency: invalid type: string \"2\", expected a positive integer or {\"max\": n, \"lease_ms\": ms}",
+        ),
+        (
+            json!({"name": "a", "limits": {"concurrency": [2, 5000]}}),
+            "limits.concurrency: invalid type: sequence, expected a positive integer",
+        ),
+        (
+            json!({"name": "a", "limits": {"concurrency": {"max": 2, "lease": 5}}}),
+            "limits.concurrency.lease: unknown field `lease`, expected `max` or `lease_ms`",
+        ),
+        (
+            json!({"name": "a", "expires_at": -5}),
+            "expires_at: invalid type: integer `-5`, expected an RFC 3339 time or Unix milliseconds",
+        ),
+        (json!(["a"]), "body: must be a JSON object"),
+        (json!({}), "name: is required"),
+    ];
+    for (body, expected) in cases {
+        let r = create(&s, &root, body.clone());
+        assert_eq!((r.status, r.code()), (400, "invalid_request"), "{body}");
+        let got = r.body["error"]["message"].as_str().unwrap();
+        assert!(got.starts_with(expected), "{body}: {got}");
+    }
+    assert_eq!(list().data()["items"].as_array().unwrap().len(), before, "nothing created");
+
+    // The forms a field may take are all still read.
+    let r = create(
+        &s,
+        &root,
+        json!({"title": "forms", "expires_at": 4_102_444_800_000u64, "signing": {"user_id": 42, "nonce_policy": "unique"},
+            "limits": {"concurrency": {"max": 2, "lease_ms": 5000}, "rate": {"limit": 1, "window_ms": 1000}}}),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.data()["expires_at"], "2100-01-01T00:00:00.000Z");
+    assert_eq!(r.data()["user_id"], "42");
+    assert_eq!(r.data()["limits"]["concurrency"], json!({"max": 2, "lease_ms": 5000}));
+}
+
+/// PATCH tells an absent field (left as it is) from `null` (cleared).
+#[test]
+fn a_patch_tells_absent_from_null() {
+    let s = Server::start(&[]);
+    let root = s.root.clone();
+    let r = create(&s, &root, json!({"name": "p", "expires_at": "2100-01-01T00:00:00Z", "meta": {"a": 1}}));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.data()["id"].as_str().unwrap().to_owned();
+    let patch = |body: Value| {
+        request("PATCH", &s.url(&format!("/v1/api-keys/{id}")), &[("authorization", &bearer(&root))], Some(&body))
+    };
+    // Absent: kept.
+    let r = patch(json!({"name": "p2"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        (r.data()["name"].as_str(), r.data()["expires_at"].as_str()),
+        (Some("p2"), Some("2100-01-01T00:00:00.000Z"))
+    );
+    assert_eq!(r.data()["meta"], json!({"a": 1}));
+    // `null`: cleared.
+    let r = patch(json!({"expires_at": null, "meta": null}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((&r.data()["expires_at"], &r.data()["meta"]), (&Value::Null, &Value::Null));
+    // A value error in a PATCH names its path, and changes nothing.
+    let r = patch(json!({"name": "p3", "ip_rules": [{"action": "allow", "cidr": "nope"}]}));
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    assert!(r.body["error"]["message"].as_str().unwrap().starts_with("ip_rules[0].cidr: "), "{:?}", r.body);
+    let r = request("GET", &s.url(&format!("/v1/api-keys/{id}")), &[("authorization", &bearer(&root))], None);
+    assert_eq!(r.data()["name"], "p2");
+}
+
+/// Each refused spec of a batch is named by its path under `keys[i]`.
+#[test]
+fn a_batch_names_each_refused_spec_by_its_path() {
+    let s = Server::start(&[]);
+    let root = s.root.clone();
+    let body = json!({"keys": [
+        {"name": "fine"},
+        {"name": "bad", "limits": {"rates": [{"limit": 1, "window_ms": 1000}, {"limit": 1, "windw_ms": 1}]}},
+        {"name": "worse", "permissions": ["ok:read", "NOT OK"]},
+    ]});
+    let r = request("POST", &s.url("/v1/api-keys/batch"), &[("authorization", &bearer(&root))], Some(&body));
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{:?}", r.body);
+    let errors = r.body["error"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["index"], 1);
+    assert_eq!(
+        errors[0]["message"],
+        "keys[1].limits.rates[1].windw_ms: unknown field `windw_ms`, expected one of `name`, `limit`, `window_ms`, `auto_apply`"
+    );
+    assert_eq!(errors[1]["index"], 2);
+    assert!(errors[1]["message"].as_str().unwrap().starts_with("keys[2].permissions[1]: "), "{errors:?}");
+    let r = request("GET", &s.url("/v1/api-keys?limit=100"), &[("authorization", &bearer(&root))], None);
+    assert_eq!(r.data()["items"].as_array().unwrap().len(), 1, "only the root key");
 }

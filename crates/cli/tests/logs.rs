@@ -80,6 +80,11 @@ fn json_lines_carry_the_request_and_no_credential() {
     let r = request("POST", &s.url("/api/v2/gl_ping"), &[("x-api-key", "kw_live_nope")], None);
     assert_eq!(r.status, 401);
     let refused_id = r.header("x-request-id").unwrap().to_owned();
+    // The audit event the key's creation wrote, as the API lists it.
+    let r = request("GET", &s.url("/v1/audit?limit=100"), &[("authorization", &bearer(&root))], None);
+    let created = r.data()["items"].as_array().unwrap().iter().find(|e| e["target"] == key_id.as_str()).cloned();
+    let created = created.unwrap_or_else(|| panic!("no event for {key_id}: {:?}", r.body));
+    assert_eq!(created["action"], "key.created");
 
     assert_eq!(s.terminate(), 0);
     let text = std::fs::read_to_string(&log).unwrap();
@@ -131,6 +136,8 @@ fn json_lines_carry_the_request_and_no_credential() {
     assert_eq!(create["route"], "/v1/api-keys");
     assert_eq!(create["status"], 201);
     assert_eq!(create["audit"], format!("key.created {key_id}"));
+    assert_eq!(create["audit_seq"], created["seq"], "{create}");
+    assert!(created["seq"].as_u64().is_some_and(|seq| seq > 1), "{created}");
     assert_eq!(create["workspace"], workspace.as_str());
     assert!(create.get("code").is_none(), "{create}");
 

@@ -191,7 +191,7 @@ async fn log_out(State(state): State<AppState>, headers: HeaderMap, _body: Bytes
             return reply(StatusCode::OK, body, Some(Code::Malformed.as_str()));
         }
     };
-    match crate::blocking::off_workers(&state.engine, move |e| e.end_session(&token)).await {
+    match crate::blocking::audited(&state.engine, move |e| e.end_session(&token)).await {
         Ok(true) => reply(StatusCode::OK, standard(None, errorcode::SUCCESS, None), Some("VALID")),
         Ok(false) => {
             let body = standard(Some("Not Authorized"), errorcode::NOT_AUTHORIZED, Some("unknown or ended session"));

@@ -44,6 +44,21 @@ pub(crate) async fn off_workers<T: Send + 'static>(
     }
 }
 
+/// [`off_workers`] for a change that writes an audit event (an admin
+/// call): the event's sequence number goes to the request's log line.
+pub(crate) async fn audited<T: Send + 'static>(
+    engine: &Engine,
+    f: impl FnOnce(&Engine) -> keyward::Result<T> + Send + 'static,
+) -> keyward::Result<T> {
+    let (out, seq) = off_workers(engine, move |e| {
+        let (out, seq) = e.audited(f);
+        out.map(|v| (v, seq))
+    })
+    .await?;
+    crate::envelope::note_audit_seq(seq);
+    Ok(out)
+}
+
 /// A signed login ([`Engine::authenticate_user`]), off the workers: it
 /// commits the session and the key's nonce history before it answers.
 pub(crate) async fn login(

@@ -10,9 +10,10 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
-use serde::de::Visitor;
+use serde::de::value::{MapAccessDeserializer, MapDeserializer, SeqDeserializer};
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 /// Why a body could not be read: where (a JSON path; empty for the whole
 /// body) and what.
@@ -25,16 +26,208 @@ pub(crate) struct BodyError {
 /// Reads `bytes` as a `T`. An error names the path of the offending value
 /// and says what is wrong with it, without serde_json's line and column
 /// (bodies are one line; the path says more).
+///
+/// An object is only ever read from a JSON object: serde's derived structs
+/// would also take an array of their fields in order, which no client
+/// means to send.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
+    // Syntax and repeated keys first, then the type.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let Unique(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         BodyError { path: if path == "." { String::new() } else { path }, message: message_of(&inner) }
     })?;
     // Trailing characters after the value.
     de.end().map_err(|e| BodyError { path: String::new(), message: message_of(&e) })?;
-    Ok(value)
+    from_value(&value)
+}
+
+/// A JSON value none of whose objects repeats a key: a struct read
+/// straight from the text would refuse a repeated field, and one read
+/// through a [`Value`] must not quietly keep the last.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(v) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Reads a JSON value already parsed as a `T`, as [`parse`] does; error
+/// paths are relative to `value`.
+pub(crate) fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, BodyError> {
+    serde_path_to_error::deserialize(Strict(value)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        BodyError { path: if path == "." { String::new() } else { path }, message: message_of(&inner) }
+    })
+}
+
+/// A JSON value as serde's data model, except that a struct is only read
+/// from an object.
+#[derive(Clone, Copy)]
+struct Strict<'a>(&'a Value);
+
+impl<'de> Deserializer<'de> for Strict<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(*b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => visitor.visit_u64(u),
+                (None, Some(i), _) => visitor.visit_i64(i),
+                (None, None, Some(f)) => visitor.visit_f64(f),
+                (None, None, None) => Err(de::Error::custom("a number out of range")),
+            },
+            Value::String(s) => visitor.visit_borrowed_str(s),
+            Value::Array(items) => {
+                let mut seq = SeqDeserializer::new(items.iter().map(Strict));
+                let out = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(out)
+            }
+            Value::Object(map) => {
+                let mut map = MapDeserializer::new(map.iter().map(|(k, v)| (k.as_str(), Strict(v))));
+                let out = visitor.visit_map(&mut map)?;
+                map.end()?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Object(_) => self.deserialize_any(visitor),
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            // A unit variant: its name.
+            Value::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
+            // A variant with data: `{"name": data}`.
+            Value::Object(map) if map.len() == 1 => {
+                let entry = MapDeserializer::new(map.iter().map(|(k, v)| (k.as_str(), Strict(v))));
+                visitor.visit_enum(MapAccessDeserializer::new(entry))
+            }
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier
+    }
+}
+
+impl<'de> IntoDeserializer<'de, serde_json::Error> for Strict<'de> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+fn unexpected(v: &Value) -> Unexpected<'_> {
+    match v {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Unexpected::Unsigned(u),
+            (None, Some(i)) => Unexpected::Signed(i),
+            _ => Unexpected::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
 }
 
 /// serde_json's message without its ` at line L column C` suffix.
@@ -112,6 +305,7 @@ impl<T> Patch<T> {
     }
 
     /// Whether the field was in the body (as `null` or a value).
+    #[allow(dead_code)] // Not every reader of a change needs it.
     pub(crate) fn is_given(&self) -> bool {
         !matches!(self, Self::Keep)
     }
@@ -126,51 +320,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
         })
     }
 }
-
-/// Reads a struct from a JSON object only. serde's derived `Deserialize`
-/// also reads a struct from an array, field after field (`[5, null]` as
-/// `{"remaining": 5, "refill": null}`), which no client means. A type
-/// derives with `#[serde(remote = "Self")]` (serde then writes an inherent
-/// `deserialize` instead of the trait) and gets the trait from
-/// [`objects_only!`](crate::body::objects_only), which calls that inherent
-/// function through this wrapper.
-pub(crate) struct ObjectOnly<D>(pub D);
-
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
-    type Error = D::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_any(visitor)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.0.deserialize_map(visitor)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
-        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
-    }
-}
-
-/// `Deserialize` for types that derive it with `#[serde(remote = "Self")]`,
-/// reading them from JSON objects only ([`ObjectOnly`]).
-macro_rules! objects_only {
-    ($($t:ty),+ $(,)?) => {$(
-        impl<'de> serde::Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                // The inherent function serde derived (`remote = "Self"`).
-                <$t>::deserialize($crate::body::ObjectOnly(d))
-            }
-        }
-    )+};
-}
-pub(crate) use objects_only;
 
 #[cfg(test)]
 mod tests {
@@ -228,6 +377,47 @@ mod tests {
     }
 
     #[test]
+    fn enums_read_as_serde_writes_them() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        #[serde(rename_all = "lowercase", deny_unknown_fields)]
+        enum Refill {
+            Daily,
+            Monthly { day: u8 },
+        }
+        assert_eq!(
+            parse::<Vec<Refill>>(br#"["daily", {"monthly": {"day": 3}}]"#).unwrap(),
+            [Refill::Daily, Refill::Monthly { day: 3 }]
+        );
+        let e = parse::<Vec<Refill>>(br#"[{"monthly": {"day": 3, "hour": 1}}]"#).unwrap_err();
+        assert_eq!(e.path, "[0].monthly.hour");
+        let e = parse::<Vec<Refill>>(br#"["weekly"]"#).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("[0]", "unknown variant `weekly`, expected `daily` or `monthly`")
+        );
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused() {
+        let e = parse::<Spec>(br#"{"name":"a","limits":{"rates":[],"rates":[]}}"#).unwrap_err();
+        assert_eq!(e, BodyError { path: "limits".into(), message: "duplicate field `rates`".into() });
+    }
+
+    #[test]
+    fn an_object_is_only_read_from_an_object() {
+        let e = parse::<Spec>(br#"["a", null, 5]"#).unwrap_err();
+        assert_eq!(
+            e,
+            BodyError { path: String::new(), message: "invalid type: sequence, expected struct Spec".into() }
+        );
+        let e = parse::<Spec>(br#"{"name":"a","limits":[[]]}"#).unwrap_err();
+        assert_eq!(e.path, "limits");
+        assert_eq!(e.message, "invalid type: sequence, expected struct Limits");
+        let e = parse::<Spec>(br#"{"name":"a","limits":{"rates":[[1, 2]]}}"#).unwrap_err();
+        assert_eq!(e.path, "limits.rates[0]");
+    }
+
+    #[test]
     fn a_patch_tells_absent_from_null() {
         let keep = parse::<Spec>(br#"{"name":"a"}"#).unwrap();
         assert_eq!(keep.expires_at, Patch::Keep);
@@ -236,38 +426,6 @@ mod tests {
         assert_eq!(clear.expires_at.into_change(), Some(None));
         let set = parse::<Spec>(br#"{"name":"a","expires_at":5}"#).unwrap();
         assert_eq!(set.expires_at.into_change(), Some(Some(5)));
-    }
-
-    #[derive(Deserialize, Debug, PartialEq)]
-    #[serde(deny_unknown_fields, remote = "Self")]
-    struct Pair {
-        a: u64,
-        #[serde(default)]
-        b: Option<Inner>,
-    }
-
-    #[derive(Deserialize, Debug, PartialEq)]
-    #[serde(deny_unknown_fields, remote = "Self")]
-    struct Inner {
-        c: u64,
-    }
-
-    objects_only!(Pair, Inner);
-
-    #[test]
-    fn structs_are_read_from_objects_only() {
-        assert_eq!(parse::<Pair>(br#"{"a":1,"b":{"c":2}}"#).unwrap(), Pair { a: 1, b: Some(Inner { c: 2 }) });
-        let plain = parse::<Spec>(br#"["a", null, null]"#);
-        assert!(plain.is_ok(), "what derived serde does alone");
-        let e = parse::<Pair>(b"[1]").unwrap_err();
-        assert_eq!(
-            e,
-            BodyError { path: String::new(), message: "invalid type: sequence, expected struct Pair".into() }
-        );
-        let e = parse::<Pair>(br#"{"a":1,"b":[2]}"#).unwrap_err();
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("b", "invalid type: sequence, expected struct Inner"));
-        let e = parse::<Pair>(br#"{"a":1,"d":2}"#).unwrap_err();
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("d", "unknown field `d`, expected `a` or `b`"));
     }
 
     #[test]

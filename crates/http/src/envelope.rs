@@ -112,6 +112,12 @@ impl Reply {
     }
 }
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        Reply::error(self).into_response()
+    }
+}
+
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Self {
         Reply::error(e)
@@ -169,6 +175,7 @@ struct Note {
     key_id: Option<String>,
     workspace: Option<String>,
     audit: Option<String>,
+    audit_seq: Option<u64>,
     error: Option<String>,
 }
 
@@ -194,6 +201,16 @@ pub(crate) fn note_key(key: Option<KeyId>, workspace: Option<WorkspaceId>) {
 /// Records the audit event an admin action wrote: `action target`.
 pub(crate) fn note_audit(action: &str, target: impl std::fmt::Display) {
     with_note(|n| n.audit = Some(format!("{action} {target}")));
+}
+
+/// Records the sequence number of the audit event an admin action wrote
+/// (as `GET /v1/audit` lists it).
+pub(crate) fn note_audit_seq(seq: Option<u64>) {
+    with_note(|n| {
+        if seq.is_some() {
+            n.audit_seq = seq;
+        }
+    });
 }
 
 /// Records why a request failed on the server's side: the log gets the
@@ -268,6 +285,7 @@ pub(crate) async fn stamp(State(state): State<AppState>, mut req: Request, next:
         ip = ip.map(tracing::field::display),
         latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         audit = note.audit.as_deref(),
+        audit_seq = note.audit_seq,
         error = note.error.as_deref(),
         "request"
     );

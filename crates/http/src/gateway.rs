@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keyward::{Engine, LeaseGuard};
 use keyward_core::Code;
 use keyward_core::credentials::Credential;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::AppState;
@@ -221,14 +221,13 @@ async fn ping(headers: &HeaderMap, body: Body) -> Answer {
         Ok(b) => b,
         Err(_) => return too_large(json::MAX_BODY as u64).into(),
     };
-    let map = match json::object(headers, &body, false) {
-        Ok(m) => m,
+    let spec: crate::wire::PingSpec = match json::read(headers, &body) {
+        Ok(s) => s,
         Err(e) => return e.into(),
     };
-    match map.get("ip").and_then(Value::as_str) {
-        Some(s) if s.parse::<IpAddr>().is_ok() => Reply::ok(json!({"ip": s})).into(),
-        Some(_) => ApiError::invalid("ip", "must be an IP address").into(),
-        None => ApiError::invalid("ip", "is required").into(),
+    match spec.ip.parse::<IpAddr>() {
+        Ok(_) => Reply::ok(json!({"ip": spec.ip})).into(),
+        Err(_) => ApiError::invalid("ip", "must be an IP address").into(),
     }
 }
 

@@ -1,15 +1,18 @@
-//! Request bodies in, key and tool views out.
+//! Request bodies in (read into the types of [`crate::wire`], then turned
+//! into the engine's with their values checked), key and tool views out.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
-use keyward::{BatchKey, ImportKey, KeyInfo, NewKey, NewSigning, Workspace};
+use keyward::{BatchKey, ImportKey, KeyInfo, KeyUpdate, NewKey, NewSigning, NewTool, ToolUpdate, Workspace};
 use keyward_core::ip::{IpRule, IpRules};
 use keyward_core::limits::{Concurrency, Credits, RateLimit, Refill, RefillInterval};
 use keyward_core::permission::Permission;
 use keyward_core::signature::NoncePolicy;
 use keyward_core::{KeyHash, Limits, Token, UnixMillis};
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
+use crate::body::{self, BodyError, Path};
 use crate::envelope::ApiError;
 use crate::wire;
 
@@ -23,19 +26,34 @@ pub const MAX_BATCH_BODY: usize = 4 * 1024 * 1024;
 /// Most key specs one `POST /v1/api-keys/batch` takes.
 pub const MAX_BATCH_SPECS: usize = 1_000;
 
-/// Parses a JSON object body. An empty body is an empty object when
-/// `empty_ok`; the content type must be JSON otherwise.
-pub(crate) fn object(headers: &HeaderMap, body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, ApiError> {
-    object_within(headers, body, empty_ok, MAX_BODY)
+/// Most entries of a list in a request body (permissions, IP rules, tools,
+/// rates).
+const MAX_LIST: usize = 256;
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes as a `T`.
+pub(crate) fn read<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    read_within(headers, body, MAX_BODY)
 }
 
-/// [`object`] of a body of at most `max` bytes.
-pub(crate) fn object_within(
-    headers: &HeaderMap,
-    body: &Bytes,
-    empty_ok: bool,
-    max: usize,
-) -> Result<Map<String, Value>, ApiError> {
+/// [`read`] of a body of at most `max` bytes.
+pub(crate) fn read_within<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<T, ApiError> {
+    if blank(headers, body, max)? {
+        return Err(ApiError::invalid("body", "a JSON object is required"));
+    }
+    body::parse(body).map_err(|e| body_error(e, body, "body"))
+}
+
+/// [`read`], where a blank body is the default `T` (every field absent).
+pub(crate) fn read_or_default<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    if blank(headers, body, MAX_BODY)? {
+        return Ok(T::default());
+    }
+    body::parse(body).map_err(|e| body_error(e, body, "body"))
+}
+
+/// Whether the body is blank; refuses one over `max` bytes, or one that is
+/// not declared JSON.
+fn blank(headers: &HeaderMap, body: &Bytes, max: usize) -> Result<bool, ApiError> {
     if body.len() > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -44,357 +62,316 @@ pub(crate) fn object_within(
         ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return if empty_ok { Ok(Map::new()) } else { Err(ApiError::invalid("body", "a JSON object is required")) };
+        return Ok(true);
     }
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::invalid("content-type", "must be application/json"));
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
-        Err(e) => Err(ApiError::invalid("body", format!("invalid JSON: {e}"))),
+    Ok(false)
+}
+
+/// A body that could not be read as its type, as a 400 (`root` names the
+/// whole body).
+fn body_error(e: BodyError, bytes: &[u8], root: &str) -> ApiError {
+    // Not JSON at all: the path of a syntax error is only where the reader
+    // stopped (`limits.?`); the body as a whole is wrong.
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return ApiError::invalid(root, format!("invalid JSON: {}", e.message));
+    }
+    value_error(e, root)
+}
+
+/// A value of a well-formed body that its type refuses, as a 400 naming
+/// the value's path (`root` for the whole body). A missing field is named
+/// itself, and a value that should be an object says so rather than name
+/// a Rust type.
+fn value_error(e: BodyError, root: &str) -> ApiError {
+    let at = if e.path.is_empty() { Path::root() } else { Path::at(e.path) };
+    let name = |p: &Path| if p.as_str().is_empty() { root.to_owned() } else { p.to_string() };
+    if let Some(field) = e.message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        return ApiError::invalid(&name(&at.field(field)), "is required");
+    }
+    if e.message.starts_with("invalid type: ") && e.message.contains(", expected struct ") {
+        return ApiError::invalid(&name(&at), "must be a JSON object");
+    }
+    // serde's names for JSON's arrays, objects and numbers.
+    let message = e
+        .message
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected an object")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected u8", "expected an integer from 0 to 255");
+    ApiError::invalid(&name(&at), message)
+}
+
+/// 400 naming the value at `at`.
+fn invalid(at: &Path, message: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid(if at.as_str().is_empty() { "body" } else { at.as_str() }, message)
+}
+
+fn at_most<T>(list: &[T], at: &Path) -> Result<(), ApiError> {
+    if list.len() > MAX_LIST { Err(invalid(at, format!("at most {MAX_LIST} entries"))) } else { Ok(()) }
+}
+
+/// A time: RFC 3339 text or Unix milliseconds.
+fn time_at(t: wire::Time, at: &Path) -> Result<UnixMillis, ApiError> {
+    match t {
+        wire::Time::Millis(ms) => Ok(UnixMillis(ms)),
+        wire::Time::Text(s) => UnixMillis::parse_rfc3339(&s)
+            .ok_or_else(|| invalid(at, "must be an RFC 3339 time such as 2024-03-01T10:00:00.000Z")),
     }
 }
 
-/// Typed access to the fields of a JSON object, with errors naming the field.
-pub(crate) struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    prefix: String,
+pub(crate) fn permissions(list: &[String], at: &Path) -> Result<Vec<Permission>, ApiError> {
+    at_most(list, at)?;
+    list.iter().enumerate().map(|(i, p)| Permission::parse(p).map_err(|e| invalid(&at.index(i), e))).collect()
 }
 
-impl<'a> Fields<'a> {
-    pub(crate) fn new(map: &'a Map<String, Value>) -> Self {
-        Self { map, prefix: String::new() }
-    }
+pub(crate) fn strings(list: Vec<String>, at: &Path) -> Result<Vec<String>, ApiError> {
+    at_most(&list, at)?;
+    Ok(list)
+}
 
-    /// The fields of `map`, named under `prefix` (e.g. `keys[3].`).
-    pub(crate) fn under(map: &'a Map<String, Value>, prefix: impl Into<String>) -> Self {
-        Self { map, prefix: prefix.into() }
-    }
+pub(crate) fn ip_rules(list: &[wire::IpRule], at: &Path) -> Result<IpRules, ApiError> {
+    at_most(list, at)?;
+    let rules = list.iter().enumerate().map(|(i, r)| {
+        let action = match r.action {
+            wire::IpAction::Allow => "allow",
+            wire::IpAction::Deny => "deny",
+        };
+        IpRule::parse(action, &r.cidr).map_err(|e| invalid(&at.index(i).field("cidr"), e))
+    });
+    Ok(IpRules(rules.collect::<Result<_, _>>()?))
+}
 
-    fn nested(map: &'a Map<String, Value>, prefix: String) -> Self {
-        Self { map, prefix }
+pub(crate) fn limits(spec: wire::LimitsSpec, at: &Path) -> Result<Limits, ApiError> {
+    let mut limits = Limits::default();
+    if let Some(r) = spec.rate {
+        limits.rates.push(RateLimit {
+            name: "default".into(),
+            limit: r.limit,
+            window_ms: r.window_ms,
+            auto_apply: true,
+        });
     }
-
-    pub(crate) fn name(&self, field: &str) -> String {
-        format!("{}{field}", self.prefix)
+    if let Some(list) = spec.rates {
+        at_most(&list, &at.field("rates"))?;
+        limits.rates.extend(list.into_iter().map(|r| RateLimit {
+            name: r.name.unwrap_or_else(|| "default".into()),
+            limit: r.limit,
+            window_ms: r.window_ms,
+            auto_apply: r.auto_apply.unwrap_or(true),
+        }));
     }
-
-    /// Refuses a field not in `known`, naming it: a typo in a field name is
-    /// an error, not a setting silently left as it was.
-    pub(crate) fn only(&self, known: &[&str]) -> Result<(), ApiError> {
-        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(ApiError::invalid(&self.name(k), "unknown field")),
-            None => Ok(()),
+    limits.cooldown_ms = spec.cooldown_ms;
+    limits.daily = spec.daily;
+    limits.concurrency = match spec.concurrency {
+        None => None,
+        Some(wire::ConcurrencySpec::Max(max)) => {
+            let max =
+                u32::try_from(max).map_err(|_| invalid(&at.field("concurrency"), "must be a positive integer"))?;
+            Some(Concurrency { max, lease_ms: DEFAULT_LEASE_MS })
         }
-    }
-
-    /// A duration in whole seconds, as milliseconds: `Some(None)` for JSON
-    /// `null` (cleared), `None` when absent.
-    pub(crate) fn seconds_or_null(&self, field: &str) -> Result<Option<Option<u64>>, ApiError> {
-        match self.map.get(field) {
-            None => Ok(None),
-            Some(Value::Null) => Ok(Some(None)),
-            Some(v) => v
-                .as_u64()
-                .and_then(|s| s.checked_mul(1000))
-                .map(|ms| Some(Some(ms)))
-                .ok_or_else(|| ApiError::invalid(&self.name(field), "must be a whole number of seconds, or null")),
-        }
-    }
-
-    /// The value, treating JSON `null` as absent.
-    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
-        self.map.get(field).filter(|v| !v.is_null())
-    }
-
-    /// Whether the field is present (even as `null`).
-    pub(crate) fn has(&self, field: &str) -> bool {
-        self.map.contains_key(field)
-    }
-
-    pub(crate) fn str(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::invalid(&self.name(field), "must be a string")),
-        }
-    }
-
-    pub(crate) fn bool(&self, field: &str) -> Result<Option<bool>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::invalid(&self.name(field), "must be true or false")),
-        }
-    }
-
-    pub(crate) fn u64(&self, field: &str) -> Result<Option<u64>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid(&self.name(field), "must be a non-negative integer")),
-        }
-    }
-
-    pub(crate) fn object(&self, field: &str) -> Result<Option<Fields<'a>>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(Fields::nested(m, format!("{}.", self.name(field))))),
-            Some(_) => Err(ApiError::invalid(&self.name(field), "must be an object")),
-        }
-    }
-
-    pub(crate) fn array(&self, field: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Array(a)) => {
-                if a.len() > 256 {
-                    return Err(ApiError::invalid(&self.name(field), "at most 256 entries"));
-                }
-                Ok(Some(a))
-            }
-            Some(_) => Err(ApiError::invalid(&self.name(field), "must be an array")),
-        }
-    }
-
-    pub(crate) fn strings(&self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
-        let Some(a) = self.array(field)? else { return Ok(None) };
-        a.iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ApiError::invalid(&self.name(field), "must be an array of strings"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    /// A time: RFC 3339 text or Unix milliseconds.
-    pub(crate) fn time(&self, field: &str) -> Result<Option<UnixMillis>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => UnixMillis::parse_rfc3339(s).map(Some).ok_or_else(|| {
-                ApiError::invalid(&self.name(field), "must be an RFC 3339 time such as 2024-03-01T10:00:00.000Z")
-            }),
-            Some(v) => v
-                .as_u64()
-                .map(|ms| Some(UnixMillis(ms)))
-                .ok_or_else(|| ApiError::invalid(&self.name(field), "must be an RFC 3339 time or Unix milliseconds")),
-        }
-    }
-
-    pub(crate) fn permissions(&self, field: &str) -> Result<Option<Vec<Permission>>, ApiError> {
-        let Some(list) = self.strings(field)? else { return Ok(None) };
-        list.iter()
-            .map(|p| Permission::parse(p).map_err(|e| ApiError::invalid(&self.name(field), e)))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    pub(crate) fn ip_rules(&self, field: &str) -> Result<Option<IpRules>, ApiError> {
-        let Some(list) = self.array(field)? else { return Ok(None) };
-        let name = self.name(field);
-        let mut rules = Vec::with_capacity(list.len());
-        for (i, v) in list.iter().enumerate() {
-            let Value::Object(m) = v else {
-                return Err(ApiError::invalid(
-                    &format!("{name}[{i}]"),
-                    "must be {\"action\":\"allow\"|\"deny\",\"cidr\":…}",
-                ));
-            };
-            let f = Fields::nested(m, format!("{name}[{i}]."));
-            let action = f.str("action")?.ok_or_else(|| ApiError::invalid(&f.name("action"), "is required"))?;
-            let cidr = f.str("cidr")?.ok_or_else(|| ApiError::invalid(&f.name("cidr"), "is required"))?;
-            rules.push(IpRule::parse(action, cidr).map_err(|e| ApiError::invalid(&name, e))?);
-        }
-        Ok(Some(IpRules(rules)))
-    }
-
-    pub(crate) fn limits(&self, field: &str) -> Result<Option<Limits>, ApiError> {
-        let Some(f) = self.object(field)? else { return Ok(None) };
-        let mut limits = Limits::default();
-        if let Some(r) = f.object("rate")? {
-            let limit = r.u64("limit")?.ok_or_else(|| ApiError::invalid(&r.name("limit"), "is required"))?;
-            let window_ms =
-                r.u64("window_ms")?.ok_or_else(|| ApiError::invalid(&r.name("window_ms"), "is required"))?;
-            limits.rates.push(RateLimit { name: "default".into(), limit, window_ms, auto_apply: true });
-        }
-        if let Some(list) = f.array("rates")? {
-            for (i, v) in list.iter().enumerate() {
-                let Value::Object(m) = v else {
-                    return Err(ApiError::invalid(&f.name(&format!("rates[{i}]")), "must be an object"));
-                };
-                let r = Fields::nested(m, format!("{}rates[{i}].", f.prefix));
-                let name = r.str("name")?.unwrap_or("default").to_owned();
-                let limit = r.u64("limit")?.ok_or_else(|| ApiError::invalid(&r.name("limit"), "is required"))?;
-                let window_ms =
-                    r.u64("window_ms")?.ok_or_else(|| ApiError::invalid(&r.name("window_ms"), "is required"))?;
-                let auto_apply = r.bool("auto_apply")?.unwrap_or(true);
-                limits.rates.push(RateLimit { name, limit, window_ms, auto_apply });
-            }
-        }
-        limits.cooldown_ms = f.u64("cooldown_ms")?;
-        limits.daily = f.u64("daily")?;
-        limits.concurrency = match f.get("concurrency") {
+        Some(wire::ConcurrencySpec::Leased(c)) => Some(Concurrency {
+            max: u32::try_from(c.max).map_err(|_| invalid(&at.field("concurrency").field("max"), "too large"))?,
+            lease_ms: c.lease_ms.unwrap_or(DEFAULT_LEASE_MS),
+        }),
+    };
+    if let Some(c) = spec.credits {
+        let refill = match c.refill {
             None => None,
-            Some(Value::Object(m)) => {
-                let c = Fields::nested(m, f.name("concurrency."));
-                let max = c.u64("max")?.ok_or_else(|| ApiError::invalid(&c.name("max"), "is required"))?;
-                Some(Concurrency {
-                    max: u32::try_from(max).map_err(|_| ApiError::invalid(&c.name("max"), "too large"))?,
-                    lease_ms: c.u64("lease_ms")?.unwrap_or(DEFAULT_LEASE_MS),
-                })
-            }
-            Some(v) => {
-                let max = v
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| ApiError::invalid(&f.name("concurrency"), "must be a positive integer"))?;
-                Some(Concurrency { max, lease_ms: DEFAULT_LEASE_MS })
-            }
-        };
-        if let Some(c) = f.object("credits")? {
-            let remaining =
-                c.u64("remaining")?.ok_or_else(|| ApiError::invalid(&c.name("remaining"), "is required"))?;
-            let refill = match c.object("refill")? {
-                None => None,
-                Some(r) => {
-                    let amount = r.u64("amount")?.ok_or_else(|| ApiError::invalid(&r.name("amount"), "is required"))?;
-                    let interval = match r.str("interval")? {
-                        Some("daily") => RefillInterval::Daily,
-                        Some("monthly") => {
-                            let day = r.u64("day")?.unwrap_or(1);
-                            let day = u8::try_from(day)
-                                .ok()
-                                .filter(|d| (1..=31).contains(d))
-                                .ok_or_else(|| ApiError::invalid(&r.name("day"), "must be 1 to 31"))?;
-                            RefillInterval::Monthly { day }
+            Some(r) => {
+                let interval = match r.interval {
+                    wire::RefillInterval::Daily => RefillInterval::Daily,
+                    wire::RefillInterval::Monthly => {
+                        let day = r.day.unwrap_or(1);
+                        if !(1..=31).contains(&day) {
+                            let at = at.field("credits").field("refill").field("day");
+                            return Err(invalid(&at, "must be 1 to 31"));
                         }
-                        _ => return Err(ApiError::invalid(&r.name("interval"), "must be \"daily\" or \"monthly\"")),
-                    };
-                    Some(Refill { interval, amount })
-                }
-            };
-            limits.credits = Some(Credits { initial: remaining, refill });
-        }
-        limits.validate().map_err(|e| ApiError::invalid(&self.name(field), e))?;
-        Ok(Some(limits))
-    }
-
-    pub(crate) fn signing(&self, field: &str) -> Result<Option<NewSigning>, ApiError> {
-        let Some(f) = self.object(field)? else { return Ok(None) };
-        let user_id = match f.get("user_id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-            _ => return Err(ApiError::invalid(&f.name("user_id"), "is required (string or integer)")),
-        };
-        let nonce_policy = match f.str("nonce_policy")? {
-            None | Some("monotonic") => NoncePolicy::Monotonic,
-            Some("unique") | Some("unique_in_window") => {
-                let window_ms = f.u64("nonce_window_ms")?.unwrap_or(600_000);
-                NoncePolicy::Unique { window_ms, capacity: 4096 }
+                        RefillInterval::Monthly { day }
+                    }
+                };
+                Some(Refill { interval, amount: r.amount })
             }
-            Some(_) => return Err(ApiError::invalid(&f.name("nonce_policy"), "must be \"monotonic\" or \"unique\"")),
         };
-        Ok(Some(NewSigning { user_id, nonce_policy }))
+        limits.credits = Some(Credits { initial: c.remaining, refill });
     }
+    limits.validate().map_err(|e| invalid(at, e))?;
+    Ok(limits)
 }
 
-/// Fields of a new key's spec (`POST /v1/api-keys`, each item of
-/// `POST /v1/api-keys/batch`, each line of `keyward key import`).
-pub const KEY_SPEC_FIELDS: &[&str] = &[
-    "name",
-    "title",
-    "expire_now",
-    "expires_at",
-    "permissions",
-    "ip_rules",
-    "limits",
-    "tools",
-    "bearer",
-    "meta",
-    "signing",
-    "disabled",
-];
-
-/// Fields a spec of a key issued elsewhere may add (`keyward key import`):
-/// its token, or the SHA-256 of it (hex), and a display start with a hash.
-pub const IMPORT_FIELDS: &[&str] = &["token", "hash", "start"];
-
-/// A new key's settings from a spec object; errors name the field under
-/// the spec's prefix.
-/// A key spec; omitted `permissions` are `inherited` (the creator's).
-pub(crate) fn new_key(f: &Fields<'_>, inherited: &[Permission]) -> Result<NewKey, ApiError> {
-    let name = match (f.str("name")?, f.str("title")?) {
-        (Some(n), _) | (None, Some(n)) => n.to_owned(),
-        (None, None) if f.has("name") || f.has("title") => {
-            return Err(ApiError::invalid(&f.name("name"), "must be a string"));
+fn signing(spec: wire::SigningSpec) -> NewSigning {
+    let user_id = match spec.user_id {
+        wire::UserId::Text(s) => s,
+        wire::UserId::Number(n) => n.to_string(),
+    };
+    let nonce_policy = match spec.nonce_policy {
+        None | Some(wire::NoncePolicySpec::Monotonic) => NoncePolicy::Monotonic,
+        Some(wire::NoncePolicySpec::Unique) => {
+            NoncePolicy::Unique { window_ms: spec.nonce_window_ms.unwrap_or(600_000), capacity: 4096 }
         }
-        (None, None) => return Err(ApiError::invalid(&f.name("name"), "is required")),
+    };
+    NewSigning { user_id, nonce_policy }
+}
+
+/// A new key's settings from its spec at `at`; omitted `permissions` are
+/// `inherited` (the creator's).
+pub(crate) fn new_key(spec: wire::KeySpec, at: &Path, inherited: &[Permission]) -> Result<NewKey, ApiError> {
+    let Some(name) = spec.name.or(spec.title) else {
+        return Err(invalid(&at.field("name"), "is required"));
     };
     Ok(NewKey {
         name,
-        expire_now: f.bool("expire_now")?.unwrap_or(false),
-        expires_at: f.time("expires_at")?,
-        permissions: match f.permissions("permissions")? {
-            Some(p) => p,
+        expire_now: spec.expire_now.unwrap_or(false),
+        expires_at: spec.expires_at.map(|t| time_at(t, &at.field("expires_at"))).transpose()?,
+        permissions: match &spec.permissions {
+            Some(p) => permissions(p, &at.field("permissions"))?,
             None => inherited.to_vec(),
         },
-        ip_rules: f.ip_rules("ip_rules")?.unwrap_or_default(),
-        limits: f.limits("limits")?,
-        tool_limits: Vec::new(),
-        tools: f.strings("tools")?.unwrap_or_default(),
-        meta: match f.get("meta") {
-            None => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
-            Some(_) => return Err(ApiError::invalid(&f.name("meta"), "must be a JSON object")),
+        ip_rules: match &spec.ip_rules {
+            Some(r) => ip_rules(r, &at.field("ip_rules"))?,
+            None => IpRules::default(),
         },
-        signing: f.signing("signing")?,
-        bearer: f.bool("bearer")?.unwrap_or(false),
-        disabled: f.bool("disabled")?.unwrap_or(false),
+        limits: spec.limits.map(|l| limits(l, &at.field("limits"))).transpose()?,
+        tool_limits: Vec::new(),
+        tools: spec.tools.map(|t| strings(t, &at.field("tools"))).transpose()?.unwrap_or_default(),
+        meta: spec.meta.map(Value::Object),
+        signing: spec.signing.map(signing),
+        bearer: spec.bearer.unwrap_or(false),
+        disabled: spec.disabled.unwrap_or(false),
         ..NewKey::default()
     })
 }
 
-/// One key of a batch from a spec object whose fields are named under
-/// `prefix` (`keys[3].` over HTTP, `` for a line of an import file).
-/// Unknown fields are refused. With `import`, a spec may carry `token` (a
-/// key issued elsewhere, by its token) or `hash` (by the SHA-256 hex of
-/// its token, with an optional display `start`); with neither, or without
-/// `import`, the key is new and its token is minted.
-pub fn key_spec(spec: &Value, prefix: &str, import: bool, inherited: &[Permission]) -> Result<BatchKey, ApiError> {
-    let Value::Object(map) = spec else {
-        let at = prefix.strip_suffix('.').unwrap_or(prefix);
-        return Err(ApiError::invalid(if at.is_empty() { "spec" } else { at }, "must be a JSON object"));
-    };
-    let f = Fields::under(map, prefix);
-    if import {
-        f.only(&[KEY_SPEC_FIELDS, IMPORT_FIELDS].concat())?;
-    } else {
-        f.only(KEY_SPEC_FIELDS)?;
-    }
-    let key = new_key(&f, inherited)?;
-    match (f.str("token")?, f.str("hash")?, f.str("start")?) {
-        (Some(_), Some(_), _) => Err(ApiError::invalid(&f.name("hash"), "give token or hash, not both")),
+/// One spec of a batch at `at` (`keys[3]`): read on its own, so every
+/// refused spec of a batch is named.
+pub(crate) fn batch_key(item: wire::BatchItem, at: &Path, inherited: &[Permission]) -> Result<BatchKey, ApiError> {
+    let spec = item.0.map_err(|e| {
+        let path = if e.path.is_empty() { at.clone() } else { Path::at(format!("{at}.{}", e.path)) };
+        value_error(BodyError { path: path.to_string(), message: e.message }, "body")
+    })?;
+    new_key(spec, at, inherited).map(BatchKey::New)
+}
+
+/// A line of a `keyward key import --file` file: a key spec (the fields of
+/// `POST /v1/api-keys`), with `token` (a key issued elsewhere, by its
+/// token) or `hash` (by the SHA-256 hex of its token, with an optional
+/// display `start`); with neither, the key is new and its token is minted.
+/// Unknown fields are refused; errors name the path of the value
+/// (`limits.rates[0].window_ms: …`), or `spec` for the whole line.
+pub fn import_spec(line: &[u8]) -> Result<BatchKey, ApiError> {
+    let spec: wire::ImportSpec = body::parse(line).map_err(|e| body_error(e, line, "spec"))?;
+    let (spec, [token, hash, start]) = spec.split();
+    let at = Path::root();
+    let key = new_key(spec, &at, &[])?;
+    match (token, hash, start) {
+        (Some(_), Some(_), _) => Err(invalid(&at.field("hash"), "give token or hash, not both")),
         (Some(_), None, Some(_)) => {
-            Err(ApiError::invalid(&f.name("start"), "only with hash (a token's start is its first characters)"))
+            Err(invalid(&at.field("start"), "only with hash (a token's start is its first characters)"))
         }
-        (Some(t), None, None) => match Token::parse_foreign(t) {
+        (Some(t), None, None) => match Token::parse_foreign(&t) {
             Ok(token) => Ok(BatchKey::Token { token, key }),
-            Err(e) => Err(ApiError::invalid(&f.name("token"), e)),
+            Err(e) => Err(invalid(&at.field("token"), e)),
         },
-        (None, Some(h), start) => match KeyHash::from_hex(h) {
-            Some(hash) => Ok(BatchKey::Hash(ImportKey { hash: Some(hash), key, start: start.map(str::to_owned) })),
-            None => Err(ApiError::invalid(&f.name("hash"), "must be 64 hex characters (SHA-256 of the token)")),
+        (None, Some(h), start) => match KeyHash::from_hex(&h) {
+            Some(hash) => Ok(BatchKey::Hash(ImportKey { hash: Some(hash), key, start })),
+            None => Err(invalid(&at.field("hash"), "must be 64 hex characters (SHA-256 of the token)")),
         },
-        (None, None, Some(_)) => Err(ApiError::invalid(&f.name("start"), "only with hash")),
+        (None, None, Some(_)) => Err(invalid(&at.field("start"), "only with hash")),
         (None, None, None) => Ok(BatchKey::New(key)),
     }
+}
+
+/// The change a key PATCH asks for.
+pub(crate) fn key_update(patch: wire::KeyPatch) -> Result<KeyUpdate, ApiError> {
+    let at = Path::root();
+    Ok(KeyUpdate {
+        name: patch.name.or(patch.title),
+        expires_at: patch
+            .expires_at
+            .into_change()
+            .map(|t| t.map(|t| time_at(t, &at.field("expires_at"))).transpose())
+            .transpose()?,
+        permissions: patch.permissions.map(|p| permissions(&p, &at.field("permissions"))).transpose()?,
+        ip_rules: patch
+            .ip_rules
+            .into_change()
+            .map(|r| r.map_or_else(|| Ok(IpRules::default()), |r| ip_rules(&r, &at.field("ip_rules"))))
+            .transpose()?,
+        limits: patch
+            .limits
+            .into_change()
+            .map(|l| l.map_or_else(|| Ok(Limits::default()), |l| limits(l, &at.field("limits"))))
+            .transpose()?,
+        tools: patch
+            .tools
+            .into_change()
+            .map(|t| t.map_or_else(|| Ok(Vec::new()), |t| strings(t, &at.field("tools"))))
+            .transpose()?,
+        meta: patch.meta.into_change().map(|m| m.map(Value::Object)),
+        disabled: patch.disabled,
+        credits: patch.credits.and_then(|c| c.remaining).map(keyward::CreditChange::Set),
+        ..KeyUpdate::default()
+    })
+}
+
+fn permission(p: &str, at: &Path) -> Result<Permission, ApiError> {
+    Permission::parse(p).map_err(|e| invalid(at, e))
+}
+
+/// A new tool.
+pub(crate) fn new_tool(spec: wire::ToolSpec) -> Result<NewTool, ApiError> {
+    Ok(NewTool {
+        permission: spec.permission.map(|p| permission(&p, &Path::root().field("permission"))).transpose()?,
+        name: spec.name,
+        enabled: spec.enabled.unwrap_or(true),
+        cooldown_ms: spec.cooldown_ms,
+        daily_limit: spec.daily_limit,
+        upstream: spec.upstream,
+        timeout_ms: spec.timeout_ms,
+    })
+}
+
+/// The change a tool PATCH asks for.
+pub(crate) fn tool_update(patch: wire::ToolPatch) -> Result<ToolUpdate, ApiError> {
+    let at = Path::root().field("permission");
+    Ok(ToolUpdate {
+        enabled: patch.enabled,
+        permission: patch.permission.into_change().map(|p| p.map(|p| permission(&p, &at)).transpose()).transpose()?,
+        cooldown_ms: patch.cooldown_ms.into_change(),
+        daily_limit: patch.daily_limit.into_change(),
+        upstream: patch.upstream.into_change(),
+        timeout_ms: patch.timeout_ms.into_change(),
+    })
+}
+
+/// The change a workspace PATCH asks for. Key lifetimes are in seconds.
+pub(crate) fn workspace_update(patch: wire::WorkspacePatch) -> Result<keyward::WorkspaceUpdate, ApiError> {
+    let at = Path::root();
+    let seconds = |p: body::Patch<u64>, field: &str| {
+        p.into_change()
+            .map(|s| s.map(|s| s.checked_mul(1000).ok_or_else(|| invalid(&at.field(field), "too large"))).transpose())
+            .transpose()
+    };
+    Ok(keyward::WorkspaceUpdate {
+        name: patch.name,
+        prefix: patch
+            .prefix
+            .map(|p| keyward_core::Prefix::parse(&p).map_err(|e| invalid(&at.field("prefix"), e)))
+            .transpose()?,
+        api_access: patch.api_access,
+        ip_rules: patch.ip_rules.map(|r| ip_rules(&r, &at.field("ip_rules"))).transpose()?,
+        default_limits: patch.default_limits.map(|l| limits(l, &at.field("default_limits"))).transpose()?,
+        limit_sync: patch
+            .limit_sync
+            .map(|s| s.parse::<keyward::LimitSync>().map_err(|e| invalid(&at.field("limit_sync"), e)))
+            .transpose()?,
+        default_key_ttl_ms: seconds(patch.default_key_ttl, "default_key_ttl")?,
+        max_key_ttl_ms: seconds(patch.max_key_ttl, "max_key_ttl")?,
+    })
 }
 
 /// Lease lifetime when a concurrency limit is given as a bare number.
@@ -450,8 +427,9 @@ pub(crate) fn ip_rules_json(rules: &IpRules) -> Vec<wire::IpRule> {
         .collect()
 }
 
-/// A key's view: never a token or hash.
-pub(crate) fn key_view(k: &KeyInfo) -> wire::Key {
+/// A key as the API answers it (`GET /v1/api-keys/{id}`): never its token
+/// or hash.
+pub fn key_view(k: &KeyInfo) -> wire::Key {
     wire::Key {
         id: k.id.to_string(),
         workspace_id: k.workspace.to_string(),
@@ -477,14 +455,66 @@ pub(crate) fn key_view(k: &KeyInfo) -> wire::Key {
     }
 }
 
+/// A key just created as the API answers it (`POST /v1/api-keys`): its
+/// view, its token (when minted here rather than imported by hash) and, for
+/// a signing key, its signing secrets, shown this once.
+pub fn created_key_view(
+    info: &KeyInfo,
+    token: Option<&Token>,
+    signing: Option<&keyward::SigningSecrets>,
+) -> wire::CreatedKey {
+    wire::CreatedKey {
+        key: key_view(info),
+        secret: token.map(|t| t.expose().to_owned()),
+        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
+        user_id: signing.map(|s| s.user_id.clone()),
+        nonce: signing.map(|s| s.nonce),
+        nonce_policy: signing.map(|s| match s.nonce_policy {
+            NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
+            _ => wire::NoncePolicy::Unique,
+        }),
+    }
+}
+
+/// A rotated key as the API answers it (`POST /v1/api-keys/{id}/rotate`):
+/// the new key, its token, and the id of the key it replaces.
+pub fn rotated_key_view(created: &keyward::CreatedKey, rotated_from: keyward_core::KeyId) -> wire::RotatedKey {
+    let signing = created.signing.as_ref();
+    wire::RotatedKey {
+        key: key_view(&created.info),
+        secret: created.token.expose().to_owned(),
+        rotated_from: rotated_from.to_string(),
+        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
+        user_id: signing.map(|s| s.user_id.clone()),
+        nonce: signing.map(|s| s.nonce),
+    }
+}
+
+/// An audit event as the API answers it (`GET /v1/audit`).
+pub fn audit_view(e: &keyward::AuditEvent) -> wire::AuditEvent {
+    wire::AuditEvent {
+        seq: e.seq,
+        at: e.at.to_rfc3339(),
+        actor: e.actor.clone(),
+        action: e.action.as_str().to_owned(),
+        target: e.target.clone(),
+        detail: e.detail.clone(),
+    }
+}
+
 /// A key as JSON: never a token or hash.
 pub(crate) fn key_json(k: &KeyInfo) -> Value {
     wire::value(&key_view(k))
 }
 
 pub(crate) fn tool_json(tool: &keyward::Tool) -> Value {
+    wire::value(&tool_view(tool))
+}
+
+/// A tool as the API answers it.
+pub fn tool_view(tool: &keyward::Tool) -> wire::Tool {
     let t = &tool.policy;
-    wire::value(&wire::Tool {
+    wire::Tool {
         name: t.name.clone(),
         enabled: t.enabled,
         permission: t.permission.as_ref().map(|p| p.as_str().to_owned()),
@@ -492,13 +522,44 @@ pub(crate) fn tool_json(tool: &keyward::Tool) -> Value {
         daily_limit: t.limits.daily,
         upstream: tool.upstream.clone(),
         timeout_ms: tool.timeout_ms,
-    })
+    }
+}
+
+/// The verdict on a key as `POST /v1/verify` answers it; `lease_id` when
+/// its leases are held.
+pub fn verify_view(out: &keyward::Verification, lease_id: Option<String>) -> wire::VerifyResult {
+    let v = &out.verdict;
+    let k = out.key.as_ref();
+    wire::VerifyResult {
+        valid: v.is_valid(),
+        code: v.code.as_str(),
+        key_id: v.key_id.map(|k| k.to_string()),
+        workspace_id: v.workspace_id.map(|w| w.to_string()),
+        name: k.map(|k| k.name.clone()),
+        permissions: k.map(|k| k.permissions.iter().map(|p| p.as_str().to_owned()).collect()),
+        meta: k.and_then(|k| k.meta.clone()),
+        expires_at: k.and_then(|k| k.expires_at).map(UnixMillis::to_rfc3339),
+        remaining: v.quota.credits_remaining,
+        retry_after_ms: v.retry_after_ms,
+        ratelimit: v.quota.rate.as_ref().map(|r| wire::RateState {
+            limit: r.limit,
+            remaining: r.remaining,
+            reset_ms: r.reset_ms,
+        }),
+        lease_id,
+    }
 }
 
 /// A workspace as JSON. Key lifetimes are in seconds.
 pub(crate) fn workspace_json(w: &Workspace) -> Value {
+    wire::value(&workspace_view(w))
+}
+
+/// A workspace as the API answers it (`GET /v1/workspaces/{id}`). Key
+/// lifetimes are in seconds.
+pub fn workspace_view(w: &Workspace) -> wire::Workspace {
     let seconds = |ms: Option<u64>| ms.map(|ms| ms / 1000);
-    wire::value(&wire::Workspace {
+    wire::Workspace {
         id: w.policy.id.to_string(),
         name: w.policy.name.clone(),
         api_access: w.policy.api_access,
@@ -509,5 +570,5 @@ pub(crate) fn workspace_json(w: &Workspace) -> Value {
         default_key_ttl: seconds(w.key_ttl.default_ms),
         max_key_ttl: seconds(w.key_ttl.max_ms),
         created_at: w.created_at.to_rfc3339(),
-    })
+    }
 }

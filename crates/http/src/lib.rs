@@ -4,7 +4,10 @@
 //! `auth_request`, signed authentication, health and metrics, and its
 //! OpenAPI document at `GET /openapi.json`) around an
 //! [`Engine`]; [`KeywardLayer`] and [`VerifiedKey`] protect an application's
-//! own axum routes.
+//! own axum routes. The types it answers with are in [`wire`], made from the
+//! engine's values by [`key_view`], [`tool_view`], [`workspace_view`] and
+//! their siblings, so another front end (`keyward … --json`) prints the
+//! same shapes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +27,6 @@
 
 mod apex;
 mod blocking;
-#[allow(dead_code)] // used as the request types move onto it
 mod body;
 mod client_ip;
 mod console;
@@ -36,7 +38,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod unkey;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -48,7 +50,10 @@ use keyward::Engine;
 pub use client_ip::TrustedProxies;
 pub use envelope::{ApiError, Reply, RequestId};
 pub use gateway::DEFAULT_GATEWAY_BODY;
-pub use json::{DEFAULT_LEASE_MS, IMPORT_FIELDS, KEY_SPEC_FIELDS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, key_spec};
+pub use json::{
+    DEFAULT_LEASE_MS, MAX_BATCH_BODY, MAX_BATCH_SPECS, MAX_BODY, audit_view, created_key_view, import_spec, key_view,
+    rotated_key_view, tool_view, verify_view, workspace_view,
+};
 pub use layer::{KeywardLayer, KeywardService, VerifiedKey};
 pub use metrics::Metrics;
 pub use routes::history_json;

@@ -6,16 +6,17 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keyward::{Actor, CreditChange, KeyUpdate, NewKey, NewTool, SigningSecrets, ToolUpdate};
+use keyward::{Actor, NewKey, SigningSecrets};
 use keyward_core::credentials::{self, Credential};
 use keyward_core::limits::Cost;
 use keyward_core::{Code, KeyId, UnixMillis, Verdict, WorkspaceId};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::blocking::{login, off_workers, verifying};
+use crate::blocking::{audited, login, off_workers, verifying};
+use crate::body;
 use crate::envelope::{ApiError, Reply};
-use crate::json::{self, Fields, key_json, tool_json};
+use crate::json::{self, key_json, tool_json};
 use crate::wire;
 
 /// The peer address, when the server was started with connect info.
@@ -157,50 +158,32 @@ async fn caller_and_key(
     Ok((caller_id, key))
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Reply::from(e),
-        }
-    };
-}
-
 // ---- keys -----------------------------------------------------------------
 
-pub(crate) async fn create_key(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let (caller_id, ws) = caller(&state, &peer, &headers, "keys:write")?;
     // A misspelt field is an error, not a setting silently left out.
-    tri!(f.only(json::KEY_SPEC_FIELDS));
-    let inherited = tri!(inherited_permissions(&state, caller_id).await);
-    let spec = tri!(json::new_key(&f, &inherited));
-    let created = tri!(
-        off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
-    );
+    let spec: wire::KeySpec = json::read(&headers, &body)?;
+    let inherited = inherited_permissions(&state, caller_id).await?;
+    let spec = json::new_key(spec, &body::Path::root(), &inherited)?;
+    let created =
+        audited(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("key.created", created.info.id);
-    Reply::created(created_json(&created.info, Some(&created.token), created.signing.as_ref()))
+    Ok(Reply::created(created_json(&created.info, Some(&created.token), created.signing.as_ref())))
 }
 
-/// A key just created: its view, its secret (when minted here) and its
-/// signing secrets, shown this once.
+/// A key just created, as JSON.
 fn created_json(
     info: &keyward::KeyInfo,
     token: Option<&keyward_core::Token>,
     signing: Option<&SigningSecrets>,
 ) -> Value {
-    wire::value(&wire::CreatedKey {
-        key: json::key_view(info),
-        secret: token.map(|t| t.expose().to_owned()),
-        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
-        user_id: signing.map(|s| s.user_id.clone()),
-        nonce: signing.map(|s| s.nonce),
-        nonce_policy: signing.map(|s| match s.nonce_policy {
-            keyward_core::signature::NoncePolicy::Monotonic => wire::NoncePolicy::Monotonic,
-            _ => wire::NoncePolicy::Unique,
-        }),
-    })
+    wire::value(&json::created_key_view(info, token, signing))
 }
 
 /// `POST /v1/api-keys/batch` `{"keys":[spec, …]}`: up to
@@ -209,41 +192,45 @@ fn created_json(
 /// spec is refused nothing is created: the error (the first refused
 /// spec's status and code) lists every refused spec in `errors`, with its
 /// index and a message naming its path (`keys[3].permissions: …`).
-pub(crate) async fn create_keys(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let map = tri!(json::object_within(&headers, &body, false, json::MAX_BATCH_BODY));
-    tri!(Fields::new(&map).only(&["keys"]));
-    let specs = match map.get("keys") {
-        Some(Value::Array(a)) if !a.is_empty() && a.len() <= json::MAX_BATCH_SPECS => a,
-        Some(Value::Array(a)) => {
-            let why = format!("must hold 1 to {} key specs, got {}", json::MAX_BATCH_SPECS, a.len());
-            return ApiError::invalid("keys", why).into();
-        }
-        Some(_) => return ApiError::invalid("keys", "must be an array of key specs").into(),
-        None => return ApiError::invalid("keys", "is required").into(),
-    };
-    let total = specs.len();
+pub(crate) async fn create_keys(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let (caller_id, ws) = caller(&state, &peer, &headers, "keys:write")?;
+    let spec: wire::BatchSpec = json::read_within(&headers, &body, json::MAX_BATCH_BODY)?;
+    let total = spec.keys.len();
+    if !(1..=json::MAX_BATCH_SPECS).contains(&total) {
+        let why = format!("must hold 1 to {} key specs, got {total}", json::MAX_BATCH_SPECS);
+        return Err(ApiError::invalid("keys", why));
+    }
     let mut items = Vec::with_capacity(total);
     let mut refused = Vec::new();
-    let inherited = tri!(inherited_permissions(&state, caller_id).await);
-    for (i, spec) in specs.iter().enumerate() {
-        match json::key_spec(spec, &format!("keys[{i}]."), false, &inherited) {
+    let inherited = inherited_permissions(&state, caller_id).await?;
+    let keys = body::Path::root().field("keys");
+    for (i, spec) in spec.keys.into_iter().enumerate() {
+        match json::batch_key(spec, &keys.index(i), &inherited) {
             Ok(item) => items.push(item),
             Err(e) => refused.push((i, e)),
         }
     }
     if !refused.is_empty() {
-        return batch_refused(total, refused);
+        return Ok(batch_refused(total, refused));
     }
-    let created = off_workers(&state.engine, move |e| e.create_keys(ws, items, &Actor::Key(caller_id))).await;
+    let created = audited(&state.engine, move |e| e.create_keys(ws, items, &Actor::Key(caller_id))).await;
     match created {
-        Ok(keys) => Reply::created(json!({
-            "items": keys.iter().map(|k| created_json(&k.info, k.token.as_ref(), k.signing.as_ref())).collect::<Vec<_>>()
-        })),
-        Err(keyward::Error::Batch { total, refused }) => {
-            batch_refused(total, refused.into_iter().map(|(i, e)| (i, item_error(&format!("keys[{i}]"), e))).collect())
+        Ok(keys) => {
+            crate::envelope::note_audit("keys.created", format_args!("{} keys", keys.len()));
+            let items =
+                keys.iter().map(|k| json::created_key_view(&k.info, k.token.as_ref(), k.signing.as_ref())).collect();
+            Ok(Reply::created(wire::value(&wire::CreatedKeys { items })))
         }
-        Err(e) => engine_error(e).into(),
+        Err(keyward::Error::Batch { total, refused }) => Ok(batch_refused(
+            total,
+            refused.into_iter().map(|(i, e)| (i, item_error(keys.index(i).as_str(), e))).collect(),
+        )),
+        Err(e) => Err(engine_error(e)),
     }
 }
 
@@ -263,7 +250,7 @@ fn batch_refused(total: usize, refused: Vec<(usize, ApiError)>) -> Reply {
     let errors: Vec<Value> =
         refused.iter().map(|(i, e)| json!({"index": i, "code": e.code, "message": e.message})).collect();
     let Some((_, first)) = refused.into_iter().next() else {
-        return ApiError::invalid("keys", "refused").into();
+        return Reply::error(ApiError::invalid("keys", "refused"));
     };
     let message = format!("{} of {total} keys refused, none created; {}", errors.len(), first.message);
     Reply::error(ApiError { message, ..first }).detail("errors", Value::Array(errors))
@@ -285,28 +272,26 @@ pub(crate) async fn apimall_create_key(
     peer: Peer,
     headers: HeaderMap,
     body: Bytes,
-) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "keys:write"));
-    let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
-    tri!(f.only(&["title"]));
-    let title = match f.get("title") {
-        Some(Value::String(t)) if !t.trim().is_empty() => t.clone(),
-        _ => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid title").into(),
-    };
+) -> Result<Reply, ApiError> {
+    let (caller_id, ws) = caller(&state, &peer, &headers, "keys:write")?;
+    // APIMall's own message for a title missing, not a string, or blank.
+    let invalid_title = || ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid title");
+    let spec: wire::ApimallSpec =
+        json::read(&headers, &body).map_err(|e| if e.message.starts_with("title: ") { invalid_title() } else { e })?;
+    let title = Some(spec.title).filter(|t| !t.trim().is_empty()).ok_or_else(invalid_title)?;
     let spec =
-        NewKey { name: title, permissions: tri!(inherited_permissions(&state, caller_id).await), ..NewKey::default() };
-    let created = tri!(
-        off_workers(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)
-    );
+        NewKey { name: title, permissions: inherited_permissions(&state, caller_id).await?, ..NewKey::default() };
+    let created =
+        audited(&state.engine, move |e| e.create_key(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     let info = &created.info;
-    Reply::created(wire::value(&wire::ApimallKey {
+    crate::envelope::note_audit("key.created", info.id);
+    Ok(Reply::created(wire::value(&wire::ApimallKey {
         id: info.serial,
         title: info.name.clone(),
         status: "created".into(),
         created_at: info.created_at.to_rfc3339(),
         api_key: created.token.expose().to_owned(),
-    }))
+    })))
 }
 
 pub(crate) async fn list_keys(
@@ -314,29 +299,28 @@ pub(crate) async fn list_keys(
     peer: Peer,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
-) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
+) -> Result<Reply, ApiError> {
+    let (_, ws) = caller(&state, &peer, &headers, "keys:read")?;
     let mut limit = 20usize;
     let mut cursor = None;
     for (k, v) in &q {
         match k.as_str() {
             "limit" => {
-                limit = tri!(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=keyward::MAX_PAGE).contains(n))
-                        .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 100"))
-                );
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=keyward::MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 100"))?;
             }
             "cursor" => cursor = Some(v.clone()),
             _ => {}
         }
     }
-    let page = tri!(state.engine.list_keys(ws, limit, cursor.as_deref()).map_err(engine_error));
-    Reply::ok(wire::value(&wire::KeyPage {
+    let page = state.engine.list_keys(ws, limit, cursor.as_deref()).map_err(engine_error)?;
+    Ok(Reply::ok(wire::value(&wire::KeyPage {
         items: page.items.iter().map(json::key_view).collect(),
         next_cursor: page.next_cursor,
-    }))
+    })))
 }
 
 pub(crate) async fn get_key(
@@ -344,9 +328,9 @@ pub(crate) async fn get_key(
     peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Reply {
-    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id).await);
-    Reply::ok(key_json(&key))
+) -> Result<Reply, ApiError> {
+    let (_, key) = caller_and_key(&state, &peer, &headers, "keys:read", &id).await?;
+    Ok(Reply::ok(key_json(&key)))
 }
 
 pub(crate) async fn update_key(
@@ -355,45 +339,16 @@ pub(crate) async fn update_key(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
+) -> Result<Reply, ApiError> {
+    let (caller_id, key) = caller_and_key(&state, &peer, &headers, "keys:write", &id).await?;
     let id = key.id;
-    let map = tri!(json::object(&headers, &body, false));
-    tri!(Fields::new(&map).only(KEY_PATCH_FIELDS));
-    let f = Fields::new(&map);
-    let name = match (tri!(f.str("name")), tri!(f.str("title"))) {
-        (Some(n), _) | (None, Some(n)) => Some(n.to_owned()),
-        _ => None,
-    };
-    let update = KeyUpdate {
-        name,
-        expires_at: if f.has("expires_at") { Some(tri!(f.time("expires_at"))) } else { None },
-        permissions: tri!(f.permissions("permissions")),
-        ip_rules: if f.has("ip_rules") { Some(tri!(f.ip_rules("ip_rules")).unwrap_or_default()) } else { None },
-        limits: if f.has("limits") { Some(tri!(f.limits("limits")).unwrap_or_default()) } else { None },
-        tool_limits: None,
-        tools: if f.has("tools") { Some(tri!(f.strings("tools")).unwrap_or_default()) } else { None },
-        meta: match map.get("meta") {
-            None => None,
-            Some(Value::Null) => Some(None),
-            Some(v @ Value::Object(_)) => Some(Some(v.clone())),
-            Some(_) => return ApiError::invalid("meta", "must be a JSON object or null").into(),
-        },
-        disabled: tri!(f.bool("disabled")),
-        credits: match tri!(f.object("credits")) {
-            Some(c) => tri!(c.u64("remaining")).map(CreditChange::Set),
-            None => None,
-        },
-        ..KeyUpdate::default()
-    };
+    let update = json::key_update(json::read(&headers, &body)?)?;
     // Every field in one engine call: one commit, all of it or nothing.
-    let info = tri!(
-        off_workers(&state.engine, move |e| e.update_key(id, update, &Actor::Key(caller_id)))
-            .await
-            .map_err(engine_error)
-    );
+    let info = audited(&state.engine, move |e| e.update_key(id, update, &Actor::Key(caller_id)))
+        .await
+        .map_err(engine_error)?;
     crate::envelope::note_audit("key.updated", id);
-    Reply::ok(key_json(&info))
+    Ok(Reply::ok(key_json(&info)))
 }
 
 pub(crate) async fn delete_key(
@@ -402,12 +357,12 @@ pub(crate) async fn delete_key(
     headers: HeaderMap,
     Path(id): Path<String>,
     _body: Bytes,
-) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
+) -> Result<Reply, ApiError> {
+    let (caller_id, key) = caller_and_key(&state, &peer, &headers, "keys:write", &id).await?;
     let id = key.id;
-    tri!(off_workers(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error));
+    audited(&state.engine, move |e| e.delete_key(id, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("key.deleted", id);
-    Reply::ok(wire::value(&wire::Deleted { id: id.to_string(), deleted: true }))
+    Ok(Reply::ok(wire::value(&wire::Deleted { id: id.to_string(), deleted: true })))
 }
 
 pub(crate) async fn revoke_key(
@@ -417,13 +372,12 @@ pub(crate) async fn revoke_key(
     Path(id): Path<String>,
     // Read (and drop) any body so the connection stays reusable.
     _body: Bytes,
-) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
-    let info = tri!(
-        off_workers(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)
-    );
+) -> Result<Reply, ApiError> {
+    let (caller_id, key) = caller_and_key(&state, &peer, &headers, "keys:write", &id).await?;
+    let info =
+        audited(&state.engine, move |e| e.revoke_key(key.id, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("key.revoked", info.id);
-    Reply::ok(key_json(&info))
+    Ok(Reply::ok(key_json(&info)))
 }
 
 pub(crate) async fn rotate_key(
@@ -432,29 +386,18 @@ pub(crate) async fn rotate_key(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Reply {
-    let (caller_id, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:write", &id).await);
+) -> Result<Reply, ApiError> {
+    let (caller_id, key) = caller_and_key(&state, &peer, &headers, "keys:write", &id).await?;
     let id = key.id;
-    let map = tri!(json::object(&headers, &body, true));
-    let f = Fields::new(&map);
-    tri!(f.only(&["grace_seconds"]));
-    let grace_s = tri!(f.u64("grace_seconds")).unwrap_or(0);
-    let grace_ms = tri!(grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large")));
-    let created = tri!(
-        off_workers(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller_id)))
-            .await
-            .map_err(engine_error)
-    );
+    // The body may be empty: no grace.
+    let spec: wire::RotateSpec = json::read_or_default(&headers, &body)?;
+    let grace_s = spec.grace_seconds.unwrap_or(0);
+    let grace_ms = grace_s.checked_mul(1000).ok_or_else(|| ApiError::invalid("grace_seconds", "too large"))?;
+    let created = audited(&state.engine, move |e| e.rotate_key(id, grace_ms, &Actor::Key(caller_id)))
+        .await
+        .map_err(engine_error)?;
     crate::envelope::note_audit("key.rotated", id);
-    let signing = created.signing.as_ref();
-    Reply::ok(wire::value(&wire::RotatedKey {
-        key: json::key_view(&created.info),
-        secret: created.token.expose().to_owned(),
-        rotated_from: id.to_string(),
-        api_secret: signing.map(|s| s.api_secret.as_str().to_owned()),
-        user_id: signing.map(|s| s.user_id.clone()),
-        nonce: signing.map(|s| s.nonce),
-    }))
+    Ok(Reply::ok(wire::value(&json::rotated_key_view(&created, id))))
 }
 
 pub(crate) async fn key_usage(
@@ -462,11 +405,11 @@ pub(crate) async fn key_usage(
     peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Reply {
-    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id).await);
+) -> Result<Reply, ApiError> {
+    let (_, key) = caller_and_key(&state, &peer, &headers, "keys:read", &id).await?;
     let id = key.id;
-    let u = tri!(off_workers(&state.engine, move |e| e.usage(id)).await.map_err(engine_error));
-    Reply::ok(wire::value(&wire::Usage {
+    let u = off_workers(&state.engine, move |e| e.usage(id)).await.map_err(engine_error)?;
+    Ok(Reply::ok(wire::value(&wire::Usage {
         id: id.to_string(),
         last_used_at: u.last_used_at.map(UnixMillis::to_rfc3339),
         valid: u.valid,
@@ -475,7 +418,7 @@ pub(crate) async fn key_usage(
         daily_used: u.daily_used,
         daily_remaining: u.quota.daily_remaining,
         rate: u.quota.rate.map(|r| wire::RateState { limit: r.limit, remaining: r.remaining, reset_ms: r.reset_ms }),
-    }))
+    })))
 }
 
 /// What a history request asks: `granularity` (default hour), `from` and
@@ -542,12 +485,12 @@ pub(crate) async fn key_history(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
-) -> Reply {
-    let (_, key) = tri!(caller_and_key(&state, &peer, &headers, "keys:read", &id).await);
-    let (g, from, to) = tri!(history_query(&state, &q));
+) -> Result<Reply, ApiError> {
+    let (_, key) = caller_and_key(&state, &peer, &headers, "keys:read", &id).await?;
+    let (g, from, to) = history_query(&state, &q)?;
     let id = key.id;
-    let buckets = tri!(off_workers(&state.engine, move |e| e.key_history(id, g, from, to)).await.map_err(engine_error));
-    Reply::ok(history_json(g, from, to, &buckets))
+    let buckets = off_workers(&state.engine, move |e| e.key_history(id, g, from, to)).await.map_err(engine_error)?;
+    Ok(Reply::ok(history_json(g, from, to, &buckets)))
 }
 
 /// `GET /v1/usage/history`: the caller's workspace.
@@ -556,12 +499,12 @@ pub(crate) async fn workspace_history(
     peer: Peer,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
-) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:read"));
-    let (g, from, to) = tri!(history_query(&state, &q));
+) -> Result<Reply, ApiError> {
+    let (_, ws) = caller(&state, &peer, &headers, "keys:read")?;
+    let (g, from, to) = history_query(&state, &q)?;
     let buckets =
-        tri!(off_workers(&state.engine, move |e| e.workspace_history(ws, g, from, to)).await.map_err(engine_error));
-    Reply::ok(history_json(g, from, to, &buckets))
+        off_workers(&state.engine, move |e| e.workspace_history(ws, g, from, to)).await.map_err(engine_error)?;
+    Ok(Reply::ok(history_json(g, from, to, &buckets)))
 }
 
 pub(crate) async fn audit(
@@ -569,83 +512,45 @@ pub(crate) async fn audit(
     peer: Peer,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
-) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "audit:read"));
+) -> Result<Reply, ApiError> {
+    let (_, ws) = caller(&state, &peer, &headers, "audit:read")?;
     let mut limit = 50usize;
     let mut after = 0u64;
     for (k, v) in &q {
         match k.as_str() {
             "limit" => {
-                limit = tri!(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=keyward::MAX_PAGE).contains(n))
-                        .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 100"))
-                )
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=keyward::MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::invalid("limit", "must be 1 to 100"))?
             }
             "cursor" => {
                 after =
-                    tri!(v.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page")))
+                    v.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?
             }
             _ => {}
         }
     }
-    let page = tri!(off_workers(&state.engine, move |e| e.audit(Some(ws), after, limit)).await.map_err(engine_error));
-    let items = page
-        .items
-        .iter()
-        .map(|e| wire::AuditEvent {
-            seq: e.seq,
-            at: e.at.to_rfc3339(),
-            actor: e.actor.clone(),
-            action: e.action.as_str().to_owned(),
-            target: e.target.clone(),
-            detail: e.detail.clone(),
-        })
-        .collect();
-    Reply::ok(wire::value(&wire::AuditPage { items, next_cursor: page.next_cursor }))
+    let page = off_workers(&state.engine, move |e| e.audit(Some(ws), after, limit)).await.map_err(engine_error)?;
+    let items = page.items.iter().map(json::audit_view).collect();
+    Ok(Reply::ok(wire::value(&wire::AuditPage { items, next_cursor: page.next_cursor })))
 }
 
 // ---- tools ----------------------------------------------------------------
 
-/// The fields `PATCH /v1/api-keys/{id}` reads; others are refused.
-pub(crate) const KEY_PATCH_FIELDS: &[&str] =
-    &["name", "title", "expires_at", "permissions", "ip_rules", "limits", "tools", "meta", "disabled", "credits"];
-
-/// What a tool body may hold (`name` only when creating).
-pub(crate) const TOOL_FIELDS: &[&str] =
-    &["name", "enabled", "permission", "cooldown_ms", "daily_limit", "upstream", "timeout_ms"];
-/// What a tool's PATCH may set: every field of a new tool but its name.
-pub(crate) const TOOL_PATCH_FIELDS: &[&str] = TOOL_FIELDS.split_at(1).1;
-
-pub(crate) async fn create_tool(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
-    let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
-    tri!(f.only(TOOL_FIELDS));
-    let name = tri!(tri!(f.str("name")).ok_or_else(|| ApiError::invalid("name", "is required"))).to_owned();
-    let permission = match tri!(f.str("permission")) {
-        Some(p) => {
-            Some(tri!(keyward_core::permission::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e))))
-        }
-        None => None,
-    };
-    let spec = NewTool {
-        name,
-        enabled: tri!(f.bool("enabled")).unwrap_or(true),
-        permission,
-        cooldown_ms: tri!(f.u64("cooldown_ms")),
-        daily_limit: tri!(f.u64("daily_limit")),
-        upstream: tri!(f.str("upstream")).map(str::to_owned),
-        timeout_ms: tri!(f.u64("timeout_ms")),
-    };
-    let t = tri!(
-        off_workers(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id)))
-            .await
-            .map_err(engine_error)
-    );
+pub(crate) async fn create_tool(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let (caller_id, ws) = caller(&state, &peer, &headers, "tools:write")?;
+    let spec = json::new_tool(json::read(&headers, &body)?)?;
+    let t =
+        audited(&state.engine, move |e| e.create_tool(ws, spec, &Actor::Key(caller_id))).await.map_err(engine_error)?;
     crate::envelope::note_audit("tool.created", &t.policy.name);
-    Reply::created(tool_json(&t))
+    Ok(Reply::created(tool_json(&t)))
 }
 
 pub(crate) async fn update_tool(
@@ -654,42 +559,24 @@ pub(crate) async fn update_tool(
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
-) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "tools:write"));
-    let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
-    tri!(f.only(TOOL_PATCH_FIELDS));
-    let permission = if f.has("permission") {
-        match tri!(f.str("permission")) {
-            Some(p) => Some(Some(tri!(
-                keyward_core::permission::Permission::parse(p).map_err(|e| ApiError::invalid("permission", e))
-            ))),
-            None => Some(None),
-        }
-    } else {
-        None
-    };
-    let update = ToolUpdate {
-        enabled: tri!(f.bool("enabled")),
-        permission,
-        cooldown_ms: if f.has("cooldown_ms") { Some(tri!(f.u64("cooldown_ms"))) } else { None },
-        daily_limit: if f.has("daily_limit") { Some(tri!(f.u64("daily_limit"))) } else { None },
-        upstream: if f.has("upstream") { Some(tri!(f.str("upstream")).map(str::to_owned)) } else { None },
-        timeout_ms: if f.has("timeout_ms") { Some(tri!(f.u64("timeout_ms"))) } else { None },
-    };
-    let t = tri!(
-        off_workers(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))
-            .await
-            .map_err(engine_error)
-    );
+) -> Result<Reply, ApiError> {
+    let (caller_id, ws) = caller(&state, &peer, &headers, "tools:write")?;
+    let update = json::tool_update(json::read(&headers, &body)?)?;
+    let t = audited(&state.engine, move |e| e.update_tool(ws, &name, update, &Actor::Key(caller_id)))
+        .await
+        .map_err(engine_error)?;
     crate::envelope::note_audit("tool.updated", &t.policy.name);
-    Reply::ok(tool_json(&t))
+    Ok(Reply::ok(tool_json(&t)))
 }
 
-pub(crate) async fn list_tools(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "tools:read"));
-    let tools = tri!(state.engine.tools(ws).map_err(engine_error));
-    Reply::ok(json!({"items": tools.iter().map(tool_json).collect::<Vec<_>>()}))
+pub(crate) async fn list_tools(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Reply, ApiError> {
+    let (_, ws) = caller(&state, &peer, &headers, "tools:read")?;
+    let tools = state.engine.tools(ws).map_err(engine_error)?;
+    Ok(Reply::ok(wire::value(&wire::ToolList { items: tools.iter().map(json::tool_view).collect() })))
 }
 
 // ---- verification ---------------------------------------------------------
@@ -726,19 +613,15 @@ fn own_workspace(ws: WorkspaceId, id: &str) -> Result<WorkspaceId, ApiError> {
     }
 }
 
-/// What a workspace PATCH body may hold.
-pub(crate) const WORKSPACE_FIELDS: &[&str] =
-    &["name", "prefix", "api_access", "ip_rules", "default_limits", "limit_sync", "default_key_ttl", "max_key_ttl"];
-
 pub(crate) async fn get_workspace(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "workspaces:read"));
-    let ws = tri!(own_workspace(ws, &id));
-    Reply::ok(json::workspace_json(&tri!(state.engine.workspace(ws).map_err(engine_error))))
+) -> Result<Reply, ApiError> {
+    let (_, ws) = caller(&state, &peer, &headers, "workspaces:read")?;
+    let ws = own_workspace(ws, &id)?;
+    Ok(Reply::ok(json::workspace_json(&state.engine.workspace(ws).map_err(engine_error)?)))
 }
 
 pub(crate) async fn update_workspace(
@@ -747,64 +630,43 @@ pub(crate) async fn update_workspace(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Reply {
-    let (caller_id, ws) = tri!(caller(&state, &peer, &headers, "workspaces:write"));
-    let ws = tri!(own_workspace(ws, &id));
-    let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
-    tri!(f.only(WORKSPACE_FIELDS));
-    let prefix = match tri!(f.str("prefix")) {
-        Some(p) => Some(tri!(keyward_core::Prefix::parse(p).map_err(|e| ApiError::invalid("prefix", e)))),
-        None => None,
-    };
-    let limit_sync = match tri!(f.str("limit_sync")) {
-        Some(text) => Some(tri!(text.parse::<keyward::LimitSync>().map_err(|e| ApiError::invalid("limit_sync", e)))),
-        None => None,
-    };
-    let update = keyward::WorkspaceUpdate {
-        name: tri!(f.str("name")).map(str::to_owned),
-        prefix,
-        api_access: tri!(f.bool("api_access")),
-        ip_rules: tri!(f.ip_rules("ip_rules")),
-        default_limits: tri!(f.limits("default_limits")),
-        limit_sync,
-        default_key_ttl_ms: tri!(f.seconds_or_null("default_key_ttl")),
-        max_key_ttl_ms: tri!(f.seconds_or_null("max_key_ttl")),
-    };
-    let w = tri!(
-        off_workers(&state.engine, move |e| e.update_workspace(ws, update, &Actor::Key(caller_id)))
-            .await
-            .map_err(engine_error)
-    );
-    Reply::ok(json::workspace_json(&w))
+) -> Result<Reply, ApiError> {
+    let (caller_id, ws) = caller(&state, &peer, &headers, "workspaces:write")?;
+    let ws = own_workspace(ws, &id)?;
+    let update = json::workspace_update(json::read(&headers, &body)?)?;
+    let w = audited(&state.engine, move |e| e.update_workspace(ws, update, &Actor::Key(caller_id)))
+        .await
+        .map_err(engine_error)?;
+    crate::envelope::note_audit("workspace.updated", ws);
+    Ok(Reply::ok(json::workspace_json(&w)))
 }
 
-/// What a `POST /v1/verify` body may hold.
-pub(crate) const VERIFY_FIELDS: &[&str] = &["key", "tool", "ip", "permissions", "cost", "hold"];
-
 /// `POST /v1/verify`.
-pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: HeaderMap, body: Bytes) -> Reply {
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
     // Only a key allowed to verify (`keys:verify`) may test keys, and only
     // its own workspace's: a key of another one is NOT_FOUND.
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
-    let map = tri!(json::object(&headers, &body, false));
-    let f = Fields::new(&map);
-    tri!(f.only(VERIFY_FIELDS));
-    let hold = tri!(f.bool("hold")).unwrap_or(false);
-    let key = tri!(tri!(f.str("key")).ok_or_else(|| ApiError::invalid("key", "is required")));
-    let tool = tri!(f.str("tool"));
-    let ip = match tri!(f.str("ip")) {
-        Some(s) => Some(tri!(s.parse::<IpAddr>().map_err(|_| ApiError::invalid("ip", "must be an IP address")))),
+    let (_, ws) = caller(&state, &peer, &headers, "keys:verify")?;
+    let spec: wire::VerifySpec = json::read(&headers, &body)?;
+    let at = body::Path::root();
+    let hold = spec.hold.unwrap_or(false);
+    let key = spec.key.as_str();
+    let tool = spec.tool.as_deref();
+    let ip = match &spec.ip {
+        Some(s) => Some(s.parse::<IpAddr>().map_err(|_| ApiError::invalid("ip", "must be an IP address"))?),
         None => None,
     };
-    let perms = tri!(f.strings("permissions")).unwrap_or_default();
+    let perms = json::strings(spec.permissions.unwrap_or_default(), &at.field("permissions"))?;
     let perm_refs: Vec<&str> = perms.iter().map(String::as_str).collect();
-    let credits = tri!(f.u64("cost")).unwrap_or(1);
+    let credits = spec.cost.unwrap_or(1);
     let req = keyward::Request { ip, tool, permissions: &perm_refs, cost: Cost { credits, rates: &[] } };
     let checks = keyward::Checks { workspace: Some(ws), ..Default::default() };
     let out = verifying(&state.engine, || state.engine.verify_with(key, &req, &checks));
     let v = &out.verdict;
-    let k = out.key.as_ref();
     // Held leases stay taken until released or expired; others are freed now:
     // a plain verify call is not a job.
     let lease_id = if hold && v.is_valid() { state.engine.hold(v, tool) } else { None };
@@ -815,26 +677,9 @@ pub(crate) async fn verify(State(state): State<AppState>, peer: Peer, headers: H
         let (tool, leases) = (tool.map(str::to_owned), v.leases.clone());
         let _ = off_workers(&state.engine, move |e| Ok(e.release(id, tool.as_deref(), &leases))).await;
     }
-    let data = wire::value(&wire::VerifyResult {
-        valid: v.is_valid(),
-        code: v.code.as_str(),
-        key_id: v.key_id.map(|k| k.to_string()),
-        workspace_id: v.workspace_id.map(|w| w.to_string()),
-        name: k.map(|k| k.name.clone()),
-        permissions: k.map(|k| k.permissions.iter().map(|p| p.as_str().to_owned()).collect()),
-        meta: k.and_then(|k| k.meta.clone()),
-        expires_at: k.and_then(|k| k.expires_at).map(UnixMillis::to_rfc3339),
-        remaining: v.quota.credits_remaining,
-        retry_after_ms: v.retry_after_ms,
-        ratelimit: v.quota.rate.as_ref().map(|r| wire::RateState {
-            limit: r.limit,
-            remaining: r.remaining,
-            reset_ms: r.reset_ms,
-        }),
-        lease_id,
-    });
+    let data = wire::value(&json::verify_view(&out, lease_id));
     crate::envelope::note_key(v.key_id, v.workspace_id);
-    Reply::ok(data).verdict(v.code.as_str())
+    Ok(Reply::ok(data).verdict(v.code.as_str()))
 }
 
 /// `POST /v1/leases/{lease_id}/release`: frees leases a `/v1/verify` call
@@ -845,10 +690,10 @@ pub(crate) async fn release_lease(
     headers: HeaderMap,
     Path(lease_id): Path<String>,
     _body: Bytes,
-) -> Reply {
-    let (_, ws) = tri!(caller(&state, &peer, &headers, "keys:verify"));
-    tri!(off_workers(&state.engine, move |e| e.release_held(ws, &lease_id)).await.map_err(engine_error));
-    Reply::ok(wire::value(&wire::Released { released: true }))
+) -> Result<Reply, ApiError> {
+    let (_, ws) = caller(&state, &peer, &headers, "keys:verify")?;
+    off_workers(&state.engine, move |e| e.release_held(ws, &lease_id)).await.map_err(engine_error)?;
+    Ok(Reply::ok(wire::value(&wire::Released { released: true })))
 }
 
 /// `GET /v1/auth` for nginx `auth_request`.

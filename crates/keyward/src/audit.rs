@@ -36,6 +36,24 @@ impl Engine {
         self.inner.writer.store().audit(ws, after, limit.clamp(1, MAX_PAGE))
     }
 
+    /// Runs `f` on this engine and returns, with its result, the sequence
+    /// number of the last audit event its changes wrote (`None` when they
+    /// wrote none), so that a request log can name the event an admin call
+    /// wrote. Changes made by other threads meanwhile are not counted.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let engine = keyward::Engine::open(dir.path().join("k.redb")).unwrap();
+    /// let (ws, seq) =
+    ///     engine.audited(|e| e.create_workspace(keyward::NewWorkspace::named("w"), &keyward::Actor::Admin));
+    /// let event = &engine.audit(None, 0, 100).unwrap().items[0];
+    /// assert_eq!((seq, event.action.as_str()), (Some(event.seq), "workspace.created"));
+    /// # drop(ws);
+    /// ```
+    pub fn audited<T>(&self, f: impl FnOnce(&Self) -> T) -> (T, Option<u64>) {
+        crate::writer::audited(|| f(self))
+    }
+
     /// Everything verification at the edge needs, nothing secret: every
     /// bearer key (signing keys not created with `bearer` are left out).
     pub fn snapshot(&self) -> Snapshot {

@@ -106,9 +106,9 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    fn record(&self, result: &Result<()>) {
+    fn record<T>(&self, result: &Result<T>) {
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 if self.degraded.swap(false, Ordering::AcqRel) {
                     *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 }
@@ -160,15 +160,49 @@ impl Writer {
         if leaf_held() {
             return Err(Error::Storage("internal: a write plan kept a counter lock".into()));
         }
-        if !batch.is_empty() {
-            self.commit(&batch)?;
+        if !batch.is_empty()
+            && let Some(seq) = self.commit(&batch)?
+        {
+            AUDITED.with(|a| {
+                if a.get().is_some() {
+                    a.set(Some(Some(seq)));
+                }
+            });
         }
         Ok(publish())
     }
 
-    fn commit(&self, batch: &Batch) -> Result<()> {
+    fn commit(&self, batch: &Batch) -> Result<Option<u64>> {
         let result = self.store.commit(batch);
         self.health.record(&result);
         result
     }
+}
+
+thread_local! {
+    /// While [`audited`] runs on this thread: the sequence number of the last
+    /// audit event committed since it began (`Some(None)`: none yet).
+    static AUDITED: Cell<Option<Option<u64>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, the sequence number of the last
+/// audit event that the changes `f` made on this thread wrote. Every commit
+/// runs on the thread that asked for the change (under the writer lock), so
+/// the number is that of this caller's event, whatever other threads commit.
+pub(crate) fn audited<T>(f: impl FnOnce() -> T) -> (T, Option<u64>) {
+    /// Puts back an enclosing call's state, even if `f` panics; an
+    /// enclosing call sees the events of the calls inside it.
+    struct Restore(Option<Option<u64>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let inner = AUDITED.with(|a| a.get()).flatten();
+            let outer = self.0.map(|seq| inner.or(seq));
+            AUDITED.with(|a| a.set(outer));
+        }
+    }
+    let restore = Restore(AUDITED.with(|a| a.replace(Some(None))));
+    let out = f();
+    let seq = AUDITED.with(|a| a.get()).flatten();
+    drop(restore);
+    (out, seq)
 }

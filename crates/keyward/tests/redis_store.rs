@@ -453,3 +453,25 @@ fn nodes_on_a_cluster_number_keys_without_handing_a_number_out_twice() {
     let Some(cluster) = Cluster::start() else { return };
     serials_across_nodes(&cluster.url());
 }
+
+/// On Redis too, `Engine::audited` names the event a call wrote: its place
+/// in the shared log, as `audit` lists it.
+#[test]
+fn audited_names_the_event_in_the_shared_log() {
+    let Some(redis) = Redis::start() else { return };
+    let clock = ManualClock::new(T0);
+    let e = open(&redis.url(), &clock);
+    let other = open(&redis.url(), &clock);
+    let (ws, seq) = e.audited(|e| e.create_workspace(NewWorkspace::named("acme"), &Actor::Admin));
+    let ws = ws.unwrap().policy.id;
+    assert_eq!(seq, Some(1));
+    // Another node's event in between: the next number is this call's.
+    other.create_workspace(NewWorkspace::named("other"), &Actor::Admin).unwrap();
+    let (key, seq) = e.audited(|e| e.create_key(ws, NewKey { name: "k".into(), ..NewKey::default() }, &Actor::Admin));
+    let key = key.unwrap();
+    let events = e.audit(None, 0, 100).unwrap().items;
+    let event = events.iter().find(|ev| ev.action == AuditAction::KeyCreated).unwrap();
+    assert_eq!((seq, event.target.as_str()), (Some(event.seq), key.info.id.to_string().as_str()));
+    assert_eq!(event.seq, 3);
+    assert_eq!(e.audited(|e| e.verify(key.token.expose(), &Request::default()).is_valid()), (true, None));
+}

@@ -164,3 +164,49 @@ fn the_redis_store_refuses_a_retention() {
         Ok(_) => panic!("opened"),
     }
 }
+
+/// `Engine::audited` names the event a call wrote: its own, whatever other
+/// threads write meanwhile, and none for a call that writes none.
+#[test]
+fn audited_names_the_event_of_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = open_with(&dir, &clock, AuditRetention::Forever);
+    let ws = e.create_workspace(NewWorkspace::named("w"), &Actor::Admin).unwrap().policy.id;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|i| {
+                        let name = format!("k{t}-{i}");
+                        let (created, seq) = e.audited(|e| {
+                            e.create_key(ws, NewKey { name: name.clone(), ..NewKey::default() }, &Actor::Admin)
+                        });
+                        (created.unwrap().info.id.to_string(), seq.unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut named: Vec<(String, u64)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    named.sort_by_key(|(_, seq)| *seq);
+    named.dedup_by_key(|(_, seq)| *seq);
+    assert_eq!(named.len(), 40, "one event each");
+    // The log's events are the ones named.
+    let created: Vec<(String, u64)> = e
+        .audit(None, 0, 100)
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.action.as_str() == "key.created")
+        .map(|event| (event.target, event.seq))
+        .collect();
+    assert_eq!(created, named);
+    // Nested: the outer call sees the inner call's event; a read writes none.
+    let ((inner, _), outer) =
+        e.audited(|e| e.audited(|e| e.create_key(ws, NewKey { name: "n".into(), ..NewKey::default() }, &Actor::Admin)));
+    assert_eq!(inner.map(|_| ()), Ok(()));
+    assert_eq!(outer, Some(named.last().unwrap().1 + 1));
+    assert_eq!(e.audited(|e| e.key_count()).1, None);
+}

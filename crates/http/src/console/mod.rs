@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 use crate::AppState;
 use crate::blocking::verifying;
 use crate::envelope::{ApiError, Reply, RequestId};
-use crate::json::{self, Fields};
+use crate::json;
 use crate::routes::{Peer, client_ip};
 
 /// A session ends after this long without a request: 12 hours.
@@ -403,18 +403,14 @@ async fn login(State(state): State<AppState>, peer: Peer, headers: HeaderMap, bo
     if !same_origin(&headers) {
         return ApiError::new(StatusCode::FORBIDDEN, "csrf", "sign-in from another origin").into();
     }
-    let map = match json::object(&headers, &body, false) {
-        Ok(m) => m,
+    let spec: crate::wire::LoginSpec = match json::read(&headers, &body) {
+        Ok(s) => s,
         Err(e) => return e.into(),
     };
-    let f = Fields::new(&map);
-    if let Err(e) = f.only(&["key"]) {
-        return e.into();
-    }
-    let key = match f.str("key") {
-        Ok(Some(k)) if !k.trim().is_empty() => Zeroizing::new(k.trim().to_owned()),
-        Ok(_) => return ApiError::invalid("key", "is required").into(),
-        Err(e) => return e.into(),
+    let sent = Zeroizing::new(spec.key);
+    let key = match sent.trim() {
+        "" => return ApiError::invalid("key", "is required").into(),
+        k => Zeroizing::new(k.to_owned()),
     };
     let cred = Credential::ApiKey(key.clone());
     let (key_id, ws) = match check(&state, &peer, &headers, &cred) {

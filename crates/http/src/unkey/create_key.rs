@@ -18,7 +18,6 @@ use super::{
 use crate::AppState;
 use crate::blocking::off_workers;
 use crate::body::Path;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Largest `byteLength` keyward can honour: its tokens carry 30 random base62
@@ -29,7 +28,7 @@ const MIN_BYTE_LENGTH: u64 = 16;
 
 /// Unkey's `V2KeysCreateKeyRequestBody`. A `null` counts as absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct CreateKeyRequest {
     api_id: String,
     prefix: Option<String>,
@@ -48,7 +47,7 @@ struct CreateKeyRequest {
 
 /// Unkey's `KeyCreditsData`: `remaining` absent or `null` is unlimited.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 struct KeyCreditsData {
     remaining: Option<u64>,
     refill: Option<CreditsRefill>,
@@ -56,7 +55,7 @@ struct KeyCreditsData {
 
 /// Unkey's `KeyCreditsRefill` (and `UpdateKeyCreditsRefill`, the same shape).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 pub(super) struct CreditsRefill {
     interval: Interval,
     amount: u64,
@@ -105,15 +104,13 @@ impl CreditsRefill {
 
 /// Unkey's `RatelimitRequest`: one named rate limit of a key.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 pub(super) struct RatelimitRequest {
     name: String,
     limit: u64,
     duration: u64,
     auto_apply: Option<bool>,
 }
-
-objects_only!(CreateKeyRequest, KeyCreditsData, CreditsRefill, RatelimitRequest);
 
 /// `ratelimits` of createKey and updateKey: names unique and well-formed,
 /// `limit` and `duration` at least 1. `at` locates the array.

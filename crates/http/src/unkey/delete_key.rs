@@ -12,20 +12,17 @@ use super::problem::{Problem, engine_problem};
 use super::{authorize, key_id, ok, own_key, read_body};
 use crate::AppState;
 use crate::blocking::off_workers;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Unkey's `V2KeysDeleteKeyRequestBody`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct DeleteKeyRequest {
     key_id: String,
     /// Accepted either way: keyward always deletes for good.
     #[serde(rename = "permanent")]
     _permanent: Option<bool>,
 }
-
-objects_only!(DeleteKeyRequest);
 
 /// `keys.deleteKey`. keyward deletes for good either way (`permanent`).
 pub(super) async fn delete_key(

@@ -10,12 +10,11 @@ use super::problem::Problem;
 use super::view::key_json;
 use super::{authorize, body, key_id, ok, own_key, read_body};
 use crate::AppState;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Unkey's `V2KeysGetKeyRequestBody`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct GetKeyRequest {
     key_id: String,
     decrypt: Option<bool>,
@@ -23,12 +22,10 @@ struct GetKeyRequest {
 
 /// Unkey's `V2KeysWhoamiRequestBody`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct WhoamiRequest {
     key: String,
 }
-
-objects_only!(GetKeyRequest, WhoamiRequest);
 
 /// `keys.getKey`.
 pub(super) async fn get_key(

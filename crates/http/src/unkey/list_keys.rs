@@ -11,7 +11,6 @@ use super::problem::{Problem, engine_problem};
 use super::view::key_json;
 use super::{api, authorize, body, read_body, respond};
 use crate::AppState;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Unkey's largest page.
@@ -19,7 +18,7 @@ const MAX_LIMIT: u64 = 100;
 
 /// Unkey's `V2ApisListKeysRequestBody`. A `null` counts as absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct ListKeysRequest {
     api_id: String,
     limit: Option<u64>,
@@ -30,8 +29,6 @@ struct ListKeysRequest {
     #[serde(rename = "revalidateKeysCache")]
     _revalidate_keys_cache: Option<bool>,
 }
-
-objects_only!(ListKeysRequest);
 
 /// `apis.listKeys`: newest first, with a cursor while there are more.
 pub(super) async fn list_keys(

@@ -18,9 +18,9 @@
 //! are Unix milliseconds. `verifyKey` answers 200 for every verdict.
 //!
 //! Each operation has a file of its own holding its Unkey-shaped request
-//! types, read from JSON objects only ([`crate::body::objects_only`]). A
-//! body is read whole and parsed with [`crate::body::parse`], so an unknown
-//! field is refused by name and a 400's `location` is the JSON path of the
+//! types. A body is read whole and parsed with [`crate::body::parse`] (an
+//! object only from a JSON object, no key twice), so an unknown field is
+//! refused by name and a 400's `location` is the JSON path of the
 //! offending value under `body` (`body.ratelimits[1].duration`), as Unkey
 //! reports it.
 

@@ -12,19 +12,16 @@ use super::problem::{Problem, engine_problem};
 use super::{authorize, key_id, ok, own_key, read_body};
 use crate::AppState;
 use crate::blocking::off_workers;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Unkey's `V2KeysRerollKeyRequestBody`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct RerollKeyRequest {
     key_id: String,
     /// How long the old key keeps working, in ms.
     expiration: u64,
 }
-
-objects_only!(RerollKeyRequest);
 
 /// `keys.rerollKey`: a new key with the same settings and counters; the old
 /// one keeps working for `expiration` ms.

@@ -14,20 +14,17 @@ use super::view::refill_json;
 use super::{authorize, body, key_id, ok, own_key, read_body};
 use crate::AppState;
 use crate::blocking::off_workers;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Unkey's `V2KeysUpdateCreditsRequestBody`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct UpdateCreditsRequest {
     key_id: String,
     operation: Operation,
     /// Absent or `null`: with `set`, unlimited.
     value: Option<u64>,
 }
-
-objects_only!(UpdateCreditsRequest);
 
 /// Read from a string only (serde would also take `{"set": null}`).
 #[derive(Clone, Copy, Deserialize)]

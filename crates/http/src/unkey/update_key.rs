@@ -16,13 +16,12 @@ use super::{DEFAULT_NAME, MAX_ARRAY, at_most, authorize, body, key_id, ok, own_k
 use crate::AppState;
 use crate::blocking::off_workers;
 use crate::body::Patch;
-use crate::body::objects_only;
 use crate::routes::Peer;
 
 /// Unkey's `V2KeysUpdateKeyRequestBody`. A [`Patch`] field tells absent
 /// (kept) from `null` (cleared); for the others `null` counts as absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct UpdateKeyRequest {
     key_id: String,
     /// `null` names the key [`DEFAULT_NAME`].
@@ -47,7 +46,7 @@ struct UpdateKeyRequest {
 
 /// Unkey's `UpdateKeyCreditsData`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 struct UpdateKeyCreditsData {
     /// A new balance; `null` makes the key unlimited (its refill goes too);
     /// absent keeps the balance.
@@ -57,8 +56,6 @@ struct UpdateKeyCreditsData {
     #[serde(default)]
     refill: Patch<CreditsRefill>,
 }
-
-objects_only!(UpdateKeyRequest, UpdateKeyCreditsData);
 
 /// `keys.updateKey`: an absent field is kept, `null` clears it.
 pub(super) async fn update_key(

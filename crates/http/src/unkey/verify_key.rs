@@ -17,13 +17,12 @@ use super::view::{identity_json, rate_report_json};
 use super::{MAX_ARRAY, MAX_RATELIMITS, at_most, authorize, body, ok, positive, rate_name, read_body};
 use crate::AppState;
 use crate::blocking::verifying;
-use crate::body::objects_only;
 use crate::envelope::VerdictTag;
 use crate::routes::{Peer, client_ip};
 
 /// Unkey's `V2KeysVerifyKeyRequestBody`. A `null` counts as absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a JSON object")]
 struct VerifyKeyRequest {
     key: String,
     /// Tags only feed Unkey's analytics; checked for shape, then unused.
@@ -36,7 +35,7 @@ struct VerifyKeyRequest {
 
 /// Unkey's `KeysVerifyKeyCredits`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 struct VerifyCredits {
     cost: u64,
 }
@@ -45,15 +44,13 @@ struct VerifyCredits {
 /// (default 1), its numbers replaced for this call by `limit` and
 /// `duration`, or an ad-hoc limit when the key has none of that name.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object", remote = "Self")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 struct VerifyRatelimit {
     name: String,
     cost: Option<u64>,
     limit: Option<u64>,
     duration: Option<u64>,
 }
-
-objects_only!(VerifyKeyRequest, VerifyCredits, VerifyRatelimit);
 
 /// Unkey's `verifyKey` code for a keyward verdict code. Unkey has fewer codes:
 /// every refusal by a quota other than credits is `RATE_LIMITED`, a key that

@@ -363,7 +363,8 @@ impl Destination {
     }
 
     fn commit(&self, batch: &Batch, report: &mut CopyReport) -> Result<(), CopyError> {
-        self.store.commit(batch).map_err(|e| self.failed(e))?;
+        // The sequence numbers are the copied events' own.
+        let _ = self.store.commit(batch).map_err(|e| self.failed(e))?;
         report.commits += 1;
         Ok(())
     }

@@ -193,8 +193,9 @@ pub(crate) enum Followed {
 /// mutex or a map guard.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Makes every change of `batch` durable, atomically. On `Err` nothing
-    /// of the batch is stored.
-    fn commit(&self, batch: &Batch) -> Result<()>;
+    /// of the batch is stored. Returns the sequence number the batch's last
+    /// audit event was given, if it has one.
+    fn commit(&self, batch: &Batch) -> Result<Option<u64>>;
 
     /// Reads everything the in-memory index is built from.
     fn load(&self) -> Result<Loaded>;

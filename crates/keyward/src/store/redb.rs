@@ -332,7 +332,8 @@ fn read_history(
     Ok(out)
 }
 
-fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
+/// Writes `batch` into `txn`; returns the last audit sequence number given.
+fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<Option<u64>> {
     // Each table opened once per commit, not once per change: a batch of
     // thousands of keys writes them into the same open table.
     let mut workspaces = txn.open_table(WORKSPACES).map_err(table_err)?;
@@ -342,6 +343,7 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
     let mut nonces = txn.open_table(NONCES).map_err(table_err)?;
     let mut sessions = txn.open_table(SESSIONS).map_err(table_err)?;
     let mut audit = txn.open_table(AUDIT).map_err(table_err)?;
+    let mut audited = None;
     for change in &batch.changes {
         match change {
             Change::Workspace(ws) => {
@@ -414,23 +416,24 @@ fn apply(txn: &WriteTransaction, batch: &Batch) -> Result<()> {
                 };
                 let seq = last + 1;
                 audit.insert(seq, encode_record(&d.event(seq)).as_slice())?;
+                audited = Some(seq);
             }
         }
     }
-    Ok(())
+    Ok(audited)
 }
 
 impl Store for RedbStore {
-    fn commit(&self, batch: &Batch) -> Result<()> {
+    fn commit(&self, batch: &Batch) -> Result<Option<u64>> {
         let needs_reopen = self.handle().0.is_none();
         if needs_reopen {
             self.reopen()?;
         }
         let result = self.run(|db| {
             let txn = db.begin_write()?;
-            apply(&txn, batch)?;
+            let audited = apply(&txn, batch)?;
             txn.commit()?;
-            Ok(())
+            Ok(audited)
         });
         if matches!(result, Err(Error::Storage(_) | Error::Corrupt(_) | Error::Io(_))) {
             // The handle may be unusable now (redb latches I/O failures):

@@ -66,6 +66,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// - `stats`: `value` is "valid refused last", added to the statistics of
 ///   the counters `field`;
 /// - `audit`: RPUSH of `value` to the audit list (key and field unused);
+///   the script returns the last event's place in it (its sequence
+///   number), 0 without one;
 /// - `hist`: `value` is "calls ttl-ms", added to `field` of the history
 ///   bucket `key`, which expires after the ttl;
 /// - `atleast`: `field` of hash `key` set to the number `value` unless it
@@ -87,6 +89,7 @@ while i <= #ARGV do
   i = i + 4
 end
 local changed = {}
+local audited = 0
 i = 2
 while i <= #ARGV do
   local op, key, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -117,7 +120,7 @@ while i <= #ARGV do
       redis.call('HSET', '{keyward}:stats', field .. 'l', last)
     end
   elseif op == 'audit' then
-    redis.call('RPUSH', key, value)
+    audited = redis.call('RPUSH', key, value)
   elseif op == 'hist' then
     local n, ttl = string.match(value, '^(%d+) (%d+)$')
     if not n then
@@ -149,7 +152,7 @@ while j <= #changed do
   redis.call(unpack(entry))
   j = last + 1
 end
-return (#ARGV - 1) / 4
+return audited
 ";
 
 /// Charges cells' counters if nobody changed them since they were read:
@@ -474,7 +477,7 @@ fn id32(field: &[u8], table: &str) -> Result<[u8; 32]> {
 }
 
 impl Store for RedisStore {
-    fn commit(&self, batch: &Batch) -> Result<()> {
+    fn commit(&self, batch: &Batch) -> Result<Option<u64>> {
         let mut args: Vec<Vec<u8>> = Vec::with_capacity(batch.changes.len() * 4);
         let mut op = |op: &str, key: &str, field: &[u8], value: Vec<u8>| {
             args.extend([op.as_bytes().to_vec(), key.as_bytes().to_vec(), field.to_vec(), value]);
@@ -546,10 +549,11 @@ impl Store for RedisStore {
         for a in &args {
             call.arg(a.as_slice());
         }
-        self.with(|c| call.invoke::<i64>(c)).map(drop).map_err(|e| match e {
+        let audited = self.with(|c| call.invoke::<i64>(c)).map_err(|e| match e {
             Error::Storage(m) if m.contains("KEYWARD_MOVED") => Error::Conflict(crate::verify::MOVED.into()),
             e => e,
-        })
+        })?;
+        Ok(u64::try_from(audited).ok().filter(|&seq| seq > 0))
     }
 
     fn charge_many(&self, cells: &[(KeyId, u64, Option<&UsageRecord>)]) -> Result<Vec<Charged>> {
