@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyward_core::{KeyId, WorkspaceId};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -62,7 +63,7 @@ impl ApiError {
 #[derive(Debug)]
 pub struct Reply {
     status: StatusCode,
-    body: Result<Value, ApiError>,
+    body: Result<Data, ApiError>,
     headers: Vec<(HeaderName, HeaderValue)>,
     verdict: Option<&'static str>,
     /// A field added to the error object (e.g. a batch's per-item `errors`).
@@ -72,18 +73,38 @@ pub struct Reply {
 impl Reply {
     /// 200 with `data`.
     pub fn ok(data: Value) -> Self {
-        Self { status: StatusCode::OK, body: Ok(data), headers: Vec::new(), verdict: None, detail: None }
+        Self { status: StatusCode::OK, body: Ok(Data::Tree(data)), headers: Vec::new(), verdict: None, detail: None }
+    }
+
+    /// 200 with a typed view as `data`, serialised straight to text.
+    pub(crate) fn ok_view<T: Serialize>(view: &T) -> Self {
+        match serde_json::value::to_raw_value(view) {
+            Ok(text) => Self {
+                status: StatusCode::OK,
+                body: Ok(Data::Text(text)),
+                headers: Vec::new(),
+                verdict: None,
+                detail: None,
+            },
+            Err(e) => Self::error(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+        }
     }
 
     /// 201 with `data`.
     pub fn created(data: Value) -> Self {
-        Self { status: StatusCode::CREATED, body: Ok(data), headers: Vec::new(), verdict: None, detail: None }
+        Self {
+            status: StatusCode::CREATED,
+            body: Ok(Data::Tree(data)),
+            headers: Vec::new(),
+            verdict: None,
+            detail: None,
+        }
     }
 
     /// `status` with `data`; `success` in the envelope says whether the
     /// status is a 2xx (a health check that fails still describes itself).
     pub fn status(status: StatusCode, data: Value) -> Self {
-        Self { status, body: Ok(data), headers: Vec::new(), verdict: None, detail: None }
+        Self { status, body: Ok(Data::Tree(data)), headers: Vec::new(), verdict: None, detail: None }
     }
 
     /// An error.
@@ -125,7 +146,33 @@ impl From<ApiError> for Reply {
 }
 
 #[derive(Clone)]
-struct EnvelopeBody(Result<Value, ApiError>, Option<(&'static str, Value)>);
+struct EnvelopeBody(Result<Data, ApiError>, Option<(&'static str, Value)>);
+
+/// A reply's data: a JSON tree, or the text of a typed view serialised
+/// straight from it (no tree built only to be written out).
+#[derive(Clone, Debug)]
+enum Data {
+    Tree(Value),
+    Text(Box<serde_json::value::RawValue>),
+}
+
+impl Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Tree(v) => v.serialize(s),
+            Self::Text(t) => t.serialize(s),
+        }
+    }
+}
+
+/// A successful reply's envelope, its fields in the order a JSON object's
+/// keys are written (alphabetical).
+#[derive(Serialize)]
+struct Success<'a> {
+    data: &'a Data,
+    request_id: &'a str,
+    success: bool,
+}
 
 /// The verdict code a response carried, for metrics.
 #[derive(Clone, Copy)]
@@ -304,18 +351,20 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
     let status = resp.status();
     let body = match resp.extensions_mut().remove::<EnvelopeBody>() {
         Some(EnvelopeBody(Ok(data), _)) => {
-            Some(json!({"success": status.is_success(), "data": data, "request_id": id}))
+            let success = Success { data: &data, request_id: &id, success: status.is_success() };
+            // Serialising a tree or a view's text cannot fail.
+            Some(serde_json::to_vec(&success).unwrap_or_default())
         }
         Some(EnvelopeBody(Err(e), _)) if e.status == StatusCode::INTERNAL_SERVER_ERROR => {
             note_error(&e.message);
-            Some(error_json(&e.code, &internal_message(&id), &id))
+            Some(error_json(&e.code, &internal_message(&id), &id).to_string().into_bytes())
         }
         Some(EnvelopeBody(Err(e), detail)) => {
             let mut body = error_json(&e.code, &e.message, &id);
             if let (Some((name, value)), Some(Value::Object(error))) = (detail, body.get_mut("error")) {
                 error.insert(name.into(), value);
             }
-            Some(body)
+            Some(body.to_string().into_bytes())
         }
         // Not ours (axum's own 404/405/413/...): wrap errors in the envelope too.
         None if status.is_client_error() || status.is_server_error() => {
@@ -323,12 +372,12 @@ pub(crate) async fn envelope(req: Request, next: Next) -> Response {
                 StatusCode::INTERNAL_SERVER_ERROR => internal_message(&id),
                 _ => status.canonical_reason().unwrap_or("error").to_owned(),
             };
-            Some(error_json(code_for_status(status), &message, &id))
+            Some(error_json(code_for_status(status), &message, &id).to_string().into_bytes())
         }
         None => None,
     };
     if let Some(body) = body {
-        *resp.body_mut() = Body::from(body.to_string());
+        *resp.body_mut() = Body::from(body);
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }

@@ -677,9 +677,8 @@ pub(crate) async fn verify(
         let (tool, leases) = (tool.map(str::to_owned), v.leases.clone());
         let _ = off_workers(&state.engine, move |e| Ok(e.release(id, tool.as_deref(), &leases))).await;
     }
-    let data = wire::value(&json::verify_view(&out, lease_id));
     crate::envelope::note_key(v.key_id, v.workspace_id);
-    Ok(Reply::ok(data).verdict(v.code.as_str()))
+    Ok(Reply::ok_view(&json::verify_view(&out, lease_id)).verdict(v.code.as_str()))
 }
 
 /// `POST /v1/leases/{lease_id}/release`: frees leases a `/v1/verify` call
