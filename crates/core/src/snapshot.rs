@@ -80,16 +80,50 @@ fn mac(key: &[u8]) -> Result<HmacSha256, SnapshotError> {
     HmacSha256::new_from_slice(key).map_err(|_| SnapshotError::WeakKey)
 }
 
+/// A snapshot's parts, borrowed: the body of [`Snapshot`] holding them,
+/// byte for byte (postcard writes a slice of references as it writes a
+/// vector of the values), without a copy of every key to encode it.
+#[derive(Serialize)]
+struct Parts<'a> {
+    created_at: UnixMillis,
+    workspaces: &'a [WorkspacePolicy],
+    tools: &'a [ToolPolicy],
+    keys: &'a [&'a KeyPolicy],
+}
+
+/// Bytes of body to reserve per key before encoding (a typical key record
+/// is 80 to 130 bytes): the buffer then rarely grows.
+const BODY_BYTES_PER_KEY: usize = 128;
+
 impl Snapshot {
     /// Encodes and authenticates.
     pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, SnapshotError> {
+        let keys: Vec<&KeyPolicy> = self.keys.iter().collect();
+        Self::encode_parts(self.created_at, &self.workspaces, &self.tools, &keys, key)
+    }
+
+    /// Encodes and authenticates the snapshot of these parts, as
+    /// [`Snapshot::encode`] would with them in a `Snapshot`, without owning
+    /// the keys: an exporter lends the records it holds.
+    pub fn encode_parts(
+        created_at: UnixMillis,
+        workspaces: &[WorkspacePolicy],
+        tools: &[ToolPolicy],
+        keys: &[&KeyPolicy],
+        key: &[u8],
+    ) -> Result<Vec<u8>, SnapshotError> {
         let mut m = mac(key)?;
-        let body = postcard::to_allocvec(self).map_err(|_| SnapshotError::Corrupt)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
+        let parts = Parts { created_at, workspaces, tools, keys };
+        let mut out = Vec::with_capacity(HEADER_LEN + keys.len().saturating_mul(BODY_BYTES_PER_KEY) + 4096);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
+        // The body's length, filled in once the body is written.
+        out.extend_from_slice(&[0; 8]);
+        let mut out = postcard::to_extend(&parts, out).map_err(|_| SnapshotError::Corrupt)?;
+        let body_len = (out.len() - HEADER_LEN) as u64;
+        if let Some(len) = out.get_mut(HEADER_LEN - 8..HEADER_LEN) {
+            len.copy_from_slice(&body_len.to_le_bytes());
+        }
         m.update(&out);
         out.extend_from_slice(&m.finalize().into_bytes());
         Ok(out)
@@ -204,6 +238,40 @@ mod tests {
         let bytes = sample().encode(KEY).unwrap();
         assert_eq!(&bytes[..6], b"KWSNAP");
         assert_eq!(Snapshot::decode(&bytes, KEY), Ok(sample()));
+    }
+
+    /// The body is postcard of the `Snapshot` itself, keys included, and the
+    /// header gives its length: lending the keys changes no byte.
+    #[test]
+    fn the_body_is_the_snapshot_in_postcard() {
+        let mut snapshot = sample();
+        for i in 0..3u8 {
+            snapshot.keys.push(KeyPolicy {
+                id: crate::id::KeyId([i; 16]),
+                workspace: WorkspaceId([9; 16]),
+                hash: crate::token::KeyHash([i; 32]),
+                name: format!("key {i}"),
+                revoked_at: None,
+                expires_at: Some(UnixMillis(1_800_000_000_000)),
+                disabled: i == 2,
+                permissions: vec![crate::permission::Permission::parse("billing:*").unwrap()],
+                ip_rules: IpRules::none(),
+                limits: Limits::default(),
+                tool_limits: vec![],
+                tools: vec!["gl_ping".into()],
+                meta: String::new(),
+                imported: false,
+            });
+        }
+        let bytes = snapshot.encode(KEY).unwrap();
+        let body = postcard::to_allocvec(&snapshot).unwrap();
+        assert_eq!(&bytes[8..16], &(body.len() as u64).to_le_bytes());
+        assert_eq!(&bytes[16..bytes.len() - 32], &body[..]);
+        let keys: Vec<&KeyPolicy> = snapshot.keys.iter().collect();
+        let parts =
+            Snapshot::encode_parts(snapshot.created_at, &snapshot.workspaces, &snapshot.tools, &keys, KEY).unwrap();
+        assert_eq!(parts, bytes);
+        assert_eq!(Snapshot::decode(&bytes, KEY), Ok(snapshot));
     }
 
     #[test]
