@@ -679,3 +679,60 @@ fn a_batch_names_each_refused_spec_by_its_path() {
     let r = request("GET", &s.url("/v1/api-keys?limit=100"), &[("authorization", &bearer(&root))], None);
     assert_eq!(r.data()["items"].as_array().unwrap().len(), 1, "only the root key");
 }
+
+/// A key's limits as the API shows them go back in unchanged: to make a
+/// key like another, and to PATCH a key with what it was read as.
+#[test]
+fn limits_read_from_a_key_are_limits_to_write() {
+    let s = Server::start(&[]);
+    let root = s.root.clone();
+    let limits = json!({
+        "rate": {"limit": 10, "window_ms": 1000},
+        "rates": [{"name": "burst", "limit": 3, "window_ms": 100, "auto_apply": false}],
+        "cooldown_ms": 50,
+        "daily": 1000,
+        "concurrency": {"max": 4, "lease_ms": 30000},
+        "credits": {"remaining": 500, "refill": {"interval": "monthly", "amount": 100, "day": 3}},
+    });
+    let r = create(&s, &root, json!({"name": "model", "limits": limits}));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let shown = r.data()["limits"].clone();
+    assert_eq!(
+        shown,
+        json!({
+            "rate": {"limit": 10, "window_ms": 1000},
+            "rates": [
+                {"name": "default", "limit": 10, "window_ms": 1000, "auto_apply": true},
+                {"name": "burst", "limit": 3, "window_ms": 100, "auto_apply": false},
+            ],
+            "cooldown_ms": 50,
+            "daily": 1000,
+            "concurrency": {"max": 4, "lease_ms": 30000},
+            "credits": {"initial": 500, "refill": {"interval": "monthly", "amount": 100, "day": 3}},
+        })
+    );
+    // The same shape makes a key with the same limits...
+    let r = create(&s, &root, json!({"name": "copy", "limits": shown}));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.data()["limits"], shown);
+    // ...and sets them on a key (no change).
+    let id = r.data()["id"].as_str().unwrap().to_owned();
+    let url = s.url(&format!("/v1/api-keys/{id}"));
+    let r = request("PATCH", &url, &[("authorization", &bearer(&root))], Some(&json!({"limits": shown})));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.data()["limits"], shown);
+    // A `rate` that differs from the `rates` entry named default is refused.
+    let mut other = shown.clone();
+    other["rate"]["limit"] = json!(11);
+    let r = create(&s, &root, json!({"name": "odd", "limits": other}));
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    assert_eq!(
+        r.body["error"]["message"],
+        "limits.rate: differs from the entry of rates named default; give one of them"
+    );
+    // `initial` and `remaining` name one field: not both.
+    let both = json!({"name": "x", "limits": {"credits": {"initial": 1, "remaining": 1}}});
+    let r = create(&s, &root, both);
+    assert_eq!((r.status, r.code()), (400, "invalid_request"));
+    assert_eq!(r.body["error"]["message"], "limits.credits: duplicate field `initial`");
+}

@@ -148,14 +148,6 @@ pub(crate) fn ip_rules(list: &[wire::IpRule], at: &Path) -> Result<IpRules, ApiE
 
 pub(crate) fn limits(spec: wire::LimitsSpec, at: &Path) -> Result<Limits, ApiError> {
     let mut limits = Limits::default();
-    if let Some(r) = spec.rate {
-        limits.rates.push(RateLimit {
-            name: "default".into(),
-            limit: r.limit,
-            window_ms: r.window_ms,
-            auto_apply: true,
-        });
-    }
     if let Some(list) = spec.rates {
         at_most(&list, &at.field("rates"))?;
         limits.rates.extend(list.into_iter().map(|r| RateLimit {
@@ -164,6 +156,22 @@ pub(crate) fn limits(spec: wire::LimitsSpec, at: &Path) -> Result<Limits, ApiErr
             window_ms: r.window_ms,
             auto_apply: r.auto_apply.unwrap_or(true),
         }));
+    }
+    if let Some(r) = spec.rate {
+        let rate = RateLimit { name: "default".into(), limit: r.limit, window_ms: r.window_ms, auto_apply: true };
+        // A key's limits as the API shows them name the default rate twice
+        // (`rate` and an entry of `rates`): sent back unchanged, they are
+        // the same limits.
+        match limits.rates.iter().find(|l| l.name == "default") {
+            None => limits.rates.insert(0, rate),
+            Some(same) if *same == rate => {}
+            Some(_) => {
+                return Err(invalid(
+                    &at.field("rate"),
+                    "differs from the entry of rates named default; give one of them",
+                ));
+            }
+        }
     }
     limits.cooldown_ms = spec.cooldown_ms;
     limits.daily = spec.daily;
@@ -197,7 +205,7 @@ pub(crate) fn limits(spec: wire::LimitsSpec, at: &Path) -> Result<Limits, ApiErr
                 Some(Refill { interval, amount: r.amount })
             }
         };
-        limits.credits = Some(Credits { initial: c.remaining, refill });
+        limits.credits = Some(Credits { initial: c.initial, refill });
     }
     limits.validate().map_err(|e| invalid(at, e))?;
     Ok(limits)

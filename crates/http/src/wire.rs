@@ -908,7 +908,10 @@ pub(crate) struct NamedRateSpec {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreditsSpec {
-    pub remaining: u64,
+    /// Credits the key starts with, as a key's `limits.credits.initial`
+    /// shows them; `remaining` is accepted for the same.
+    #[serde(alias = "remaining")]
+    pub initial: u64,
     pub refill: Option<RefillSpec>,
 }
 
