@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,32 +47,42 @@ const SHARDS: usize = 256;
 
 pub(crate) type DigestMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
 
-/// Counters of one key (shared by a rotated key and its successor).
+/// Counters and statistics of one key (shared by a rotated key and its
+/// successor).
 ///
-/// Verification writes them on every call, so each key's sit on cache lines
-/// of their own: two threads verifying two keys never contend for a line
-/// (128 bytes: the pair of lines x86 prefetches together).
-#[repr(align(128))]
+/// Every key has one, but most of it is allocated only when used: the
+/// limits' counters ([`KeyCounters`]) when a call is first charged (a key
+/// with limits of its own, a limited tool, an ad-hoc rate, a signed login),
+/// and the shared store's bookkeeping ([`SyncState`]) on a shared store. A
+/// key without limits carries the statistics every verification writes,
+/// the owner and the gate.
 pub(crate) struct UsageCell {
-    /// Key id the counters are stored under (a leaf lock: a rotation hands
-    /// the counters to the successor without copying them).
-    owner: Mutex<KeyId>,
-    /// Level 1 of the lock order (see `writer`): serialises the calls that
-    /// must commit a change of these counters before anyone else changes
-    /// them (strict credits, credit changes, signed logins).
-    pub gate: Mutex<()>,
-    state: Mutex<KeyCounters>,
     /// Last successful verification, Unix ms; 0 = never.
     pub last_used: AtomicU64,
     pub valid: AtomicU64,
     pub refused: AtomicU64,
     /// Set when something changed since the last flush.
     pub dirty: AtomicBool,
-    /// On a shared store: the version of the counters this node last read
-    /// or wrote there ([`UNREAD`] before that). Changed under the gate.
+    /// Level 1 of the lock order (see `writer`): serialises the calls that
+    /// must commit a change of these counters before anyone else changes
+    /// them (strict credits, credit changes, signed logins).
+    pub gate: Mutex<()>,
+    /// The limits' counters, once a call needed them (a leaf lock).
+    state: Mutex<Option<Box<KeyCounters>>>,
+    /// Key id the counters are stored under (a leaf lock: a rotation hands
+    /// the counters to the successor without copying them).
+    owner: Mutex<KeyId>,
+    /// On a shared store: what this node knows of the store's copy.
+    sync: OnceLock<Box<SyncState>>,
+}
+
+/// What a node keeps of a key's counters in a shared store.
+pub(crate) struct SyncState {
+    /// The version of the counters this node last read or wrote there
+    /// ([`UNREAD`] before that). Changed under the gate.
     pub version: AtomicU64,
-    /// On a shared store: the totals already added to the store's
-    /// statistics (each node adds what it counted since).
+    /// The totals already added to the store's statistics (each node adds
+    /// what it counted since).
     flushed_valid: AtomicU64,
     flushed_refused: AtomicU64,
     /// [`LimitSync::Local`](crate::LimitSync): the store's counters as of
@@ -80,6 +90,18 @@ pub(crate) struct UsageCell {
     /// the engine opened; 0: never). Changed under the gate.
     pub base: Mutex<Option<KeyCounters>>,
     pub synced_at: AtomicU64,
+}
+
+impl SyncState {
+    fn new(valid: u64, refused: u64) -> Self {
+        Self {
+            version: AtomicU64::new(UNREAD),
+            flushed_valid: AtomicU64::new(valid),
+            flushed_refused: AtomicU64::new(refused),
+            base: Mutex::new(None),
+            synced_at: AtomicU64::new(0),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -102,60 +124,142 @@ impl KeyCounters {
             pending: Vec::new(),
         }
     }
+
+    /// Whether these are the counters of a key never charged.
+    fn is_empty(&self) -> bool {
+        self.key == UsageState::default()
+            && self.tools.is_empty()
+            && self.mint == UsageState::default()
+            && self.pending.is_empty()
+    }
+}
+
+/// A cell's counters under their lock: created (empty) on first use.
+pub(crate) struct CountersGuard<'a>(LeafGuard<'a, Option<Box<KeyCounters>>>);
+
+impl std::ops::Deref for CountersGuard<'_> {
+    type Target = KeyCounters;
+    fn deref(&self) -> &KeyCounters {
+        // Invariant: `UsageCell::lock` filled the option before making the guard.
+        self.0.as_deref().unwrap_or_else(|| unreachable!("counters are created before they are lent"))
+    }
+}
+
+impl std::ops::DerefMut for CountersGuard<'_> {
+    fn deref_mut(&mut self) -> &mut KeyCounters {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl UsageCell {
-    pub(crate) fn from_record(owner: KeyId, rec: UsageRecord) -> Self {
+    /// The cell of a stored usage record. On a shared store (`shared`) the
+    /// record's statistics count as already added to the store's.
+    pub(crate) fn from_record(owner: KeyId, rec: UsageRecord, shared: bool) -> Self {
         let last_used_at = rec.last_used_at;
         let (valid, refused) = (rec.valid, rec.refused);
         let counters = KeyCounters::stored(rec);
+        let sync = OnceLock::new();
+        if shared {
+            let _ = sync.set(Box::new(SyncState::new(valid, refused)));
+        }
         Self {
-            owner: Mutex::new(owner),
-            gate: Mutex::new(()),
-            state: Mutex::new(counters),
             last_used: AtomicU64::new(last_used_at.map_or(0, UnixMillis::get)),
             valid: AtomicU64::new(valid),
             refused: AtomicU64::new(refused),
             dirty: AtomicBool::new(false),
-            version: AtomicU64::new(UNREAD),
-            flushed_valid: AtomicU64::new(valid),
-            flushed_refused: AtomicU64::new(refused),
-            base: Mutex::new(None),
-            synced_at: AtomicU64::new(0),
+            gate: Mutex::new(()),
+            state: Mutex::new((!counters.is_empty()).then(|| Box::new(counters))),
+            owner: Mutex::new(owner),
+            sync,
         }
+    }
+
+    /// The shared store's bookkeeping (made on first use).
+    pub(crate) fn sync(&self) -> &SyncState {
+        self.sync.get_or_init(|| {
+            Box::new(SyncState::new(self.valid.load(Ordering::Acquire), self.refused.load(Ordering::Acquire)))
+        })
     }
 
     /// Takes the counters another node left in a shared store, at `version`.
     /// Called under the gate.
     pub(crate) fn adopt(&self, rec: Option<Box<UsageRecord>>, version: u64) {
         let stored = KeyCounters::stored(rec.map(|r| *r).unwrap_or_default());
-        let mut c = self.lock();
+        let mut c = LeafGuard::lock(&self.state);
         // Calls waiting to be reconciled stay (local mode).
-        let pending = std::mem::take(&mut c.pending);
-        *c = KeyCounters { pending, ..stored };
+        let pending = c.as_mut().map(|c| std::mem::take(&mut c.pending)).unwrap_or_default();
+        let next = KeyCounters { pending, ..stored };
+        *c = (!next.is_empty() || c.is_some()).then(|| Box::new(next));
         drop(c);
-        self.version.store(version, Ordering::Release);
+        self.sync().version.store(version, Ordering::Release);
     }
 
     /// What this node counted since its last flush to a shared store.
     pub(crate) fn unflushed_stats(&self) -> UsageStats {
         let last = self.last_used.load(Ordering::Acquire);
+        let sync = self.sync();
         UsageStats {
-            valid: self.valid.load(Ordering::Acquire).saturating_sub(self.flushed_valid.load(Ordering::Acquire)),
-            refused: self.refused.load(Ordering::Acquire).saturating_sub(self.flushed_refused.load(Ordering::Acquire)),
+            valid: self.valid.load(Ordering::Acquire).saturating_sub(sync.flushed_valid.load(Ordering::Acquire)),
+            refused: self.refused.load(Ordering::Acquire).saturating_sub(sync.flushed_refused.load(Ordering::Acquire)),
             last_used_at: (last != 0).then_some(UnixMillis(last)),
         }
     }
 
     /// Notes `stats` as added to the shared store.
     pub(crate) fn flushed(&self, stats: &UsageStats) {
-        self.flushed_valid.fetch_add(stats.valid, Ordering::AcqRel);
-        self.flushed_refused.fetch_add(stats.refused, Ordering::AcqRel);
+        let sync = self.sync();
+        sync.flushed_valid.fetch_add(stats.valid, Ordering::AcqRel);
+        sync.flushed_refused.fetch_add(stats.refused, Ordering::AcqRel);
     }
 
-    /// The counters (a leaf lock).
-    pub(crate) fn lock(&self) -> LeafGuard<'_, KeyCounters> {
-        LeafGuard::lock(&self.state)
+    /// The counters (a leaf lock), created empty if the key had none.
+    pub(crate) fn lock(&self) -> CountersGuard<'_> {
+        let mut c = LeafGuard::lock(&self.state);
+        if c.is_none() {
+            *c = Some(Box::default());
+        }
+        CountersGuard(c)
+    }
+
+    /// Reads the counters without creating them: `f` sees empty ones if
+    /// the key has none.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&KeyCounters) -> T) -> T {
+        let c = LeafGuard::lock(&self.state);
+        match c.as_deref() {
+            Some(c) => f(c),
+            None => f(&KeyCounters::default()),
+        }
+    }
+
+    /// Whether the counters exist (a call needed them).
+    #[cfg(test)]
+    pub(crate) fn has_counters(&self) -> bool {
+        LeafGuard::lock(&self.state).is_some()
+    }
+
+    /// Whether calls wait to be reconciled (local mode).
+    pub(crate) fn has_pending(&self) -> bool {
+        LeafGuard::lock(&self.state).as_ref().is_some_and(|c| !c.pending.is_empty())
+    }
+
+    /// A key left without limits of its own: its key-wide counters go (a
+    /// limit set again later starts from nothing), and the allocation with
+    /// them if nothing else is kept (a limited tool's counters, leases, the
+    /// session mint's, calls waiting to be reconciled). Returns whether
+    /// anything changed.
+    pub(crate) fn drop_key_counters(&self) -> bool {
+        let mut c = LeafGuard::lock(&self.state);
+        let Some(counters) = c.as_mut() else { return false };
+        // Leases in flight stay releasable.
+        let leases = counters.key.leases.clone();
+        let next_lease = if leases.is_empty() { 0 } else { counters.key.next_lease };
+        let kept = UsageState { leases, next_lease, ..UsageState::default() };
+        let changed = counters.key != kept;
+        counters.key = kept;
+        if counters.is_empty() {
+            *c = None;
+        }
+        changed
     }
 
     /// Takes the gate (level 1 of the lock order).
@@ -181,8 +285,7 @@ impl UsageCell {
 
     /// The record of these counters now.
     pub(crate) fn to_record(&self) -> UsageRecord {
-        let c = self.lock();
-        self.record_with(&c)
+        self.read(|c| self.record_with(c))
     }
 
     /// The record of counters `c` with this cell's totals.
@@ -206,8 +309,9 @@ pub(crate) struct LiveKey {
     pub record: KeyRecord,
     pub usage: Arc<UsageCell>,
     /// The key's own replay history (a leaf lock; changed only under the
-    /// usage cell's gate). Kept across record changes.
-    pub nonce: Arc<Mutex<NonceState>>,
+    /// usage cell's gate), for a key with a signing identity (no other key
+    /// takes a nonce). Kept across record changes.
+    pub nonce: Option<Arc<Mutex<NonceState>>>,
     /// Whether any limit applies to this key at all (key, tool or key×tool):
     /// when false the hot path never takes the counters' lock.
     pub has_key_limits: bool,
@@ -222,11 +326,13 @@ pub(crate) struct LiveKey {
 }
 
 impl LiveKey {
-    pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>, nonce: Arc<Mutex<NonceState>>) -> Self {
+    /// A key with counters `usage`, no nonce history and no activity yet.
+    pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>) -> Self {
         let p = &record.policy;
         let has_key_limits = !p.limits.is_empty() || !p.tool_limits.is_empty();
         let has_concurrency =
             p.limits.concurrency.is_some() || p.tool_limits.iter().any(|(_, l)| l.concurrency.is_some());
+        let nonce = record.signing.is_some().then(Arc::default);
         let activity = Arc::default();
         Self { record, usage, nonce, has_key_limits, has_concurrency, workspace: None, activity }
     }
@@ -234,10 +340,12 @@ impl LiveKey {
     /// The same key with a changed record: same counters, same nonces, same
     /// activity.
     pub(crate) fn with_record(&self, record: KeyRecord) -> Self {
-        Self {
-            activity: Arc::clone(&self.activity),
-            ..Self::new(record, Arc::clone(&self.usage), Arc::clone(&self.nonce))
+        let mut live = Self::new(record, Arc::clone(&self.usage));
+        live.activity = Arc::clone(&self.activity);
+        if self.nonce.is_some() {
+            live.nonce.clone_from(&self.nonce);
         }
+        live
     }
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
@@ -786,7 +894,7 @@ impl Inner {
         }
         let mut cells: HashMap<KeyId, Arc<UsageCell>> = HashMap::new();
         for (id, rec) in loaded.usage {
-            cells.insert(id, Arc::new(UsageCell::from_record(id, rec)));
+            cells.insert(id, Arc::new(UsageCell::from_record(id, rec, self.shared)));
         }
         let mut nonces: HashMap<KeyId, NonceState> = loaded.nonces.into_iter().collect();
         let mut serials: HashMap<WorkspaceId, u64> = loaded.serials.into_iter().collect();
@@ -805,13 +913,16 @@ impl Inner {
             let owner = rec.usage_owner.unwrap_or(rec.policy.id);
             let cell = cells
                 .entry(owner)
-                .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default())))
+                .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default(), self.shared)))
                 .clone();
-            let nonce = nonces.remove(&rec.policy.id).unwrap_or_default();
+            let nonce = nonces.remove(&rec.policy.id);
             let used = last_used.remove(&rec.policy.id).unwrap_or_else(|| {
                 if legacy && rec.usage_owner.is_none() { cell.last_used.load(Ordering::Acquire) } else { 0 }
             });
-            let mut live = LiveKey::new(rec, cell, Arc::new(Mutex::new(nonce)));
+            let mut live = LiveKey::new(rec, cell);
+            if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
+                *LeafGuard::lock(slot) = state;
+            }
             live.activity = Arc::new(Activity::new(used));
             self.index_key(live);
         }
@@ -962,18 +1073,19 @@ impl Inner {
                 let cell = match (shared, &existing) {
                     (Some(cell), _) => cell,
                     (None, Some(k)) => Arc::clone(&k.usage),
-                    (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default())),
+                    (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default(), true)),
                 };
-                let nonce = existing.as_ref().map(|k| Arc::clone(&k.nonce)).unwrap_or_default();
-                let mut live = LiveKey::new(*rec, cell, nonce);
-                if let Some(k) = existing {
-                    live.activity = Arc::clone(&k.activity);
-                }
+                let live = match existing {
+                    Some(k) => LiveKey { usage: cell, ..k.with_record(*rec) },
+                    None => LiveKey::new(*rec, cell),
+                };
                 self.index_key(live);
             }
             Followed::Nonce(id, state) => {
-                if let Some(k) = self.by_id.get(&id).map(|k| Arc::clone(&k)) {
-                    *LeafGuard::lock(&k.nonce) = state.unwrap_or_default();
+                if let Some(k) = self.by_id.get(&id).map(|k| Arc::clone(&k))
+                    && let Some(nonce) = &k.nonce
+                {
+                    *LeafGuard::lock(nonce) = state.unwrap_or_default();
                 }
             }
             Followed::Session(hash, Some(rec)) => {
@@ -1116,3 +1228,7 @@ impl Inner {
 #[cfg(test)]
 #[path = "memory_probe.rs"]
 mod memory_probe;
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod index_tests;

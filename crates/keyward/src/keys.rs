@@ -4,8 +4,8 @@
 //! then (see `writer`), commits the record with its audit event, and only
 //! then publishes the new version to the index.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use keyward_core::{
     CreditBalance, KeyHash, KeyId, KeyPolicy, NoncePolicy, Permission, Token, UnixMillis, WorkspaceId, first_uncovered,
@@ -29,7 +29,7 @@ use crate::writer::LeafGuard;
 impl Inner {
     pub(crate) fn key_info(&self, live: &LiveKey, now: UnixMillis) -> KeyInfo {
         let p = live.policy();
-        let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.lock().key.credits_at(c, now));
+        let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.read(|u| u.key.credits_at(c, now)));
         let last = live.activity.last_used.load(Ordering::Acquire);
         KeyInfo {
             id: p.id,
@@ -348,8 +348,8 @@ impl Inner {
     /// Indexes a key just committed; returns its view.
     pub(crate) fn publish_new(&self, record: KeyRecord, usage: Option<UsageRecord>, now: UnixMillis) -> KeyInfo {
         let id = record.policy.id;
-        let cell = Arc::new(UsageCell::from_record(id, usage.unwrap_or_default()));
-        let live = LiveKey::new(record, cell, Arc::new(Mutex::new(Default::default())));
+        let cell = Arc::new(UsageCell::from_record(id, usage.unwrap_or_default(), self.shared));
+        let live = LiveKey::new(record, cell);
         let info = self.key_info(&live, now);
         self.index_key(live);
         info
@@ -572,6 +572,19 @@ impl Engine {
                         current.usage.mark_dirty();
                     }
                     let live = current.with_record(rec);
+                    // Limits removed: the key-wide counters go with them,
+                    // unless another key shares them (a rotation grace:
+                    // the old and the new version of this key hold the
+                    // cell, anyone else is one more) or they are the shared
+                    // store's.
+                    if current.has_key_limits
+                        && !live.has_key_limits
+                        && !inner.shared
+                        && Arc::strong_count(&live.usage) <= 2
+                        && live.usage.drop_key_counters()
+                    {
+                        live.usage.mark_dirty();
+                    }
                     let info = inner.key_info(&live, now);
                     inner.index_key(live);
                     info
@@ -682,11 +695,12 @@ impl Engine {
         let live = self.inner.key(id)?;
         self.inner.read_counters(&live)?;
         let now = self.inner.now();
-        let c = live.usage.lock();
-        let quota = keyward_core::quota_of(&live.policy().limits, &c.key, now);
-        let daily_used =
-            live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
-        drop(c);
+        let (quota, daily_used) = live.usage.read(|c| {
+            let quota = keyward_core::quota_of(&live.policy().limits, &c.key, now);
+            let daily_used =
+                live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
+            (quota, daily_used)
+        });
         let last = live.activity.last_used.load(Ordering::Acquire);
         Ok(KeyUsageReport {
             id,

@@ -12,7 +12,7 @@
 //! successor: exactly one successor is ever active. Rotate the successor to
 //! get another token.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use keyward_core::{KeyId, KeyPolicy, Status, Token};
 
@@ -135,11 +135,7 @@ impl Engine {
                     // next flush, under the new owner.
                     cell.mark_dirty();
                     let signing = successor.signing.clone();
-                    let live = crate::engine::LiveKey::new(
-                        successor,
-                        Arc::clone(&cell),
-                        Arc::new(Mutex::new(Default::default())),
-                    );
+                    let live = crate::engine::LiveKey::new(successor, Arc::clone(&cell));
                     let info = inner.key_info(&live, now);
                     inner.index_key(live);
                     inner.index_key(old.with_record(old_rec));

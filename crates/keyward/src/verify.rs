@@ -272,7 +272,7 @@ impl Inner {
         let mut held = HeldWait::default();
         while attempts > 0 {
             attempts -= 1;
-            let seen = cell.version.load(Ordering::Acquire);
+            let seen = cell.sync().version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
             decide_on(v, call, &mut next);
             let record = v.is_valid().then(|| cell.record_with(&next));
@@ -282,7 +282,7 @@ impl Inner {
                     if v.is_valid() {
                         *cell.lock() = next;
                     }
-                    cell.version.store(version, Ordering::Release);
+                    cell.sync().version.store(version, Ordering::Release);
                     return;
                 }
                 Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
@@ -311,7 +311,7 @@ impl Inner {
         }
         let owner = cell.owner();
         for _ in 0..SHARED_ATTEMPTS {
-            let seen = cell.version.load(Ordering::Acquire);
+            let seen = cell.sync().version.load(Ordering::Acquire);
             match self.writer.store().charge(owner, seen, None)? {
                 // A read is never held.
                 Charged::Done(_) | Charged::Held => return Ok(()),
@@ -375,7 +375,7 @@ impl Inner {
     /// the cell's version is unknown until the next charge reads it).
     pub(crate) fn counters_change(&self, cell: &crate::engine::UsageCell, record: crate::model::UsageRecord) -> Change {
         if self.shared {
-            let seen = cell.version.swap(crate::store::UNREAD, Ordering::AcqRel);
+            let seen = cell.sync().version.swap(crate::store::UNREAD, Ordering::AcqRel);
             Change::UsageAt(cell.owner(), seen, record)
         } else {
             Change::Usage(cell.owner(), record)
@@ -518,7 +518,7 @@ impl Inner {
         let mut attempts = SHARED_ATTEMPTS;
         while attempts > 0 {
             attempts -= 1;
-            let seen = cell.version.load(Ordering::Acquire);
+            let seen = cell.sync().version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
             let before = lease_count(&next);
             let all = release_in(&mut next, tool, leases);
@@ -529,7 +529,7 @@ impl Inner {
                     if released {
                         *cell.lock() = next;
                     }
-                    cell.version.store(version, Ordering::Release);
+                    cell.sync().version.store(version, Ordering::Release);
                     return all;
                 }
                 Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
@@ -761,7 +761,10 @@ impl Engine {
         // sharing its counters) run one at a time from the nonce check to
         // the publish, so two logins with one nonce cannot both pass.
         let _gate = live.usage.gate();
-        let mut nonce = LeafGuard::lock(&live.nonce).clone();
+        let Some(history) = &live.nonce else {
+            return Err(fail(Code::InvalidSignature));
+        };
+        let mut nonce = LeafGuard::lock(history).clone();
         nonce.check(signing.nonce_policy, &headers.nonce, now).map_err(fail)?;
         let mint_limits = Limits { rates: vec![inner.opts.session_mint_limit.clone()], ..Limits::default() };
         let cost = Cost::default();
@@ -790,7 +793,9 @@ impl Engine {
             batch.push(Change::Session(hash.0, record.clone()));
             batch.push(Change::Nonce(id, nonce.clone()));
             Ok(move || {
-                *LeafGuard::lock(&current.nonce) = nonce;
+                if let Some(history) = &current.nonce {
+                    *LeafGuard::lock(history) = nonce;
+                }
                 current.usage.lock().mint = mint;
                 current.usage.mark_dirty();
                 inner.sessions.insert(hash.0, record);

@@ -1,0 +1,157 @@
+//! The in-memory index's shape: what a key carries depends on what it uses.
+
+use std::mem::size_of;
+
+use keyward_core::{Code, KeyId, Limits, RateLimit, UnixMillis};
+
+use super::{Engine, UsageCell};
+use crate::model::{Actor, KeyUpdate, NewKey, NewWorkspace};
+use crate::verify::Request;
+use crate::{Error, ManualClock};
+
+/// 2024-03-01T10:00:00Z.
+const T0: UnixMillis = UnixMillis(1_709_287_200_000);
+
+struct Env {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    engine: Engine,
+    ws: keyward_core::WorkspaceId,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let engine = Self::open_in(&dir, &clock);
+        let ws = engine.create_workspace(NewWorkspace::named("acme"), &Actor::Admin).unwrap().policy.id;
+        Self { dir, clock, engine, ws }
+    }
+
+    fn open_in(dir: &tempfile::TempDir, clock: &ManualClock) -> Engine {
+        Engine::builder().clock(clock.clone()).open(dir.path().join("k.redb")).unwrap()
+    }
+
+    fn reopen(self) -> Self {
+        let Env { dir, clock, engine, ws } = self;
+        engine.close().unwrap();
+        drop(engine);
+        let engine = Self::open_in(&dir, &clock);
+        Env { dir, clock, engine, ws }
+    }
+
+    fn has_counters(&self, id: KeyId) -> bool {
+        self.engine.inner.key(id).unwrap().usage.has_counters()
+    }
+
+    fn verify(&self, token: &str) -> Code {
+        self.engine.verify(token, &Request::default()).code
+    }
+}
+
+fn two_per_minute() -> Limits {
+    Limits {
+        rates: vec![RateLimit { name: "m".into(), limit: 2, window_ms: 60_000, auto_apply: true }],
+        ..Limits::default()
+    }
+}
+
+fn set_limits(env: &Env, id: KeyId, limits: Limits) -> Result<(), Error> {
+    env.engine.update_key(id, KeyUpdate { limits: Some(limits), ..KeyUpdate::default() }, &Actor::Admin).map(drop)
+}
+
+#[test]
+fn a_key_without_limits_has_no_counters_and_still_counts_its_calls() {
+    let env = Env::new();
+    let k = env.engine.create_key(env.ws, NewKey { name: "a".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    for _ in 0..3 {
+        assert_eq!(env.verify(k.token.expose()), Code::Valid);
+    }
+    assert!(!env.has_counters(k.info.id));
+    let u = env.engine.usage(k.info.id).unwrap();
+    assert_eq!((u.valid, u.refused, u.last_used_at), (3, 0, Some(T0)));
+    assert!(!env.has_counters(k.info.id), "reading the usage creates no counters");
+    let id = k.info.id;
+    let env = env.reopen();
+    assert!(!env.has_counters(id));
+    assert_eq!(env.engine.usage(id).unwrap().valid, 3);
+}
+
+#[test]
+fn limits_added_count_from_nothing_and_removed_drop_the_counters() {
+    let env = Env::new();
+    let k = env.engine.create_key(env.ws, NewKey { name: "a".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    let (id, token) = (k.info.id, k.token.expose());
+    assert_eq!(env.verify(token), Code::Valid);
+    set_limits(&env, id, two_per_minute()).unwrap();
+    assert_eq!(env.verify(token), Code::Valid);
+    assert_eq!(env.verify(token), Code::Valid);
+    assert_eq!(env.verify(token), Code::RateLimited);
+    assert!(env.has_counters(id));
+
+    set_limits(&env, id, Limits::default()).unwrap();
+    assert!(!env.has_counters(id), "no limits left: the counters went");
+    for _ in 0..5 {
+        assert_eq!(env.verify(token), Code::Valid);
+    }
+    assert!(!env.has_counters(id));
+    let u = env.engine.usage(id).unwrap();
+    assert_eq!((u.valid, u.refused), (8, 1), "the statistics stay");
+
+    // Set again, within the same minute: counted from nothing.
+    set_limits(&env, id, two_per_minute()).unwrap();
+    assert_eq!(env.verify(token), Code::Valid);
+    assert_eq!(env.verify(token), Code::Valid);
+    assert_eq!(env.verify(token), Code::RateLimited);
+    // And they are stored: after a restart the limit is still spent.
+    let env = env.reopen();
+    assert_eq!(env.verify(token), Code::RateLimited);
+    env.clock.advance(60_000);
+    assert_eq!(env.verify(token), Code::Valid);
+}
+
+#[test]
+fn limits_removed_while_a_rotation_shares_the_counters_keep_them() {
+    let env = Env::new();
+    let spec = NewKey { name: "a".into(), limits: Some(two_per_minute()), ..NewKey::default() };
+    let old = env.engine.create_key(env.ws, spec, &Actor::Admin).unwrap();
+    assert_eq!(env.verify(old.token.expose()), Code::Valid);
+    let new = env.engine.rotate_key(old.info.id, 60_000, &Actor::Admin).unwrap();
+    set_limits(&env, new.info.id, Limits::default()).unwrap();
+    // The old key still has the limit, on the counters it shares.
+    assert_eq!(env.verify(old.token.expose()), Code::Valid);
+    assert_eq!(env.verify(old.token.expose()), Code::RateLimited);
+    assert!(env.has_counters(new.info.id));
+}
+
+#[test]
+fn a_rotated_key_without_limits_hands_its_statistics_to_the_successor() {
+    let env = Env::new();
+    let old = env.engine.create_key(env.ws, NewKey { name: "a".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    for _ in 0..3 {
+        assert_eq!(env.verify(old.token.expose()), Code::Valid);
+    }
+    let new = env.engine.rotate_key(old.info.id, 60_000, &Actor::Admin).unwrap();
+    assert_eq!(env.engine.usage(new.info.id).unwrap().valid, 3);
+    assert_eq!(env.verify(new.token.expose()), Code::Valid);
+    assert_eq!(env.verify(old.token.expose()), Code::Valid);
+    assert!(!env.has_counters(new.info.id));
+    let id = new.info.id;
+    let env = env.reopen();
+    assert_eq!(env.engine.usage(id).unwrap().valid, 5);
+}
+
+#[test]
+fn only_keys_with_a_signing_identity_keep_nonces() {
+    let env = Env::new();
+    let k = env.engine.create_key(env.ws, NewKey { name: "a".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    assert!(env.engine.inner.key(k.info.id).unwrap().nonce.is_none());
+}
+
+/// What every key carries, on 64-bit targets (the figures of
+/// `docs/benchmarks.md`, "Memory per key").
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_key_without_limits_is_small() {
+    assert!(size_of::<UsageCell>() <= 96, "UsageCell is {} bytes", size_of::<UsageCell>());
+}
