@@ -15,6 +15,7 @@ use redb::StorageBackend;
 use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
 use crate::history::{self, Activity};
+use crate::index::Keys;
 use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
 use crate::store::{AuditKeep, Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
@@ -41,9 +42,6 @@ impl Hasher for DigestHasher {
         }
     }
 }
-
-/// Shards of the key maps (a power of two).
-const SHARDS: usize = 256;
 
 pub(crate) type DigestMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
 
@@ -466,8 +464,8 @@ pub(crate) struct Inner {
     pub writer: Writer,
     pub path: PathBuf,
     pub opts: Options,
-    pub by_hash: DigestMap<Arc<LiveKey>>,
-    pub by_id: DashMap<KeyId, Arc<LiveKey>>,
+    /// Every key, by token hash and by id.
+    pub keys: Keys,
     pub workspaces: DashMap<WorkspaceId, Arc<WorkspaceSlot>>,
     pub sessions: DigestMap<SessionRecord>,
     pub any_imported: AtomicBool,
@@ -726,9 +724,7 @@ impl EngineBuilder {
             writer: Writer::new(store),
             path,
             opts: self.opts,
-            // Many shards: two verifications rarely share a shard lock's cache line.
-            by_hash: DigestMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), SHARDS),
-            by_id: DashMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), SHARDS),
+            keys: Keys::with_capacity(loaded.keys.len()),
             workspaces: DashMap::new(),
             sessions: DigestMap::default(),
             any_imported: AtomicBool::new(false),
@@ -937,15 +933,11 @@ impl Inner {
             self.any_imported.store(true, Ordering::Release);
         }
         live.workspace = self.workspaces.get(&live.record.policy.workspace).map(|s| Arc::clone(&s));
-        let live = Arc::new(live);
-        self.by_hash.insert(live.record.policy.hash.0, Arc::clone(&live));
-        self.by_id.insert(live.record.policy.id, live);
+        self.keys.insert(Arc::new(live));
     }
 
     pub(crate) fn unindex_key(&self, id: KeyId) {
-        if let Some((_, live)) = self.by_id.remove(&id) {
-            self.by_hash.remove(&live.record.policy.hash.0);
-        }
+        self.keys.remove(&id);
     }
 
     /// See [`Writer::write`]: plan under the writer, commit, then publish.
@@ -1066,10 +1058,10 @@ impl Inner {
             }
             Followed::Key(id, None) => self.unindex_key(id),
             Followed::Key(id, Some(rec)) => {
-                let existing = self.by_id.get(&id).map(|k| Arc::clone(&k));
+                let existing = self.keys.get(&id);
                 // A rotated key shares its successor's counters (the
                 // successor comes first in the same change).
-                let shared = rec.usage_owner.and_then(|o| self.by_id.get(&o).map(|k| Arc::clone(&k.usage)));
+                let shared = rec.usage_owner.and_then(|o| self.keys.get(&o).map(|k| Arc::clone(&k.usage)));
                 let cell = match (shared, &existing) {
                     (Some(cell), _) => cell,
                     (None, Some(k)) => Arc::clone(&k.usage),
@@ -1082,7 +1074,7 @@ impl Inner {
                 self.index_key(live);
             }
             Followed::Nonce(id, state) => {
-                if let Some(k) = self.by_id.get(&id).map(|k| Arc::clone(&k))
+                if let Some(k) = self.keys.get(&id)
                     && let Some(nonce) = &k.nonce
                 {
                     *LeafGuard::lock(nonce) = state.unwrap_or_default();
@@ -1110,7 +1102,7 @@ impl Inner {
             self.replace_workspace(LiveWorkspace { ws, tools });
         }
         let kept: std::collections::HashSet<KeyId> = loaded.keys.iter().map(|k| k.policy.id).collect();
-        let gone: Vec<KeyId> = self.by_id.iter().map(|e| *e.key()).filter(|id| !kept.contains(id)).collect();
+        let gone: Vec<KeyId> = self.keys.iter().map(|e| e.policy().id).filter(|id| !kept.contains(id)).collect();
         for id in gone {
             self.unindex_key(id);
         }
@@ -1141,8 +1133,8 @@ impl Inner {
         let mut deltas: HashMap<[u8; 16], history::HistoryDelta> = HashMap::new();
         let mut active: Vec<(Arc<Activity>, history::Counted)> = Vec::new();
         let result = self.write(|batch| {
-            for entry in self.by_id.iter() {
-                let cell = &entry.value().usage;
+            for entry in self.keys.iter() {
+                let cell = &entry.usage;
                 // A cell shared by a rotated key and its successor is met
                 // twice; only the first swap takes it. Clean cells are only
                 // read, so a flush writes no cache line of theirs.
@@ -1150,8 +1142,8 @@ impl Inner {
                     taken.push(Arc::clone(cell));
                 }
             }
-            for entry in self.by_id.iter() {
-                let live = entry.value();
+            for entry in self.keys.iter() {
+                let live = &*entry;
                 let activity = &live.activity;
                 if activity.dirty.load(Ordering::Relaxed) && activity.dirty.swap(false, Ordering::AcqRel) {
                     let counts = activity.take();
@@ -1221,7 +1213,7 @@ impl Inner {
     }
 
     pub(crate) fn key(&self, id: KeyId) -> Result<Arc<LiveKey>> {
-        self.by_id.get(&id).map(|k| Arc::clone(&k)).ok_or_else(|| Error::not_found("key", id))
+        self.keys.get(&id).ok_or_else(|| Error::not_found("key", id))
     }
 }
 

@@ -124,7 +124,7 @@ impl Inner {
 
     /// Whether a key other than `id` shares `cell` (a rotation grace).
     pub(crate) fn shared_by_another(&self, id: KeyId, cell: &Arc<UsageCell>) -> bool {
-        self.by_id.iter().any(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, cell))
+        self.keys.iter().any(|e| e.policy().id != id && Arc::ptr_eq(&e.usage, cell))
     }
 }
 
@@ -403,7 +403,7 @@ impl Engine {
                 return Err(Error::PlanInactive);
             }
             let acting = inner.acting_key(actor, ws_id)?;
-            if inner.by_hash.contains_key(&new.hash.0) {
+            if inner.keys.contains_hash(&new.hash.0) {
                 return Err(Error::AlreadyExists { kind: "key", id: "with this hash".into() });
             }
             let serial = inner.reserve_serials(ws_id, 1, batch)?;
@@ -461,7 +461,7 @@ impl Engine {
         };
         let mut rows: Vec<(UnixMillis, KeyId)> = self
             .inner
-            .by_id
+            .keys
             .iter()
             .filter(|e| e.policy().workspace == ws)
             .filter(|e| external_id.is_none_or(|x| e.record.external_id.as_deref() == Some(x)))

@@ -51,6 +51,7 @@ mod clock;
 mod engine;
 mod error;
 mod history;
+mod index;
 mod keys;
 mod local;
 mod model;

@@ -233,8 +233,8 @@ impl Inner {
         // Each cell once (a key in its rotation grace shares its
         // successor's), with calls waiting, and due.
         let mut due: Vec<Arc<LiveKey>> = Vec::new();
-        for e in self.by_id.iter() {
-            let live = e.value();
+        for e in self.keys.iter() {
+            let live = &*e;
             let ms = match live.workspace.as_ref().map(|s| s.current.load().ws.limit_sync) {
                 Some(LimitSync::Local { ms }) => ms,
                 _ => 0,

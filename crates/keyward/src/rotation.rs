@@ -99,10 +99,10 @@ impl Engine {
                 // Keys still in the grace of an earlier rotation share these
                 // counters too: they follow them to the new owner.
                 let mut sharers: Vec<_> = inner
-                    .by_id
+                    .keys
                     .iter()
-                    .filter(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, &old.usage))
-                    .map(|e| Arc::clone(e.value()))
+                    .filter(|e| e.policy().id != id && Arc::ptr_eq(&e.usage, &old.usage))
+                    .map(|e| Arc::clone(&e))
                     .collect();
                 sharers.sort_by_key(|k| k.policy().id);
                 let sharer_records: Vec<KeyRecord> =

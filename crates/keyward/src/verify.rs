@@ -95,7 +95,7 @@ impl KeyIndex for Inner {
     type Key = Arc<LiveKey>;
 
     fn by_hash(&self, hash: &KeyHash) -> Option<Arc<LiveKey>> {
-        self.by_hash.get(&hash.0).map(|k| Arc::clone(&k))
+        self.keys.by_hash(&hash.0)
     }
 
     fn imported(&self, key: &Arc<LiveKey>) -> bool {
@@ -132,7 +132,7 @@ impl Inner {
         }
         let key_id = session.key_id;
         drop(session);
-        self.by_id.get(&key_id).map(|k| Arc::clone(&k)).ok_or(Code::NotFound)
+        self.keys.get(&key_id).ok_or(Code::NotFound)
     }
 
     /// Decides for a found key into `v` (every field set). With `report`,
