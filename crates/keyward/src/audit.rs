@@ -50,7 +50,7 @@ impl Engine {
         // A signing key that is no bearer key cannot pass at the edge, which
         // reads tokens alone: it is left out (the edge answers NOT_FOUND).
         let mut keys: Vec<KeyPolicy> =
-            self.inner.keys.iter().filter(|k| k.record.is_bearer()).map(|k| k.policy().clone()).collect();
+            self.inner.keys.iter().filter(|k| k.is_bearer()).map(|k| k.policy().clone()).collect();
         keys.sort_by_key(|k| k.id);
         Snapshot { created_at: self.inner.now(), workspaces, tools, keys }
     }

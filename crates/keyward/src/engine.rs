@@ -9,14 +9,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use keyward_core::{KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId};
+use keyward_core::{
+    KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId, decode_record, encode_record,
+};
 use redb::StorageBackend;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
 use crate::history::{self, Activity};
 use crate::index::Keys;
-use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
+use crate::model::{KeyRecord, SessionRecord, SigningRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
 use crate::store::{AuditKeep, Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
 use crate::writer::{LeafGuard, Writer};
@@ -303,24 +306,60 @@ impl UsageCell {
 }
 
 /// A key in memory: its record (immutable; replaced on change) and counters.
+///
+/// Verification reads the policy, the flags and the pointers; the rest of
+/// the record (start, creator, signing identity, roles, …) is read only by
+/// admin calls and is kept encoded ([`KeyDetails`]), one small allocation.
 pub(crate) struct LiveKey {
-    pub record: KeyRecord,
+    policy: KeyPolicy,
+    /// The record but for the policy and `created_at` (see [`KeyDetails`]).
+    details: Box<[u8]>,
+    pub created_at: UnixMillis,
     pub usage: Arc<UsageCell>,
     /// The key's own replay history (a leaf lock; changed only under the
     /// usage cell's gate), for a key with a signing identity (no other key
     /// takes a nonce). Kept across record changes.
     pub nonce: Option<Arc<Mutex<NonceState>>>,
-    /// Whether any limit applies to this key at all (key, tool or key×tool):
-    /// when false the hot path never takes the counters' lock.
-    pub has_key_limits: bool,
-    /// Whether the key has a concurrency limit of its own or per tool.
-    pub has_concurrency: bool,
     /// The key's workspace, set when the key is indexed. Verification reads
     /// it through this pointer: no map lookup, no shared lock.
     pub workspace: Option<Arc<WorkspaceSlot>>,
     /// Its own token's calls since the last flush, and last use (kept
     /// across record changes; a rotation's successor has its own).
     pub activity: Arc<Activity>,
+    /// Whether any limit applies to this key at all (key, tool or key×tool):
+    /// when false the hot path never takes the counters' lock.
+    pub has_key_limits: bool,
+    /// Whether the key has a concurrency limit of its own or per tool.
+    pub has_concurrency: bool,
+    /// Whether the token works as a bearer credential ([`KeyRecord::is_bearer`]).
+    bearer: bool,
+}
+
+/// A key record's fields besides the policy and `created_at`, as kept in
+/// memory (encoded with [`encode_record`]).
+#[derive(Deserialize)]
+pub(crate) struct KeyDetails {
+    pub start: String,
+    pub created_by: String,
+    pub signing: Option<SigningRecord>,
+    pub usage_owner: Option<KeyId>,
+    pub external_id: Option<String>,
+    pub roles: Vec<String>,
+    pub bearer: bool,
+    pub serial: Option<u64>,
+}
+
+/// [`KeyDetails`] borrowed from a record, to encode.
+#[derive(Serialize)]
+struct KeyDetailsRef<'a> {
+    start: &'a str,
+    created_by: &'a str,
+    signing: &'a Option<SigningRecord>,
+    usage_owner: Option<KeyId>,
+    external_id: &'a Option<String>,
+    roles: &'a [String],
+    bearer: bool,
+    serial: Option<u64>,
 }
 
 impl LiveKey {
@@ -331,8 +370,28 @@ impl LiveKey {
         let has_concurrency =
             p.limits.concurrency.is_some() || p.tool_limits.iter().any(|(_, l)| l.concurrency.is_some());
         let nonce = record.signing.is_some().then(Arc::default);
-        let activity = Arc::default();
-        Self { record, usage, nonce, has_key_limits, has_concurrency, workspace: None, activity }
+        let details = encode_record(&KeyDetailsRef {
+            start: &record.start,
+            created_by: &record.created_by,
+            signing: &record.signing,
+            usage_owner: record.usage_owner,
+            external_id: &record.external_id,
+            roles: &record.roles,
+            bearer: record.bearer,
+            serial: record.serial,
+        });
+        Self {
+            bearer: record.is_bearer(),
+            policy: record.policy,
+            details: details.into_boxed_slice(),
+            created_at: record.created_at,
+            usage,
+            nonce,
+            workspace: None,
+            activity: Arc::default(),
+            has_key_limits,
+            has_concurrency,
+        }
     }
 
     /// The same key with a changed record: same counters, same nonces, same
@@ -347,7 +406,37 @@ impl LiveKey {
     }
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
-        &self.record.policy
+        &self.policy
+    }
+
+    /// Whether the token works as a bearer credential.
+    pub(crate) fn is_bearer(&self) -> bool {
+        self.bearer
+    }
+
+    /// The record's fields besides the policy.
+    pub(crate) fn details(&self) -> KeyDetails {
+        // Invariant: `details` was encoded from a `KeyDetailsRef` in `new`,
+        // which has the same fields in the same order.
+        #[allow(clippy::expect_used)]
+        decode_record(&self.details).expect("key details are encoded by LiveKey::new")
+    }
+
+    /// The whole record, as stored.
+    pub(crate) fn record(&self) -> KeyRecord {
+        let d = self.details();
+        KeyRecord {
+            policy: self.policy.clone(),
+            start: d.start,
+            created_at: self.created_at,
+            created_by: d.created_by,
+            signing: d.signing,
+            usage_owner: d.usage_owner,
+            external_id: d.external_id,
+            roles: d.roles,
+            bearer: d.bearer,
+            serial: d.serial,
+        }
     }
 }
 
@@ -929,10 +1018,10 @@ impl Inner {
     }
 
     pub(crate) fn index_key(&self, mut live: LiveKey) {
-        if live.record.policy.imported {
+        if live.policy.imported {
             self.any_imported.store(true, Ordering::Release);
         }
-        live.workspace = self.workspaces.get(&live.record.policy.workspace).map(|s| Arc::clone(&s));
+        live.workspace = self.workspaces.get(&live.policy.workspace).map(|s| Arc::clone(&s));
         self.keys.insert(Arc::new(live));
     }
 

@@ -148,10 +148,49 @@ fn only_keys_with_a_signing_identity_keep_nonces() {
     assert!(env.engine.inner.key(k.info.id).unwrap().nonce.is_none());
 }
 
+#[test]
+fn a_key_in_memory_gives_back_its_whole_record() {
+    use crate::model::{KeyRecord, SigningRecord};
+    let record = KeyRecord {
+        policy: keyward_core::KeyPolicy {
+            id: KeyId([1; 16]),
+            workspace: keyward_core::WorkspaceId([2; 16]),
+            hash: keyward_core::KeyHash([3; 32]),
+            name: "n".into(),
+            revoked_at: None,
+            expires_at: Some(T0),
+            disabled: false,
+            permissions: Vec::new(),
+            ip_rules: keyward_core::IpRules::none(),
+            limits: two_per_minute(),
+            tool_limits: Vec::new(),
+            tools: vec!["t".into()],
+            meta: "{}".into(),
+            imported: false,
+        },
+        start: "kw_live_abcd".into(),
+        created_at: T0,
+        created_by: "key:x".into(),
+        signing: Some(SigningRecord { user_id: "u".into(), nonce_policy: keyward_core::NoncePolicy::Monotonic }),
+        usage_owner: Some(KeyId([4; 16])),
+        external_id: Some("ext".into()),
+        roles: vec!["a".into(), "b".into()],
+        bearer: true,
+        serial: Some(7),
+    };
+    let cell = std::sync::Arc::new(UsageCell::from_record(KeyId([1; 16]), Default::default(), false));
+    let live = super::LiveKey::new(record.clone(), cell);
+    assert_eq!(live.record(), record);
+    assert!(live.is_bearer() && live.has_key_limits && live.nonce.is_some());
+}
+
 /// What every key carries, on 64-bit targets (the figures of
 /// `docs/benchmarks.md`, "Memory per key").
 #[test]
 #[cfg(target_pointer_width = "64")]
 fn a_key_without_limits_is_small() {
     assert!(size_of::<UsageCell>() <= 96, "UsageCell is {} bytes", size_of::<UsageCell>());
+    // The policy (keyward-core's `KeyPolicy`) and eight words.
+    let policy = size_of::<keyward_core::KeyPolicy>();
+    assert!(size_of::<super::LiveKey>() <= policy + 64, "LiveKey is {} bytes", size_of::<super::LiveKey>());
 }

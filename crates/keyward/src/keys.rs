@@ -31,14 +31,15 @@ impl Inner {
         let p = live.policy();
         let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.read(|u| u.key.credits_at(c, now)));
         let last = live.activity.last_used.load(Ordering::Acquire);
+        let d = live.details();
         KeyInfo {
             id: p.id,
             workspace: p.workspace,
             name: p.name.clone(),
-            start: live.record.start.clone(),
+            start: d.start,
             status: p.status(now),
-            created_at: live.record.created_at,
-            created_by: live.record.created_by.clone(),
+            created_at: live.created_at,
+            created_by: d.created_by,
             last_used_at: (last != 0).then_some(UnixMillis(last)),
             expires_at: p.expires_at,
             revoked_at: p.revoked_at,
@@ -49,13 +50,13 @@ impl Inner {
             tool_limits: p.tool_limits.clone(),
             tools: p.tools.clone(),
             meta: decode_meta(&p.meta),
-            signing_user_id: live.record.signing.as_ref().map(|s| s.user_id.clone()),
-            bearer: live.record.is_bearer(),
+            signing_user_id: d.signing.map(|s| s.user_id),
+            bearer: live.is_bearer(),
             imported: p.imported,
             credits_remaining,
-            external_id: live.record.external_id.clone(),
-            roles: live.record.roles.clone(),
-            serial: live.record.serial,
+            external_id: d.external_id,
+            roles: d.roles,
+            serial: d.serial,
         }
     }
 
@@ -464,8 +465,8 @@ impl Engine {
             .keys
             .iter()
             .filter(|e| e.policy().workspace == ws)
-            .filter(|e| external_id.is_none_or(|x| e.record.external_id.as_deref() == Some(x)))
-            .map(|e| (e.record.created_at, e.policy().id))
+            .filter(|e| external_id.is_none_or(|x| e.details().external_id.as_deref() == Some(x)))
+            .map(|e| (e.created_at, e.policy().id))
             .filter(|k| after.is_none_or(|a| *k < a))
             .collect();
         rows.sort_unstable_by(|a, b| b.cmp(a));
@@ -515,7 +516,7 @@ impl Engine {
                 if let Some(p) = &update.permissions {
                     Inner::check_grant(acting.as_deref(), p)?;
                 }
-                let mut rec = current.record.clone();
+                let mut rec = current.record();
                 let p = &mut rec.policy;
                 let credits_before = p.limits.credits;
                 let action = match update.disabled {
@@ -527,7 +528,7 @@ impl Engine {
                 changed.set("name", &mut p.name, update.name);
                 if let Some(e) = update.expires_at {
                     let ttl = inner.workspace(p.workspace)?.ws.key_ttl;
-                    check_lifetime(ttl, e, current.record.created_at)?;
+                    check_lifetime(ttl, e, current.created_at)?;
                 }
                 changed.set("expires_at", &mut p.expires_at, update.expires_at);
                 changed.set("permissions", &mut p.permissions, update.permissions);
@@ -600,7 +601,7 @@ impl Engine {
         let now = inner.now();
         inner.write(|batch| {
             let current = inner.touchable_key(actor, id)?;
-            let mut rec = current.record.clone();
+            let mut rec = current.record();
             let revoke = rec.policy.revoked_at.is_none();
             if revoke {
                 rec.policy.revoked_at = Some(now);

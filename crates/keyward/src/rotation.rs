@@ -46,6 +46,7 @@ impl Engine {
                 // Everything is read again here, under the writer: a revoke or a
                 // delete that landed since the call began is seen, not undone.
                 let old = inner.touchable_key(actor, id)?;
+                let old_record = old.record();
                 let p = old.policy();
                 match p.status(now) {
                     Status::Revoked => return Err(Error::invalid("key", "a revoked key cannot be rotated")),
@@ -58,7 +59,7 @@ impl Engine {
                 if p.imported {
                     return Err(Error::invalid("key", "an imported key cannot be rotated; create a new key instead"));
                 }
-                if let Some(successor) = old.record.usage_owner {
+                if let Some(successor) = old_record.usage_owner {
                     return Err(Error::Conflict(format!(
                         "key {id} was already rotated (its successor is {successor}); rotate that key instead"
                     )));
@@ -67,7 +68,7 @@ impl Engine {
                 // narrower key cannot rotate a broader one and read its token.
                 let acting = inner.acting_key(actor, p.workspace)?;
                 crate::engine::Inner::check_grant(acting.as_deref(), &p.permissions)?;
-                let prefix = match prefix_of_start(&old.record.start) {
+                let prefix = match prefix_of_start(&old_record.start) {
                     Some(prefix) => prefix,
                     None => inner.workspace(p.workspace)?.ws.policy.prefix.clone(),
                 };
@@ -83,17 +84,17 @@ impl Engine {
                     start: token.start(),
                     created_at: now,
                     created_by: actor.to_string(),
-                    signing: old.record.signing.clone(),
+                    signing: old_record.signing.clone(),
                     usage_owner: None,
-                    external_id: old.record.external_id.clone(),
-                    roles: old.record.roles.clone(),
-                    bearer: old.record.bearer,
+                    external_id: old_record.external_id.clone(),
+                    roles: old_record.roles.clone(),
+                    bearer: old_record.bearer,
                     // The successor is the same key to the workspace's
                     // people: it keeps the number.
-                    serial: old.record.serial,
+                    serial: old_record.serial,
                 };
                 let grace_end = now.plus(grace_ms);
-                let mut old_rec = old.record.clone();
+                let mut old_rec = old_record;
                 old_rec.policy.expires_at = Some(old_rec.policy.expires_at.map_or(grace_end, |e| e.min(grace_end)));
                 old_rec.usage_owner = Some(new_id);
                 // Keys still in the grace of an earlier rotation share these
@@ -106,7 +107,7 @@ impl Engine {
                     .collect();
                 sharers.sort_by_key(|k| k.policy().id);
                 let sharer_records: Vec<KeyRecord> =
-                    sharers.iter().map(|k| KeyRecord { usage_owner: Some(new_id), ..k.record.clone() }).collect();
+                    sharers.iter().map(|k| KeyRecord { usage_owner: Some(new_id), ..k.record() }).collect();
                 let counters = old.usage.to_record();
                 batch.push(Change::Key(successor.clone()));
                 batch.push(Change::Key(old_rec.clone()));

@@ -119,7 +119,7 @@ impl Inner {
     /// returned with the refusal so the verdict can name it.
     fn lookup_bearer(&self, raw: &str) -> Result<Arc<LiveKey>, (Code, Option<Arc<LiveKey>>)> {
         let live = self.lookup(raw).map_err(|code| (code, None))?;
-        if live.record.is_bearer() { Ok(live) } else { Err((Code::InvalidSignature, Some(live))) }
+        if live.is_bearer() { Ok(live) } else { Err((Code::InvalidSignature, Some(live))) }
     }
 
     fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Arc<LiveKey>, Code> {
@@ -746,7 +746,8 @@ impl Engine {
             return Err(fail(Code::PlanInactive));
         };
         admit(policy, &ws.ws.policy, ip, now).map_err(fail)?;
-        let (Some(signing), Some(master)) = (&live.record.signing, &inner.opts.master_key) else {
+        let details = live.details();
+        let (Some(signing), Some(master)) = (&details.signing, &inner.opts.master_key) else {
             return Err(fail(Code::InvalidSignature));
         };
         // Constant-time comparison is not needed for the user id: it is not secret.
