@@ -964,59 +964,6 @@ impl Inner {
         self.opts.clock.now()
     }
 
-    fn load(&self, loaded: Loaded) -> Result<()> {
-        for ws in loaded.workspaces {
-            self.workspaces.insert(ws.policy.id, WorkspaceSlot::new(LiveWorkspace { ws, tools: HashMap::new() }));
-        }
-        for tool in loaded.tools {
-            let ws_id = tool.policy.workspace;
-            let Some(slot) = self.workspaces.get(&ws_id) else {
-                return Err(Error::Corrupt(format!("tool {} of missing workspace {ws_id}", tool.policy.name)));
-            };
-            let mut live = LiveWorkspace::clone(&slot.current.load());
-            live.tools.insert(tool.policy.name.clone(), Arc::new(tool));
-            slot.current.store(Arc::new(live));
-        }
-        let mut cells: HashMap<KeyId, Arc<UsageCell>> = HashMap::new();
-        for (id, rec) in loaded.usage {
-            cells.insert(id, Arc::new(UsageCell::from_record(id, rec, self.shared)));
-        }
-        let mut nonces: HashMap<KeyId, NonceState> = loaded.nonces.into_iter().collect();
-        let mut serials: HashMap<WorkspaceId, u64> = loaded.serials.into_iter().collect();
-        for rec in &loaded.keys {
-            if let Some(n) = rec.serial {
-                let high = serials.entry(rec.policy.workspace).or_default();
-                *high = (*high).max(n);
-            }
-        }
-        *self.serials.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = serials;
-        // A store written before each token kept its own last use has none:
-        // a key's is then its counters' (as it was shown before).
-        let legacy = loaded.last_used.is_empty();
-        let mut last_used: HashMap<KeyId, u64> = loaded.last_used.into_iter().collect();
-        for rec in loaded.keys {
-            let owner = rec.usage_owner.unwrap_or(rec.policy.id);
-            let cell = cells
-                .entry(owner)
-                .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default(), self.shared)))
-                .clone();
-            let nonce = nonces.remove(&rec.policy.id);
-            let used = last_used.remove(&rec.policy.id).unwrap_or_else(|| {
-                if legacy && rec.usage_owner.is_none() { cell.last_used.load(Ordering::Acquire) } else { 0 }
-            });
-            let mut live = LiveKey::new(rec, cell);
-            if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
-                *LeafGuard::lock(slot) = state;
-            }
-            live.activity = Arc::new(Activity::new(used));
-            self.index_key(live);
-        }
-        for (hash, rec) in loaded.sessions {
-            self.sessions.insert(hash, rec);
-        }
-        Ok(())
-    }
-
     pub(crate) fn index_key(&self, mut live: LiveKey) {
         if live.policy.imported {
             self.any_imported.store(true, Ordering::Release);

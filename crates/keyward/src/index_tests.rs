@@ -194,3 +194,66 @@ fn a_key_without_limits_is_small() {
     let policy = size_of::<keyward_core::KeyPolicy>();
     assert!(size_of::<super::LiveKey>() <= policy + 64, "LiveKey is {} bytes", size_of::<super::LiveKey>());
 }
+
+/// Enough keys that the open decodes and indexes them on several threads
+/// (on a machine with several cores): every key comes back as it was, with
+/// its counters, statistics and rotation shares.
+#[test]
+fn an_open_over_many_keys_gives_back_every_key_with_its_counters() {
+    let env = Env::new();
+    let n = 4 * crate::MAX_BATCH + 123;
+    let mut tokens = Vec::with_capacity(n);
+    let mut from = 0;
+    while from < n {
+        let to = n.min(from + crate::MAX_BATCH);
+        let batch = (from..to)
+            .map(|i| {
+                let limits = (i % 3 == 0).then(two_per_minute);
+                crate::BatchKey::New(NewKey { name: format!("k{i}"), limits, ..NewKey::default() })
+            })
+            .collect();
+        for created in env.engine.create_keys(env.ws, batch, &Actor::Admin).unwrap() {
+            tokens.push((created.info.id, created.token.unwrap()));
+        }
+        from = to;
+    }
+    // Every tenth key is called three times; a key with the limit is then spent.
+    let mut expect = Vec::with_capacity(n);
+    for (i, (id, token)) in tokens.iter().enumerate() {
+        let calls = if i % 10 == 0 { 3 } else { 0 };
+        let mut valid = 0;
+        for _ in 0..calls {
+            if env.verify(token.expose()) == Code::Valid {
+                valid += 1;
+            }
+        }
+        expect.push((*id, valid, calls - valid));
+    }
+    // Some keys rotated: old and new share counters.
+    let mut rotated = Vec::new();
+    for (id, token) in tokens.iter().step_by(997).take(20) {
+        let new = env.engine.rotate_key(*id, 3_600_000, &Actor::Admin).unwrap();
+        rotated.push((*id, token.expose().to_owned(), new.info.id, new.token));
+    }
+    let info_before: Vec<_> = tokens.iter().map(|(id, _)| env.engine.key(*id).unwrap()).collect();
+    let env = env.reopen();
+    assert_eq!(env.engine.key_count(), n + rotated.len());
+    for (before, (id, valid, refused)) in info_before.iter().zip(&expect) {
+        assert_eq!(&env.engine.key(*id).unwrap(), before);
+        let u = env.engine.usage(*id).unwrap();
+        assert_eq!((u.valid, u.refused), (*valid, *refused), "key {id}");
+    }
+    for (old, old_token, new, new_token) in &rotated {
+        let a = env.engine.inner.key(*old).unwrap();
+        let b = env.engine.inner.key(*new).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a.usage, &b.usage), "{old} shares {new}'s counters");
+        assert_eq!(a.usage.owner(), *new);
+        let before = env.engine.usage(*new).unwrap().valid;
+        assert_eq!(env.verify(old_token), env.verify(new_token.expose()));
+        assert!(env.engine.usage(*new).unwrap().valid >= before);
+    }
+    for (id, token) in tokens.iter().take(50) {
+        let code = env.verify(token.expose());
+        assert!(matches!(code, Code::Valid | Code::RateLimited), "{id}: {code:?}");
+    }
+}

@@ -55,6 +55,7 @@ mod index;
 mod keys;
 mod local;
 mod model;
+mod open;
 mod rng;
 mod rotation;
 mod store;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use keyward_core::{Code, KeyId, NonceState, WorkspaceId, decode_record, encode_record};
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend, TableHandle, WriteTransaction,
+};
 
 use super::tables::{
     AUDIT, AUDIT_HIGH_KEY, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION,
@@ -466,6 +468,58 @@ impl Store for RedbStore {
     }
 }
 
+/// Keys per thread below which one thread decodes them all.
+const MIN_KEYS_PER_THREAD: usize = 20_000;
+
+/// Every key record, in id order: read on this thread, decoded on every
+/// core (decoding is most of the cost).
+fn read_keys(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
+    let table = txn.open_table(KEYS).map_err(table_err)?;
+    let n = usize::try_from(table.len()?).unwrap_or(usize::MAX);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = cores.min(n / MIN_KEYS_PER_THREAD).max(1);
+    if threads == 1 {
+        let mut keys = Vec::with_capacity(n);
+        for row in table.iter()? {
+            keys.push(KeyRecord::decode(row?.1.value())?);
+        }
+        return Ok(keys);
+    }
+    // The bytes of all records, back to back, and where each ends.
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut ends: Vec<usize> = Vec::with_capacity(n);
+    for row in table.iter()? {
+        bytes.extend_from_slice(row?.1.value());
+        ends.push(bytes.len());
+    }
+    drop(table);
+    let per = ends.len().div_ceil(threads);
+    let decode = |from: usize, to: usize| -> Result<Vec<KeyRecord>> {
+        let mut start = if from == 0 { 0 } else { ends[from - 1] };
+        let mut out = Vec::with_capacity(to - from);
+        for &end in &ends[from..to] {
+            out.push(KeyRecord::decode(&bytes[start..end])?);
+            start = end;
+        }
+        Ok(out)
+    };
+    let runs: Vec<(usize, usize)> =
+        (0..ends.len()).step_by(per).map(|from| (from, (from + per).min(ends.len()))).collect();
+    let decoded: Vec<Result<Vec<KeyRecord>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs[1..].iter().map(|&(from, to)| s.spawn(move || decode(from, to))).collect();
+        let mut all = vec![runs.first().map_or_else(|| Ok(Vec::new()), |&(from, to)| decode(from, to))];
+        for h in handles {
+            all.push(h.join().unwrap_or_else(|_| Err(Error::Corrupt("a key record could not be decoded".into()))));
+        }
+        all
+    });
+    let mut keys = Vec::with_capacity(ends.len());
+    for run in decoded {
+        keys.append(&mut run?);
+    }
+    Ok(keys)
+}
+
 /// Reads everything the in-memory index is built from, in one read
 /// transaction.
 fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
@@ -477,9 +531,7 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
     for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
         out.tools.push(ToolRecord::decode(row?.1.value())?);
     }
-    for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
-        out.keys.push(KeyRecord::decode(row?.1.value())?);
-    }
+    out.keys = read_keys(&txn)?;
     for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
         let (k, v) = row?;
         out.usage.push((KeyId(*k.value()), decode_record(v.value())?));
