@@ -807,13 +807,13 @@ impl EngineBuilder {
     }
 
     fn start(self, store: Box<dyn Store>, path: PathBuf) -> Result<Engine> {
-        let loaded = store.load()?;
+        let (loaded, keys) = store.load_index()?;
         let shared = store.shared();
         let inner = Arc::new(Inner {
             writer: Writer::new(store),
             path,
             opts: self.opts,
-            keys: Keys::with_capacity(loaded.keys.len()),
+            keys: Keys::with_capacity(keys.len()),
             workspaces: DashMap::new(),
             sessions: DigestMap::default(),
             any_imported: AtomicBool::new(false),
@@ -825,7 +825,7 @@ impl EngineBuilder {
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        inner.load(loaded)?;
+        inner.load(loaded, keys)?;
         inner.purge_expired_sessions()?;
         let worker = Arc::clone(&inner);
         let thread = std::thread::Builder::new()

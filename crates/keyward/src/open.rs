@@ -1,30 +1,31 @@
 //! Building the in-memory index from what a store loaded, on every core.
 //!
 //! The keys are split into as many runs of ids as there are cores; each
-//! thread makes its keys' counters, nonce histories and activity from the
-//! records of the same ids (the store's tables come sorted by id: a merge,
-//! no map per key) and inserts them into the index, whose maps are sized
-//! for the key count before any insert.
+//! thread decodes its run's records (a redb store hands them over encoded),
+//! makes their counters, nonce histories and activity from the records of
+//! the same ids (every table comes sorted by id: a merge, no map per key),
+//! and inserts them into the index, whose maps are sized for the key count
+//! before the first insert.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use keyward_core::{KeyId, NonceState, WorkspaceId};
 
 use crate::engine::{Inner, LiveKey, LiveWorkspace, UsageCell, WorkspaceSlot};
 use crate::error::{Error, Result};
 use crate::history::Activity;
-use crate::model::{KeyRecord, UsageRecord};
-use crate::store::Loaded;
+use crate::model::{KeyRecord, ToolRecord, UsageRecord};
+use crate::store::{Loaded, LoadedKeys};
 use crate::writer::LeafGuard;
 
 /// Keys per thread below which one thread builds the index alone.
 const MIN_KEYS_PER_THREAD: usize = 20_000;
 
-/// What one run of key ids brings along: the records of those ids.
-struct Part {
-    keys: Vec<KeyRecord>,
+/// One run of keys, with the records of the ids it spans.
+struct Part<K> {
+    keys: K,
     usage: Vec<(KeyId, UsageRecord)>,
     nonces: Vec<(KeyId, NonceState)>,
     last_used: Vec<(KeyId, u64)>,
@@ -38,31 +39,28 @@ struct Sharer {
     used: u64,
 }
 
-/// What the threads share while indexing.
-struct Build<'a> {
-    inner: &'a Inner,
-    workspaces: HashMap<WorkspaceId, Arc<WorkspaceSlot>>,
-    /// Ids whose counters a rotated key shares.
-    wanted: HashSet<KeyId>,
-    /// Their cells, as the threads make them.
-    owners: Mutex<HashMap<KeyId, Arc<UsageCell>>>,
-    sharers: Mutex<Vec<Sharer>>,
-    /// A store written before each token kept its own last use has none:
-    /// a key's is then its counters' (as it was shown before).
-    legacy: bool,
+/// What a run leaves for the end of the open.
+#[derive(Default)]
+struct RunDone {
+    /// Highest key serial per workspace.
+    serials: HashMap<WorkspaceId, u64>,
+    sharers: Vec<Sharer>,
+    /// Counters stored under an id no key has (the successor of a key in
+    /// its rotation grace was deleted).
+    orphans: Vec<(KeyId, UsageRecord)>,
 }
 
 /// Sorts records by id, unless they already are (a redb store's are).
-fn by_id<T>(v: &mut [(KeyId, T)]) {
+fn sort_by_id<T>(v: &mut [(KeyId, T)]) {
     if !v.is_sorted_by_key(|(id, _)| *id) {
         v.sort_unstable_by_key(|(id, _)| *id);
     }
 }
 
-/// Takes from `v` (sorted by id) the records of ids after `before` (all of
+/// Takes from `v` (sorted by id) the records of ids after `last` (all of
 /// them if `None`).
-fn split_after<T>(v: &mut Vec<(KeyId, T)>, before: Option<KeyId>) -> Vec<(KeyId, T)> {
-    match before {
+fn split_after<T>(v: &mut Vec<(KeyId, T)>, last: Option<KeyId>) -> Vec<(KeyId, T)> {
+    match last {
         Some(b) => {
             let n = v.partition_point(|(id, _)| *id <= b);
             v.split_off(n)
@@ -71,9 +69,30 @@ fn split_after<T>(v: &mut Vec<(KeyId, T)>, before: Option<KeyId>) -> Vec<(KeyId,
     }
 }
 
+/// Threads to index `n` keys with.
+fn threads_for(n: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    cores.min(n / MIN_KEYS_PER_THREAD).max(1)
+}
+
+/// Encoded records `from..to` of `bytes` (see [`LoadedKeys::Encoded`]).
+fn decode_range<'a>(
+    bytes: &'a [u8],
+    ends: &'a [usize],
+    from: usize,
+    to: usize,
+) -> impl Iterator<Item = Result<KeyRecord>> + 'a {
+    (from..to).map(move |i| {
+        let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) };
+        let end = ends.get(i).copied().unwrap_or(start);
+        let raw = bytes.get(start..end).ok_or_else(|| Error::Corrupt("a key record's bounds".into()))?;
+        Ok(KeyRecord::decode(raw)?)
+    })
+}
+
 impl Inner {
-    pub(crate) fn load(&self, loaded: Loaded) -> Result<()> {
-        let mut tools: HashMap<WorkspaceId, HashMap<String, Arc<crate::model::ToolRecord>>> = HashMap::new();
+    pub(crate) fn load(&self, loaded: Loaded, keys: LoadedKeys) -> Result<()> {
+        let mut tools: HashMap<WorkspaceId, HashMap<String, Arc<ToolRecord>>> = HashMap::new();
         let known: HashSet<WorkspaceId> = loaded.workspaces.iter().map(|w| w.policy.id).collect();
         for tool in loaded.tools {
             let ws_id = tool.policy.workspace;
@@ -89,124 +108,163 @@ impl Inner {
             self.workspaces.insert(id, Arc::clone(&slot));
             workspaces.insert(id, slot);
         }
-        let mut serials: HashMap<WorkspaceId, u64> = loaded.serials.into_iter().collect();
-        let mut keys = loaded.keys;
-        for rec in &keys {
-            if let Some(n) = rec.serial {
-                let high = serials.entry(rec.policy.workspace).or_default();
-                *high = (*high).max(n);
-            }
-        }
-        *self.serials.lock().unwrap_or_else(PoisonError::into_inner) = serials;
-
-        if !keys.is_sorted_by_key(|k| k.policy.id) {
-            keys.sort_unstable_by_key(|k| k.policy.id);
-        }
         let (mut usage, mut nonces, mut last_used) = (loaded.usage, loaded.nonces, loaded.last_used);
-        by_id(&mut usage);
-        by_id(&mut nonces);
-        by_id(&mut last_used);
-        let build = Build {
-            inner: self,
-            workspaces,
-            wanted: keys.iter().filter_map(|k| k.usage_owner).collect(),
-            owners: Mutex::new(HashMap::new()),
-            sharers: Mutex::new(Vec::new()),
-            legacy: last_used.is_empty(),
+        sort_by_id(&mut usage);
+        sort_by_id(&mut nonces);
+        sort_by_id(&mut last_used);
+        let ctx = Ctx { inner: self, workspaces: &workspaces, legacy: last_used.is_empty() };
+
+        // Runs of keys, each with the records of its ids.
+        let done: Vec<Result<RunDone>> = match keys {
+            LoadedKeys::Decoded(mut keys) => {
+                if !keys.is_sorted_by_key(|k| k.policy.id) {
+                    keys.sort_unstable_by_key(|k| k.policy.id);
+                }
+                let per = keys.len().div_ceil(threads_for(keys.len())).max(1);
+                let mut parts = Vec::new();
+                // Last run first: each split takes the tail.
+                while !keys.is_empty() {
+                    let run = keys.split_off(keys.len().saturating_sub(per));
+                    let before = keys.last().map(|k| k.policy.id);
+                    parts.push(Part {
+                        usage: split_after(&mut usage, before),
+                        nonces: split_after(&mut nonces, before),
+                        last_used: split_after(&mut last_used, before),
+                        keys: run.into_iter().map(Ok),
+                    });
+                }
+                parts.reverse();
+                ctx.run_all(parts)
+            }
+            LoadedKeys::Encoded { bytes, ends } => {
+                let n = ends.len();
+                let per = n.div_ceil(threads_for(n)).max(1);
+                let bounds: Vec<(usize, usize)> = (0..n).step_by(per).map(|from| (from, (from + per).min(n))).collect();
+                // The id each run ends with: its last record, decoded here.
+                let mut lasts = Vec::with_capacity(bounds.len());
+                for &(_, to) in &bounds {
+                    let last = decode_range(&bytes, &ends, to - 1, to).next().transpose()?;
+                    lasts.push(last.map(|k| k.policy.id));
+                }
+                let mut parts = Vec::with_capacity(bounds.len());
+                for (i, &(from, to)) in bounds.iter().enumerate().rev() {
+                    let before = i.checked_sub(1).and_then(|j| lasts.get(j).copied().flatten());
+                    parts.push(Part {
+                        usage: split_after(&mut usage, before),
+                        nonces: split_after(&mut nonces, before),
+                        last_used: split_after(&mut last_used, before),
+                        keys: decode_range(&bytes, &ends, from, to),
+                    });
+                }
+                parts.reverse();
+                ctx.run_all(parts)
+            }
         };
 
-        // Runs of ids, last run first (each split takes the tail).
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let threads = cores.min(keys.len() / MIN_KEYS_PER_THREAD).max(1);
-        let per = keys.len().div_ceil(threads).max(1);
-        let mut parts = Vec::with_capacity(threads);
-        while !keys.is_empty() {
-            let tail = keys.split_off(keys.len().saturating_sub(per));
-            // The records of ids past the run before this one.
-            let before = keys.last().map(|k| k.policy.id);
-            parts.push(Part {
-                usage: split_after(&mut usage, before),
-                nonces: split_after(&mut nonces, before),
-                last_used: split_after(&mut last_used, before),
-                keys: tail,
-            });
+        let mut serials: HashMap<WorkspaceId, u64> = loaded.serials.into_iter().collect();
+        let mut sharers = Vec::new();
+        let mut orphans: HashMap<KeyId, UsageRecord> = HashMap::new();
+        for run in done {
+            let run = run?;
+            for (ws, n) in run.serials {
+                let high = serials.entry(ws).or_default();
+                *high = (*high).max(n);
+            }
+            sharers.extend(run.sharers);
+            orphans.extend(run.orphans);
         }
-        parts.reverse();
-        std::thread::scope(|s| {
-            let mut parts = parts.into_iter();
-            let mine = parts.next();
-            for part in parts {
-                let build = &build;
-                s.spawn(move || build.index(part));
-            }
-            if let Some(part) = mine {
-                build.index(part);
-            }
-        });
+        *LeafGuard::lock(&self.serials) = serials;
 
-        // Keys in a rotation grace, now that every owner's cell exists.
-        let Build { owners, sharers, .. } = build;
-        let mut owners = owners.into_inner().unwrap_or_else(PoisonError::into_inner);
-        for Sharer { rec, nonce, used } in sharers.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        // Keys in a rotation grace, now that every owner is indexed.
+        let mut cells: HashMap<KeyId, Arc<UsageCell>> = HashMap::new();
+        for Sharer { rec, nonce, used } in sharers {
             let owner = rec.usage_owner.unwrap_or(rec.policy.id);
-            let cell = owners
-                .entry(owner)
-                .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default(), self.shared)));
-            let live = LiveKey::new(rec, Arc::clone(cell));
-            self.index_loaded(live, nonce, used);
+            let cell = match self.keys.get(&owner) {
+                Some(k) => Arc::clone(&k.usage),
+                None => Arc::clone(cells.entry(owner).or_insert_with(|| {
+                    let stored = orphans.remove(&owner).unwrap_or_default();
+                    Arc::new(UsageCell::from_record(owner, stored, self.shared))
+                })),
+            };
+            let mut live = LiveKey::new(rec, cell);
+            if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
+                *LeafGuard::lock(slot) = state;
+            }
+            live.activity = Arc::new(Activity::new(used));
+            self.index_key(live);
         }
         for (hash, rec) in loaded.sessions {
             self.sessions.insert(hash, rec);
         }
         Ok(())
     }
-
-    /// Indexes a loaded key with its nonce history and last use.
-    fn index_loaded(&self, mut live: LiveKey, nonce: Option<NonceState>, used: u64) {
-        if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
-            *LeafGuard::lock(slot) = state;
-        }
-        live.activity = Arc::new(Activity::new(used));
-        self.index_key(live);
-    }
 }
 
-impl Build<'_> {
-    /// Indexes one run of keys.
-    fn index(&self, part: Part) {
+/// What the threads of an open share.
+struct Ctx<'a> {
+    inner: &'a Inner,
+    workspaces: &'a HashMap<WorkspaceId, Arc<WorkspaceSlot>>,
+    /// A store written before each token kept its own last use has none:
+    /// a key's is then its counters' (as it was shown before).
+    legacy: bool,
+}
+
+impl Ctx<'_> {
+    /// Indexes every part, one thread each (the first on this thread).
+    fn run_all<K>(&self, parts: Vec<Part<K>>) -> Vec<Result<RunDone>>
+    where
+        K: Iterator<Item = Result<KeyRecord>> + Send,
+    {
+        std::thread::scope(|s| {
+            let mut parts = parts.into_iter();
+            let mine = parts.next();
+            let handles: Vec<_> = parts.map(|part| s.spawn(move || self.index(part))).collect();
+            let mut done = Vec::with_capacity(handles.len() + 1);
+            done.extend(mine.map(|part| self.index(part)));
+            for h in handles {
+                done.push(h.join().unwrap_or_else(|_| Err(Error::Corrupt("the index build failed".into()))));
+            }
+            done
+        })
+    }
+
+    /// Indexes one run of keys (in id order).
+    fn index<K>(&self, part: Part<K>) -> Result<RunDone>
+    where
+        K: Iterator<Item = Result<KeyRecord>>,
+    {
         let inner = self.inner;
         let shared = inner.shared;
         let mut usage = part.usage.into_iter().peekable();
         let mut nonces = part.nonces.into_iter().peekable();
         let mut last_used = part.last_used.into_iter().peekable();
-        let mut owners = Vec::new();
-        let mut sharers = Vec::new();
+        let mut done = RunDone::default();
         let mut any_imported = false;
+        let mut previous: Option<KeyId> = None;
         for rec in part.keys {
+            let rec = rec?;
             let id = rec.policy.id;
-            // Counters of ids before this one that no key owns: kept if a
-            // rotated key shares them.
-            while let Some((o, u)) = usage.next_if(|(o, _)| *o < id) {
-                if self.wanted.contains(&o) {
-                    owners.push((o, Arc::new(UsageCell::from_record(o, u, shared))));
-                }
+            if previous.is_some_and(|p| p >= id) {
+                return Err(Error::Corrupt("key records out of id order".into()));
             }
+            previous = Some(id);
+            if let Some(n) = rec.serial {
+                let high = done.serials.entry(rec.policy.workspace).or_default();
+                *high = (*high).max(n);
+            }
+            done.orphans.extend(std::iter::from_fn(|| usage.next_if(|(o, _)| *o < id)));
             let stored = usage.next_if(|(o, _)| *o == id).map(|(_, u)| u);
             while nonces.next_if(|(o, _)| *o < id).is_some() {}
             let nonce = nonces.next_if(|(o, _)| *o == id).map(|(_, n)| n);
             while last_used.next_if(|(o, _)| *o < id).is_some() {}
             let used = last_used.next_if(|(o, _)| *o == id).map(|(_, t)| t);
             if rec.usage_owner.is_some() {
-                if let Some(u) = stored.filter(|_| self.wanted.contains(&id)) {
-                    owners.push((id, Arc::new(UsageCell::from_record(id, u, shared))));
-                }
-                sharers.push(Sharer { rec, nonce, used: used.unwrap_or(0) });
+                // Its own stored counters (if any) are no one's.
+                done.orphans.extend(stored.map(|u| (id, u)));
+                done.sharers.push(Sharer { rec, nonce, used: used.unwrap_or(0) });
                 continue;
             }
             let cell = Arc::new(UsageCell::from_record(id, stored.unwrap_or_default(), shared));
-            if self.wanted.contains(&id) {
-                owners.push((id, Arc::clone(&cell)));
-            }
             let used = used.unwrap_or_else(|| if self.legacy { cell.last_used.load(Ordering::Acquire) } else { 0 });
             let mut live = LiveKey::new(rec, cell);
             if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
@@ -217,19 +275,10 @@ impl Build<'_> {
             live.workspace = self.workspaces.get(&live.policy().workspace).map(Arc::clone);
             inner.keys.insert(Arc::new(live));
         }
-        for (o, u) in usage {
-            if self.wanted.contains(&o) {
-                owners.push((o, Arc::new(UsageCell::from_record(o, u, shared))));
-            }
-        }
+        done.orphans.extend(usage);
         if any_imported {
             inner.any_imported.store(true, Ordering::Release);
         }
-        if !owners.is_empty() {
-            self.owners.lock().unwrap_or_else(PoisonError::into_inner).extend(owners);
-        }
-        if !sharers.is_empty() {
-            self.sharers.lock().unwrap_or_else(PoisonError::into_inner).extend(sharers);
-        }
+        Ok(done)
     }
 }

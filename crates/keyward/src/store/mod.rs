@@ -160,6 +160,25 @@ pub(crate) struct Loaded {
     pub last_used: Vec<(KeyId, u64)>,
 }
 
+/// The key records of a load for the index ([`Store::load_index`]).
+pub(crate) enum LoadedKeys {
+    /// Decoded, in any order.
+    Decoded(Vec<KeyRecord>),
+    /// Encoded as stored, in id order: record `i` is
+    /// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
+    Encoded { bytes: Vec<u8>, ends: Vec<usize> },
+}
+
+impl LoadedKeys {
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Decoded(keys) => keys.len(),
+            Self::Encoded { ends, .. } => ends.len(),
+        }
+    }
+}
+
 /// Records the change stream named, to be read ([`Store::read_followed`]).
 #[derive(Debug)]
 pub(crate) struct Touched {
@@ -197,6 +216,15 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Reads everything the in-memory index is built from.
     fn load(&self) -> Result<Loaded>;
+
+    /// [`Store::load`] for the index: the key records may come encoded,
+    /// in id order (the engine decodes them on every core), and `keys` of
+    /// the [`Loaded`] is then empty.
+    fn load_index(&self) -> Result<(Loaded, LoadedKeys)> {
+        let mut loaded = self.load()?;
+        let keys = std::mem::take(&mut loaded.keys);
+        Ok((loaded, LoadedKeys::Decoded(keys)))
+    }
 
     /// Audit events after `after`, oldest first, of one workspace or all.
     fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>>;

@@ -18,7 +18,7 @@ use super::tables::{
     AUDIT, AUDIT_HIGH_KEY, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION,
     SERIALS, SESSIONS, TOOLS, USAGE, WORKSPACES,
 };
-use super::{AuditKeep, Batch, Change, Loaded, Store};
+use super::{AuditKeep, Batch, Change, Loaded, LoadedKeys, Store};
 use crate::error::{Error, Result};
 use crate::history::{self, Granularity, HistoryBucket, HistoryDelta};
 use crate::model::{AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
@@ -443,7 +443,13 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Loaded> {
-        self.run(read_all)
+        self.run(|db| read_all(db, None))
+    }
+
+    fn load_index(&self) -> Result<(Loaded, LoadedKeys)> {
+        let mut keys = (Vec::new(), Vec::new());
+        let loaded = self.run(|db| read_all(db, Some(&mut keys)))?;
+        Ok((loaded, LoadedKeys::Encoded { bytes: keys.0, ends: keys.1 }))
     }
 
     fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
@@ -468,61 +474,10 @@ impl Store for RedbStore {
     }
 }
 
-/// Keys per thread below which one thread decodes them all.
-const MIN_KEYS_PER_THREAD: usize = 20_000;
-
-/// Every key record, in id order: read on this thread, decoded on every
-/// core (decoding is most of the cost).
-fn read_keys(txn: &redb::ReadTransaction) -> Result<Vec<KeyRecord>> {
-    let table = txn.open_table(KEYS).map_err(table_err)?;
-    let n = usize::try_from(table.len()?).unwrap_or(usize::MAX);
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let threads = cores.min(n / MIN_KEYS_PER_THREAD).max(1);
-    if threads == 1 {
-        let mut keys = Vec::with_capacity(n);
-        for row in table.iter()? {
-            keys.push(KeyRecord::decode(row?.1.value())?);
-        }
-        return Ok(keys);
-    }
-    // The bytes of all records, back to back, and where each ends.
-    let mut bytes: Vec<u8> = Vec::new();
-    let mut ends: Vec<usize> = Vec::with_capacity(n);
-    for row in table.iter()? {
-        bytes.extend_from_slice(row?.1.value());
-        ends.push(bytes.len());
-    }
-    drop(table);
-    let per = ends.len().div_ceil(threads);
-    let decode = |from: usize, to: usize| -> Result<Vec<KeyRecord>> {
-        let mut start = if from == 0 { 0 } else { ends[from - 1] };
-        let mut out = Vec::with_capacity(to - from);
-        for &end in &ends[from..to] {
-            out.push(KeyRecord::decode(&bytes[start..end])?);
-            start = end;
-        }
-        Ok(out)
-    };
-    let runs: Vec<(usize, usize)> =
-        (0..ends.len()).step_by(per).map(|from| (from, (from + per).min(ends.len()))).collect();
-    let decoded: Vec<Result<Vec<KeyRecord>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = runs[1..].iter().map(|&(from, to)| s.spawn(move || decode(from, to))).collect();
-        let mut all = vec![runs.first().map_or_else(|| Ok(Vec::new()), |&(from, to)| decode(from, to))];
-        for h in handles {
-            all.push(h.join().unwrap_or_else(|_| Err(Error::Corrupt("a key record could not be decoded".into()))));
-        }
-        all
-    });
-    let mut keys = Vec::with_capacity(ends.len());
-    for run in decoded {
-        keys.append(&mut run?);
-    }
-    Ok(keys)
-}
-
 /// Reads everything the in-memory index is built from, in one read
-/// transaction.
-fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
+/// transaction. With `encoded`, the key records are left encoded there
+/// (back to back, and where each ends), in id order, not decoded.
+fn read_all(db: &impl ReadableDatabase, encoded: Option<&mut (Vec<u8>, Vec<usize>)>) -> Result<Loaded> {
     let txn = db.begin_read()?;
     let mut out = Loaded::default();
     for row in txn.open_table(WORKSPACES).map_err(table_err)?.iter()? {
@@ -531,7 +486,23 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
     for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
         out.tools.push(ToolRecord::decode(row?.1.value())?);
     }
-    out.keys = read_keys(&txn)?;
+    let keys = txn.open_table(KEYS).map_err(table_err)?;
+    match encoded {
+        Some((bytes, ends)) => {
+            let n = usize::try_from(keys.len()?).unwrap_or(0);
+            ends.reserve_exact(n);
+            for row in keys.iter()? {
+                bytes.extend_from_slice(row?.1.value());
+                ends.push(bytes.len());
+            }
+        }
+        None => {
+            for row in keys.iter()? {
+                out.keys.push(KeyRecord::decode(row?.1.value())?);
+            }
+        }
+    }
+    drop(keys);
     for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
         let (k, v) = row?;
         out.usage.push((KeyId(*k.value()), decode_record(v.value())?));
@@ -640,7 +611,7 @@ impl RedbReader {
 
     /// See [`Store::load`].
     pub(crate) fn load(&self) -> Result<Loaded> {
-        self.run(read_all)
+        self.run(|db| read_all(db, None))
     }
 
     /// See [`Store::audit`] (every workspace).
