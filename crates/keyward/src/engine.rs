@@ -756,7 +756,7 @@ impl EngineBuilder {
     pub fn open(self, path: impl AsRef<Path>) -> Result<Engine> {
         self.check_keys()?;
         let path = path.as_ref().to_path_buf();
-        let store = RedbStore::open(&path, self.opts.cache_bytes)?;
+        let store = RedbStore::open_for_index(&path, self.opts.cache_bytes)?;
         self.start(Box::new(store), path)
     }
 

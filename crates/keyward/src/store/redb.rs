@@ -49,6 +49,9 @@ pub(crate) struct RedbStore {
     label: String,
     /// `None` after a failed write, until it is opened again.
     db: RwLock<Db>,
+    /// Opened without a page cache, to be opened again with its cache once
+    /// the index is loaded ([`RedbStore::open_for_index`]).
+    uncached: std::sync::atomic::AtomicBool,
 }
 
 impl RedbStore {
@@ -74,8 +77,23 @@ impl RedbStore {
         Self::init(Source::Backend(Box::new(make)), label, db)
     }
 
+    /// [`RedbStore::open`] for an engine: the file is opened without a page
+    /// cache until [`Store::load_index`] has read every record, then again
+    /// with a cache of `cache` bytes. The load reads every page of the key
+    /// tables once; a cache would keep them all (about 200 bytes per key),
+    /// though verification never reads the file. Between the two opens
+    /// another process could take the file: the open then fails
+    /// ([`Error::InUse`]).
+    pub(crate) fn open_for_index(path: &Path, cache: usize) -> Result<Self> {
+        let label = path.display().to_string();
+        let db = contain(&label, || open_file(path, 0))?;
+        let store = Self::init(Source::File(path.to_path_buf(), cache), label, db)?;
+        store.uncached.store(cache > 0, std::sync::atomic::Ordering::Relaxed);
+        Ok(store)
+    }
+
     fn init(source: Source, label: String, db: Database) -> Result<Self> {
-        let store = Self { source, label, db: RwLock::new(Db(Some(db))) };
+        let store = Self { source, label, db: RwLock::new(Db(Some(db))), uncached: Default::default() };
         store.run(init_schema)?;
         Ok(store)
     }
@@ -449,6 +467,9 @@ impl Store for RedbStore {
     fn load_index(&self) -> Result<(Loaded, LoadedKeys)> {
         let mut keys = (Vec::new(), Vec::new());
         let loaded = self.run(|db| read_all(db, Some(&mut keys)))?;
+        if self.uncached.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.reopen()?;
+        }
         Ok((loaded, LoadedKeys::Encoded { bytes: keys.0, ends: keys.1 }))
     }
 
