@@ -64,6 +64,10 @@ pub(crate) struct UsageCell {
     pub refused: AtomicU64,
     /// Set when something changed since the last flush.
     pub dirty: AtomicBool,
+    /// The usage history and last use of the key that made this cell (see
+    /// [`LiveKey::activity`]): verification writes it beside the
+    /// statistics, on the same allocation.
+    pub activity: Activity,
     /// Level 1 of the lock order (see `writer`): serialises the calls that
     /// must commit a change of these counters before anyone else changes
     /// them (strict credits, credit changes, signed logins).
@@ -168,11 +172,20 @@ impl UsageCell {
             valid: AtomicU64::new(valid),
             refused: AtomicU64::new(refused),
             dirty: AtomicBool::new(false),
+            activity: Activity::default(),
             gate: Mutex::new(()),
             state: Mutex::new((!counters.is_empty()).then(|| Box::new(counters))),
             owner: Mutex::new(owner),
             sync,
         }
+    }
+
+    /// A cell that only keeps a key's activity, last used at `used` (0:
+    /// never): the key counts on another key's counters (a rotation).
+    pub(crate) fn home(id: KeyId, used: u64, shared: bool) -> Arc<Self> {
+        let cell = Self::from_record(id, UsageRecord::default(), shared);
+        cell.activity.last_used.store(used, Ordering::Relaxed);
+        Arc::new(cell)
     }
 
     /// The shared store's bookkeeping (made on first use).
@@ -323,9 +336,10 @@ pub(crate) struct LiveKey {
     /// The key's workspace, set when the key is indexed. Verification reads
     /// it through this pointer: no map lookup, no shared lock.
     pub workspace: Option<Arc<WorkspaceSlot>>,
-    /// Its own token's calls since the last flush, and last use (kept
-    /// across record changes; a rotation's successor has its own).
-    pub activity: Arc<Activity>,
+    /// The cell whose activity is this key's, when it is not `usage`'s (a
+    /// rotation's successor counts on its predecessor's counters but has
+    /// its own history). Kept across record changes.
+    pub home: Option<Arc<UsageCell>>,
     /// Whether any limit applies to this key at all (key, tool or key×tool):
     /// when false the hot path never takes the counters' lock.
     pub has_key_limits: bool,
@@ -388,7 +402,7 @@ impl LiveKey {
             usage,
             nonce,
             workspace: None,
-            activity: Arc::default(),
+            home: None,
             has_key_limits,
             has_concurrency,
         }
@@ -398,7 +412,7 @@ impl LiveKey {
     /// activity.
     pub(crate) fn with_record(&self, record: KeyRecord) -> Self {
         let mut live = Self::new(record, Arc::clone(&self.usage));
-        live.activity = Arc::clone(&self.activity);
+        live.home.clone_from(&self.home);
         if self.nonce.is_some() {
             live.nonce.clone_from(&self.nonce);
         }
@@ -407,6 +421,17 @@ impl LiveKey {
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
         &self.policy
+    }
+
+    /// The cell that keeps this key's activity.
+    pub(crate) fn home_cell(&self) -> &Arc<UsageCell> {
+        self.home.as_ref().unwrap_or(&self.usage)
+    }
+
+    /// Its own token's calls since the last flush, and last use (kept
+    /// across record changes; a rotation's successor has its own).
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.home_cell().activity
     }
 
     /// Whether the token works as a bearer credential.
@@ -1104,8 +1129,22 @@ impl Inner {
                     (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default(), true)),
                 };
                 let live = match existing {
-                    Some(k) => LiveKey { usage: cell, ..k.with_record(*rec) },
-                    None => LiveKey::new(*rec, cell),
+                    Some(k) => {
+                        // Moved onto another key's counters (its successor's,
+                        // in a rotation): its activity stays where it was.
+                        let home = match &k.home {
+                            None if !Arc::ptr_eq(&k.usage, &cell) => Some(Arc::clone(&k.usage)),
+                            home => home.clone(),
+                        };
+                        LiveKey { usage: cell, home, ..k.with_record(*rec) }
+                    }
+                    None => {
+                        let mut live = LiveKey::new(*rec, cell);
+                        if live.usage.owner() != id {
+                            live.home = Some(UsageCell::home(id, 0, true));
+                        }
+                        live
+                    }
                 };
                 self.index_key(live);
             }
@@ -1167,7 +1206,7 @@ impl Inner {
         let mut sent: Vec<UsageStats> = Vec::new();
         let now = self.now();
         let mut deltas: HashMap<[u8; 16], history::HistoryDelta> = HashMap::new();
-        let mut active: Vec<(Arc<Activity>, history::Counted)> = Vec::new();
+        let mut active: Vec<(Arc<UsageCell>, history::Counted)> = Vec::new();
         let result = self.write(|batch| {
             for entry in self.keys.iter() {
                 let cell = &entry.usage;
@@ -1180,7 +1219,8 @@ impl Inner {
             }
             for entry in self.keys.iter() {
                 let live = &*entry;
-                let activity = &live.activity;
+                let home = live.home_cell();
+                let activity = &home.activity;
                 if activity.dirty.load(Ordering::Relaxed) && activity.dirty.swap(false, Ordering::AcqRel) {
                     let counts = activity.take();
                     let p = live.policy();
@@ -1190,7 +1230,7 @@ impl Inner {
                     if used > 0 {
                         batch.push(Change::LastUsed(p.id, used));
                     }
-                    active.push((Arc::clone(activity), counts));
+                    active.push((Arc::clone(home), counts));
                 }
             }
             for delta in deltas.into_values() {
@@ -1218,8 +1258,8 @@ impl Inner {
         });
         if result.is_err() {
             self.writer.health.flush_failures.fetch_add(1, Ordering::Relaxed);
-            for (activity, counts) in &active {
-                activity.restore(counts);
+            for (home, counts) in &active {
+                home.activity.restore(counts);
             }
             for cell in &taken {
                 cell.dirty.store(true, Ordering::Release);

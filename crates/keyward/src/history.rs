@@ -169,6 +169,7 @@ pub(crate) struct Activity {
 
 impl Activity {
     /// An activity whose last valid call was at `last_used` (0: never).
+    #[cfg(test)]
     pub(crate) fn new(last_used: u64) -> Self {
         Self { last_used: AtomicU64::new(last_used), ..Self::default() }
     }

@@ -133,12 +133,19 @@ fn a_rotated_key_without_limits_hands_its_statistics_to_the_successor() {
     }
     let new = env.engine.rotate_key(old.info.id, 60_000, &Actor::Admin).unwrap();
     assert_eq!(env.engine.usage(new.info.id).unwrap().valid, 3);
+    // Each token keeps its own last use.
+    assert_eq!(env.engine.key(new.info.id).unwrap().last_used_at, None);
+    env.clock.advance(1_000);
     assert_eq!(env.verify(new.token.expose()), Code::Valid);
     assert_eq!(env.verify(old.token.expose()), Code::Valid);
+    env.clock.advance(1_000);
+    assert_eq!(env.verify(old.token.expose()), Code::Valid);
     assert!(!env.has_counters(new.info.id));
-    let id = new.info.id;
+    let (old_id, id) = (old.info.id, new.info.id);
     let env = env.reopen();
-    assert_eq!(env.engine.usage(id).unwrap().valid, 5);
+    assert_eq!(env.engine.usage(id).unwrap().valid, 6);
+    assert_eq!(env.engine.key(id).unwrap().last_used_at, Some(UnixMillis(T0.get() + 1_000)));
+    assert_eq!(env.engine.key(old_id).unwrap().last_used_at, Some(UnixMillis(T0.get() + 2_000)));
 }
 
 #[test]
@@ -189,7 +196,7 @@ fn a_key_in_memory_gives_back_its_whole_record() {
 #[test]
 #[cfg(target_pointer_width = "64")]
 fn a_key_without_limits_is_small() {
-    assert!(size_of::<UsageCell>() <= 96, "UsageCell is {} bytes", size_of::<UsageCell>());
+    assert!(size_of::<UsageCell>() <= 160, "UsageCell is {} bytes", size_of::<UsageCell>());
     // The policy (keyward-core's `KeyPolicy`) and eight words.
     let policy = size_of::<keyward_core::KeyPolicy>();
     assert!(size_of::<super::LiveKey>() <= policy + 64, "LiveKey is {} bytes", size_of::<super::LiveKey>());

@@ -30,7 +30,7 @@ impl Inner {
     pub(crate) fn key_info(&self, live: &LiveKey, now: UnixMillis) -> KeyInfo {
         let p = live.policy();
         let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.read(|u| u.key.credits_at(c, now)));
-        let last = live.activity.last_used.load(Ordering::Acquire);
+        let last = live.activity().last_used.load(Ordering::Acquire);
         let d = live.details();
         KeyInfo {
             id: p.id,
@@ -702,7 +702,7 @@ impl Engine {
                 live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
             (quota, daily_used)
         });
-        let last = live.activity.last_used.load(Ordering::Acquire);
+        let last = live.activity().last_used.load(Ordering::Acquire);
         Ok(KeyUsageReport {
             id,
             last_used_at: (last != 0).then_some(UnixMillis(last)),

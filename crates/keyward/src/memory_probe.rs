@@ -80,7 +80,7 @@ fn sizes() {
         size_of::<UsageCell>(),
         size_of::<KeyCounters>()
     );
-    println!("size_of Activity {}", size_of::<Activity>());
+    println!("size_of Activity {} (inside the UsageCell)", size_of::<Activity>());
     println!("size_of Mutex<NonceState> {} (keys with a signing identity only)", size_of::<Mutex<NonceState>>());
     println!("size_of Arc<LiveKey> {} (+16 B counts per Arc allocation)", size_of::<Arc<LiveKey>>());
     println!("key map slots (by hash, by id): {} B each", size_of::<Arc<LiveKey>>());

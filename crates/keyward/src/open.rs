@@ -15,7 +15,6 @@ use keyward_core::{KeyId, NonceState, WorkspaceId};
 
 use crate::engine::{Inner, LiveKey, LiveWorkspace, UsageCell, WorkspaceSlot};
 use crate::error::{Error, Result};
-use crate::history::Activity;
 use crate::model::{KeyRecord, ToolRecord, UsageRecord};
 use crate::store::{Loaded, LoadedKeys};
 use crate::writer::LeafGuard;
@@ -186,11 +185,12 @@ impl Inner {
                     Arc::new(UsageCell::from_record(owner, stored, self.shared))
                 })),
             };
+            let id = rec.policy.id;
             let mut live = LiveKey::new(rec, cell);
             if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
                 *LeafGuard::lock(slot) = state;
             }
-            live.activity = Arc::new(Activity::new(used));
+            live.home = Some(UsageCell::home(id, used, self.shared));
             self.index_key(live);
         }
         for (hash, rec) in loaded.sessions {
@@ -266,11 +266,11 @@ impl Ctx<'_> {
             }
             let cell = Arc::new(UsageCell::from_record(id, stored.unwrap_or_default(), shared));
             let used = used.unwrap_or_else(|| if self.legacy { cell.last_used.load(Ordering::Acquire) } else { 0 });
+            cell.activity.last_used.store(used, Ordering::Relaxed);
             let mut live = LiveKey::new(rec, cell);
             if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
                 *LeafGuard::lock(slot) = state;
             }
-            live.activity = Arc::new(Activity::new(used));
             any_imported |= live.policy().imported;
             live.workspace = self.workspaces.get(&live.policy().workspace).map(Arc::clone);
             inner.keys.insert(Arc::new(live));

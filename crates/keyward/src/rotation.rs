@@ -136,7 +136,10 @@ impl Engine {
                     // next flush, under the new owner.
                     cell.mark_dirty();
                     let signing = successor.signing.clone();
-                    let live = crate::engine::LiveKey::new(successor, Arc::clone(&cell));
+                    let mut live = crate::engine::LiveKey::new(successor, Arc::clone(&cell));
+                    // The counters are the old key's, with its activity: the
+                    // successor keeps its own.
+                    live.home = Some(crate::engine::UsageCell::home(new_id, 0, inner.shared));
                     let info = inner.key_info(&live, now);
                     inner.index_key(live);
                     inner.index_key(old.with_record(old_rec));

@@ -218,7 +218,7 @@ impl Inner {
         } else {
             live.usage.refused.fetch_add(1, Ordering::Relaxed);
         }
-        live.activity.record(now, v.code);
+        live.activity().record(now, v.code);
         live.usage.mark_dirty();
     }
 
@@ -331,7 +331,7 @@ impl Inner {
         if self.shared {
             // Other nodes' calls count too: the latest any node recorded.
             if let Some(at) = self.writer.store().last_used(live.policy().id)? {
-                live.activity.last_used.fetch_max(at, Ordering::AcqRel);
+                live.activity().last_used.fetch_max(at, Ordering::AcqRel);
             }
         }
         Ok(())
