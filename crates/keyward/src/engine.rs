@@ -68,6 +68,11 @@ pub(crate) struct UsageCell {
     /// [`LiveKey::activity`]): verification writes it beside the
     /// statistics, on the same allocation.
     pub activity: Activity,
+    /// Whether the key whose activity this is waits in [`Inner::dirty`].
+    queued: AtomicBool,
+    /// Set once a second key counts on these counters (a rotation); never
+    /// cleared.
+    pub joined: AtomicBool,
     /// Level 1 of the lock order (see `writer`): serialises the calls that
     /// must commit a change of these counters before anyone else changes
     /// them (strict credits, credit changes, signed logins).
@@ -173,6 +178,8 @@ impl UsageCell {
             refused: AtomicU64::new(refused),
             dirty: AtomicBool::new(false),
             activity: Activity::default(),
+            queued: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
             gate: Mutex::new(()),
             state: Mutex::new((!counters.is_empty()).then(|| Box::new(counters))),
             owner: Mutex::new(owner),
@@ -291,9 +298,12 @@ impl UsageCell {
         *LeafGuard::lock(&self.owner) = id;
     }
 
+    /// Notes a change to flush. The key must then be queued
+    /// ([`Inner::touched`]): the flusher reads the queue, not every cell.
     pub(crate) fn mark_dirty(&self) {
+        // Sequentially consistent with the queue's flag (see `Inner::touched`).
         if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Release);
+            self.dirty.store(true, Ordering::SeqCst);
         }
     }
 
@@ -508,6 +518,9 @@ pub(crate) struct Options {
 /// redb's own default, 1 GiB (an upper bound, filled as pages are read).
 pub(crate) const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
+/// Shards of the queue of keys to flush.
+const DIRTY_SHARDS: usize = 16;
+
 /// How often the flusher applies the audit retention, at most.
 const AUDIT_TRIM_EVERY: Duration = Duration::from_secs(60);
 
@@ -597,6 +610,10 @@ pub(crate) struct Inner {
     /// node (a shared store counts them itself). Read and changed only
     /// under the writer.
     pub serials: Mutex<HashMap<WorkspaceId, u64>>,
+    /// Keys with something to flush (counters, statistics, activity), in a
+    /// few shards so two verifying threads rarely take the same lock. Leaf
+    /// locks.
+    dirty: [Mutex<Vec<Arc<LiveKey>>>; DIRTY_SHARDS],
     stop: Mutex<bool>,
     pub(crate) wake: Condvar,
 }
@@ -847,6 +864,7 @@ impl EngineBuilder {
             opened: std::time::Instant::now(),
             overshoot: AtomicU64::new(0),
             serials: Mutex::new(HashMap::new()),
+            dirty: std::array::from_fn(|_| Mutex::default()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -1129,18 +1147,18 @@ impl Inner {
                     (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default(), true)),
                 };
                 let live = match existing {
-                    Some(k) => {
+                    Some(k) if !Arc::ptr_eq(&k.usage, &cell) => {
+                        cell.joined.store(true, Ordering::Release);
                         // Moved onto another key's counters (its successor's,
                         // in a rotation): its activity stays where it was.
-                        let home = match &k.home {
-                            None if !Arc::ptr_eq(&k.usage, &cell) => Some(Arc::clone(&k.usage)),
-                            home => home.clone(),
-                        };
+                        let home = k.home.clone().or_else(|| Some(Arc::clone(&k.usage)));
                         LiveKey { usage: cell, home, ..k.with_record(*rec) }
                     }
+                    Some(k) => LiveKey { usage: cell, ..k.with_record(*rec) },
                     None => {
                         let mut live = LiveKey::new(*rec, cell);
                         if live.usage.owner() != id {
+                            live.usage.joined.store(true, Ordering::Release);
                             live.home = Some(UsageCell::home(id, 0, true));
                         }
                         live
@@ -1197,9 +1215,24 @@ impl Inner {
         }
     }
 
-    /// Writes every dirty usage cell in one commit. The counters are copied
-    /// out (each under its own lock, briefly) before the store is asked to
-    /// write; while the store is degraded, an empty commit probes it.
+    /// Queues `live` for the next flush, if it is not queued yet: call it
+    /// after marking its counters dirty or counting a call in its activity.
+    pub(crate) fn touched(&self, live: &Arc<LiveKey>) {
+        // The flags are set before this load, and the flusher clears it
+        // before it reads them (all sequentially consistent): either the
+        // flusher sees them, or this sees the flag cleared and queues again.
+        let home = live.home_cell();
+        if !home.queued.load(Ordering::SeqCst) && !home.queued.swap(true, Ordering::SeqCst) {
+            let shard = usize::from(live.policy().hash.0[0]) % DIRTY_SHARDS;
+            LeafGuard::lock(&self.dirty[shard]).push(Arc::clone(live));
+        }
+    }
+
+    /// Writes every dirty usage cell and activity in one commit: those of
+    /// the keys queued since the last flush ([`Inner::touched`]), not a scan
+    /// of every key. The counters are copied out (each under its own lock,
+    /// briefly) before the store is asked to write; while the store is
+    /// degraded, an empty commit probes it.
     pub(crate) fn flush(&self) -> Result<()> {
         let mut taken: Vec<Arc<UsageCell>> = Vec::new();
         let shared = self.shared;
@@ -1207,21 +1240,27 @@ impl Inner {
         let now = self.now();
         let mut deltas: HashMap<[u8; 16], history::HistoryDelta> = HashMap::new();
         let mut active: Vec<(Arc<UsageCell>, history::Counted)> = Vec::new();
+        let mut keys: Vec<Arc<LiveKey>> = Vec::new();
         let result = self.write(|batch| {
-            for entry in self.keys.iter() {
-                let cell = &entry.usage;
-                // A cell shared by a rotated key and its successor is met
-                // twice; only the first swap takes it. Clean cells are only
-                // read, so a flush writes no cache line of theirs.
-                if cell.dirty.load(Ordering::Relaxed) && cell.dirty.swap(false, Ordering::AcqRel) {
-                    taken.push(Arc::clone(cell));
+            for shard in &self.dirty {
+                let queued = std::mem::take(&mut *LeafGuard::lock(shard));
+                for live in queued {
+                    live.home_cell().queued.store(false, Ordering::SeqCst);
+                    // A key deleted since is not written; one changed since
+                    // is written as it is now.
+                    keys.extend(self.keys.get(&live.policy().id));
                 }
             }
-            for entry in self.keys.iter() {
-                let live = &*entry;
+            for live in &keys {
+                let cell = &live.usage;
+                // A cell shared by a rotated key and its successor may be
+                // met twice; only the first swap takes it.
+                if cell.dirty.load(Ordering::SeqCst) && cell.dirty.swap(false, Ordering::SeqCst) {
+                    taken.push(Arc::clone(cell));
+                }
                 let home = live.home_cell();
                 let activity = &home.activity;
-                if activity.dirty.load(Ordering::Relaxed) && activity.dirty.swap(false, Ordering::AcqRel) {
+                if activity.dirty.load(Ordering::SeqCst) && activity.dirty.swap(false, Ordering::SeqCst) {
                     let counts = activity.take();
                     let p = live.policy();
                     history::merge_into(&mut deltas, p.id.0, &counts, now);
@@ -1262,7 +1301,10 @@ impl Inner {
                 home.activity.restore(counts);
             }
             for cell in &taken {
-                cell.dirty.store(true, Ordering::Release);
+                cell.dirty.store(true, Ordering::SeqCst);
+            }
+            for live in &keys {
+                self.touched(live);
             }
         }
         result

@@ -264,3 +264,27 @@ fn an_open_over_many_keys_gives_back_every_key_with_its_counters() {
         assert!(matches!(code, Code::Valid | Code::RateLimited), "{id}: {code:?}");
     }
 }
+
+/// The flusher writes the keys queued since the last flush: a key called,
+/// then deleted, leaves no counters behind; one called after a flush is
+/// written again.
+#[test]
+fn the_flush_writes_the_keys_called_since_and_none_deleted() {
+    use crate::store::Store;
+    let env = Env::new();
+    let a = env.engine.create_key(env.ws, NewKey { name: "a".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    let b = env.engine.create_key(env.ws, NewKey { name: "b".into(), ..NewKey::default() }, &Actor::Admin).unwrap();
+    assert_eq!(env.verify(a.token.expose()), Code::Valid);
+    assert_eq!(env.verify(b.token.expose()), Code::Valid);
+    env.engine.flush().unwrap();
+    assert_eq!(env.verify(a.token.expose()), Code::Valid);
+    assert_eq!(env.verify(b.token.expose()), Code::Valid);
+    env.engine.delete_key(b.info.id, &Actor::Admin).unwrap();
+    env.engine.flush().unwrap();
+    let path = env.dir.path().join("k.redb");
+    env.engine.close().unwrap();
+    drop(env.engine);
+    let loaded = crate::store::redb::RedbStore::open(&path, 0).unwrap().load().unwrap();
+    let usage: Vec<_> = loaded.usage.iter().map(|(id, u)| (*id, u.valid)).collect();
+    assert_eq!(usage, vec![(a.info.id, 2)]);
+}

@@ -571,20 +571,20 @@ impl Engine {
                     if !step.is_empty() {
                         step.apply(&mut current.usage.lock(), now);
                         current.usage.mark_dirty();
+                        inner.touched(&current);
                     }
                     let live = current.with_record(rec);
                     // Limits removed: the key-wide counters go with them,
-                    // unless another key shares them (a rotation grace:
-                    // the old and the new version of this key hold the
-                    // cell, anyone else is one more) or they are the shared
-                    // store's.
+                    // unless another key counts on them too (a rotation)
+                    // or they are the shared store's.
                     if current.has_key_limits
                         && !live.has_key_limits
                         && !inner.shared
-                        && Arc::strong_count(&live.usage) <= 2
+                        && !live.usage.joined.load(Ordering::Acquire)
                         && live.usage.drop_key_counters()
                     {
                         live.usage.mark_dirty();
+                        inner.touched(&current);
                     }
                     let info = inner.key_info(&live, now);
                     inner.index_key(live);
@@ -681,6 +681,7 @@ impl Engine {
                     let now_remaining = apply_credits(&mut c, &policy, change, now);
                     drop(c);
                     live.usage.mark_dirty();
+                    inner.touched(&live);
                     now_remaining
                 })
             })

@@ -186,6 +186,7 @@ impl Inner {
                 })),
             };
             let id = rec.policy.id;
+            cell.joined.store(true, Ordering::Release);
             let mut live = LiveKey::new(rec, cell);
             if let (Some(slot), Some(state)) = (&live.nonce, nonce) {
                 *LeafGuard::lock(slot) = state;

@@ -132,9 +132,11 @@ impl Engine {
                 Ok(move || {
                     let cell = Arc::clone(&old.usage);
                     cell.set_owner(new_id);
+                    cell.joined.store(true, std::sync::atomic::Ordering::Release);
                     // Counters changed since the copy above are written by the
                     // next flush, under the new owner.
                     cell.mark_dirty();
+                    inner.touched(&old);
                     let signing = successor.signing.clone();
                     let mut live = crate::engine::LiveKey::new(successor, Arc::clone(&cell));
                     // The counters are the old key's, with its activity: the

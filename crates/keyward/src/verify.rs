@@ -141,7 +141,7 @@ impl Inner {
     fn decide_for(
         &self,
         v: &mut Verdict,
-        live: &LiveKey,
+        live: &Arc<LiveKey>,
         req: &Request<'_>,
         now: UnixMillis,
         query: Option<&PermissionQuery>,
@@ -218,8 +218,9 @@ impl Inner {
         } else {
             live.usage.refused.fetch_add(1, Ordering::Relaxed);
         }
-        live.activity().record(now, v.code);
         live.usage.mark_dirty();
+        live.activity().record(now, v.code);
+        self.touched(live);
     }
 
     /// Strict mode: the charge is decided on a copy of the counters and
@@ -680,6 +681,7 @@ impl Engine {
         }
         let all = release_in(&mut live.usage.lock(), tool, leases);
         live.usage.mark_dirty();
+        self.inner.touched(&live);
         all
     }
 
@@ -799,6 +801,7 @@ impl Engine {
                 }
                 current.usage.lock().mint = mint;
                 current.usage.mark_dirty();
+                inner.touched(&current);
                 inner.sessions.insert(hash.0, record);
             })
         });
