@@ -24,6 +24,8 @@ const MIN_KEYS_PER_THREAD: usize = 20_000;
 
 /// One run of keys, with the records of the ids it spans.
 struct Part<K> {
+    /// Its place among the runs, and how many there are.
+    run: (usize, usize),
     keys: K,
     usage: Vec<(KeyId, UsageRecord)>,
     nonces: Vec<(KeyId, NonceState)>,
@@ -126,6 +128,7 @@ impl Inner {
                     let run = keys.split_off(keys.len().saturating_sub(per));
                     let before = keys.last().map(|k| k.policy.id);
                     parts.push(Part {
+                        run: (0, 0),
                         usage: split_after(&mut usage, before),
                         nonces: split_after(&mut nonces, before),
                         last_used: split_after(&mut last_used, before),
@@ -149,6 +152,7 @@ impl Inner {
                 for (i, &(from, to)) in bounds.iter().enumerate().rev() {
                     let before = i.checked_sub(1).and_then(|j| lasts.get(j).copied().flatten());
                     parts.push(Part {
+                        run: (0, 0),
                         usage: split_after(&mut usage, before),
                         nonces: split_after(&mut nonces, before),
                         last_used: split_after(&mut last_used, before),
@@ -216,8 +220,9 @@ impl Ctx<'_> {
     where
         K: Iterator<Item = Result<KeyRecord>> + Send,
     {
+        let n = parts.len();
         std::thread::scope(|s| {
-            let mut parts = parts.into_iter();
+            let mut parts = parts.into_iter().enumerate().map(|(i, part)| Part { run: (i, n), ..part });
             let mine = parts.next();
             let handles: Vec<_> = parts.map(|part| s.spawn(move || self.index(part))).collect();
             let mut done = Vec::with_capacity(handles.len() + 1);
@@ -242,6 +247,7 @@ impl Ctx<'_> {
         let mut done = RunDone::default();
         let mut any_imported = false;
         let mut previous: Option<KeyId> = None;
+        let mut built = Vec::new();
         for rec in part.keys {
             let rec = rec?;
             let id = rec.policy.id;
@@ -274,8 +280,9 @@ impl Ctx<'_> {
             }
             any_imported |= live.policy().imported;
             live.workspace = self.workspaces.get(&live.policy().workspace).map(Arc::clone);
-            inner.keys.insert(Arc::new(live));
+            built.push(Arc::new(live));
         }
+        inner.keys.insert_new(built, part.run.0, part.run.1);
         done.orphans.extend(usage);
         if any_imported {
             inner.any_imported.store(true, Ordering::Release);
