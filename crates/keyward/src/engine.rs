@@ -772,11 +772,12 @@ impl EngineBuilder {
     }
 
     /// The most memory, in MiB, redb's page cache may hold (pages read or
-    /// written, kept for the next read). It fills as pages are read: opening
-    /// the engine reads every record once, so up to the file's size is
-    /// cached until later reads push it out. Verification never reads the
-    /// file; the cache serves the audit log, usage history and writes. Not
-    /// used by the Redis store. By default, 1024 MiB (redb's default).
+    /// written, kept for the next read). It fills as pages are read or
+    /// written; the open reads every record without it (the file is opened
+    /// again with the cache once the index is built). Verification never
+    /// reads the file; the cache serves the audit log, usage history and
+    /// writes. Not used by the Redis store. By default, 1024 MiB (redb's
+    /// default).
     pub fn cache_mb(mut self, mb: u64) -> Self {
         let bytes = mb.saturating_mul(1024 * 1024);
         self.opts.cache_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
