@@ -16,7 +16,7 @@ use keyward_core::{KeyId, NonceState, WorkspaceId};
 use crate::engine::{Inner, LiveKey, LiveWorkspace, UsageCell, WorkspaceSlot};
 use crate::error::{Error, Result};
 use crate::model::{KeyRecord, ToolRecord, UsageRecord};
-use crate::store::{Loaded, LoadedKeys};
+use crate::store::{EncodedRun, Loaded, LoadedKeys};
 use crate::writer::LeafGuard;
 
 /// Keys per thread below which one thread builds the index alone.
@@ -76,7 +76,7 @@ fn threads_for(n: usize) -> usize {
     cores.min(n / MIN_KEYS_PER_THREAD).max(1)
 }
 
-/// Encoded records `from..to` of `bytes` (see [`LoadedKeys::Encoded`]).
+/// Encoded records `from..to` of a run (see [`EncodedRun`]).
 fn decode_range<'a>(
     bytes: &'a [u8],
     ends: &'a [usize],
@@ -138,25 +138,24 @@ impl Inner {
                 parts.reverse();
                 ctx.run_all(parts)
             }
-            LoadedKeys::Encoded { bytes, ends } => {
-                let n = ends.len();
-                let per = n.div_ceil(threads_for(n)).max(1);
-                let bounds: Vec<(usize, usize)> = (0..n).step_by(per).map(|from| (from, (from + per).min(n))).collect();
+            LoadedKeys::Encoded(runs) => {
+                let runs: Vec<EncodedRun> = runs.into_iter().filter(|r| !r.ends.is_empty()).collect();
                 // The id each run ends with: its last record, decoded here.
-                let mut lasts = Vec::with_capacity(bounds.len());
-                for &(_, to) in &bounds {
-                    let last = decode_range(&bytes, &ends, to - 1, to).next().transpose()?;
+                let mut lasts = Vec::with_capacity(runs.len());
+                for r in &runs {
+                    let n = r.ends.len();
+                    let last = decode_range(&r.bytes, &r.ends, n - 1, n).next().transpose()?;
                     lasts.push(last.map(|k| k.policy.id));
                 }
-                let mut parts = Vec::with_capacity(bounds.len());
-                for (i, &(from, to)) in bounds.iter().enumerate().rev() {
+                let mut parts = Vec::with_capacity(runs.len());
+                for (i, r) in runs.iter().enumerate().rev() {
                     let before = i.checked_sub(1).and_then(|j| lasts.get(j).copied().flatten());
                     parts.push(Part {
                         run: (0, 0),
                         usage: split_after(&mut usage, before),
                         nonces: split_after(&mut nonces, before),
                         last_used: split_after(&mut last_used, before),
-                        keys: decode_range(&bytes, &ends, from, to),
+                        keys: decode_range(&r.bytes, &r.ends, 0, r.ends.len()),
                     });
                 }
                 parts.reverse();

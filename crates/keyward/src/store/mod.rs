@@ -164,9 +164,17 @@ pub(crate) struct Loaded {
 pub(crate) enum LoadedKeys {
     /// Decoded, in any order.
     Decoded(Vec<KeyRecord>),
-    /// Encoded as stored, in id order: record `i` is
-    /// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
-    Encoded { bytes: Vec<u8>, ends: Vec<usize> },
+    /// Encoded as stored, in runs of ids one after the other, each in id
+    /// order.
+    Encoded(Vec<EncodedRun>),
+}
+
+/// Encoded key records, in id order: record `i` is `bytes[ends[i - 1]..ends[i]]`
+/// (from 0 for the first).
+#[derive(Default)]
+pub(crate) struct EncodedRun {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<usize>,
 }
 
 impl LoadedKeys {
@@ -174,7 +182,7 @@ impl LoadedKeys {
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Decoded(keys) => keys.len(),
-            Self::Encoded { ends, .. } => ends.len(),
+            Self::Encoded(runs) => runs.iter().map(|r| r.ends.len()).sum(),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::tables::{
     AUDIT, AUDIT_HIGH_KEY, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION,
     SERIALS, SESSIONS, TOOLS, USAGE, WORKSPACES,
 };
-use super::{AuditKeep, Batch, Change, Loaded, LoadedKeys, Store};
+use super::{AuditKeep, Batch, Change, EncodedRun, Loaded, LoadedKeys, Store};
 use crate::error::{Error, Result};
 use crate::history::{self, Granularity, HistoryBucket, HistoryDelta};
 use crate::model::{AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
@@ -465,12 +465,12 @@ impl Store for RedbStore {
     }
 
     fn load_index(&self) -> Result<(Loaded, LoadedKeys)> {
-        let mut keys = (Vec::new(), Vec::new());
+        let mut keys = Vec::new();
         let loaded = self.run(|db| read_all(db, Some(&mut keys)))?;
         if self.uncached.swap(false, std::sync::atomic::Ordering::Relaxed) {
             self.reopen()?;
         }
-        Ok((loaded, LoadedKeys::Encoded { bytes: keys.0, ends: keys.1 }))
+        Ok((loaded, LoadedKeys::Encoded(keys)))
     }
 
     fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
@@ -495,10 +495,51 @@ impl Store for RedbStore {
     }
 }
 
+/// Keys per run below which the key table is read as one run.
+const MIN_KEYS_PER_RUN: usize = 20_000;
+
+type KeyTable = redb::ReadOnlyTable<&'static [u8; 16], &'static [u8]>;
+
+/// The key records, encoded, in runs of ids read on every core: key ids are
+/// random, so equal shares of the id space hold about as many keys.
+fn read_key_runs(keys: &KeyTable, n: usize) -> Result<Vec<EncodedRun>> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let runs = cores.min(n / MIN_KEYS_PER_RUN).clamp(1, 256);
+    // Run `i` holds the ids from `start(i)` (none: the first) to `start(i + 1)`.
+    let start = |i: usize| -> Option<[u8; 16]> {
+        let mut id = [0u8; 16];
+        id[0] = u8::try_from(256 * i / runs).ok()?;
+        (i > 0 && i < runs).then_some(id)
+    };
+    let read = |i: usize| -> Result<EncodedRun> {
+        let (lo, hi) = (start(i), start(i + 1));
+        let rows = match (&lo, &hi) {
+            (None, None) => keys.iter()?,
+            (Some(lo), None) => keys.range::<&[u8; 16]>(lo..)?,
+            (None, Some(hi)) => keys.range::<&[u8; 16]>(..hi)?,
+            (Some(lo), Some(hi)) => keys.range::<&[u8; 16]>(lo..hi)?,
+        };
+        let mut run = EncodedRun { bytes: Vec::with_capacity(n / runs * 128), ends: Vec::with_capacity(n / runs) };
+        for row in rows {
+            run.bytes.extend_from_slice(row?.1.value());
+            run.ends.push(run.bytes.len());
+        }
+        Ok(run)
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..runs).map(|i| s.spawn(move || read(i))).collect();
+        let mut out = vec![read(0)?];
+        for h in handles {
+            out.push(h.join().unwrap_or_else(|_| Err(Error::Corrupt("the key table could not be read".into())))?);
+        }
+        Ok(out)
+    })
+}
+
 /// Reads everything the in-memory index is built from, in one read
-/// transaction. With `encoded`, the key records are left encoded there
-/// (back to back, and where each ends), in id order, not decoded.
-fn read_all(db: &impl ReadableDatabase, encoded: Option<&mut (Vec<u8>, Vec<usize>)>) -> Result<Loaded> {
+/// transaction. With `encoded`, the key records are left encoded there, in
+/// runs of ids (see [`LoadedKeys::Encoded`]), not decoded.
+fn read_all(db: &impl ReadableDatabase, encoded: Option<&mut Vec<EncodedRun>>) -> Result<Loaded> {
     let txn = db.begin_read()?;
     let mut out = Loaded::default();
     for row in txn.open_table(WORKSPACES).map_err(table_err)?.iter()? {
@@ -509,13 +550,9 @@ fn read_all(db: &impl ReadableDatabase, encoded: Option<&mut (Vec<u8>, Vec<usize
     }
     let keys = txn.open_table(KEYS).map_err(table_err)?;
     match encoded {
-        Some((bytes, ends)) => {
+        Some(runs) => {
             let n = usize::try_from(keys.len()?).unwrap_or(0);
-            ends.reserve_exact(n);
-            for row in keys.iter()? {
-                bytes.extend_from_slice(row?.1.value());
-                ends.push(bytes.len());
-            }
+            *runs = read_key_runs(&keys, n)?;
         }
         None => {
             for row in keys.iter()? {
