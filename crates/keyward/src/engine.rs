@@ -9,9 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use keyward_core::{
-    KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId, decode_record, encode_record,
-};
+use keyward_core::{KeyId, KeyPolicy, NonceState, RateLimit, UnixMillis, UsageState, WorkspaceId};
 use redb::StorageBackend;
 use serde::{Deserialize, Serialize};
 
@@ -360,7 +358,7 @@ pub(crate) struct LiveKey {
 }
 
 /// A key record's fields besides the policy and `created_at`, as kept in
-/// memory (encoded with [`encode_record`]).
+/// memory (encoded with postcard).
 #[derive(Deserialize)]
 pub(crate) struct KeyDetails {
     pub start: String,
@@ -394,7 +392,7 @@ impl LiveKey {
         let has_concurrency =
             p.limits.concurrency.is_some() || p.tool_limits.iter().any(|(_, l)| l.concurrency.is_some());
         let nonce = record.signing.is_some().then(Arc::default);
-        let details = encode_record(&KeyDetailsRef {
+        let details = KeyDetailsRef {
             start: &record.start,
             created_by: &record.created_by,
             signing: &record.signing,
@@ -403,11 +401,20 @@ impl LiveKey {
             roles: &record.roles,
             bearer: record.bearer,
             serial: record.serial,
-        });
+        };
+        // Most fit a buffer on the stack: one allocation of the exact size.
+        let mut buf = [0u8; 256];
+        let details: Box<[u8]> = match postcard::to_slice(&details, &mut buf) {
+            Ok(used) => Box::from(&*used),
+            // Invariant: postcard fails only on a full buffer or a failing
+            // writer; a Vec never fails.
+            #[allow(clippy::expect_used)]
+            Err(_) => postcard::to_allocvec(&details).expect("postcard into a Vec cannot fail").into_boxed_slice(),
+        };
         Self {
             bearer: record.is_bearer(),
             policy: record.policy,
-            details: details.into_boxed_slice(),
+            details,
             created_at: record.created_at,
             usage,
             nonce,
@@ -454,7 +461,7 @@ impl LiveKey {
         // Invariant: `details` was encoded from a `KeyDetailsRef` in `new`,
         // which has the same fields in the same order.
         #[allow(clippy::expect_used)]
-        decode_record(&self.details).expect("key details are encoded by LiveKey::new")
+        postcard::from_bytes(&self.details).expect("key details are encoded by LiveKey::new")
     }
 
     /// The whole record, as stored.

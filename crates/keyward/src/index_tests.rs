@@ -186,9 +186,12 @@ fn a_key_in_memory_gives_back_its_whole_record() {
         serial: Some(7),
     };
     let cell = std::sync::Arc::new(UsageCell::from_record(KeyId([1; 16]), Default::default(), false));
-    let live = super::LiveKey::new(record.clone(), cell);
+    let live = super::LiveKey::new(record.clone(), std::sync::Arc::clone(&cell));
     assert_eq!(live.record(), record);
     assert!(live.is_bearer() && live.has_key_limits && live.nonce.is_some());
+    // Longer than the encoder's stack buffer.
+    let long = KeyRecord { roles: vec!["r".repeat(100); 5], external_id: Some("e".repeat(200)), ..record };
+    assert_eq!(super::LiveKey::new(long.clone(), cell).record(), long);
 }
 
 /// What every key carries, on 64-bit targets (the figures of
