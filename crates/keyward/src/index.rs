@@ -73,7 +73,10 @@ pub(crate) struct Keys {
     /// Token hashes are uniform: their first bytes are the hash (see
     /// [`DigestHasher`]).
     by_hash: DashMap<ByHash, (), BuildHasherDefault<DigestHasher>>,
-    by_id: DashMap<ById, ()>,
+    /// So are key ids: the engine draws every one from the operating
+    /// system's generator (no caller chooses the id of a key it adds, so
+    /// none can pick ids that collide).
+    by_id: DashMap<ById, (), BuildHasherDefault<DigestHasher>>,
 }
 
 impl Keys {
