@@ -121,19 +121,25 @@ impl Keys {
     /// (each small enough to stay in cache meanwhile) instead of touching
     /// the whole index at random. Run `part` of `parts` running at once
     /// starts at its own share of the shards, so they rarely meet in one.
-    pub(crate) fn insert_new(&self, mut keys: Vec<Arc<LiveKey>>, part: usize, parts: usize) {
+    pub(crate) fn insert_new(&self, keys: &mut [(usize, Arc<LiveKey>)], part: usize, parts: usize) {
         let offset = keys.len() * part / parts.max(1);
         // A shard is chosen by the bits below the hash's top 7 (dashmap
         // leaves those to hashbrown): rotated to the top, they sort first.
-        keys.sort_by_cached_key(|k| self.by_id.hash_usize(&k.policy().id).rotate_left(7));
+        for (order, k) in keys.iter_mut() {
+            *order = self.by_id.hash_usize(&k.policy().id).rotate_left(7);
+        }
+        keys.sort_unstable_by_key(|(order, _)| *order);
         keys.rotate_left(offset);
-        for k in &keys {
+        for (_, k) in keys.iter() {
             self.by_id.insert(ById(Arc::clone(k)), ());
         }
-        keys.sort_by_cached_key(|k| self.by_hash.hash_usize(&k.policy().hash.0).rotate_left(7));
+        for (order, k) in keys.iter_mut() {
+            *order = self.by_hash.hash_usize(&k.policy().hash.0).rotate_left(7);
+        }
+        keys.sort_unstable_by_key(|(order, _)| *order);
         keys.rotate_left(offset);
-        for k in keys {
-            self.by_hash.insert(ByHash(k), ());
+        for (_, k) in keys.iter() {
+            self.by_hash.insert(ByHash(Arc::clone(k)), ());
         }
     }
 

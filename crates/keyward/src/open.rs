@@ -246,7 +246,8 @@ impl Ctx<'_> {
         let mut done = RunDone::default();
         let mut any_imported = false;
         let mut previous: Option<KeyId> = None;
-        let mut built = Vec::new();
+        // Each with room for its order in the maps (see `Keys::insert_new`).
+        let mut built: Vec<(usize, Arc<LiveKey>)> = Vec::with_capacity(part.keys.size_hint().0);
         for rec in part.keys {
             let rec = rec?;
             let id = rec.policy.id;
@@ -279,9 +280,9 @@ impl Ctx<'_> {
             }
             any_imported |= live.policy().imported;
             live.workspace = self.workspaces.get(&live.policy().workspace).map(Arc::clone);
-            built.push(Arc::new(live));
+            built.push((0, Arc::new(live)));
         }
-        inner.keys.insert_new(built, part.run.0, part.run.1);
+        inner.keys.insert_new(&mut built, part.run.0, part.run.1);
         done.orphans.extend(usage);
         if any_imported {
             inner.any_imported.store(true, Ordering::Release);
