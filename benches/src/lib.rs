@@ -82,6 +82,22 @@ impl Fixture {
         Self::on(engine, None)
     }
 
+    /// Closes the engine and opens its redb file again with `builder`;
+    /// returns the fixture and how long the open took. Refused on Redis.
+    pub fn reopen(self, builder: EngineBuilder) -> keyward::Result<(Self, std::time::Duration)> {
+        let Fixture { engine, ws, dir } = self;
+        let Some(dir) = dir else {
+            return Err(keyward::Error::Io("only a redb fixture can be opened again".into()));
+        };
+        engine.close()?;
+        // The file admits one engine: the old one must be gone first.
+        drop(engine);
+        let t0 = std::time::Instant::now();
+        let engine = builder.open(dir.path().join("bench.redb"))?;
+        let took = t0.elapsed();
+        Ok((Self { engine, ws, dir: Some(dir) }, took))
+    }
+
     fn on(engine: Engine, dir: Option<TempDir>) -> keyward::Result<Self> {
         let spec = NewWorkspace { limit_sync: LimitSync::Exact, ..NewWorkspace::named("bench") };
         let ws = engine.create_workspace(spec, &Actor::Admin)?.policy.id;

@@ -49,8 +49,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     secrets: Option<PathBuf>,
     /// The most memory, in MiB, the database file's page cache may hold
-    /// (redb's cache: pages read or written, kept for the next read; opening
-    /// reads every record once). Not used with --store. [default: 1024]
+    /// (redb's cache: pages read or written, kept for the next read; the
+    /// engine's open reads every record without it). Not used with --store.
+    /// [default: 1024]
     #[arg(long, global = true, value_name = "MIB")]
     cache_mb: Option<u64>,
     /// Machine-readable JSON output.

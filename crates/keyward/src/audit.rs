@@ -69,7 +69,7 @@ impl Engine {
         // A signing key that is no bearer key cannot pass at the edge, which
         // reads tokens alone: it is left out (the edge answers NOT_FOUND).
         let mut keys: Vec<KeyPolicy> =
-            self.inner.by_id.iter().filter(|k| k.record.is_bearer()).map(|k| k.policy().clone()).collect();
+            self.inner.keys.iter().filter(|k| k.is_bearer()).map(|k| k.policy().clone()).collect();
         keys.sort_by_key(|k| k.id);
         Snapshot { created_at: self.inner.now(), workspaces, tools, keys }
     }
@@ -82,13 +82,13 @@ impl Engine {
 
     /// Number of keys (all statuses).
     pub fn key_count(&self) -> usize {
-        self.inner.by_id.len()
+        self.inner.keys.len()
     }
 
     /// Number of keys usable now.
     pub fn live_key_count(&self) -> usize {
         let now = self.inner.now();
-        self.inner.by_id.iter().filter(|k| k.policy().status(now) == Status::Active).count()
+        self.inner.keys.iter().filter(|k| k.policy().status(now) == Status::Active).count()
     }
 
     /// Number of sessions held (expired ones included until they are purged).

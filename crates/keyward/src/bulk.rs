@@ -189,7 +189,7 @@ impl Engine {
         let mut planned = Vec::with_capacity(total);
         let mut refused: Vec<(usize, Error)> = Vec::new();
         for (i, new) in prepared.iter().enumerate() {
-            if inner.by_hash.contains_key(&new.hash.0) || !seen.insert(new.hash.0) {
+            if inner.keys.contains_hash(&new.hash.0) || !seen.insert(new.hash.0) {
                 refused.push((i, Error::AlreadyExists { kind: "key", id: "with this hash".into() }));
                 continue;
             }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,11 +13,13 @@ use keyward_core::limits::{RateLimit, UsageState};
 use keyward_core::signature::NonceState;
 use keyward_core::{KeyId, KeyPolicy, UnixMillis, WorkspaceId};
 use redb::StorageBackend;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, CounterClock};
 use crate::error::{Error, Result};
 use crate::history::{self, Activity};
-use crate::model::{KeyRecord, SessionRecord, ToolRecord, UsageRecord, Workspace};
+use crate::index::Keys;
+use crate::model::{KeyRecord, SessionRecord, SigningRecord, ToolRecord, UsageRecord, Workspace};
 use crate::store::redb::RedbStore;
 use crate::store::{AuditKeep, Batch, Change, Followed, Loaded, Store, UNREAD, UsageStats};
 use crate::writer::{LeafGuard, Writer};
@@ -46,37 +48,53 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// Shards of the key maps (a power of two).
-const SHARDS: usize = 256;
-
 pub(crate) type DigestMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
 
-/// Counters of one key (shared by a rotated key and its successor).
+/// Counters and statistics of one key (shared by a rotated key and its
+/// successor).
 ///
-/// Verification writes them on every call, so each key's sit on cache lines
-/// of their own: two threads verifying two keys never contend for a line
-/// (128 bytes: the pair of lines x86 prefetches together).
-#[repr(align(128))]
+/// Every key has one, but most of it is allocated only when used: the
+/// limits' counters ([`KeyCounters`]) when a call is first charged (a key
+/// with limits of its own, a limited tool, an ad-hoc rate, a signed login),
+/// and the shared store's bookkeeping ([`SyncState`]) on a shared store. A
+/// key without limits carries the statistics every verification writes,
+/// the owner and the gate.
 pub(crate) struct UsageCell {
-    /// Key id the counters are stored under (a leaf lock: a rotation hands
-    /// the counters to the successor without copying them).
-    owner: Mutex<KeyId>,
-    /// Level 1 of the lock order (see `writer`): serialises the calls that
-    /// must commit a change of these counters before anyone else changes
-    /// them (strict credits, credit changes, signed logins).
-    pub gate: Mutex<()>,
-    state: Mutex<KeyCounters>,
     /// Last successful verification, Unix ms; 0 = never.
     pub last_used: AtomicU64,
     pub valid: AtomicU64,
     pub refused: AtomicU64,
     /// Set when something changed since the last flush.
     pub dirty: AtomicBool,
-    /// On a shared store: the version of the counters this node last read
-    /// or wrote there ([`UNREAD`] before that). Changed under the gate.
+    /// The usage history and last use of the key that made this cell (see
+    /// [`LiveKey::activity`]): verification writes it beside the
+    /// statistics, on the same allocation.
+    pub activity: Activity,
+    /// Whether the key whose activity this is waits in [`Inner::dirty`].
+    queued: AtomicBool,
+    /// Set once a second key counts on these counters (a rotation); never
+    /// cleared.
+    pub joined: AtomicBool,
+    /// Level 1 of the lock order (see `writer`): serialises the calls that
+    /// must commit a change of these counters before anyone else changes
+    /// them (strict credits, credit changes, signed logins).
+    pub gate: Mutex<()>,
+    /// The limits' counters, once a call needed them (a leaf lock).
+    state: Mutex<Option<Box<KeyCounters>>>,
+    /// Key id the counters are stored under (a leaf lock: a rotation hands
+    /// the counters to the successor without copying them).
+    owner: Mutex<KeyId>,
+    /// On a shared store: what this node knows of the store's copy.
+    sync: OnceLock<Box<SyncState>>,
+}
+
+/// What a node keeps of a key's counters in a shared store.
+pub(crate) struct SyncState {
+    /// The version of the counters this node last read or wrote there
+    /// ([`UNREAD`] before that). Changed under the gate.
     pub version: AtomicU64,
-    /// On a shared store: the totals already added to the store's
-    /// statistics (each node adds what it counted since).
+    /// The totals already added to the store's statistics (each node adds
+    /// what it counted since).
     flushed_valid: AtomicU64,
     flushed_refused: AtomicU64,
     /// [`LimitSync::Local`](crate::LimitSync): the store's counters as of
@@ -84,6 +102,18 @@ pub(crate) struct UsageCell {
     /// the engine opened; 0: never). Changed under the gate.
     pub base: Mutex<Option<KeyCounters>>,
     pub synced_at: AtomicU64,
+}
+
+impl SyncState {
+    fn new(valid: u64, refused: u64) -> Self {
+        Self {
+            version: AtomicU64::new(UNREAD),
+            flushed_valid: AtomicU64::new(valid),
+            flushed_refused: AtomicU64::new(refused),
+            base: Mutex::new(None),
+            synced_at: AtomicU64::new(0),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -106,60 +136,153 @@ impl KeyCounters {
             pending: Vec::new(),
         }
     }
+
+    /// Whether these are the counters of a key never charged.
+    fn is_empty(&self) -> bool {
+        self.key == UsageState::default()
+            && self.tools.is_empty()
+            && self.mint == UsageState::default()
+            && self.pending.is_empty()
+    }
+}
+
+/// A cell's counters under their lock: created (empty) on first use.
+pub(crate) struct CountersGuard<'a>(LeafGuard<'a, Option<Box<KeyCounters>>>);
+
+impl std::ops::Deref for CountersGuard<'_> {
+    type Target = KeyCounters;
+    fn deref(&self) -> &KeyCounters {
+        // Invariant: `UsageCell::lock` filled the option before making the guard.
+        self.0.as_deref().unwrap_or_else(|| unreachable!("counters are created before they are lent"))
+    }
+}
+
+impl std::ops::DerefMut for CountersGuard<'_> {
+    fn deref_mut(&mut self) -> &mut KeyCounters {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl UsageCell {
-    pub(crate) fn from_record(owner: KeyId, rec: UsageRecord) -> Self {
+    /// The cell of a stored usage record. On a shared store (`shared`) the
+    /// record's statistics count as already added to the store's.
+    pub(crate) fn from_record(owner: KeyId, rec: UsageRecord, shared: bool) -> Self {
         let last_used_at = rec.last_used_at;
         let (valid, refused) = (rec.valid, rec.refused);
         let counters = KeyCounters::stored(rec);
+        let sync = OnceLock::new();
+        if shared {
+            let _ = sync.set(Box::new(SyncState::new(valid, refused)));
+        }
         Self {
-            owner: Mutex::new(owner),
-            gate: Mutex::new(()),
-            state: Mutex::new(counters),
             last_used: AtomicU64::new(last_used_at.map_or(0, UnixMillis::get)),
             valid: AtomicU64::new(valid),
             refused: AtomicU64::new(refused),
             dirty: AtomicBool::new(false),
-            version: AtomicU64::new(UNREAD),
-            flushed_valid: AtomicU64::new(valid),
-            flushed_refused: AtomicU64::new(refused),
-            base: Mutex::new(None),
-            synced_at: AtomicU64::new(0),
+            activity: Activity::default(),
+            queued: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
+            gate: Mutex::new(()),
+            state: Mutex::new((!counters.is_empty()).then(|| Box::new(counters))),
+            owner: Mutex::new(owner),
+            sync,
         }
+    }
+
+    /// A cell that only keeps a key's activity, last used at `used` (0:
+    /// never): the key counts on another key's counters (a rotation).
+    pub(crate) fn home(id: KeyId, used: u64, shared: bool) -> Arc<Self> {
+        let cell = Self::from_record(id, UsageRecord::default(), shared);
+        cell.activity.last_used.store(used, Ordering::Relaxed);
+        Arc::new(cell)
+    }
+
+    /// The shared store's bookkeeping (made on first use).
+    pub(crate) fn sync(&self) -> &SyncState {
+        self.sync.get_or_init(|| {
+            Box::new(SyncState::new(self.valid.load(Ordering::Acquire), self.refused.load(Ordering::Acquire)))
+        })
     }
 
     /// Takes the counters another node left in a shared store, at `version`.
     /// Called under the gate.
     pub(crate) fn adopt(&self, rec: Option<Box<UsageRecord>>, version: u64) {
         let stored = KeyCounters::stored(rec.map(|r| *r).unwrap_or_default());
-        let mut c = self.lock();
+        let mut c = LeafGuard::lock(&self.state);
         // Calls waiting to be reconciled stay (local mode).
-        let pending = std::mem::take(&mut c.pending);
-        *c = KeyCounters { pending, ..stored };
+        let pending = c.as_mut().map(|c| std::mem::take(&mut c.pending)).unwrap_or_default();
+        let next = KeyCounters { pending, ..stored };
+        *c = (!next.is_empty() || c.is_some()).then(|| Box::new(next));
         drop(c);
-        self.version.store(version, Ordering::Release);
+        self.sync().version.store(version, Ordering::Release);
     }
 
     /// What this node counted since its last flush to a shared store.
     pub(crate) fn unflushed_stats(&self) -> UsageStats {
         let last = self.last_used.load(Ordering::Acquire);
+        let sync = self.sync();
         UsageStats {
-            valid: self.valid.load(Ordering::Acquire).saturating_sub(self.flushed_valid.load(Ordering::Acquire)),
-            refused: self.refused.load(Ordering::Acquire).saturating_sub(self.flushed_refused.load(Ordering::Acquire)),
+            valid: self.valid.load(Ordering::Acquire).saturating_sub(sync.flushed_valid.load(Ordering::Acquire)),
+            refused: self.refused.load(Ordering::Acquire).saturating_sub(sync.flushed_refused.load(Ordering::Acquire)),
             last_used_at: (last != 0).then_some(UnixMillis(last)),
         }
     }
 
     /// Notes `stats` as added to the shared store.
     pub(crate) fn flushed(&self, stats: &UsageStats) {
-        self.flushed_valid.fetch_add(stats.valid, Ordering::AcqRel);
-        self.flushed_refused.fetch_add(stats.refused, Ordering::AcqRel);
+        let sync = self.sync();
+        sync.flushed_valid.fetch_add(stats.valid, Ordering::AcqRel);
+        sync.flushed_refused.fetch_add(stats.refused, Ordering::AcqRel);
     }
 
-    /// The counters (a leaf lock).
-    pub(crate) fn lock(&self) -> LeafGuard<'_, KeyCounters> {
-        LeafGuard::lock(&self.state)
+    /// The counters (a leaf lock), created empty if the key had none.
+    pub(crate) fn lock(&self) -> CountersGuard<'_> {
+        let mut c = LeafGuard::lock(&self.state);
+        if c.is_none() {
+            *c = Some(Box::default());
+        }
+        CountersGuard(c)
+    }
+
+    /// Reads the counters without creating them: `f` sees empty ones if
+    /// the key has none.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&KeyCounters) -> T) -> T {
+        let c = LeafGuard::lock(&self.state);
+        match c.as_deref() {
+            Some(c) => f(c),
+            None => f(&KeyCounters::default()),
+        }
+    }
+
+    /// Whether the counters exist (a call needed them).
+    #[cfg(test)]
+    pub(crate) fn has_counters(&self) -> bool {
+        LeafGuard::lock(&self.state).is_some()
+    }
+
+    /// Whether calls wait to be reconciled (local mode).
+    pub(crate) fn has_pending(&self) -> bool {
+        LeafGuard::lock(&self.state).as_ref().is_some_and(|c| !c.pending.is_empty())
+    }
+
+    /// A key left without limits of its own: its key-wide counters go (a
+    /// limit set again later starts from nothing), and the allocation with
+    /// them if nothing else is kept (a limited tool's counters, leases, the
+    /// session mint's, calls waiting to be reconciled). Returns whether
+    /// anything changed.
+    pub(crate) fn drop_key_counters(&self) -> bool {
+        let mut c = LeafGuard::lock(&self.state);
+        let Some(counters) = c.as_mut() else { return false };
+        // Leases in flight stay releasable.
+        let leases = counters.key.leases.clone();
+        let next_lease = if leases.is_empty() { 0 } else { counters.key.next_lease };
+        let kept = UsageState { leases, next_lease, ..UsageState::default() };
+        let changed = counters.key != kept;
+        counters.key = kept;
+        if counters.is_empty() {
+            *c = None;
+        }
+        changed
     }
 
     /// Takes the gate (level 1 of the lock order).
@@ -177,16 +300,18 @@ impl UsageCell {
         *LeafGuard::lock(&self.owner) = id;
     }
 
+    /// Notes a change to flush. The key must then be queued
+    /// ([`Inner::touched`]): the flusher reads the queue, not every cell.
     pub(crate) fn mark_dirty(&self) {
+        // Sequentially consistent with the queue's flag (see `Inner::touched`).
         if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Release);
+            self.dirty.store(true, Ordering::SeqCst);
         }
     }
 
     /// The record of these counters now.
     pub(crate) fn to_record(&self) -> UsageRecord {
-        let c = self.lock();
-        self.record_with(&c)
+        self.read(|c| self.record_with(c))
     }
 
     /// The record of counters `c` with this cell's totals.
@@ -206,46 +331,158 @@ impl UsageCell {
 }
 
 /// A key in memory: its record (immutable; replaced on change) and counters.
+///
+/// Verification reads the policy, the flags and the pointers; the rest of
+/// the record (start, creator, signing identity, roles, …) is read only by
+/// admin calls and is kept encoded ([`KeyDetails`]), one small allocation.
 pub(crate) struct LiveKey {
-    pub record: KeyRecord,
+    policy: KeyPolicy,
+    /// The record but for the policy and `created_at` (see [`KeyDetails`]).
+    details: Box<[u8]>,
+    pub created_at: UnixMillis,
     pub usage: Arc<UsageCell>,
     /// The key's own replay history (a leaf lock; changed only under the
-    /// usage cell's gate). Kept across record changes.
-    pub nonce: Arc<Mutex<NonceState>>,
+    /// usage cell's gate), for a key with a signing identity (no other key
+    /// takes a nonce). Kept across record changes.
+    pub nonce: Option<Arc<Mutex<NonceState>>>,
+    /// The key's workspace, set when the key is indexed. Verification reads
+    /// it through this pointer: no map lookup, no shared lock.
+    pub workspace: Option<Arc<WorkspaceSlot>>,
+    /// The cell whose activity is this key's, when it is not `usage`'s (a
+    /// rotation's successor counts on its predecessor's counters but has
+    /// its own history). Kept across record changes.
+    pub home: Option<Arc<UsageCell>>,
     /// Whether any limit applies to this key at all (key, tool or key×tool):
     /// when false the hot path never takes the counters' lock.
     pub has_key_limits: bool,
     /// Whether the key has a concurrency limit of its own or per tool.
     pub has_concurrency: bool,
-    /// The key's workspace, set when the key is indexed. Verification reads
-    /// it through this pointer: no map lookup, no shared lock.
-    pub workspace: Option<Arc<WorkspaceSlot>>,
-    /// Its own token's calls since the last flush, and last use (kept
-    /// across record changes; a rotation's successor has its own).
-    pub activity: Arc<Activity>,
+    /// Whether the token works as a bearer credential ([`KeyRecord::is_bearer`]).
+    bearer: bool,
+}
+
+/// A key record's fields besides the policy and `created_at`, as kept in
+/// memory (encoded with postcard).
+#[derive(Deserialize)]
+pub(crate) struct KeyDetails {
+    pub start: String,
+    pub created_by: String,
+    pub signing: Option<SigningRecord>,
+    pub usage_owner: Option<KeyId>,
+    pub external_id: Option<String>,
+    pub roles: Vec<String>,
+    pub bearer: bool,
+    pub serial: Option<u64>,
+}
+
+/// [`KeyDetails`] borrowed from a record, to encode.
+#[derive(Serialize)]
+struct KeyDetailsRef<'a> {
+    start: &'a str,
+    created_by: &'a str,
+    signing: &'a Option<SigningRecord>,
+    usage_owner: Option<KeyId>,
+    external_id: &'a Option<String>,
+    roles: &'a [String],
+    bearer: bool,
+    serial: Option<u64>,
 }
 
 impl LiveKey {
-    pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>, nonce: Arc<Mutex<NonceState>>) -> Self {
+    /// A key with counters `usage`, no nonce history and no activity yet.
+    pub(crate) fn new(record: KeyRecord, usage: Arc<UsageCell>) -> Self {
         let p = &record.policy;
         let has_key_limits = !p.limits.is_empty() || !p.tool_limits.is_empty();
         let has_concurrency =
             p.limits.concurrency.is_some() || p.tool_limits.iter().any(|(_, l)| l.concurrency.is_some());
-        let activity = Arc::default();
-        Self { record, usage, nonce, has_key_limits, has_concurrency, workspace: None, activity }
+        let nonce = record.signing.is_some().then(Arc::default);
+        let details = KeyDetailsRef {
+            start: &record.start,
+            created_by: &record.created_by,
+            signing: &record.signing,
+            usage_owner: record.usage_owner,
+            external_id: &record.external_id,
+            roles: &record.roles,
+            bearer: record.bearer,
+            serial: record.serial,
+        };
+        // Most fit a buffer on the stack: one allocation of the exact size.
+        let mut buf = [0u8; 256];
+        let details: Box<[u8]> = match postcard::to_slice(&details, &mut buf) {
+            Ok(used) => Box::from(&*used),
+            // Invariant: postcard fails only on a full buffer or a failing
+            // writer; a Vec never fails.
+            #[allow(clippy::expect_used)]
+            Err(_) => postcard::to_allocvec(&details).expect("postcard into a Vec cannot fail").into_boxed_slice(),
+        };
+        Self {
+            bearer: record.is_bearer(),
+            policy: record.policy,
+            details,
+            created_at: record.created_at,
+            usage,
+            nonce,
+            workspace: None,
+            home: None,
+            has_key_limits,
+            has_concurrency,
+        }
     }
 
     /// The same key with a changed record: same counters, same nonces, same
     /// activity.
     pub(crate) fn with_record(&self, record: KeyRecord) -> Self {
-        Self {
-            activity: Arc::clone(&self.activity),
-            ..Self::new(record, Arc::clone(&self.usage), Arc::clone(&self.nonce))
+        let mut live = Self::new(record, Arc::clone(&self.usage));
+        live.home.clone_from(&self.home);
+        if self.nonce.is_some() {
+            live.nonce.clone_from(&self.nonce);
         }
+        live
     }
 
     pub(crate) fn policy(&self) -> &KeyPolicy {
-        &self.record.policy
+        &self.policy
+    }
+
+    /// The cell that keeps this key's activity.
+    pub(crate) fn home_cell(&self) -> &Arc<UsageCell> {
+        self.home.as_ref().unwrap_or(&self.usage)
+    }
+
+    /// Its own token's calls since the last flush, and last use (kept
+    /// across record changes; a rotation's successor has its own).
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.home_cell().activity
+    }
+
+    /// Whether the token works as a bearer credential.
+    pub(crate) fn is_bearer(&self) -> bool {
+        self.bearer
+    }
+
+    /// The record's fields besides the policy.
+    pub(crate) fn details(&self) -> KeyDetails {
+        // Invariant: `details` was encoded from a `KeyDetailsRef` in `new`,
+        // which has the same fields in the same order.
+        #[allow(clippy::expect_used)]
+        postcard::from_bytes(&self.details).expect("key details are encoded by LiveKey::new")
+    }
+
+    /// The whole record, as stored.
+    pub(crate) fn record(&self) -> KeyRecord {
+        let d = self.details();
+        KeyRecord {
+            policy: self.policy.clone(),
+            start: d.start,
+            created_at: self.created_at,
+            created_by: d.created_by,
+            signing: d.signing,
+            usage_owner: d.usage_owner,
+            external_id: d.external_id,
+            roles: d.roles,
+            bearer: d.bearer,
+            serial: d.serial,
+        }
     }
 }
 
@@ -291,6 +528,9 @@ pub(crate) struct Options {
 /// redb's page cache unless [`EngineBuilder::cache_mb`] says otherwise:
 /// redb's own default, 1 GiB (an upper bound, filled as pages are read).
 pub(crate) const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Shards of the queue of keys to flush.
+const DIRTY_SHARDS: usize = 16;
 
 /// How often the flusher applies the audit retention, at most.
 const AUDIT_TRIM_EVERY: Duration = Duration::from_secs(60);
@@ -362,8 +602,8 @@ pub(crate) struct Inner {
     pub writer: Writer,
     pub path: PathBuf,
     pub opts: Options,
-    pub by_hash: DigestMap<Arc<LiveKey>>,
-    pub by_id: DashMap<KeyId, Arc<LiveKey>>,
+    /// Every key, by token hash and by id.
+    pub keys: Keys,
     pub workspaces: DashMap<WorkspaceId, Arc<WorkspaceSlot>>,
     pub sessions: DigestMap<SessionRecord>,
     pub any_imported: AtomicBool,
@@ -381,6 +621,10 @@ pub(crate) struct Inner {
     /// node (a shared store counts them itself). Read and changed only
     /// under the writer.
     pub serials: Mutex<HashMap<WorkspaceId, u64>>,
+    /// Keys with something to flush (counters, statistics, activity), in a
+    /// few shards so two verifying threads rarely take the same lock. Leaf
+    /// locks.
+    dirty: [Mutex<Vec<Arc<LiveKey>>>; DIRTY_SHARDS],
     stop: Mutex<bool>,
     pub(crate) wake: Condvar,
 }
@@ -539,11 +783,12 @@ impl EngineBuilder {
     }
 
     /// The most memory, in MiB, redb's page cache may hold (pages read or
-    /// written, kept for the next read). It fills as pages are read: opening
-    /// the engine reads every record once, so up to the file's size is
-    /// cached until later reads push it out. Verification never reads the
-    /// file; the cache serves the audit log, usage history and writes. Not
-    /// used by the Redis store. By default, 1024 MiB (redb's default).
+    /// written, kept for the next read). It fills as pages are read or
+    /// written; the open reads every record without it (the file is opened
+    /// again with the cache once the index is built). Verification never
+    /// reads the file; the cache serves the audit log, usage history and
+    /// writes. Not used by the Redis store. By default, 1024 MiB (redb's
+    /// default).
     pub fn cache_mb(mut self, mb: u64) -> Self {
         let bytes = mb.saturating_mul(1024 * 1024);
         self.opts.cache_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
@@ -565,7 +810,7 @@ impl EngineBuilder {
     pub fn open(self, path: impl AsRef<Path>) -> Result<Engine> {
         self.check_keys()?;
         let path = path.as_ref().to_path_buf();
-        let store = RedbStore::open(&path, self.opts.cache_bytes)?;
+        let store = RedbStore::open_for_index(&path, self.opts.cache_bytes)?;
         self.start(Box::new(store), path)
     }
 
@@ -616,15 +861,13 @@ impl EngineBuilder {
     }
 
     fn start(self, store: Box<dyn Store>, path: PathBuf) -> Result<Engine> {
-        let loaded = store.load()?;
+        let (loaded, keys) = store.load_index()?;
         let shared = store.shared();
         let inner = Arc::new(Inner {
             writer: Writer::new(store),
             path,
             opts: self.opts,
-            // Many shards: two verifications rarely share a shard lock's cache line.
-            by_hash: DigestMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), SHARDS),
-            by_id: DashMap::with_capacity_and_hasher_and_shard_amount(0, Default::default(), SHARDS),
+            keys: Keys::with_capacity(keys.len()),
             workspaces: DashMap::new(),
             sessions: DigestMap::default(),
             any_imported: AtomicBool::new(false),
@@ -633,10 +876,11 @@ impl EngineBuilder {
             opened: std::time::Instant::now(),
             overshoot: AtomicU64::new(0),
             serials: Mutex::new(HashMap::new()),
+            dirty: std::array::from_fn(|_| Mutex::default()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        inner.load(loaded)?;
+        inner.load(loaded, keys)?;
         inner.purge_expired_sessions()?;
         let worker = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -775,70 +1019,16 @@ impl Inner {
         self.opts.clock.now()
     }
 
-    fn load(&self, loaded: Loaded) -> Result<()> {
-        for ws in loaded.workspaces {
-            self.workspaces.insert(ws.policy.id, WorkspaceSlot::new(LiveWorkspace { ws, tools: HashMap::new() }));
-        }
-        for tool in loaded.tools {
-            let ws_id = tool.policy.workspace;
-            let Some(slot) = self.workspaces.get(&ws_id) else {
-                return Err(Error::Corrupt(format!("tool {} of missing workspace {ws_id}", tool.policy.name)));
-            };
-            let mut live = LiveWorkspace::clone(&slot.current.load());
-            live.tools.insert(tool.policy.name.clone(), Arc::new(tool));
-            slot.current.store(Arc::new(live));
-        }
-        let mut cells: HashMap<KeyId, Arc<UsageCell>> = HashMap::new();
-        for (id, rec) in loaded.usage {
-            cells.insert(id, Arc::new(UsageCell::from_record(id, rec)));
-        }
-        let mut nonces: HashMap<KeyId, NonceState> = loaded.nonces.into_iter().collect();
-        let mut serials: HashMap<WorkspaceId, u64> = loaded.serials.into_iter().collect();
-        for rec in &loaded.keys {
-            if let Some(n) = rec.serial {
-                let high = serials.entry(rec.policy.workspace).or_default();
-                *high = (*high).max(n);
-            }
-        }
-        *self.serials.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = serials;
-        // A store written before each token kept its own last use has none:
-        // a key's is then its counters' (as it was shown before).
-        let legacy = loaded.last_used.is_empty();
-        let mut last_used: HashMap<KeyId, u64> = loaded.last_used.into_iter().collect();
-        for rec in loaded.keys {
-            let owner = rec.usage_owner.unwrap_or(rec.policy.id);
-            let cell = cells
-                .entry(owner)
-                .or_insert_with(|| Arc::new(UsageCell::from_record(owner, UsageRecord::default())))
-                .clone();
-            let nonce = nonces.remove(&rec.policy.id).unwrap_or_default();
-            let used = last_used.remove(&rec.policy.id).unwrap_or_else(|| {
-                if legacy && rec.usage_owner.is_none() { cell.last_used.load(Ordering::Acquire) } else { 0 }
-            });
-            let mut live = LiveKey::new(rec, cell, Arc::new(Mutex::new(nonce)));
-            live.activity = Arc::new(Activity::new(used));
-            self.index_key(live);
-        }
-        for (hash, rec) in loaded.sessions {
-            self.sessions.insert(hash, rec);
-        }
-        Ok(())
-    }
-
     pub(crate) fn index_key(&self, mut live: LiveKey) {
-        if live.record.policy.imported {
+        if live.policy.imported {
             self.any_imported.store(true, Ordering::Release);
         }
-        live.workspace = self.workspaces.get(&live.record.policy.workspace).map(|s| Arc::clone(&s));
-        let live = Arc::new(live);
-        self.by_hash.insert(live.record.policy.hash.0, Arc::clone(&live));
-        self.by_id.insert(live.record.policy.id, live);
+        live.workspace = self.workspaces.get(&live.policy.workspace).map(|s| Arc::clone(&s));
+        self.keys.insert(Arc::new(live));
     }
 
     pub(crate) fn unindex_key(&self, id: KeyId) {
-        if let Some((_, live)) = self.by_id.remove(&id) {
-            self.by_hash.remove(&live.record.policy.hash.0);
-        }
+        self.keys.remove(&id);
     }
 
     /// See [`Writer::write`]: plan under the writer, commit, then publish.
@@ -959,25 +1149,40 @@ impl Inner {
             }
             Followed::Key(id, None) => self.unindex_key(id),
             Followed::Key(id, Some(rec)) => {
-                let existing = self.by_id.get(&id).map(|k| Arc::clone(&k));
+                let existing = self.keys.get(&id);
                 // A rotated key shares its successor's counters (the
                 // successor comes first in the same change).
-                let shared = rec.usage_owner.and_then(|o| self.by_id.get(&o).map(|k| Arc::clone(&k.usage)));
+                let shared = rec.usage_owner.and_then(|o| self.keys.get(&o).map(|k| Arc::clone(&k.usage)));
                 let cell = match (shared, &existing) {
                     (Some(cell), _) => cell,
                     (None, Some(k)) => Arc::clone(&k.usage),
-                    (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default())),
+                    (None, None) => Arc::new(UsageCell::from_record(id, UsageRecord::default(), true)),
                 };
-                let nonce = existing.as_ref().map(|k| Arc::clone(&k.nonce)).unwrap_or_default();
-                let mut live = LiveKey::new(*rec, cell, nonce);
-                if let Some(k) = existing {
-                    live.activity = Arc::clone(&k.activity);
-                }
+                let live = match existing {
+                    Some(k) if !Arc::ptr_eq(&k.usage, &cell) => {
+                        cell.joined.store(true, Ordering::Release);
+                        // Moved onto another key's counters (its successor's,
+                        // in a rotation): its activity stays where it was.
+                        let home = k.home.clone().or_else(|| Some(Arc::clone(&k.usage)));
+                        LiveKey { usage: cell, home, ..k.with_record(*rec) }
+                    }
+                    Some(k) => LiveKey { usage: cell, ..k.with_record(*rec) },
+                    None => {
+                        let mut live = LiveKey::new(*rec, cell);
+                        if live.usage.owner() != id {
+                            live.usage.joined.store(true, Ordering::Release);
+                            live.home = Some(UsageCell::home(id, 0, true));
+                        }
+                        live
+                    }
+                };
                 self.index_key(live);
             }
             Followed::Nonce(id, state) => {
-                if let Some(k) = self.by_id.get(&id).map(|k| Arc::clone(&k)) {
-                    *LeafGuard::lock(&k.nonce) = state.unwrap_or_default();
+                if let Some(k) = self.keys.get(&id)
+                    && let Some(nonce) = &k.nonce
+                {
+                    *LeafGuard::lock(nonce) = state.unwrap_or_default();
                 }
             }
             Followed::Session(hash, Some(rec)) => {
@@ -1002,7 +1207,7 @@ impl Inner {
             self.replace_workspace(LiveWorkspace { ws, tools });
         }
         let kept: std::collections::HashSet<KeyId> = loaded.keys.iter().map(|k| k.policy.id).collect();
-        let gone: Vec<KeyId> = self.by_id.iter().map(|e| *e.key()).filter(|id| !kept.contains(id)).collect();
+        let gone: Vec<KeyId> = self.keys.iter().map(|e| e.policy().id).filter(|id| !kept.contains(id)).collect();
         for id in gone {
             self.unindex_key(id);
         }
@@ -1022,30 +1227,54 @@ impl Inner {
         }
     }
 
-    /// Writes every dirty usage cell in one commit. The counters are copied
-    /// out (each under its own lock, briefly) before the store is asked to
-    /// write; while the store is degraded, an empty commit probes it.
+    /// Queues `live` for the next flush, if it is not queued yet: call it
+    /// after marking its counters dirty or counting a call in its activity.
+    pub(crate) fn touched(&self, live: &Arc<LiveKey>) {
+        // The flags are set before this load, and the flusher clears it
+        // before it reads them (all sequentially consistent): either the
+        // flusher sees them, or this sees the flag cleared and queues again.
+        let home = live.home_cell();
+        if !home.queued.load(Ordering::SeqCst) && !home.queued.swap(true, Ordering::SeqCst) {
+            let [first, ..] = live.policy().hash.0;
+            #[allow(clippy::indexing_slicing)] // Invariant: `% DIRTY_SHARDS` is below the array's length.
+            let queue = &self.dirty[usize::from(first) % DIRTY_SHARDS];
+            LeafGuard::lock(queue).push(Arc::clone(live));
+        }
+    }
+
+    /// Writes every dirty usage cell and activity in one commit: those of
+    /// the keys queued since the last flush ([`Inner::touched`]), not a scan
+    /// of every key. The counters are copied out (each under its own lock,
+    /// briefly) before the store is asked to write; while the store is
+    /// degraded, an empty commit probes it.
     pub(crate) fn flush(&self) -> Result<()> {
         let mut taken: Vec<Arc<UsageCell>> = Vec::new();
         let shared = self.shared;
         let mut sent: Vec<UsageStats> = Vec::new();
         let now = self.now();
         let mut deltas: HashMap<[u8; 16], history::HistoryDelta> = HashMap::new();
-        let mut active: Vec<(Arc<Activity>, history::Counted)> = Vec::new();
+        let mut active: Vec<(Arc<UsageCell>, history::Counted)> = Vec::new();
+        let mut keys: Vec<Arc<LiveKey>> = Vec::new();
         let result = self.write(|batch| {
-            for entry in self.by_id.iter() {
-                let cell = &entry.value().usage;
-                // A cell shared by a rotated key and its successor is met
-                // twice; only the first swap takes it. Clean cells are only
-                // read, so a flush writes no cache line of theirs.
-                if cell.dirty.load(Ordering::Relaxed) && cell.dirty.swap(false, Ordering::AcqRel) {
-                    taken.push(Arc::clone(cell));
+            for shard in &self.dirty {
+                let queued = std::mem::take(&mut *LeafGuard::lock(shard));
+                for live in queued {
+                    live.home_cell().queued.store(false, Ordering::SeqCst);
+                    // A key deleted since is not written; one changed since
+                    // is written as it is now.
+                    keys.extend(self.keys.get(&live.policy().id));
                 }
             }
-            for entry in self.by_id.iter() {
-                let live = entry.value();
-                let activity = &live.activity;
-                if activity.dirty.load(Ordering::Relaxed) && activity.dirty.swap(false, Ordering::AcqRel) {
+            for live in &keys {
+                let cell = &live.usage;
+                // A cell shared by a rotated key and its successor may be
+                // met twice; only the first swap takes it.
+                if cell.dirty.load(Ordering::SeqCst) && cell.dirty.swap(false, Ordering::SeqCst) {
+                    taken.push(Arc::clone(cell));
+                }
+                let home = live.home_cell();
+                let activity = &home.activity;
+                if activity.dirty.load(Ordering::SeqCst) && activity.dirty.swap(false, Ordering::SeqCst) {
                     let counts = activity.take();
                     let p = live.policy();
                     history::merge_into(&mut deltas, p.id.0, &counts, now);
@@ -1054,7 +1283,7 @@ impl Inner {
                     if used > 0 {
                         batch.push(Change::LastUsed(p.id, used));
                     }
-                    active.push((Arc::clone(activity), counts));
+                    active.push((Arc::clone(home), counts));
                 }
             }
             for delta in deltas.into_values() {
@@ -1082,11 +1311,14 @@ impl Inner {
         });
         if result.is_err() {
             self.writer.health.flush_failures.fetch_add(1, Ordering::Relaxed);
-            for (activity, counts) in &active {
-                activity.restore(counts);
+            for (home, counts) in &active {
+                home.activity.restore(counts);
             }
             for cell in &taken {
-                cell.dirty.store(true, Ordering::Release);
+                cell.dirty.store(true, Ordering::SeqCst);
+            }
+            for live in &keys {
+                self.touched(live);
             }
         }
         result
@@ -1113,10 +1345,14 @@ impl Inner {
     }
 
     pub(crate) fn key(&self, id: KeyId) -> Result<Arc<LiveKey>> {
-        self.by_id.get(&id).map(|k| Arc::clone(&k)).ok_or_else(|| Error::not_found("key", id))
+        self.keys.get(&id).ok_or_else(|| Error::not_found("key", id))
     }
 }
 
 #[cfg(test)]
 #[path = "memory_probe.rs"]
 mod memory_probe;
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod index_tests;

@@ -169,6 +169,7 @@ pub(crate) struct Activity {
 
 impl Activity {
     /// An activity whose last valid call was at `last_used` (0: never).
+    #[cfg(test)]
     pub(crate) fn new(last_used: u64) -> Self {
         Self { last_used: AtomicU64::new(last_used), ..Self::default() }
     }
@@ -200,7 +201,8 @@ impl Activity {
             self.push(minute, code, 1);
         }
         if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Release);
+            // Sequentially consistent with the flush queue's flag.
+            self.dirty.store(true, Ordering::SeqCst);
         }
     }
 
@@ -229,7 +231,7 @@ impl Activity {
             let minute = u32::try_from(start / MINUTE_MS).unwrap_or(u32::MAX);
             other.push((minute, code, u32::try_from(calls).unwrap_or(u32::MAX)));
         }
-        self.dirty.store(true, Ordering::Release);
+        self.dirty.store(true, Ordering::SeqCst);
     }
 }
 

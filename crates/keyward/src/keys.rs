@@ -4,8 +4,8 @@
 //! then (see `writer`), commits the record with its audit event, and only
 //! then publishes the new version to the index.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use keyward_core::limits::CreditBalance;
 use keyward_core::permission::{Permission, first_uncovered};
@@ -30,16 +30,17 @@ use crate::writer::LeafGuard;
 impl Inner {
     pub(crate) fn key_info(&self, live: &LiveKey, now: UnixMillis) -> KeyInfo {
         let p = live.policy();
-        let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.lock().key.credits_at(c, now));
-        let last = live.activity.last_used.load(Ordering::Acquire);
+        let credits_remaining = p.limits.credits.as_ref().map(|c| live.usage.read(|u| u.key.credits_at(c, now)));
+        let last = live.activity().last_used.load(Ordering::Acquire);
+        let d = live.details();
         KeyInfo {
             id: p.id,
             workspace: p.workspace,
             name: p.name.clone(),
-            start: live.record.start.clone(),
+            start: d.start,
             status: p.status(now),
-            created_at: live.record.created_at,
-            created_by: live.record.created_by.clone(),
+            created_at: live.created_at,
+            created_by: d.created_by,
             last_used_at: (last != 0).then_some(UnixMillis(last)),
             expires_at: p.expires_at,
             revoked_at: p.revoked_at,
@@ -50,13 +51,13 @@ impl Inner {
             tool_limits: p.tool_limits.clone(),
             tools: p.tools.clone(),
             meta: decode_meta(&p.meta),
-            signing_user_id: live.record.signing.as_ref().map(|s| s.user_id.clone()),
-            bearer: live.record.is_bearer(),
+            signing_user_id: d.signing.map(|s| s.user_id),
+            bearer: live.is_bearer(),
             imported: p.imported,
             credits_remaining,
-            external_id: live.record.external_id.clone(),
-            roles: live.record.roles.clone(),
-            serial: live.record.serial,
+            external_id: d.external_id,
+            roles: d.roles,
+            serial: d.serial,
         }
     }
 
@@ -125,7 +126,7 @@ impl Inner {
 
     /// Whether a key other than `id` shares `cell` (a rotation grace).
     pub(crate) fn shared_by_another(&self, id: KeyId, cell: &Arc<UsageCell>) -> bool {
-        self.by_id.iter().any(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, cell))
+        self.keys.iter().any(|e| e.policy().id != id && Arc::ptr_eq(&e.usage, cell))
     }
 }
 
@@ -354,8 +355,8 @@ impl Inner {
     /// Indexes a key just committed; returns its view.
     pub(crate) fn publish_new(&self, record: KeyRecord, usage: Option<UsageRecord>, now: UnixMillis) -> KeyInfo {
         let id = record.policy.id;
-        let cell = Arc::new(UsageCell::from_record(id, usage.unwrap_or_default()));
-        let live = LiveKey::new(record, cell, Arc::new(Mutex::new(Default::default())));
+        let cell = Arc::new(UsageCell::from_record(id, usage.unwrap_or_default(), self.shared));
+        let live = LiveKey::new(record, cell);
         let info = self.key_info(&live, now);
         self.index_key(live);
         info
@@ -409,7 +410,7 @@ impl Engine {
                 return Err(Error::PlanInactive);
             }
             let acting = inner.acting_key(actor, ws_id)?;
-            if inner.by_hash.contains_key(&new.hash.0) {
+            if inner.keys.contains_hash(&new.hash.0) {
                 return Err(Error::AlreadyExists { kind: "key", id: "with this hash".into() });
             }
             let serial = inner.reserve_serials(ws_id, 1, batch)?;
@@ -467,11 +468,11 @@ impl Engine {
         };
         let mut rows: Vec<(UnixMillis, KeyId)> = self
             .inner
-            .by_id
+            .keys
             .iter()
             .filter(|e| e.policy().workspace == ws)
-            .filter(|e| external_id.is_none_or(|x| e.record.external_id.as_deref() == Some(x)))
-            .map(|e| (e.record.created_at, e.policy().id))
+            .filter(|e| external_id.is_none_or(|x| e.details().external_id.as_deref() == Some(x)))
+            .map(|e| (e.created_at, e.policy().id))
             .filter(|k| after.is_none_or(|a| *k < a))
             .collect();
         rows.sort_unstable_by(|a, b| b.cmp(a));
@@ -521,7 +522,7 @@ impl Engine {
                 if let Some(p) = &update.permissions {
                     Inner::check_grant(acting.as_deref(), p)?;
                 }
-                let mut rec = current.record.clone();
+                let mut rec = current.record();
                 let p = &mut rec.policy;
                 let credits_before = p.limits.credits;
                 let action = match update.disabled {
@@ -533,7 +534,7 @@ impl Engine {
                 changed.set("name", &mut p.name, update.name);
                 if let Some(e) = update.expires_at {
                     let ttl = inner.workspace(p.workspace)?.ws.key_ttl;
-                    check_lifetime(ttl, e, current.record.created_at)?;
+                    check_lifetime(ttl, e, current.created_at)?;
                 }
                 changed.set("expires_at", &mut p.expires_at, update.expires_at);
                 changed.set("permissions", &mut p.permissions, update.permissions);
@@ -576,8 +577,21 @@ impl Engine {
                     if !step.is_empty() {
                         step.apply(&mut current.usage.lock(), now);
                         current.usage.mark_dirty();
+                        inner.touched(&current);
                     }
                     let live = current.with_record(rec);
+                    // Limits removed: the key-wide counters go with them,
+                    // unless another key counts on them too (a rotation)
+                    // or they are the shared store's.
+                    if current.has_key_limits
+                        && !live.has_key_limits
+                        && !inner.shared
+                        && !live.usage.joined.load(Ordering::Acquire)
+                        && live.usage.drop_key_counters()
+                    {
+                        live.usage.mark_dirty();
+                        inner.touched(&current);
+                    }
                     let info = inner.key_info(&live, now);
                     inner.index_key(live);
                     info
@@ -593,7 +607,7 @@ impl Engine {
         let now = inner.now();
         inner.write(|batch| {
             let current = inner.touchable_key(actor, id)?;
-            let mut rec = current.record.clone();
+            let mut rec = current.record();
             let revoke = rec.policy.revoked_at.is_none();
             if revoke {
                 rec.policy.revoked_at = Some(now);
@@ -673,6 +687,7 @@ impl Engine {
                     let now_remaining = apply_credits(&mut c, &policy, change, now);
                     drop(c);
                     live.usage.mark_dirty();
+                    inner.touched(&live);
                     now_remaining
                 })
             })
@@ -688,12 +703,13 @@ impl Engine {
         let live = self.inner.key(id)?;
         self.inner.read_counters(&live)?;
         let now = self.inner.now();
-        let c = live.usage.lock();
-        let quota = keyward_core::decision::quota_of(&live.policy().limits, &c.key, now);
-        let daily_used =
-            live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
-        drop(c);
-        let last = live.activity.last_used.load(Ordering::Acquire);
+        let (quota, daily_used) = live.usage.read(|c| {
+            let quota = keyward_core::decision::quota_of(&live.policy().limits, &c.key, now);
+            let daily_used =
+                live.policy().limits.daily.map(|_| if c.key.daily.day == now.day() { c.key.daily.used } else { 0 });
+            (quota, daily_used)
+        });
+        let last = live.activity().last_used.load(Ordering::Acquire);
         Ok(KeyUsageReport {
             id,
             last_used_at: (last != 0).then_some(UnixMillis(last)),

@@ -94,11 +94,11 @@ impl Inner {
     /// store that does not answer leaves the copy as it is.
     pub(crate) fn refresh_local(&self, live: &LiveKey, ms: u64) {
         let cell = &live.usage;
-        let synced = cell.synced_at.load(Ordering::Acquire);
+        let synced = cell.sync().synced_at.load(Ordering::Acquire);
         if synced != 0 && self.elapsed_ms().saturating_sub(synced) < ms {
             return;
         }
-        if self.reach.down.load(Ordering::Acquire) || !cell.lock().pending.is_empty() {
+        if self.reach.down.load(Ordering::Acquire) || cell.has_pending() {
             return;
         }
         let _gate = cell.gate();
@@ -106,8 +106,8 @@ impl Inner {
             let copy = cell.lock().clone();
             // A call admitted meanwhile is not in the store's counters.
             if copy.pending.is_empty() {
-                *LeafGuard::lock(&cell.base) = Some(copy);
-                cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
+                *LeafGuard::lock(&cell.sync().base) = Some(copy);
+                cell.sync().synced_at.store(self.elapsed_ms(), Ordering::Release);
             }
         }
     }
@@ -155,8 +155,8 @@ impl Inner {
                 if calls.is_empty() {
                     return None;
                 }
-                let base = LeafGuard::lock(&live.usage.base).take();
-                let seen = if base.is_some() { live.usage.version.load(Ordering::Acquire) } else { UNREAD };
+                let base = LeafGuard::lock(&live.usage.sync().base).take();
+                let seen = if base.is_some() { live.usage.sync().version.load(Ordering::Acquire) } else { UNREAD };
                 Some(Reconciling { live, calls, base, seen, next: KeyCounters::default(), refused: 0 })
             })
             .collect();
@@ -192,8 +192,8 @@ impl Inner {
         // Not settled: the calls stay waiting; keep what was read.
         for r in work {
             if r.seen != UNREAD {
-                r.live.usage.version.store(r.seen, Ordering::Release);
-                *LeafGuard::lock(&r.live.usage.base) = r.base;
+                r.live.usage.sync().version.store(r.seen, Ordering::Release);
+                *LeafGuard::lock(&r.live.usage.sync().base) = r.base;
             }
         }
     }
@@ -213,9 +213,9 @@ impl Inner {
         local.pending = later;
         *c = local;
         drop(c);
-        *LeafGuard::lock(&cell.base) = Some(r.next);
-        cell.version.store(version, Ordering::Release);
-        cell.synced_at.store(self.elapsed_ms(), Ordering::Release);
+        *LeafGuard::lock(&cell.sync().base) = Some(r.next);
+        cell.sync().version.store(version, Ordering::Release);
+        cell.sync().synced_at.store(self.elapsed_ms(), Ordering::Release);
         self.overshoot.fetch_add(r.refused as u64, Ordering::Relaxed);
     }
 
@@ -234,15 +234,15 @@ impl Inner {
         // Each cell once (a key in its rotation grace shares its
         // successor's), with calls waiting, and due.
         let mut due: Vec<Arc<LiveKey>> = Vec::new();
-        for e in self.by_id.iter() {
-            let live = e.value();
+        for e in self.keys.iter() {
+            let live = &*e;
             let ms = match live.workspace.as_ref().map(|s| s.current.load().ws.limit_sync) {
                 Some(LimitSync::Local { ms }) => ms,
                 _ => 0,
             };
             let cell = &live.usage;
-            if (due_only && now.saturating_sub(cell.synced_at.load(Ordering::Acquire)) < ms)
-                || cell.lock().pending.is_empty()
+            if (due_only && now.saturating_sub(cell.sync().synced_at.load(Ordering::Acquire)) < ms)
+                || !cell.has_pending()
                 || due.iter().any(|d| Arc::ptr_eq(&d.usage, cell))
             {
                 continue;

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use keyward_core::KeyPolicy;
 use keyward_core::signature::NonceState;
-use keyward_core::{KeyId, KeyPolicy};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{DEFAULT_CACHE_BYTES, Engine, KeyCounters, LiveKey, UsageCell};
@@ -74,14 +74,17 @@ fn build() {
 #[test]
 #[ignore = "a measurement"]
 fn sizes() {
-    println!("size_of LiveKey {}", size_of::<LiveKey>());
-    println!("size_of KeyRecord {} (KeyPolicy {})", size_of::<KeyRecord>(), size_of::<KeyPolicy>());
-    println!("size_of UsageCell {} (KeyCounters {})", size_of::<UsageCell>(), size_of::<KeyCounters>());
-    println!("size_of Activity {}", size_of::<Activity>());
-    println!("size_of Mutex<NonceState> {}", size_of::<Mutex<NonceState>>());
+    println!("size_of LiveKey {} (KeyPolicy {})", size_of::<LiveKey>(), size_of::<KeyPolicy>());
+    println!("size_of KeyRecord {}", size_of::<KeyRecord>());
+    println!(
+        "size_of UsageCell {} (KeyCounters {}, made on first use)",
+        size_of::<UsageCell>(),
+        size_of::<KeyCounters>()
+    );
+    println!("size_of Activity {} (inside the UsageCell)", size_of::<Activity>());
+    println!("size_of Mutex<NonceState> {} (keys with a signing identity only)", size_of::<Mutex<NonceState>>());
     println!("size_of Arc<LiveKey> {} (+16 B counts per Arc allocation)", size_of::<Arc<LiveKey>>());
-    println!("by_hash entry ([u8; 32], Arc) {}", size_of::<([u8; 32], Arc<LiveKey>)>());
-    println!("by_id entry (KeyId, Arc) {}", size_of::<(KeyId, Arc<LiveKey>)>());
+    println!("key map slots (by hash, by id): {} B each", size_of::<Arc<LiveKey>>());
     let path = db();
     let store = RedbStore::open(&path, DEFAULT_CACHE_BYTES).unwrap();
     let loaded = store.load().unwrap();

@@ -12,7 +12,7 @@
 //! successor: exactly one successor is ever active. Rotate the successor to
 //! get another token.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use keyward_core::policy::Status;
 use keyward_core::{KeyId, KeyPolicy, Token};
@@ -47,6 +47,7 @@ impl Engine {
                 // Everything is read again here, under the writer: a revoke or a
                 // delete that landed since the call began is seen, not undone.
                 let old = inner.touchable_key(actor, id)?;
+                let old_record = old.record();
                 let p = old.policy();
                 match p.status(now) {
                     Status::Revoked => return Err(Error::invalid("key", "a revoked key cannot be rotated")),
@@ -59,7 +60,7 @@ impl Engine {
                 if p.imported {
                     return Err(Error::invalid("key", "an imported key cannot be rotated; create a new key instead"));
                 }
-                if let Some(successor) = old.record.usage_owner {
+                if let Some(successor) = old_record.usage_owner {
                     return Err(Error::Conflict(format!(
                         "key {id} was already rotated (its successor is {successor}); rotate that key instead"
                     )));
@@ -68,7 +69,7 @@ impl Engine {
                 // narrower key cannot rotate a broader one and read its token.
                 let acting = inner.acting_key(actor, p.workspace)?;
                 crate::engine::Inner::check_grant(acting.as_deref(), &p.permissions)?;
-                let prefix = match prefix_of_start(&old.record.start) {
+                let prefix = match prefix_of_start(&old_record.start) {
                     Some(prefix) => prefix,
                     None => inner.workspace(p.workspace)?.ws.policy.prefix.clone(),
                 };
@@ -84,30 +85,30 @@ impl Engine {
                     start: token.start(),
                     created_at: now,
                     created_by: actor.to_string(),
-                    signing: old.record.signing.clone(),
+                    signing: old_record.signing.clone(),
                     usage_owner: None,
-                    external_id: old.record.external_id.clone(),
-                    roles: old.record.roles.clone(),
-                    bearer: old.record.bearer,
+                    external_id: old_record.external_id.clone(),
+                    roles: old_record.roles.clone(),
+                    bearer: old_record.bearer,
                     // The successor is the same key to the workspace's
                     // people: it keeps the number.
-                    serial: old.record.serial,
+                    serial: old_record.serial,
                 };
                 let grace_end = now.plus(grace_ms);
-                let mut old_rec = old.record.clone();
+                let mut old_rec = old_record;
                 old_rec.policy.expires_at = Some(old_rec.policy.expires_at.map_or(grace_end, |e| e.min(grace_end)));
                 old_rec.usage_owner = Some(new_id);
                 // Keys still in the grace of an earlier rotation share these
                 // counters too: they follow them to the new owner.
                 let mut sharers: Vec<_> = inner
-                    .by_id
+                    .keys
                     .iter()
-                    .filter(|e| *e.key() != id && Arc::ptr_eq(&e.value().usage, &old.usage))
-                    .map(|e| Arc::clone(e.value()))
+                    .filter(|e| e.policy().id != id && Arc::ptr_eq(&e.usage, &old.usage))
+                    .map(|e| Arc::clone(&e))
                     .collect();
                 sharers.sort_by_key(|k| k.policy().id);
                 let sharer_records: Vec<KeyRecord> =
-                    sharers.iter().map(|k| KeyRecord { usage_owner: Some(new_id), ..k.record.clone() }).collect();
+                    sharers.iter().map(|k| KeyRecord { usage_owner: Some(new_id), ..k.record() }).collect();
                 let counters = old.usage.to_record();
                 batch.push(Change::Key(successor.clone()));
                 batch.push(Change::Key(old_rec.clone()));
@@ -132,15 +133,16 @@ impl Engine {
                 Ok(move || {
                     let cell = Arc::clone(&old.usage);
                     cell.set_owner(new_id);
+                    cell.joined.store(true, std::sync::atomic::Ordering::Release);
                     // Counters changed since the copy above are written by the
                     // next flush, under the new owner.
                     cell.mark_dirty();
+                    inner.touched(&old);
                     let signing = successor.signing.clone();
-                    let live = crate::engine::LiveKey::new(
-                        successor,
-                        Arc::clone(&cell),
-                        Arc::new(Mutex::new(Default::default())),
-                    );
+                    let mut live = crate::engine::LiveKey::new(successor, Arc::clone(&cell));
+                    // The counters are the old key's, with its activity: the
+                    // successor keeps its own.
+                    live.home = Some(crate::engine::UsageCell::home(new_id, 0, inner.shared));
                     let info = inner.key_info(&live, now);
                     inner.index_key(live);
                     inner.index_key(old.with_record(old_rec));

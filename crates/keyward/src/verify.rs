@@ -99,7 +99,7 @@ impl KeyIndex for Inner {
     type Key = Arc<LiveKey>;
 
     fn by_hash(&self, hash: &KeyHash) -> Option<Arc<LiveKey>> {
-        self.by_hash.get(&hash.0).map(|k| Arc::clone(&k))
+        self.keys.by_hash(&hash.0)
     }
 
     fn imported(&self, key: &Arc<LiveKey>) -> bool {
@@ -123,7 +123,7 @@ impl Inner {
     /// returned with the refusal so the verdict can name it.
     fn lookup_bearer(&self, raw: &str) -> Result<Arc<LiveKey>, (Code, Option<Arc<LiveKey>>)> {
         let live = self.lookup(raw).map_err(|code| (code, None))?;
-        if live.record.is_bearer() { Ok(live) } else { Err((Code::InvalidSignature, Some(live))) }
+        if live.is_bearer() { Ok(live) } else { Err((Code::InvalidSignature, Some(live))) }
     }
 
     fn lookup_session(&self, raw: &str, now: UnixMillis) -> Result<Arc<LiveKey>, Code> {
@@ -136,7 +136,7 @@ impl Inner {
         }
         let key_id = session.key_id;
         drop(session);
-        self.by_id.get(&key_id).map(|k| Arc::clone(&k)).ok_or(Code::NotFound)
+        self.keys.get(&key_id).ok_or(Code::NotFound)
     }
 
     /// Decides for a found key into `v` (every field set). With `report`,
@@ -145,7 +145,7 @@ impl Inner {
     fn decide_for(
         &self,
         v: &mut Verdict,
-        live: &LiveKey,
+        live: &Arc<LiveKey>,
         req: &Request<'_>,
         now: UnixMillis,
         query: Option<&PermissionQuery>,
@@ -220,8 +220,9 @@ impl Inner {
         } else {
             live.usage.refused.fetch_add(1, Ordering::Relaxed);
         }
-        live.activity.record(now, v.code);
         live.usage.mark_dirty();
+        live.activity().record(now, v.code);
+        self.touched(live);
     }
 
     /// Strict mode: the charge is decided on a copy of the counters and
@@ -274,7 +275,7 @@ impl Inner {
         let mut held = HeldWait::default();
         while attempts > 0 {
             attempts -= 1;
-            let seen = cell.version.load(Ordering::Acquire);
+            let seen = cell.sync().version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
             decide_on(v, call, &mut next);
             let record = v.is_valid().then(|| cell.record_with(&next));
@@ -284,7 +285,7 @@ impl Inner {
                     if v.is_valid() {
                         *cell.lock() = next;
                     }
-                    cell.version.store(version, Ordering::Release);
+                    cell.sync().version.store(version, Ordering::Release);
                     return;
                 }
                 Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
@@ -313,7 +314,7 @@ impl Inner {
         }
         let owner = cell.owner();
         for _ in 0..SHARED_ATTEMPTS {
-            let seen = cell.version.load(Ordering::Acquire);
+            let seen = cell.sync().version.load(Ordering::Acquire);
             match self.writer.store().charge(owner, seen, None)? {
                 // A read is never held.
                 Charged::Done(_) | Charged::Held => return Ok(()),
@@ -333,7 +334,7 @@ impl Inner {
         if self.shared {
             // Other nodes' calls count too: the latest any node recorded.
             if let Some(at) = self.writer.store().last_used(live.policy().id)? {
-                live.activity.last_used.fetch_max(at, Ordering::AcqRel);
+                live.activity().last_used.fetch_max(at, Ordering::AcqRel);
             }
         }
         Ok(())
@@ -377,7 +378,7 @@ impl Inner {
     /// the cell's version is unknown until the next charge reads it).
     pub(crate) fn counters_change(&self, cell: &crate::engine::UsageCell, record: crate::model::UsageRecord) -> Change {
         if self.shared {
-            let seen = cell.version.swap(crate::store::UNREAD, Ordering::AcqRel);
+            let seen = cell.sync().version.swap(crate::store::UNREAD, Ordering::AcqRel);
             Change::UsageAt(cell.owner(), seen, record)
         } else {
             Change::Usage(cell.owner(), record)
@@ -525,7 +526,7 @@ impl Inner {
         let mut attempts = SHARED_ATTEMPTS;
         while attempts > 0 {
             attempts -= 1;
-            let seen = cell.version.load(Ordering::Acquire);
+            let seen = cell.sync().version.load(Ordering::Acquire);
             let mut next = cell.lock().clone();
             let before = lease_count(&next);
             let all = release_in(&mut next, tool, leases);
@@ -536,7 +537,7 @@ impl Inner {
                     if released {
                         *cell.lock() = next;
                     }
-                    cell.version.store(version, Ordering::Release);
+                    cell.sync().version.store(version, Ordering::Release);
                     return all;
                 }
                 Ok(Charged::Moved(version, rec)) => cell.adopt(rec, version),
@@ -687,6 +688,7 @@ impl Engine {
         }
         let all = release_in(&mut live.usage.lock(), tool, leases);
         live.usage.mark_dirty();
+        self.inner.touched(&live);
         all
     }
 
@@ -753,7 +755,8 @@ impl Engine {
             return Err(fail(Code::PlanInactive));
         };
         admit(policy, &ws.ws.policy, ip, now).map_err(fail)?;
-        let (Some(signing), Some(master)) = (&live.record.signing, &inner.opts.master_key) else {
+        let details = live.details();
+        let (Some(signing), Some(master)) = (&details.signing, &inner.opts.master_key) else {
             return Err(fail(Code::InvalidSignature));
         };
         // Constant-time comparison is not needed for the user id: it is not secret.
@@ -768,7 +771,10 @@ impl Engine {
         // sharing its counters) run one at a time from the nonce check to
         // the publish, so two logins with one nonce cannot both pass.
         let _gate = live.usage.gate();
-        let mut nonce = LeafGuard::lock(&live.nonce).clone();
+        let Some(history) = &live.nonce else {
+            return Err(fail(Code::InvalidSignature));
+        };
+        let mut nonce = LeafGuard::lock(history).clone();
         nonce.check(signing.nonce_policy, &headers.nonce, now).map_err(fail)?;
         let mint_limits = Limits { rates: vec![inner.opts.session_mint_limit.clone()], ..Limits::default() };
         let cost = Cost::default();
@@ -797,9 +803,12 @@ impl Engine {
             batch.push(Change::Session(hash.0, record.clone()));
             batch.push(Change::Nonce(id, nonce.clone()));
             Ok(move || {
-                *LeafGuard::lock(&current.nonce) = nonce;
+                if let Some(history) = &current.nonce {
+                    *LeafGuard::lock(history) = nonce;
+                }
                 current.usage.lock().mint = mint;
                 current.usage.mark_dirty();
+                inner.touched(&current);
                 inner.sessions.insert(hash.0, record);
             })
         });

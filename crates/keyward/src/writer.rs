@@ -17,7 +17,8 @@
 //! 3. **map guards** (the key and session maps' shard locks);
 //! 4. **leaves**: a key's counter mutex (`UsageCell::state`), its nonce
 //!    mutex, a cell's owner, a cell's last reconciled counters
-//!    (`UsageCell::base`), the workspaces' key serials (`Inner::serials`).
+//!    (`SyncState::base`), the workspaces' key serials (`Inner::serials`),
+//!    the flush queue's shards (`Inner::dirty`).
 //!    Nothing is taken while a leaf is held.
 //!
 //! So no storage transaction is ever begun while a counter mutex or a map

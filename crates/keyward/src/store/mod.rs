@@ -161,6 +161,33 @@ pub(crate) struct Loaded {
     pub last_used: Vec<(KeyId, u64)>,
 }
 
+/// The key records of a load for the index ([`Store::load_index`]).
+pub(crate) enum LoadedKeys {
+    /// Decoded, in any order.
+    Decoded(Vec<KeyRecord>),
+    /// Encoded as stored, in runs of ids one after the other, each in id
+    /// order.
+    Encoded(Vec<EncodedRun>),
+}
+
+/// Encoded key records, in id order: record `i` is `bytes[ends[i - 1]..ends[i]]`
+/// (from 0 for the first).
+#[derive(Default)]
+pub(crate) struct EncodedRun {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl LoadedKeys {
+    /// How many.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Decoded(keys) => keys.len(),
+            Self::Encoded(runs) => runs.iter().map(|r| r.ends.len()).sum(),
+        }
+    }
+}
+
 /// Records the change stream named, to be read ([`Store::read_followed`]).
 #[derive(Debug)]
 pub(crate) struct Touched {
@@ -199,6 +226,15 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Reads everything the in-memory index is built from.
     fn load(&self) -> Result<Loaded>;
+
+    /// [`Store::load`] for the index: the key records may come encoded,
+    /// in id order (the engine decodes them on every core), and `keys` of
+    /// the [`Loaded`] is then empty.
+    fn load_index(&self) -> Result<(Loaded, LoadedKeys)> {
+        let mut loaded = self.load()?;
+        let keys = std::mem::take(&mut loaded.keys);
+        Ok((loaded, LoadedKeys::Decoded(keys)))
+    }
 
     /// Audit events after `after`, oldest first, of one workspace or all.
     fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>>;

@@ -12,13 +12,15 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use keyward_core::policy::{decode_record, encode_record};
 use keyward_core::signature::NonceState;
 use keyward_core::{Code, KeyId, WorkspaceId};
-use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend, TableHandle, WriteTransaction,
+};
 
 use super::tables::{
     AUDIT, AUDIT_HIGH_KEY, HISTORY, KEYS, LAST_USED, MAGIC, MAGIC_KEY, META, NONCES, SCHEMA_KEY, SCHEMA_VERSION,
     SERIALS, SESSIONS, TOOLS, USAGE, WORKSPACES,
 };
-use super::{AuditKeep, Batch, Change, Loaded, Store};
+use super::{AuditKeep, Batch, Change, EncodedRun, Loaded, LoadedKeys, Store};
 use crate::error::{Error, Result};
 use crate::history::{self, Granularity, HistoryBucket, HistoryDelta};
 use crate::model::{AuditEvent, KeyRecord, Page, SessionRecord, ToolRecord, UsageRecord, Workspace};
@@ -49,6 +51,9 @@ pub(crate) struct RedbStore {
     label: String,
     /// `None` after a failed write, until it is opened again.
     db: RwLock<Db>,
+    /// Opened without a page cache, to be opened again with its cache once
+    /// the index is loaded ([`RedbStore::open_for_index`]).
+    uncached: std::sync::atomic::AtomicBool,
 }
 
 impl RedbStore {
@@ -74,8 +79,23 @@ impl RedbStore {
         Self::init(Source::Backend(Box::new(make)), label, db)
     }
 
+    /// [`RedbStore::open`] for an engine: the file is opened without a page
+    /// cache until [`Store::load_index`] has read every record, then again
+    /// with a cache of `cache` bytes. The load reads every page of the key
+    /// tables once; a cache would keep them all (about 200 bytes per key),
+    /// though verification never reads the file. Between the two opens
+    /// another process could take the file: the open then fails
+    /// ([`Error::InUse`]).
+    pub(crate) fn open_for_index(path: &Path, cache: usize) -> Result<Self> {
+        let label = path.display().to_string();
+        let db = contain(&label, || open_file(path, 0))?;
+        let store = Self::init(Source::File(path.to_path_buf(), cache), label, db)?;
+        store.uncached.store(cache > 0, std::sync::atomic::Ordering::Relaxed);
+        Ok(store)
+    }
+
     fn init(source: Source, label: String, db: Database) -> Result<Self> {
-        let store = Self { source, label, db: RwLock::new(Db(Some(db))) };
+        let store = Self { source, label, db: RwLock::new(Db(Some(db))), uncached: Default::default() };
         store.run(init_schema)?;
         Ok(store)
     }
@@ -446,7 +466,16 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Loaded> {
-        self.run(read_all)
+        self.run(|db| read_all(db, None))
+    }
+
+    fn load_index(&self) -> Result<(Loaded, LoadedKeys)> {
+        let mut keys = Vec::new();
+        let loaded = self.run(|db| read_all(db, Some(&mut keys)))?;
+        if self.uncached.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.reopen()?;
+        }
+        Ok((loaded, LoadedKeys::Encoded(keys)))
     }
 
     fn audit(&self, ws: Option<WorkspaceId>, after: u64, limit: usize) -> Result<Page<AuditEvent>> {
@@ -471,9 +500,55 @@ impl Store for RedbStore {
     }
 }
 
+/// Keys per run below which the key table is read as one run.
+const MIN_KEYS_PER_RUN: usize = 20_000;
+
+type KeyTable = redb::ReadOnlyTable<&'static [u8; 16], &'static [u8]>;
+
+/// The key records, encoded, in runs of ids read on every core. The runs
+/// split the ids between the first and the last in equal shares: key ids
+/// begin with their creation time and end with random bits (and older ones
+/// are random throughout), so equal shares hold about as many keys unless
+/// the keys were made at very uneven rates.
+fn read_key_runs(keys: &KeyTable, n: usize) -> Result<Vec<EncodedRun>> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let runs = cores.min(n / MIN_KEYS_PER_RUN).clamp(1, 256);
+    let first = keys.first()?.map_or(0, |(id, _)| u128::from_be_bytes(*id.value()));
+    let last = keys.last()?.map_or(0, |(id, _)| u128::from_be_bytes(*id.value()));
+    let step = last.saturating_sub(first) / runs as u128;
+    // Run `i` holds the ids from `start(i)` (none: the first) to `start(i + 1)`.
+    let start = |i: usize| -> Option<[u8; 16]> {
+        (i > 0 && i < runs).then(|| first.saturating_add(step.saturating_mul(i as u128)).to_be_bytes())
+    };
+    let read = |i: usize| -> Result<EncodedRun> {
+        let (lo, hi) = (start(i), start(i + 1));
+        let rows = match (&lo, &hi) {
+            (None, None) => keys.iter()?,
+            (Some(lo), None) => keys.range::<&[u8; 16]>(lo..)?,
+            (None, Some(hi)) => keys.range::<&[u8; 16]>(..hi)?,
+            (Some(lo), Some(hi)) => keys.range::<&[u8; 16]>(lo..hi)?,
+        };
+        let mut run = EncodedRun { bytes: Vec::with_capacity(n / runs * 128), ends: Vec::with_capacity(n / runs) };
+        for row in rows {
+            run.bytes.extend_from_slice(row?.1.value());
+            run.ends.push(run.bytes.len());
+        }
+        Ok(run)
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..runs).map(|i| s.spawn(move || read(i))).collect();
+        let mut out = vec![read(0)?];
+        for h in handles {
+            out.push(h.join().unwrap_or_else(|_| Err(Error::Corrupt("the key table could not be read".into())))?);
+        }
+        Ok(out)
+    })
+}
+
 /// Reads everything the in-memory index is built from, in one read
-/// transaction.
-fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
+/// transaction. With `encoded`, the key records are left encoded there, in
+/// runs of ids (see [`LoadedKeys::Encoded`]), not decoded.
+fn read_all(db: &impl ReadableDatabase, encoded: Option<&mut Vec<EncodedRun>>) -> Result<Loaded> {
     let txn = db.begin_read()?;
     let mut out = Loaded::default();
     for row in txn.open_table(WORKSPACES).map_err(table_err)?.iter()? {
@@ -482,9 +557,19 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Loaded> {
     for row in txn.open_table(TOOLS).map_err(table_err)?.iter()? {
         out.tools.push(ToolRecord::decode(row?.1.value())?);
     }
-    for row in txn.open_table(KEYS).map_err(table_err)?.iter()? {
-        out.keys.push(KeyRecord::decode(row?.1.value())?);
+    let keys = txn.open_table(KEYS).map_err(table_err)?;
+    match encoded {
+        Some(runs) => {
+            let n = usize::try_from(keys.len()?).unwrap_or(0);
+            *runs = read_key_runs(&keys, n)?;
+        }
+        None => {
+            for row in keys.iter()? {
+                out.keys.push(KeyRecord::decode(row?.1.value())?);
+            }
+        }
     }
+    drop(keys);
     for row in txn.open_table(USAGE).map_err(table_err)?.iter()? {
         let (k, v) = row?;
         out.usage.push((KeyId(*k.value()), decode_record(v.value())?));
@@ -593,7 +678,7 @@ impl RedbReader {
 
     /// See [`Store::load`].
     pub(crate) fn load(&self) -> Result<Loaded> {
-        self.run(read_all)
+        self.run(|db| read_all(db, None))
     }
 
     /// See [`Store::audit`] (every workspace).
