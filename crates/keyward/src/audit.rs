@@ -1,9 +1,11 @@
 //! The audit log, snapshots and read-only figures.
 
-use keyward_core::policy::Status;
-use keyward_core::{KeyPolicy, Snapshot, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy};
+use std::sync::Arc;
 
-use crate::engine::Engine;
+use keyward_core::policy::Status;
+use keyward_core::{KeyId, KeyPolicy, Snapshot, ToolPolicy, UnixMillis, WorkspaceId, WorkspacePolicy};
+
+use crate::engine::{Engine, LiveKey};
 use crate::error::{Error, Result};
 use crate::model::{Actor, AuditAction, AuditEvent, Page};
 use crate::store::{AuditDraft, Batch, Change};
@@ -57,6 +59,24 @@ impl Engine {
     /// Everything verification at the edge needs, nothing secret: every
     /// bearer key (signing keys not created with `bearer` are left out).
     pub fn snapshot(&self) -> Snapshot {
+        let (workspaces, tools) = self.snapshot_policies();
+        let keys = self.snapshot_keys().iter().map(|(_, k)| k.policy().clone()).collect();
+        Snapshot { created_at: self.inner.now(), workspaces, tools, keys }
+    }
+
+    /// The snapshot, encoded and authenticated with the snapshot key. The
+    /// key records are encoded where they are held, not copied first.
+    pub fn export_snapshot(&self) -> Result<Vec<u8>> {
+        let key = self.inner.opts.snapshot_key.as_ref().ok_or(Error::NoSnapshotKey)?;
+        let (workspaces, tools) = self.snapshot_policies();
+        let held = self.snapshot_keys();
+        let keys: Vec<&KeyPolicy> = held.iter().map(|(_, k)| k.policy()).collect();
+        Snapshot::encode_parts(self.inner.now(), &workspaces, &tools, &keys, key)
+            .map_err(|e| Error::invalid("snapshot_key", e.to_string()))
+    }
+
+    /// Every workspace and tool of a snapshot, in its order.
+    fn snapshot_policies(&self) -> (Vec<WorkspacePolicy>, Vec<ToolPolicy>) {
         let mut workspaces: Vec<WorkspacePolicy> = Vec::new();
         let mut tools: Vec<ToolPolicy> = Vec::new();
         for slot in self.inner.workspaces.iter() {
@@ -66,18 +86,18 @@ impl Engine {
         }
         workspaces.sort_by_key(|w| w.id);
         tools.sort_by(|a, b| (a.workspace, &a.name).cmp(&(b.workspace, &b.name)));
-        // A signing key that is no bearer key cannot pass at the edge, which
-        // reads tokens alone: it is left out (the edge answers NOT_FOUND).
-        let mut keys: Vec<KeyPolicy> =
-            self.inner.keys.iter().filter(|k| k.is_bearer()).map(|k| k.policy().clone()).collect();
-        keys.sort_by_key(|k| k.id);
-        Snapshot { created_at: self.inner.now(), workspaces, tools, keys }
+        (workspaces, tools)
     }
 
-    /// The snapshot, encoded and authenticated with the snapshot key.
-    pub fn export_snapshot(&self) -> Result<Vec<u8>> {
-        let key = self.inner.opts.snapshot_key.as_ref().ok_or(Error::NoSnapshotKey)?;
-        self.snapshot().encode(key).map_err(|e| Error::invalid("snapshot_key", e.to_string()))
+    /// The keys of a snapshot, by id. A signing key that is no bearer key
+    /// cannot pass at the edge, which reads tokens alone: it is left out
+    /// (the edge answers NOT_FOUND). Sorted by the id held beside each key,
+    /// so the sort reads no key.
+    fn snapshot_keys(&self) -> Vec<(KeyId, Arc<LiveKey>)> {
+        let mut keys: Vec<(KeyId, Arc<LiveKey>)> = Vec::with_capacity(self.inner.keys.len());
+        keys.extend(self.inner.keys.iter().filter(|k| k.is_bearer()).map(|k| (k.policy().id, Arc::clone(&k))));
+        keys.sort_unstable_by_key(|(id, _)| *id);
+        keys
     }
 
     /// Number of keys (all statuses).
