@@ -91,6 +91,28 @@ struct Parts<'a> {
     keys: &'a [&'a KeyPolicy],
 }
 
+/// postcard's output into a buffer that already holds the header (its own
+/// `AllocVec` starts empty; `to_extend` pushes byte by byte).
+struct Output(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Output {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 /// Bytes of body to reserve per key before encoding (a typical key record
 /// is 80 to 130 bytes): the buffer then rarely grows.
 const BODY_BYTES_PER_KEY: usize = 128;
@@ -119,7 +141,7 @@ impl Snapshot {
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         // The body's length, filled in once the body is written.
         out.extend_from_slice(&[0; 8]);
-        let mut out = postcard::to_extend(&parts, out).map_err(|_| SnapshotError::Corrupt)?;
+        let mut out = postcard::serialize_with_flavor(&parts, Output(out)).map_err(|_| SnapshotError::Corrupt)?;
         let body_len = (out.len() - HEADER_LEN) as u64;
         if let Some(len) = out.get_mut(HEADER_LEN - 8..HEADER_LEN) {
             len.copy_from_slice(&body_len.to_le_bytes());
