@@ -17,9 +17,13 @@ use keyward_core::KeyId;
 
 use crate::engine::{DigestHasher, LiveKey};
 
-/// Shards of the key maps (a power of two). Many: two verifications rarely
-/// share a shard lock's cache line.
+/// Shards of the key maps, at least (a power of two). Many: two
+/// verifications rarely share a shard lock's cache line.
 const SHARDS: usize = 256;
+
+/// Keys per shard an index is sized for at most: a shard's table (9 bytes a
+/// slot) then fits a core's cache while an open fills it.
+const KEYS_PER_SHARD: usize = 4_096;
 
 /// A key, found by its token's hash.
 struct ByHash(Arc<LiveKey>);
@@ -82,9 +86,10 @@ pub(crate) struct Keys {
 impl Keys {
     /// An index sized for `n` keys (it grows past them).
     pub(crate) fn with_capacity(n: usize) -> Self {
+        let shards = (n / KEYS_PER_SHARD).next_power_of_two().clamp(SHARDS, 1 << 16);
         Self {
-            by_hash: DashMap::with_capacity_and_hasher_and_shard_amount(n, Default::default(), SHARDS),
-            by_id: DashMap::with_capacity_and_hasher_and_shard_amount(n, Default::default(), SHARDS),
+            by_hash: DashMap::with_capacity_and_hasher_and_shard_amount(n, Default::default(), shards),
+            by_id: DashMap::with_capacity_and_hasher_and_shard_amount(n, Default::default(), shards),
         }
     }
 
