@@ -77,9 +77,10 @@ pub(crate) struct Keys {
     /// Token hashes are uniform: their first bytes are the hash (see
     /// [`DigestHasher`]).
     by_hash: DashMap<ByHash, (), BuildHasherDefault<DigestHasher>>,
-    /// So are key ids: the engine draws every one from the operating
-    /// system's generator (no caller chooses the id of a key it adds, so
-    /// none can pick ids that collide).
+    /// Key ids end with 80 random bits, drawn by the engine from the
+    /// operating system's generator (no caller chooses the id of a key it
+    /// adds, so none can pick ids that collide): [`DigestHasher`] folds
+    /// the id's two words into one, uniform through its random half.
     by_id: DashMap<ById, (), BuildHasherDefault<DigestHasher>>,
 }
 
