@@ -11,10 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::problem::{Problem, engine_problem};
-use super::{
-    DEFAULT_NAME, MAX_ARRAY, MAX_RATELIMITS, api, at_most, authorize, body, ok, permissions, positive, rate_name,
-    read_body,
-};
+use super::{DEFAULT_NAME, MAX_ARRAY, MAX_RATELIMITS, api, at_most, begin, body, ok, permissions, positive, rate_name};
 use crate::AppState;
 use crate::blocking::off_workers;
 use crate::body::Path;
@@ -137,9 +134,7 @@ pub(super) async fn create_key(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (caller, ws) = authorize(&state, &peer, &headers, "keys:write")?;
-    let req: CreateKeyRequest = crate::body::parse(&bytes?)?;
+    let (caller, ws, req): (_, _, CreateKeyRequest) = begin(&state, &peer, &headers, raw, "keys:write").await?;
     let at = body();
     let ws = api(&req.api_id, ws)?;
     let prefix = match req.prefix {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::problem::Problem;
 use super::view::key_json;
-use super::{authorize, body, key_id, ok, own_key, read_body};
+use super::{begin, body, key_id, ok, own_key};
 use crate::AppState;
 use crate::routes::Peer;
 
@@ -34,9 +34,7 @@ pub(super) async fn get_key(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (caller, _) = authorize(&state, &peer, &headers, "keys:read")?;
-    let req: GetKeyRequest = crate::body::parse(&bytes?)?;
+    let (caller, _, req): (_, _, GetKeyRequest) = begin(&state, &peer, &headers, raw, "keys:read").await?;
     if req.decrypt == Some(true) {
         return Err(Problem::invalid(body().field("decrypt"), "keyward never stores keys, so none can be decrypted")
             .fix("omit decrypt or set it to false"));
@@ -52,9 +50,7 @@ pub(super) async fn whoami(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (_, ws) = authorize(&state, &peer, &headers, "keys:read")?;
-    let req: WhoamiRequest = crate::body::parse(&bytes?)?;
+    let (_, ws, req): (_, _, WhoamiRequest) = begin(&state, &peer, &headers, raw, "keys:read").await?;
     match state.engine.find_key(&req.key) {
         Some(k) if k.workspace == ws => Ok(ok(key_json(&k))),
         _ => Err(Problem::not_found("unkey/data/key_not_found", "no key of this workspace matches")),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::problem::{Problem, engine_problem};
 use super::view::key_json;
-use super::{api, authorize, body, read_body, respond};
+use super::{api, begin, body, respond};
 use crate::AppState;
 use crate::routes::Peer;
 
@@ -37,9 +37,7 @@ pub(super) async fn list_keys(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (_, ws) = authorize(&state, &peer, &headers, "keys:read")?;
-    let req: ListKeysRequest = crate::body::parse(&bytes?)?;
+    let (_, ws, req): (_, _, ListKeysRequest) = begin(&state, &peer, &headers, raw, "keys:read").await?;
     let at = body();
     let ws = api(&req.api_id, ws)?;
     if req.decrypt == Some(true) {

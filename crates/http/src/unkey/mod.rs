@@ -143,8 +143,24 @@ async fn drain(body: Body) {
 
 // ---- request bodies -------------------------------------------------------
 
-/// Reads a body whole. The content type is checked here, the JSON once the
-/// caller is known: a bad root key is reported before a bad body.
+/// How every operation starts: the body read whole (its content type
+/// checked), then the root key with permission `need` (a bad root key is
+/// reported before a bad body), then the body parsed as a `T`. Returns the
+/// root key, its workspace and the request.
+async fn begin<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    raw: Body,
+    need: &str,
+) -> Result<(KeyId, WorkspaceId, T), Problem> {
+    let bytes = read_body(headers, raw).await;
+    let (caller, ws) = authorize(state, peer, headers, need)?;
+    let req = crate::body::parse(&bytes?)?;
+    Ok((caller, ws, req))
+}
+
+/// Reads a body whole, checking its content type.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         Problem::new(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::problem::{Problem, engine_problem};
-use super::{authorize, key_id, ok, own_key, read_body};
+use super::{begin, key_id, ok, own_key};
 use crate::AppState;
 use crate::blocking::off_workers;
 use crate::routes::Peer;
@@ -31,9 +31,7 @@ pub(super) async fn reroll_key(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (caller, _) = authorize(&state, &peer, &headers, "keys:write")?;
-    let req: RerollKeyRequest = crate::body::parse(&bytes?)?;
+    let (caller, _, req): (_, _, RerollKeyRequest) = begin(&state, &peer, &headers, raw, "keys:write").await?;
     let id = key_id(&req.key_id)?;
     let grace_ms = req.expiration;
     own_key(&state, caller, id).await?;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::problem::{Problem, engine_problem};
 use super::view::refill_json;
-use super::{authorize, body, key_id, ok, own_key, read_body};
+use super::{begin, body, key_id, ok, own_key};
 use crate::AppState;
 use crate::blocking::off_workers;
 use crate::routes::Peer;
@@ -66,9 +66,7 @@ pub(super) async fn update_credits(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (caller, _) = authorize(&state, &peer, &headers, "keys:write")?;
-    let req: UpdateCreditsRequest = crate::body::parse(&bytes?)?;
+    let (caller, _, req): (_, _, UpdateCreditsRequest) = begin(&state, &peer, &headers, raw, "keys:write").await?;
     let at = body();
     let id = key_id(&req.key_id)?;
     let (operation, value) = (req.operation, req.value);

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::create_key::{CreditsRefill, RatelimitRequest, rate_limits};
 use super::problem::{Problem, engine_problem};
-use super::{DEFAULT_NAME, MAX_ARRAY, at_most, authorize, body, key_id, ok, own_key, permissions, read_body};
+use super::{DEFAULT_NAME, MAX_ARRAY, at_most, begin, body, key_id, ok, own_key, permissions};
 use crate::AppState;
 use crate::blocking::off_workers;
 use crate::body::Patch;
@@ -64,9 +64,7 @@ pub(super) async fn update_key(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (caller, _) = authorize(&state, &peer, &headers, "keys:write")?;
-    let req: UpdateKeyRequest = crate::body::parse(&bytes?)?;
+    let (caller, _, req): (_, _, UpdateKeyRequest) = begin(&state, &peer, &headers, raw, "keys:write").await?;
     let at = body();
     let id = key_id(&req.key_id)?;
     let current = own_key(&state, caller, id).await?;

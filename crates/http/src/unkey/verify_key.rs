@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::problem::Problem;
 use super::view::{identity_json, rate_report_json};
-use super::{MAX_ARRAY, MAX_RATELIMITS, at_most, authorize, body, ok, positive, rate_name, read_body};
+use super::{MAX_ARRAY, MAX_RATELIMITS, at_most, begin, body, ok, positive, rate_name};
 use crate::AppState;
 use crate::blocking::verifying;
 use crate::envelope::VerdictTag;
@@ -76,9 +76,7 @@ pub(super) async fn verify_key(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, raw).await;
-    let (_, ws) = authorize(&state, &peer, &headers, "keys:verify")?;
-    let req: VerifyKeyRequest = crate::body::parse(&bytes?)?;
+    let (_, ws, req): (_, _, VerifyKeyRequest) = begin(&state, &peer, &headers, raw, "keys:verify").await?;
     let at = body();
     if let Some(tags) = &req.tags {
         at_most(tags, MAX_ARRAY, &at.field("tags"))?;
