@@ -568,6 +568,28 @@ fn bodies_are_typed_and_errors_name_the_json_path() {
         ),
         (json!({"name": "a", "limits": {"rates": [{"limit": 5}]}}), "limits.rates[0].window_ms: is required"),
         (
+            json!({"name": "a", "limits": {"rates": [{"limit": 5, "window_ms": 1000}, {"name": "b", "limit": 5, "window_ms": 0}]}}),
+            "limits.rates[1].window_ms: must be at least 1",
+        ),
+        (
+            json!({"name": "a", "limits": {"rate": {"limit": 0, "window_ms": 1000}}}),
+            "limits.rate.limit: must be at least 1",
+        ),
+        (
+            json!({"name": "a", "limits": {"rates": [{"name": "x y", "limit": 1, "window_ms": 1}]}}),
+            "limits.rates[0].name: rate limit name must be 1 to 64 characters",
+        ),
+        (
+            json!({"name": "a", "limits": {"rates": [{"name": "b", "limit": 1, "window_ms": 1}, {"name": "b", "limit": 2, "window_ms": 1}]}}),
+            "limits.rates[1].name: `b` names an earlier rate limit too",
+        ),
+        (
+            json!({"name": "a", "limits": {"rates": [{"limit": 1, "window_ms": 4000000000000u64}]}}),
+            "limits.rates[0].window_ms: must be at most 3155760000000",
+        ),
+        (json!({"name": "a", "limits": {"concurrency": {"max": 0}}}), "limits.concurrency.max: must be at least 1"),
+        (json!({"name": "a", "limits": {"concurrency": 0}}), "limits.concurrency: must be a positive integer"),
+        (
             json!({"name": "a", "ip_rules": [{"action": "allow", "cidr": "10.0.0.0/8"}, {"action": "deny", "cidr": "10.0.0.300"}]}),
             "ip_rules[1].cidr: ",
         ),

@@ -5,7 +5,10 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use keyward::{BatchKey, ImportKey, KeyInfo, KeyUpdate, NewKey, NewSigning, NewTool, ToolUpdate, Workspace};
 use keyward_core::ip::{IpRule, IpRules};
-use keyward_core::limits::{Concurrency, Credits, RateLimit, Refill, RefillInterval};
+use keyward_core::limits::{
+    Concurrency, Credits, LimitsError, MAX_RATE_LIMIT, MAX_WINDOW_MS, RateLimit, Refill, RefillInterval,
+    valid_rate_name,
+};
 use keyward_core::permission::Permission;
 use keyward_core::signature::NoncePolicy;
 use keyward_core::{KeyHash, Limits, Token, UnixMillis};
@@ -146,19 +149,45 @@ pub(crate) fn ip_rules(list: &[wire::IpRule], at: &Path) -> Result<IpRules, ApiE
     Ok(IpRules(rules.collect::<Result<_, _>>()?))
 }
 
+/// The checks of [`Limits::validate`] on one rate limit, naming the field
+/// at fault: `limits.rates[1].window_ms: must be at least 1`.
+fn check_rate(r: &RateLimit, at: &Path) -> Result<(), ApiError> {
+    if !valid_rate_name(&r.name) {
+        return Err(invalid(&at.field("name"), LimitsError::RateName));
+    }
+    for (field, value, max) in [("limit", r.limit, MAX_RATE_LIMIT), ("window_ms", r.window_ms, MAX_WINDOW_MS)] {
+        if value == 0 {
+            return Err(invalid(&at.field(field), "must be at least 1"));
+        }
+        if value > max {
+            return Err(invalid(&at.field(field), format!("must be at most {max}")));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn limits(spec: wire::LimitsSpec, at: &Path) -> Result<Limits, ApiError> {
     let mut limits = Limits::default();
     if let Some(list) = spec.rates {
         at_most(&list, &at.field("rates"))?;
-        limits.rates.extend(list.into_iter().map(|r| RateLimit {
-            name: r.name.unwrap_or_else(|| "default".into()),
-            limit: r.limit,
-            window_ms: r.window_ms,
-            auto_apply: r.auto_apply.unwrap_or(true),
-        }));
+        for (i, r) in list.into_iter().enumerate() {
+            let rate = RateLimit {
+                name: r.name.unwrap_or_else(|| "default".into()),
+                limit: r.limit,
+                window_ms: r.window_ms,
+                auto_apply: r.auto_apply.unwrap_or(true),
+            };
+            let here = at.field("rates").index(i);
+            check_rate(&rate, &here)?;
+            if limits.rates.iter().any(|o| o.name == rate.name) {
+                return Err(invalid(&here.field("name"), format!("`{}` names an earlier rate limit too", rate.name)));
+            }
+            limits.rates.push(rate);
+        }
     }
     if let Some(r) = spec.rate {
         let rate = RateLimit { name: "default".into(), limit: r.limit, window_ms: r.window_ms, auto_apply: true };
+        check_rate(&rate, &at.field("rate"))?;
         // A key's limits as the API shows them name the default rate twice
         // (`rate` and an entry of `rates`): sent back unchanged, they are
         // the same limits.
@@ -178,14 +207,20 @@ pub(crate) fn limits(spec: wire::LimitsSpec, at: &Path) -> Result<Limits, ApiErr
     limits.concurrency = match spec.concurrency {
         None => None,
         Some(wire::ConcurrencySpec::Max(max)) => {
-            let max =
-                u32::try_from(max).map_err(|_| invalid(&at.field("concurrency"), "must be a positive integer"))?;
+            let max = u32::try_from(max)
+                .ok()
+                .filter(|&m| m > 0)
+                .ok_or_else(|| invalid(&at.field("concurrency"), "must be a positive integer"))?;
             Some(Concurrency { max, lease_ms: DEFAULT_LEASE_MS })
         }
-        Some(wire::ConcurrencySpec::Leased(c)) => Some(Concurrency {
-            max: u32::try_from(c.max).map_err(|_| invalid(&at.field("concurrency").field("max"), "too large"))?,
-            lease_ms: c.lease_ms.unwrap_or(DEFAULT_LEASE_MS),
-        }),
+        Some(wire::ConcurrencySpec::Leased(c)) => {
+            let at = at.field("concurrency").field("max");
+            let max = u32::try_from(c.max).map_err(|_| invalid(&at, "too large"))?;
+            if max == 0 {
+                return Err(invalid(&at, "must be at least 1"));
+            }
+            Some(Concurrency { max, lease_ms: c.lease_ms.unwrap_or(DEFAULT_LEASE_MS) })
+        }
     };
     if let Some(c) = spec.credits {
         let refill = match c.refill {
