@@ -303,12 +303,6 @@ impl<T> Patch<T> {
             Self::Set(v) => Some(Some(v)),
         }
     }
-
-    /// Whether the field was in the body (as `null` or a value).
-    #[allow(dead_code)] // Not every reader of a change needs it.
-    pub(crate) fn is_given(&self) -> bool {
-        !matches!(self, Self::Keep)
-    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
@@ -421,7 +415,7 @@ mod tests {
     fn a_patch_tells_absent_from_null() {
         let keep = parse::<Spec>(br#"{"name":"a"}"#).unwrap();
         assert_eq!(keep.expires_at, Patch::Keep);
-        assert!(!keep.expires_at.is_given());
+        assert_eq!(keep.expires_at.into_change(), None);
         let clear = parse::<Spec>(br#"{"name":"a","expires_at":null}"#).unwrap();
         assert_eq!(clear.expires_at.into_change(), Some(None));
         let set = parse::<Spec>(br#"{"name":"a","expires_at":5}"#).unwrap();
